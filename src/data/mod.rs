@@ -1,0 +1,1 @@
+//! Data set readers: .npy, .npz and IDX (MNIST / Fashion-MNIST).

@@ -1,0 +1,12 @@
+//! `signgd`: ANN-to-SNN conversion with sign-gradient-descent (signGD) neuronal dynamics
+//! (Oh & Lee, ICML 2024), simulated event by event.
+//!
+//! Data flows one way: ONNX file → [`model`] graph → [`convert`] passes → [`snn`] network →
+//! [`engine`] → observations.
+
+pub mod data;
+pub mod engine;
+pub mod model;
+pub mod snn;
+pub mod theory;
+pub mod real;

@@ -1,0 +1,1 @@
+//! Model graph: ONNX reader, intermediate representation and dense reference evaluator.
