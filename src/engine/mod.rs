@@ -1,1 +1,407 @@
-//! placeholder
+//! The event-driven simulator: per step, per population in topological order, deliver the
+//! events of the sources that spiked, add the constant drive, fire, update.
+
+pub mod counters;
+
+use serde::{Deserialize, Serialize};
+
+pub use counters::{ActivityCounts, Counters};
+
+use crate::real::Real;
+use crate::snn::{EncoderKind, Network, NetworkError, NeuronKind, Operand, Schedule, Source, SynapseBlock};
+
+/// The neuronal dynamics a network is simulated with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dynamics {
+    /// Sign gradient descent (SPEC.md §2): every population tracks its nonlinearity.
+    SignGd,
+    /// The subgradient method, i.e. rate-coded IF neurons (SPEC.md §1): ReLU networks only.
+    Subgradient,
+}
+
+/// Settings of one simulation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimConfig {
+    /// Step sizes.
+    pub schedule: Schedule,
+    /// Input encoder.
+    pub encoder: EncoderKind,
+    /// Neuronal dynamics.
+    pub dynamics: Dynamics,
+    /// Steps (1-based) at which the decoded output is read; the simulation runs to the last.
+    pub checkpoints: Vec<usize>,
+}
+
+impl SimConfig {
+    /// The reference implementation's settings: exponential 0.15/0.95, float encoder, signGD.
+    pub fn reference(checkpoints: Vec<usize>) -> Self {
+        SimConfig {
+            schedule: Schedule::default(),
+            encoder: EncoderKind::Float,
+            dynamics: Dynamics::SignGd,
+            checkpoints,
+        }
+    }
+
+    /// The rate-coded IF baseline: step 1/(t+1), the input fed unchanged, subgradient dynamics.
+    pub fn integrate_and_fire(checkpoints: Vec<usize>) -> Self {
+        SimConfig {
+            schedule: Schedule::IfMethod,
+            encoder: EncoderKind::Direct,
+            dynamics: Dynamics::Subgradient,
+            checkpoints,
+        }
+    }
+}
+
+/// Sees the state of the simulation as it runs (for traces and diagnostics). Every method has
+/// an empty default; `()` observes nothing at no cost.
+pub trait Observer<F: Real> {
+    /// After the encoder's step `t`: the emitted values `u` and the estimate `e`.
+    fn encoder(&mut self, _t: usize, _emitted: &[F], _estimate: &[F]) {}
+    /// After population `index` updated at step `t`: operand estimates, fired neurons, output
+    /// estimates.
+    fn population(&mut self, _t: usize, _index: usize, _operands: &[Vec<F>], _fired: &[u32], _v: &[F]) {}
+    /// After the decoder's step `t`: the decoded output.
+    fn readout(&mut self, _t: usize, _y: &[F]) {}
+}
+
+impl<F: Real> Observer<F> for () {}
+
+struct CompiledProjection<F> {
+    source: Source,
+    block: SynapseBlock<F>,
+    fan_out: Vec<u32>,
+    synapses: u64,
+}
+
+struct CompiledOperand<F> {
+    bias: Vec<F>,
+    offset: Vec<F>,
+    projections: Vec<CompiledProjection<F>>,
+}
+
+struct CompiledPopulation<F> {
+    kind: NeuronKind,
+    size: usize,
+    operands: Vec<CompiledOperand<F>>,
+}
+
+/// A network prepared for simulation in precision `F`. Immutable and shared by all workers.
+pub struct Simulator<F: Real> {
+    populations: Vec<CompiledPopulation<F>>,
+    readout: CompiledOperand<F>,
+    etas: Vec<F>,
+    encoder: EncoderKind,
+    dynamics: Dynamics,
+    checkpoints: Vec<usize>,
+    input_size: usize,
+    output_size: usize,
+}
+
+/// Per-worker mutable state, allocated once and reused for every input.
+pub struct Workspace<F: Real> {
+    encoder_estimate: Vec<F>,
+    encoder_emitted: Vec<F>,
+    encoder_fired: Vec<u32>,
+    populations: Vec<PopulationState<F>>,
+    readout_acc: Vec<F>,
+    y: Vec<F>,
+    /// Activity counters, summed over every input this workspace ran.
+    pub counters: Counters,
+}
+
+struct PopulationState<F> {
+    x: Vec<Vec<F>>,
+    acc: Vec<F>,
+    v: Vec<F>,
+    fired: Vec<u32>,
+}
+
+impl<F: Real> Simulator<F> {
+    /// Prepares `network` for simulation with `config`; refuses malformed networks and settings.
+    pub fn new(network: &Network, config: &SimConfig) -> Result<Self, NetworkError> {
+        network.validate()?;
+        let mut checkpoints = config.checkpoints.clone();
+        checkpoints.sort_unstable();
+        checkpoints.dedup();
+        match checkpoints.first() {
+            None => return Err(NetworkError::Setting("no checkpoint: give at least one number of timesteps".into())),
+            Some(0) => return Err(NetworkError::Setting("checkpoints count steps from 1; 0 is not a checkpoint".into())),
+            _ => {}
+        }
+        let steps = *checkpoints.last().unwrap_or(&0);
+        if let Some(max) = config.schedule.max_steps() {
+            if steps > max {
+                return Err(NetworkError::Setting(format!(
+                    "checkpoint {steps} lies beyond the {max} steps the schedule defines"
+                )));
+            }
+        }
+        if config.dynamics == Dynamics::Subgradient {
+            let others: Vec<String> = network
+                .populations
+                .iter()
+                .filter(|p| p.kind != NeuronKind::Relu)
+                .map(|p| format!("`{}` ({})", p.name, p.kind.name()))
+                .collect();
+            if !others.is_empty() {
+                return Err(NetworkError::Setting(format!(
+                    "IF neurons convert ReLU networks only; these populations are not ReLU: {}",
+                    others.join(", ")
+                )));
+            }
+        }
+        let etas = config.schedule.steps(steps)?.into_iter().map(F::of).collect();
+        Ok(Simulator {
+            populations: network
+                .populations
+                .iter()
+                .map(|p| CompiledPopulation {
+                    kind: p.kind,
+                    size: p.size(),
+                    operands: p.operands.iter().map(compile_operand).collect(),
+                })
+                .collect(),
+            readout: compile_operand(&network.readout),
+            etas,
+            encoder: config.encoder,
+            dynamics: config.dynamics,
+            checkpoints,
+            input_size: network.input_size(),
+            output_size: network.output_size(),
+        })
+    }
+
+    /// The sorted, deduplicated checkpoints.
+    pub fn checkpoints(&self) -> &[usize] {
+        &self.checkpoints
+    }
+
+    /// Number of steps simulated per input.
+    pub fn steps(&self) -> usize {
+        self.etas.len()
+    }
+
+    /// Number of output elements.
+    pub fn output_size(&self) -> usize {
+        self.output_size
+    }
+
+    /// Number of input elements.
+    pub fn input_size(&self) -> usize {
+        self.input_size
+    }
+
+    /// Fresh state for one worker.
+    pub fn workspace(&self) -> Workspace<F> {
+        Workspace {
+            encoder_estimate: vec![F::zero(); self.input_size],
+            encoder_emitted: vec![F::zero(); self.input_size],
+            encoder_fired: Vec::with_capacity(self.input_size),
+            populations: self
+                .populations
+                .iter()
+                .map(|p| PopulationState {
+                    x: vec![vec![F::zero(); p.size]; p.operands.len()],
+                    acc: vec![F::zero(); p.size],
+                    v: vec![F::zero(); p.size],
+                    fired: Vec::with_capacity(p.size),
+                })
+                .collect(),
+            readout_acc: vec![F::zero(); self.output_size],
+            y: vec![F::zero(); self.output_size],
+            counters: Counters::new(self.populations.len(), self.checkpoints.len()),
+        }
+    }
+
+    /// Simulates one input and writes the decoded output at every checkpoint into `outputs`
+    /// (`[checkpoint][output]`, row-major). Counts are added to `workspace.counters`.
+    pub fn run<O: Observer<F>>(
+        &self,
+        workspace: &mut Workspace<F>,
+        input: &[F],
+        outputs: &mut [F],
+        observer: &mut O,
+    ) -> Result<(), NetworkError> {
+        if input.len() != self.input_size {
+            return Err(NetworkError::Setting(format!(
+                "the input has {} elements, the network takes {}",
+                input.len(),
+                self.input_size
+            )));
+        }
+        if outputs.len() != self.checkpoints.len() * self.output_size {
+            return Err(NetworkError::Setting(format!(
+                "the output buffer holds {} values, {} checkpoints of {} outputs need {}",
+                outputs.len(),
+                self.checkpoints.len(),
+                self.output_size,
+                self.checkpoints.len() * self.output_size
+            )));
+        }
+        self.reset(workspace);
+        let mut next_checkpoint = 0;
+        for (step, &eta) in self.etas.iter().enumerate() {
+            let t = step + 1;
+            self.step(workspace, input, t, eta, observer);
+            if self.checkpoints.get(next_checkpoint) == Some(&t) {
+                let row = &mut outputs[next_checkpoint * self.output_size..(next_checkpoint + 1) * self.output_size];
+                row.copy_from_slice(&workspace.y);
+                workspace.counters.snapshot(next_checkpoint);
+                next_checkpoint += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn reset(&self, ws: &mut Workspace<F>) {
+        ws.encoder_estimate.fill(F::zero());
+        ws.encoder_fired.clear();
+        for (population, state) in self.populations.iter().zip(&mut ws.populations) {
+            for (x, operand) in state.x.iter_mut().zip(&population.operands) {
+                x.copy_from_slice(&operand.bias);
+            }
+            state.v.fill(F::zero());
+            state.fired.clear();
+        }
+        ws.y.copy_from_slice(&self.readout.bias);
+        ws.counters.reset_running();
+    }
+
+    fn step<O: Observer<F>>(&self, ws: &mut Workspace<F>, input: &[F], t: usize, eta: F, observer: &mut O) {
+        self.encoder.step(input, eta, t == 1, &mut ws.encoder_estimate, &mut ws.encoder_emitted);
+        if self.encoder.is_binary() {
+            ws.encoder_fired.clear();
+            let fired = ws.encoder_emitted.iter().enumerate().filter(|(_, u)| **u > F::zero());
+            ws.encoder_fired.extend(fired.map(|(i, _)| i as u32));
+        }
+        observer.encoder(t, &ws.encoder_emitted, &ws.encoder_estimate);
+        let input_events = Inputs {
+            emitted: &ws.encoder_emitted,
+            fired: &ws.encoder_fired,
+            binary: self.encoder.is_binary(),
+        };
+        for (index, population) in self.populations.iter().enumerate() {
+            let (earlier, rest) = ws.populations.split_at_mut(index);
+            let state = &mut rest[0];
+            let counts = &mut ws.counters.populations[index];
+            for (operand, x) in population.operands.iter().zip(state.x.iter_mut()) {
+                gather(operand, &input_events, earlier, &mut state.acc, counts);
+                charge(self.dynamics, operand, &state.acc, eta, x);
+            }
+            state.fired.clear();
+            let x2 = state.x.get(1).unwrap_or(&state.x[0]);
+            fire_and_update(self.dynamics, population.kind, eta, &state.x[0], x2, &mut state.v, &mut state.fired);
+            counts.spikes += state.fired.len() as u64;
+            counts.neuron_updates += population.size as u64;
+            observer.population(t, index, &state.x, &state.fired, &state.v);
+        }
+        gather(&self.readout, &input_events, &ws.populations, &mut ws.readout_acc, &mut ws.counters.readout);
+        charge(self.dynamics, &self.readout, &ws.readout_acc, eta, &mut ws.y);
+        observer.readout(t, &ws.y);
+    }
+}
+
+struct Inputs<'a, F> {
+    emitted: &'a [F],
+    fired: &'a [u32],
+    binary: bool,
+}
+
+fn compile_operand<F: Real>(operand: &Operand) -> CompiledOperand<F> {
+    CompiledOperand {
+        bias: operand.bias.iter().map(|&c| F::of(c)).collect(),
+        offset: operand.offset().into_iter().map(F::of).collect(),
+        projections: operand
+            .projections
+            .iter()
+            .map(|p| {
+                let fan_out = p.block.fan_out();
+                CompiledProjection {
+                    source: p.source,
+                    synapses: fan_out.iter().map(|&f| f as u64).sum(),
+                    block: p.block.cast(),
+                    fan_out,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Accumulates `A u` for one operand into `acc`: events from spiking sources, dense products
+/// from a real-valued encoder.
+fn gather<F: Real>(
+    operand: &CompiledOperand<F>,
+    inputs: &Inputs<F>,
+    populations: &[PopulationState<F>],
+    acc: &mut [F],
+    counts: &mut ActivityCounts,
+) {
+    acc.fill(F::zero());
+    for projection in &operand.projections {
+        let fired = match projection.source {
+            Source::Input if !inputs.binary => {
+                projection.block.multiply_add(inputs.emitted, acc);
+                counts.dense_macs += projection.synapses;
+                continue;
+            }
+            Source::Input => inputs.fired,
+            Source::Population(p) => &populations[p].fired,
+        };
+        projection.block.deliver_events(fired, acc);
+        counts.synaptic_events += fired.iter().map(|&j| projection.fan_out[j as usize] as u64).sum::<u64>();
+    }
+}
+
+/// Charge: the operand estimate moves by the affine map of this step's input.
+fn charge<F: Real>(dynamics: Dynamics, operand: &CompiledOperand<F>, acc: &[F], eta: F, x: &mut [F]) {
+    let two = F::of(2.0);
+    match dynamics {
+        Dynamics::SignGd => {
+            for ((x, &a), (&c, &o)) in x.iter_mut().zip(acc).zip(operand.bias.iter().zip(&operand.offset)) {
+                *x -= eta * (two * (a + c) - o);
+            }
+        }
+        Dynamics::Subgradient => {
+            for ((x, &a), &c) in x.iter_mut().zip(acc).zip(&operand.bias) {
+                *x -= eta * (*x - (a + c));
+            }
+        }
+    }
+}
+
+/// Fire and update every neuron of a population.
+fn fire_and_update<F: Real>(
+    dynamics: Dynamics,
+    kind: NeuronKind,
+    eta: F,
+    x1: &[F],
+    x2: &[F],
+    v: &mut [F],
+    fired: &mut Vec<u32>,
+) {
+    match dynamics {
+        Dynamics::SignGd => {
+            for (i, v) in v.iter_mut().enumerate() {
+                if kind.fires(*v, x1[i], x2[i]) {
+                    fired.push(i as u32);
+                    *v -= eta;
+                } else {
+                    *v += eta;
+                }
+            }
+        }
+        Dynamics::Subgradient => {
+            for (i, v) in v.iter_mut().enumerate() {
+                if x1[i] - *v > F::zero() {
+                    fired.push(i as u32);
+                    *v -= eta * (*v - F::one());
+                } else {
+                    *v -= eta * *v;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Exact activity counters filled by the engine as it simulates.
+
+use serde::{Deserialize, Serialize};
+
+/// What one population (or the readout) did, summed over steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityCounts {
+    /// Spikes emitted (s = 1).
+    pub spikes: u64,
+    /// Binary synaptic events delivered into this population: each arriving spike times its
+    /// fan-out into the population.
+    pub synaptic_events: u64,
+    /// Real-valued multiply-accumulates received from a real-valued encoder.
+    pub dense_macs: u64,
+    /// Neuron state updates (every neuron of a signGD population updates every step).
+    pub neuron_updates: u64,
+}
+
+impl ActivityCounts {
+    /// Adds another set of counts to this one.
+    pub fn accumulate(&mut self, other: &ActivityCounts) {
+        self.spikes += other.spikes;
+        self.synaptic_events += other.synaptic_events;
+        self.dense_macs += other.dense_macs;
+        self.neuron_updates += other.neuron_updates;
+    }
+}
+
+/// Counts for every population and the readout, with a snapshot at every checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Running counts per population, in network order.
+    pub populations: Vec<ActivityCounts>,
+    /// Running counts of the readout (its synaptic events and dense MACs).
+    pub readout: ActivityCounts,
+    /// Snapshots per checkpoint: `[checkpoint][population]`, the readout last.
+    pub at_checkpoints: Vec<Vec<ActivityCounts>>,
+}
+
+impl Counters {
+    /// Zeroed counters for `populations` populations and `checkpoints` checkpoints.
+    pub fn new(populations: usize, checkpoints: usize) -> Self {
+        Counters {
+            populations: vec![ActivityCounts::default(); populations],
+            readout: ActivityCounts::default(),
+            at_checkpoints: vec![vec![ActivityCounts::default(); populations + 1]; checkpoints],
+        }
+    }
+
+    /// Clears the running counts (not the snapshots).
+    pub fn reset_running(&mut self) {
+        self.populations.iter_mut().for_each(|c| *c = ActivityCounts::default());
+        self.readout = ActivityCounts::default();
+    }
+
+    /// Adds the running counts to the snapshot of checkpoint `k`.
+    pub fn snapshot(&mut self, k: usize) {
+        let snapshot = &mut self.at_checkpoints[k];
+        for (slot, counts) in snapshot.iter_mut().zip(self.populations.iter().chain([&self.readout])) {
+            slot.accumulate(counts);
+        }
+    }
+
+    /// Adds all snapshots of `other` (from another worker or input) to these.
+    pub fn merge(&mut self, other: &Counters) {
+        for (mine, theirs) in self.at_checkpoints.iter_mut().zip(&other.at_checkpoints) {
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                a.accumulate(b);
+            }
+        }
+    }
+}
