@@ -1,1 +1,59 @@
-fn main(){}
+//! Synaptic events delivered per second by the event-delivery kernels, at spike density 0.5:
+//! a fully connected 1024×1024 linear block and a 3×3 convolution block (32→32 channels, 32×32).
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use signgd::snn::{ConvBlock, SynapseBlock};
+use sprs::TriMat;
+
+/// Deterministic pseudo-random spike list at density 0.5.
+fn half_of(n: usize) -> Vec<u32> {
+    (0..n as u32).filter(|j| (j.wrapping_mul(2654435761) >> 7) & 1 == 1).collect()
+}
+
+fn linear_block(n: usize) -> SynapseBlock<f32> {
+    let mut tri = TriMat::new((n, n));
+    for c in 0..n {
+        for r in 0..n {
+            tri.add_triplet(r, c, ((r * 31 + c * 17) % 97) as f32 / 97.0 - 0.5);
+        }
+    }
+    SynapseBlock::Sparse { matrix: tri.to_csc() }
+}
+
+fn conv_block() -> SynapseBlock<f32> {
+    SynapseBlock::Conv(ConvBlock {
+        kernel: (0..32 * 32 * 9).map(|i| ((i * 13) % 29) as f32 / 29.0 - 0.5).collect(),
+        in_shape: [32, 32, 32],
+        out_shape: [32, 32, 32],
+        kernel_size: [3, 3],
+        strides: [1, 1],
+        pads: [1, 1],
+        dilations: [1, 1],
+        groups: 1,
+    })
+}
+
+fn bench_block(c: &mut Criterion, name: &str, block: SynapseBlock<f32>) {
+    let fired = half_of(block.sources());
+    let fan_out = block.fan_out();
+    let events: u64 = fired.iter().map(|&j| fan_out[j as usize] as u64).sum();
+    let mut acc = vec![0.0f32; block.targets()];
+    let mut group = c.benchmark_group("event_delivery");
+    group.throughput(Throughput::Elements(events));
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            acc.fill(0.0);
+            block.deliver_events(black_box(&fired), &mut acc);
+            black_box(&acc);
+        })
+    });
+    group.finish();
+}
+
+fn delivery(c: &mut Criterion) {
+    bench_block(c, "linear_1024x1024_density_0.5", linear_block(1024));
+    bench_block(c, "conv3x3_32x32x32_density_0.5", conv_block());
+}
+
+criterion_group!(benches, delivery);
+criterion_main!(benches);

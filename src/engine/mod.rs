@@ -123,6 +123,7 @@ impl<F: Real> Simulator<F> {
     /// Prepares `network` for simulation with `config`; refuses malformed networks and settings.
     pub fn new(network: &Network, config: &SimConfig) -> Result<Self, NetworkError> {
         network.validate()?;
+        config.schedule.validate()?;
         let mut checkpoints = config.checkpoints.clone();
         checkpoints.sort_unstable();
         checkpoints.dedup();

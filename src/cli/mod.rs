@@ -1,0 +1,43 @@
+//! Command-line parsing and dispatch.
+
+mod theory;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Converts trained neural networks into spiking networks with sign-gradient-descent neurons and
+/// simulates them event by event.
+#[derive(Parser)]
+#[command(name = "signgd", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check that IF neurons and the subgradient method give identical spike trains (SPEC §1).
+    Theory(theory::TheoryArgs),
+}
+
+/// Parses the command line, runs the command, and turns errors into a message and exit code 1.
+pub fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Theory(args) => theory::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
