@@ -4,9 +4,11 @@
 //! Data flows one way: ONNX file → [`model`] graph → [`convert`] passes → [`snn`] network →
 //! [`engine`] → observations.
 
+pub mod convert;
 pub mod data;
 pub mod engine;
 pub mod model;
 pub mod snn;
 pub mod theory;
 pub mod real;
+pub mod runner;

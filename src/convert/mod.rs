@@ -1,0 +1,98 @@
+//! ANN-to-SNN conversion: a sequence of graph passes (SPEC.md §4), each its own module, ending
+//! in the lowering that builds the spiking network.
+
+pub mod affine;
+pub mod batchnorm;
+pub mod divsqrt;
+pub mod layernorm;
+pub mod linear;
+pub mod lower;
+pub mod matmul;
+pub mod maxpool;
+pub mod relu_norm;
+pub mod softmax;
+
+use ndarray::ArrayD;
+use thiserror::Error;
+
+use crate::model::{Graph, ModelError, Node};
+use crate::snn::{GeluTarget, Network};
+
+/// Why a graph cannot be converted.
+#[derive(Debug, Error)]
+pub enum ConvertError {
+    /// A node that cannot become neurons or synapses.
+    #[error("node `{node}` ({op}): {problem}; {hint}")]
+    Node {
+        /// Node name.
+        node: String,
+        /// Its operator.
+        op: String,
+        /// What is wrong.
+        problem: String,
+        /// What to do.
+        hint: String,
+    },
+    /// A problem with the graph as a whole.
+    #[error("{0}")]
+    Graph(String),
+    /// The model evaluator failed (calibration).
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+impl ConvertError {
+    /// An error about `node`.
+    pub fn node(node: &Node, problem: &str, hint: &str) -> Self {
+        ConvertError::Node { node: node.name.clone(), op: node.op.name().to_string(), problem: problem.to_string(), hint: hint.to_string() }
+    }
+}
+
+/// Settings of a conversion.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    /// Target function of GELU neurons.
+    pub gelu: GeluTarget,
+    /// Calibration inputs for ReLU normalisation, each of the model's input shape (with batch).
+    pub calibration: Vec<ArrayD<f64>>,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions { gelu: GeluTarget::Sigmoid, calibration: Vec::new() }
+    }
+}
+
+/// The result of a conversion.
+#[derive(Clone, Debug)]
+pub struct Conversion {
+    /// The spiking network.
+    pub network: Network,
+    /// The graph after all passes, just before lowering (the ANN the network reproduces).
+    pub graph: Graph,
+    /// What the passes did, one line each.
+    pub notes: Vec<String>,
+}
+
+/// Runs every pass in the order of SPEC.md §4 and lowers the result into a spiking network.
+pub fn convert(graph: &Graph, options: &ConvertOptions) -> Result<Conversion, ConvertError> {
+    let mut notes = Vec::new();
+    let mut graph = graph.clone();
+    batchnorm::fold(&mut graph, &mut notes)?;
+    maxpool::decompose(&mut graph, &mut notes)?;
+    layernorm::decompose(&mut graph, &mut notes)?;
+    softmax::decompose(&mut graph, &mut notes)?;
+    matmul::decompose(&mut graph, &mut notes)?;
+    divsqrt::fuse(&mut graph, &mut notes)?;
+    relu_norm::normalise(&mut graph, &options.calibration, &mut notes)?;
+    let network = lower::lower(&graph, options)?;
+    network.validate().map_err(|e| ConvertError::Graph(format!("internal: the converted network is malformed: {e}")))?;
+    Ok(Conversion { network, graph, notes })
+}
+
+/// Re-sorts the graph after a pass appended nodes, and drops what no longer feeds the output.
+fn finish_pass(graph: &mut Graph) -> Result<(), ConvertError> {
+    graph.toposort()?;
+    graph.retain_live();
+    Ok(())
+}
