@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch.
 
+mod inspect;
 mod theory;
 
 use std::process::ExitCode;
@@ -17,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show the graph as read, the spiking network made from it, and anything refused.
+    Inspect(inspect::InspectArgs),
     /// Check that IF neurons and the subgradient method give identical spike trains (SPEC §1).
     Theory(theory::TheoryArgs),
 }
@@ -27,6 +30,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Theory(args) => theory::run(args),
+        Command::Inspect(args) => inspect::run(args),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod neuron;
 pub mod schedule;
+pub mod summary;
 pub mod synapse;
 
 use serde::{Deserialize, Serialize};

@@ -157,6 +157,21 @@ impl<W: Real> SynapseBlock<W> {
         out
     }
 
+    /// Number of synapses reaching each target (its fan-in).
+    pub fn fan_in(&self) -> Vec<u32> {
+        let mut out = vec![0u32; self.targets()];
+        match self {
+            SynapseBlock::Sparse { matrix } => matrix.indices().iter().for_each(|&row| out[row] += 1),
+            SynapseBlock::Conv(conv) => {
+                for j in 0..self.sources() {
+                    conv.for_each_synapse(j, |target, _| out[target] += 1);
+                }
+            }
+            SynapseBlock::Diagonal { .. } => out.iter_mut().for_each(|c| *c = 1),
+        }
+        out
+    }
+
     /// `A 1`: the response of the targets when every source emits 1.
     pub fn response_to_ones(&self) -> Vec<W> {
         let mut acc = vec![W::zero(); self.targets()];
