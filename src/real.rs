@@ -7,9 +7,7 @@ use num_traits::{Float, FromPrimitive, NumAssign};
 
 /// A floating-point type the engine and the evaluator run in: `f32` for speed, `f64` for parity
 /// with the reference implementation. One generic code path serves both.
-pub trait Real:
-    Float + FromPrimitive + NumAssign + Sum + Default + Debug + Display + Send + Sync + 'static
-{
+pub trait Real: Float + FromPrimitive + NumAssign + Sum + Default + Debug + Display + Send + Sync + 'static {
     /// Name of the precision as users write it (`f32` or `f64`).
     const NAME: &'static str;
 

@@ -72,13 +72,8 @@ impl SubgradientNeuron {
 /// Runs IF neurons and the subgradient method side by side on random inputs.
 pub fn check_if_equivalence(config: TheoryConfig) -> TheoryReport {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut report = TheoryReport {
-        config,
-        identical_trials: 0,
-        if_spikes: 0,
-        subgradient_spikes: 0,
-        first_mismatch: None,
-    };
+    let mut report =
+        TheoryReport { config, identical_trials: 0, if_spikes: 0, subgradient_spikes: 0, first_mismatch: None };
     for trial in 0..config.trials {
         let threshold = rng.gen_range(0.25..4.0);
         let u0 = rng.gen_range(0.0..threshold);

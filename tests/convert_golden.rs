@@ -13,7 +13,8 @@ fn convert_case(name: &str) -> (GoldenCase, signgd::snn::Network) {
     let case = GoldenCase::load(name);
     let path = format!("{}/fixtures/golden_onnx/{name}.onnx", env!("CARGO_MANIFEST_DIR"));
     let graph = read_onnx(std::path::Path::new(&path), None).unwrap();
-    let shape: Vec<usize> = case.json["input_shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    let shape: Vec<usize> =
+        case.json["input_shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
     // The reference calibrates ReLU normalisation on one batch equal to the case's own input.
     let calibration = vec![ArrayD::from_shape_vec(IxDyn(&shape), case.input()).unwrap()];
     let options = ConvertOptions { gelu: GeluTarget::Sigmoid, calibration };
@@ -31,4 +32,12 @@ macro_rules! golden_case {
     )*};
 }
 
-golden_case!(gelu_pipeline, gelu_const, relu_pipeline, max4_pipeline, max4_const, layernorm8_pipeline, layernorm8_const);
+golden_case!(
+    gelu_pipeline,
+    gelu_const,
+    relu_pipeline,
+    max4_pipeline,
+    max4_const,
+    layernorm8_pipeline,
+    layernorm8_const
+);

@@ -14,7 +14,12 @@ use signgd::snn::{GeluTarget, Operand, Source};
 fn fixture_models() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models");
     let mut models: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "onnx")).collect())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+                .collect()
+        })
         .unwrap_or_default();
     models.sort();
     models
@@ -67,7 +72,11 @@ fn every_fixture_converts_and_reconstructs_the_ann_exactly() {
                 }
             };
             let node_of = |p: usize| {
-                converted.nodes.iter().find(|n| n.name == network.populations[p].name).unwrap_or_else(|| panic!("{name}: population {p} has no node"))
+                converted
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == network.populations[p].name)
+                    .unwrap_or_else(|| panic!("{name}: population {p} has no node"))
             };
             let sources = |s: Source| match s {
                 Source::Input => x.clone(),
@@ -78,14 +87,25 @@ fn every_fixture_converts_and_reconstructs_the_ann_exactly() {
                 for (j, operand) in population.operands.iter().enumerate() {
                     let input = node.inputs[j];
                     let raw = value(input);
-                    let expected: Vec<f64> = broadcast_indices(&converted.values[input].shape, &population.shape).into_iter().map(|i| raw[i]).collect();
-                    assert_close(&format!("{name}: {} operand {j}", population.name), &evaluate(operand, &sources), &expected);
+                    let expected: Vec<f64> = broadcast_indices(&converted.values[input].shape, &population.shape)
+                        .into_iter()
+                        .map(|i| raw[i])
+                        .collect();
+                    assert_close(
+                        &format!("{name}: {} operand {j}", population.name),
+                        &evaluate(operand, &sources),
+                        &expected,
+                    );
                 }
             }
             let logits = converted.evaluate::<f64>(&as_input(x)).unwrap();
             let original = graph.evaluate::<f64>(&as_input(x)).unwrap();
             let logits: Vec<f64> = logits.iter().copied().collect();
-            assert_close(&format!("{name}: passes keep the ANN"), &logits, &original.iter().copied().collect::<Vec<_>>());
+            assert_close(
+                &format!("{name}: passes keep the ANN"),
+                &logits,
+                &original.iter().copied().collect::<Vec<_>>(),
+            );
             assert_close(&format!("{name}: readout"), &evaluate(&network.readout, &sources), &logits);
         }
     }

@@ -39,7 +39,15 @@ fn dense_conv(conv: &ConvBlock, input: &[f64]) -> Vec<f64> {
     out
 }
 
-fn conv(in_shape: [usize; 3], out_c: usize, k: usize, stride: usize, pad: usize, dilation: usize, groups: usize) -> ConvBlock {
+fn conv(
+    in_shape: [usize; 3],
+    out_c: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    groups: usize,
+) -> ConvBlock {
     let [ci, h, w] = in_shape;
     let out = |n: usize| (n + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
     let kernel = (0..out_c * (ci / groups) * k * k).map(|i| ((i * 7919) % 23) as f64 / 11.0 - 1.0).collect();
@@ -60,7 +68,7 @@ fn conv_block_matches_dense_convolution() {
     let cases = [
         conv([3, 8, 8], 4, 3, 1, 1, 1, 1),
         conv([4, 9, 7], 6, 3, 2, 1, 1, 2),
-        conv([6, 7, 7], 6, 7, 1, 3, 1, 6),  // depthwise 7×7
+        conv([6, 7, 7], 6, 7, 1, 3, 1, 6),   // depthwise 7×7
         conv([2, 10, 10], 2, 3, 1, 2, 2, 1), // dilated
         conv([1, 28, 28], 8, 4, 4, 0, 1, 1), // patchify stem
     ];
@@ -149,12 +157,15 @@ fn schedules() {
 /// One neuron of `kind` reading the input through a unit diagonal, read out unchanged.
 fn single(kind: NeuronKind, inputs: usize) -> Network {
     let operands = (0..kind.arity())
-        .map(|_| Operand::new(vec![0.0; inputs]).with(Source::Input, SynapseBlock::Diagonal { scale: vec![1.0; inputs] }))
+        .map(|_| {
+            Operand::new(vec![0.0; inputs]).with(Source::Input, SynapseBlock::Diagonal { scale: vec![1.0; inputs] })
+        })
         .collect();
     Network {
         input_shape: vec![inputs],
         populations: vec![Population { name: "p".into(), kind, shape: vec![inputs], operands }],
-        readout: Operand::new(vec![0.0; inputs]).with(Source::Population(0), SynapseBlock::Diagonal { scale: vec![1.0; inputs] }),
+        readout: Operand::new(vec![0.0; inputs])
+            .with(Source::Population(0), SynapseBlock::Diagonal { scale: vec![1.0; inputs] }),
         output_shape: vec![inputs],
     }
 }

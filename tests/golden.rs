@@ -91,7 +91,8 @@ fn max4(case: &GoldenCase, first_operands: [Operand; 2]) -> Network {
 fn max4_pipeline() {
     let case = GoldenCase::load("max4_pipeline");
     let a = case.param("a")[0];
-    let row = |r: usize| Operand::new(vec![0.0; 2]).with(Source::Input, sparse(2, 4, &[(0, 2 * r, a), (1, 2 * r + 1, a)]));
+    let row =
+        |r: usize| Operand::new(vec![0.0; 2]).with(Source::Input, sparse(2, 4, &[(0, 2 * r, a), (1, 2 * r + 1, a)]));
     let net = max4(&case, [row(0), row(1)]);
     replay(&case, &net);
 }
@@ -123,8 +124,9 @@ fn layernorm8_pipeline() {
     let case = GoldenCase::load("layernorm8_pipeline");
     let a = case.param("a")[0];
     let n = 8;
-    let centring: Vec<_> =
-        (0..n).flat_map(|r| (0..n).map(move |c| (r, c, a * (if r == c { 1.0 } else { 0.0 } - 1.0 / n as f64)))).collect();
+    let centring: Vec<_> = (0..n)
+        .flat_map(|r| (0..n).map(move |c| (r, c, a * (if r == c { 1.0 } else { 0.0 } - 1.0 / n as f64))))
+        .collect();
     let centred = Operand::new(vec![0.0; n]).with(Source::Input, sparse(n, n, &centring));
     replay(&case, &layernorm8(&case, centred));
 }

@@ -79,7 +79,7 @@ fn div_sqrt_rule_and_nan() {
     // x2 < 0: the result is NaN and the neuron never fires, whatever v.
     for v in [-1e9, -1.0, 0.0, 1.0, 1e9] {
         assert!(!fires(NeuronKind::DivSqrt, v, -5.0, -1e-9));
-        assert!(!fires::<>(NeuronKind::DivSqrt, v, 5.0, -1.0));
+        assert!(!fires(NeuronKind::DivSqrt, v, 5.0, -1.0));
     }
     assert!(NeuronKind::DivSqrt.target(1.0f64, -1.0).is_nan());
     // The same in f32.
@@ -88,7 +88,9 @@ fn div_sqrt_rule_and_nan() {
 
 #[test]
 fn generic_elementwise_rule_is_strict() {
-    for function in [Elementwise::Silu, Elementwise::Sigmoid, Elementwise::Tanh, Elementwise::Softplus, Elementwise::Hardswish] {
+    for function in
+        [Elementwise::Silu, Elementwise::Sigmoid, Elementwise::Tanh, Elementwise::Softplus, Elementwise::Hardswish]
+    {
         let kind = NeuronKind::Elementwise { function };
         for x in [-2.0, -0.5, 0.0, 0.7, 3.0] {
             let f = function.apply(x);

@@ -1,7 +1,7 @@
 //! The IF neuron is the subgradient method (SPEC.md §1): identical spike trains on random inputs.
 
-use signgd::theory::{check_if_equivalence, SubgradientNeuron, TheoryConfig};
 use signgd::snn::neuron::IfNeuron;
+use signgd::theory::{check_if_equivalence, SubgradientNeuron, TheoryConfig};
 
 #[test]
 fn if_equals_subgradient_over_2000_trials_of_200_steps() {

@@ -44,7 +44,9 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
                 "network": NetworkSummary::of(&c.network),
                 "refused": null,
             }),
-            Err(e) => serde_json::json!({"schema_version": 1, "model": args.model.display().to_string(), "refused": e.to_string()}),
+            Err(e) => {
+                serde_json::json!({"schema_version": 1, "model": args.model.display().to_string(), "refused": e.to_string()})
+            }
         };
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
@@ -70,12 +72,21 @@ fn print_network(notes: &[String], summary: &NetworkSummary) {
         summary.synapses,
         summary.stored_weights
     );
-    println!("{:>3}  {:<32} {:<10} {:>8}  operands (source: block, synapses, max fan-in / fan-out)", "#", "population", "kind", "neurons");
+    println!(
+        "{:>3}  {:<32} {:<10} {:>8}  operands (source: block, synapses, max fan-in / fan-out)",
+        "#", "population", "kind", "neurons"
+    );
     for (i, p) in summary.populations.iter().enumerate() {
         let operands: Vec<String> = p.operands.iter().map(|o| describe(o)).collect();
         println!("{i:>3}  {:<32} {:<10} {:>8}  {}", truncate(&p.name, 32), p.kind, p.neurons, operands.join(" | "));
     }
-    println!("     {:<32} {:<10} {:>8}  {}", "readout", "decoder", summary.output_shape.iter().product::<usize>(), describe(&summary.readout));
+    println!(
+        "     {:<32} {:<10} {:>8}  {}",
+        "readout",
+        "decoder",
+        summary.output_shape.iter().product::<usize>(),
+        describe(&summary.readout)
+    );
 }
 
 fn describe(projections: &[ProjectionSummary]) -> String {
@@ -84,7 +95,9 @@ fn describe(projections: &[ProjectionSummary]) -> String {
     }
     projections
         .iter()
-        .map(|p| format!("{}: {} {} ({}/{})", truncate(&p.source, 24), p.block, p.synapses, p.max_fan_in, p.max_fan_out))
+        .map(|p| {
+            format!("{}: {} {} ({}/{})", truncate(&p.source, 24), p.block, p.synapses, p.max_fan_in, p.max_fan_out)
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

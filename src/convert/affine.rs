@@ -53,7 +53,7 @@ impl AffineForm {
 
     /// Applies the linear map `matrix` (rows: new elements, columns: this form's elements) to
     /// every term; the caller supplies the new bias.
-    pub fn transform(&self, matrix: &CsMat<f64>, source_sizes: &dyn Fn(Source) -> usize) -> Vec<Term> {
+    pub fn transform(&self, matrix: &CsMat<f64>) -> Vec<Term> {
         self.terms
             .iter()
             .map(|term| {
@@ -62,7 +62,6 @@ impl AffineForm {
                     LinearMap::Conv(conv) => matrix * &conv_matrix(conv),
                     LinearMap::Sparse(inner) => matrix * inner,
                 };
-                let _ = source_sizes;
                 Term { source: term.source, map: LinearMap::Sparse(map) }
             })
             .collect()

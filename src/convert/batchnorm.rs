@@ -14,10 +14,12 @@ pub fn fold(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), ConvertErr
         let bn = graph.nodes[index].clone();
         let x = bn.inputs[0];
         let Some(conv_index) = graph.producer(x) else { continue };
-        if !matches!(graph.nodes[conv_index].op, Op::Conv { .. }) || graph.consumers(x).len() != 1 || x == graph.output {
+        if !matches!(graph.nodes[conv_index].op, Op::Conv { .. }) || graph.consumers(x).len() != 1 || x == graph.output
+        {
             continue;
         }
-        let params: Option<Vec<Vec<f64>>> = bn.inputs[1..5].iter().map(|&v| graph.constant(v).map(|c| c.iter().copied().collect())).collect();
+        let params: Option<Vec<Vec<f64>>> =
+            bn.inputs[1..5].iter().map(|&v| graph.constant(v).map(|c| c.iter().copied().collect())).collect();
         let Some(params) = params else { continue };
         let (gamma, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
         let conv = graph.nodes[conv_index].clone();

@@ -16,7 +16,10 @@ pub fn fuse(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), ConvertErr
         if !matches!(graph.nodes[sqrt].op, Op::Sqrt) || divisor == graph.output {
             continue;
         }
-        let only_divs = graph.consumers(divisor).iter().all(|&c| matches!(graph.nodes[c].op, Op::Div) && graph.nodes[c].inputs[1] == divisor);
+        let only_divs = graph
+            .consumers(divisor)
+            .iter()
+            .all(|&c| matches!(graph.nodes[c].op, Op::Div) && graph.nodes[c].inputs[1] == divisor);
         if !only_divs {
             continue;
         }

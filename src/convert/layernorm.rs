@@ -31,7 +31,9 @@ pub fn decompose(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), Conve
                 graph.add_node(format!("{name}.normalise"), Op::DivSqrt, vec![centred, denominator], out);
                 out
             }
-            None => graph.add_node_inferred(format!("{name}.normalise"), Op::DivSqrt, vec![centred, denominator], None)?,
+            None => {
+                graph.add_node_inferred(format!("{name}.normalise"), Op::DivSqrt, vec![centred, denominator], None)?
+            }
         };
         if has_scale {
             let out = (!has_bias).then_some(node.output);
@@ -55,7 +57,14 @@ pub fn decompose(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), Conve
 }
 
 /// Adds a binary node, writing `output` when given.
-pub(super) fn add_binary(graph: &mut Graph, name: String, op: Op, a: usize, b: usize, output: Option<usize>) -> Result<usize, ConvertError> {
+pub(super) fn add_binary(
+    graph: &mut Graph,
+    name: String,
+    op: Op,
+    a: usize,
+    b: usize,
+    output: Option<usize>,
+) -> Result<usize, ConvertError> {
     Ok(match output {
         Some(out) => {
             graph.add_node(name, op, vec![a, b], out);

@@ -63,20 +63,33 @@ pub fn linear_parts(graph: &Graph, node: &Node) -> Result<Vec<(usize, CsMat<f64>
             vec![(0, average_pool(&shape(0), *kernel, *strides, *pads, *count_include_pad, &out_shape))]
         }
         Op::BatchNorm { epsilon } => {
-            let get = |i: usize| constant(i).map(|c| c.iter().copied().collect::<Vec<f64>>()).ok_or("BatchNorm parameters must be constants");
+            let get = |i: usize| {
+                constant(i)
+                    .map(|c| c.iter().copied().collect::<Vec<f64>>())
+                    .ok_or("BatchNorm parameters must be constants")
+            };
             let (gamma, var) = (get(1)?, get(4)?);
             let s = shape(0);
             let inner: usize = s[2..].iter().product();
             let channels = s[1];
-            vec![(0, broadcast_matrix(&s, &out_shape, |r| gamma[(r / inner) % channels] / (var[(r / inner) % channels] + epsilon).sqrt()))]
+            vec![(
+                0,
+                broadcast_matrix(&s, &out_shape, |r| {
+                    gamma[(r / inner) % channels] / (var[(r / inner) % channels] + epsilon).sqrt()
+                }),
+            )]
         }
         Op::Conv { .. } => {
             let conv = super::lower::conv_block(graph, node)?;
             vec![(0, super::affine::conv_matrix(&conv))]
         }
-        Op::Transpose { .. } | Op::Slice { .. } | Op::Gather { .. } | Op::Pad { .. } | Op::Expand | Op::Concat { .. } | Op::Reshape => {
-            gather_parts(graph, node)?
-        }
+        Op::Transpose { .. }
+        | Op::Slice { .. }
+        | Op::Gather { .. }
+        | Op::Pad { .. }
+        | Op::Expand
+        | Op::Concat { .. }
+        | Op::Reshape => gather_parts(graph, node)?,
         other => return Err(format!("{} is not affine", other.name())),
     };
     Ok(parts)
@@ -135,15 +148,16 @@ fn gather_parts(graph: &Graph, node: &Node) -> Result<Vec<(usize, CsMat<f64>)>, 
         };
         entries[slot].push((row, (number - bases[slot].1) as usize, 1.0));
     }
-    Ok(bases
-        .iter()
-        .zip(entries)
-        .map(|(&(i, _, n), e)| (i, matrix(rows, n, e)))
-        .collect())
+    Ok(bases.iter().zip(entries).map(|(&(i, _, n), e)| (i, matrix(rows, n, e))).collect())
 }
 
 /// `x @ W` (`activation_first`) or `W @ x` with numpy batch broadcasting.
-fn matmul(x_shape: &[usize], w: &ArrayD<f64>, activation_first: bool, out_shape: &[usize]) -> Result<CsMat<f64>, String> {
+fn matmul(
+    x_shape: &[usize],
+    w: &ArrayD<f64>,
+    activation_first: bool,
+    out_shape: &[usize],
+) -> Result<CsMat<f64>, String> {
     let promote = |s: &[usize], first: bool| -> Vec<usize> {
         match s.len() {
             0 => vec![1, 1],
@@ -201,7 +215,14 @@ fn matmul(x_shape: &[usize], w: &ArrayD<f64>, activation_first: bool, out_shape:
     Ok(matrix(rows, x_size, entries))
 }
 
-fn gemm(a_shape: &[usize], b: &ArrayD<f64>, alpha: f64, trans_a: bool, trans_b: bool, out_shape: &[usize]) -> Result<CsMat<f64>, String> {
+fn gemm(
+    a_shape: &[usize],
+    b: &ArrayD<f64>,
+    alpha: f64,
+    trans_a: bool,
+    trans_b: bool,
+    out_shape: &[usize],
+) -> Result<CsMat<f64>, String> {
     if a_shape.len() != 2 || b.ndim() != 2 || out_shape.len() != 2 {
         return Err("Gemm needs 2-D operands".into());
     }

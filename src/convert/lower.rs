@@ -23,7 +23,9 @@ pub fn lower(graph: &Graph, options: &ConvertOptions) -> Result<Network, Convert
             .map(|&v| match (&forms[v], graph.constant(v)) {
                 (Some(form), _) => Ok(form.clone()),
                 (None, Some(c)) => Ok(AffineForm::constant(c.clone())),
-                (None, None) => Err(ConvertError::node(node, "reads a value that no earlier node produced", "re-export the model")),
+                (None, None) => {
+                    Err(ConvertError::node(node, "reads a value that no earlier node produced", "re-export the model"))
+                }
             })
             .collect::<Result<_, _>>()?;
         let out_shape = graph.values[node.output].shape.clone();
@@ -42,10 +44,13 @@ pub fn lower(graph: &Graph, options: &ConvertOptions) -> Result<Network, Convert
         };
         forms[node.output] = Some(form);
     }
-    let output = forms[graph.output].clone().ok_or_else(|| ConvertError::Graph("the graph's output is not computed by any node".into()))?;
+    let output = forms[graph.output]
+        .clone()
+        .ok_or_else(|| ConvertError::Graph("the graph's output is not computed by any node".into()))?;
     let size = |s: Source| source_size(s, &input_shape, &populations);
     let readout = to_operand(&output, &size);
-    let strip_batch = |shape: &[usize]| if shape.len() > 1 && shape[0] == 1 { shape[1..].to_vec() } else { shape.to_vec() };
+    let strip_batch =
+        |shape: &[usize]| if shape.len() > 1 && shape[0] == 1 { shape[1..].to_vec() } else { shape.to_vec() };
     Ok(Network {
         input_shape: strip_batch(&input_shape),
         output_shape: strip_batch(&graph.values[graph.output].shape),
@@ -71,7 +76,7 @@ fn broadcast(form: &AffineForm, shape: &[usize]) -> AffineForm {
     let matrix = broadcast_matrix(form.bias.shape(), shape, |_| 1.0);
     AffineForm {
         bias: ArrayD::from_shape_vec(IxDyn(shape), bias).expect("broadcast size"),
-        terms: form.transform(&matrix, &|_| 0),
+        terms: form.transform(&matrix),
     }
 }
 
@@ -93,7 +98,11 @@ fn neuron_kind(graph: &Graph, node: &Node, options: &ConvertOptions) -> Result<O
         Op::Mul if activation(0) && activation(1) => NeuronKind::Product,
         Op::Div if activation(1) => NeuronKind::Division,
         Op::Pow => {
-            return Err(ConvertError::node(node, "Pow converts only with exponent 2 (a square neuron)", "rewrite the power as products of the input"))
+            return Err(ConvertError::node(
+                node,
+                "Pow converts only with exponent 2 (a square neuron)",
+                "rewrite the power as products of the input",
+            ))
         }
         Op::Sqrt => {
             return Err(ConvertError::node(
@@ -110,7 +119,11 @@ fn neuron_kind(graph: &Graph, node: &Node, options: &ConvertOptions) -> Result<O
             ))
         }
         Op::MaxPool { .. } | Op::LayerNorm { .. } | Op::Softmax { .. } => {
-            return Err(ConvertError::node(node, "was left undecomposed by the conversion passes", "check the warnings above"))
+            return Err(ConvertError::node(
+                node,
+                "was left undecomposed by the conversion passes",
+                "check the warnings above",
+            ))
         }
         _ => return Ok(None),
     };
@@ -118,26 +131,38 @@ fn neuron_kind(graph: &Graph, node: &Node, options: &ConvertOptions) -> Result<O
 }
 
 /// The form of an affine node's output from its inputs' forms.
-fn affine(graph: &Graph, node: &Node, inputs: &[AffineForm], input_shape: &[usize], populations: &[Population]) -> Result<AffineForm, ConvertError> {
+fn affine(
+    graph: &Graph,
+    node: &Node,
+    inputs: &[AffineForm],
+    input_shape: &[usize],
+    populations: &[Population],
+) -> Result<AffineForm, ConvertError> {
     let out_shape = &graph.values[node.output].shape;
     let biases: Vec<&ArrayD<f64>> = inputs.iter().map(|f| &f.bias).collect();
-    let bias = eval_op::<f64>(&node.op, &biases, out_shape).map_err(|e| ConvertError::node(node, &e, "check the model's shapes"))?;
+    let bias = eval_op::<f64>(&node.op, &biases, out_shape)
+        .map_err(|e| ConvertError::node(node, &e, "check the model's shapes"))?;
     if matches!(node.op, Op::Reshape) {
         return Ok(AffineForm { bias, terms: inputs[0].terms.clone() });
     }
     if let (Op::Conv { .. }, [term]) = (&node.op, inputs[0].terms.as_slice()) {
         if matches!(term.map, LinearMap::Identity) {
-            let conv = conv_block(graph, node).map_err(|e| ConvertError::node(node, &e, "check the convolution's attributes"))?;
+            let conv = conv_block(graph, node)
+                .map_err(|e| ConvertError::node(node, &e, "check the convolution's attributes"))?;
             return Ok(AffineForm { bias, terms: vec![Term { source: term.source, map: LinearMap::Conv(conv) }] });
         }
     }
     let parts = linear_parts(graph, node).map_err(|e| {
-        ConvertError::node(node, &format!("cannot be converted: {e}"), "only affine maps may connect two nonlinearities")
+        ConvertError::node(
+            node,
+            &format!("cannot be converted: {e}"),
+            "only affine maps may connect two nonlinearities",
+        )
     })?;
     let size: usize = out_shape.iter().product();
     let mut terms: Vec<Term> = Vec::new();
     for (position, matrix) in parts {
-        for term in inputs[position].transform(&matrix, &|_| 0) {
+        for term in inputs[position].transform(&matrix) {
             let source_elements = source_size(term.source, input_shape, populations);
             merge_term(&mut terms, term, size, source_elements);
         }
@@ -152,7 +177,8 @@ pub fn conv_block(graph: &Graph, node: &Node) -> Result<ConvBlock, String> {
     };
     let x = &graph.values[node.inputs[0]].shape;
     let y = &graph.values[node.output].shape;
-    let weight = node.inputs.get(1).and_then(|&w| graph.constant(w)).ok_or("the convolution's weights must be constant")?;
+    let weight =
+        node.inputs.get(1).and_then(|&w| graph.constant(w)).ok_or("the convolution's weights must be constant")?;
     if x.len() != 4 || y.len() != 4 || weight.ndim() != 4 {
         return Err(format!("only 2-D convolutions convert (input {x:?})"));
     }

@@ -15,7 +15,11 @@ pub fn decompose(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), Conve
         let (a, b) = (node.inputs[0], node.inputs[1]);
         let (sa, sb) = (graph.values[a].shape.clone(), graph.values[b].shape.clone());
         if sa.len() < 2 || sb.len() < 2 {
-            return Err(ConvertError::node(&node, "a product of 1-D activations does not convert", "reshape the operands to matrices"));
+            return Err(ConvertError::node(
+                &node,
+                "a product of 1-D activations does not convert",
+                "reshape the operands to matrices",
+            ));
         }
         let rank = sa.len().max(sb.len());
         let widen = |s: &[usize], insert_at_end: bool| {
@@ -33,7 +37,12 @@ pub fn decompose(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), Conve
         let ar = graph.add_node_inferred(format!("{}.a", node.name), Op::Reshape, vec![a], Some(a_shape))?;
         let br = graph.add_node_inferred(format!("{}.b", node.name), Op::Reshape, vec![b], Some(b_shape))?;
         let terms = graph.add_node_inferred(format!("{}.terms", node.name), Op::Mul, vec![ar, br], None)?;
-        graph.add_node(format!("{}.sum", node.name), Op::ReduceSum { axes: vec![rank - 1], keepdims: false }, vec![terms], node.output);
+        graph.add_node(
+            format!("{}.sum", node.name),
+            Op::ReduceSum { axes: vec![rank - 1], keepdims: false },
+            vec![terms],
+            node.output,
+        );
         replaced.push(index);
     }
     if replaced.is_empty() {

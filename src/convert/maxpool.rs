@@ -12,7 +12,9 @@ pub const PAD_VALUE: f64 = -200.0;
 pub fn decompose(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), ConvertError> {
     let mut replaced = Vec::new();
     for index in 0..graph.nodes.len() {
-        let Op::MaxPool { kernel, strides, pads, dilations, ceil_mode } = graph.nodes[index].op.clone() else { continue };
+        let Op::MaxPool { kernel, strides, pads, dilations, ceil_mode } = graph.nodes[index].op.clone() else {
+            continue;
+        };
         let node = graph.nodes[index].clone();
         let fail = |problem: &str| ConvertError::node(&node, problem, "use a plain MaxPool2d (dilation 1, floor mode)");
         if dilations != [1, 1] {
@@ -23,7 +25,8 @@ pub fn decompose(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), Conve
             return Err(fail("only 2-D max pooling converts"));
         }
         let out_shape = graph.values[node.output].shape.clone();
-        let floor_size = |axis: usize| (in_shape[axis] + pads[axis - 2] + pads[axis] - kernel[axis - 2]) / strides[axis - 2] + 1;
+        let floor_size =
+            |axis: usize| (in_shape[axis] + pads[axis - 2] + pads[axis] - kernel[axis - 2]) / strides[axis - 2] + 1;
         if ceil_mode && (floor_size(2) != out_shape[2] || floor_size(3) != out_shape[3]) {
             return Err(fail("ceil_mode changes the output size"));
         }
@@ -34,7 +37,16 @@ pub fn decompose(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), Conve
         }
         for (axis, k) in [(2usize, kernel[0]), (3, kernel[1])] {
             let is_last_axis = axis == 3;
-            x = chain(graph, &node.name, x, axis, k, strides[axis - 2], out_shape[axis], is_last_axis.then_some(node.output))?;
+            x = chain(
+                graph,
+                &node.name,
+                x,
+                axis,
+                k,
+                strides[axis - 2],
+                out_shape[axis],
+                is_last_axis.then_some(node.output),
+            )?;
         }
         replaced.push(index);
     }
@@ -52,9 +64,23 @@ pub fn decompose(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), Conve
 
 /// Max over `k` strided slices along `axis`; the last max writes `output` when given.
 #[allow(clippy::too_many_arguments)]
-fn chain(graph: &mut Graph, name: &str, x: ValueId, axis: usize, k: usize, stride: usize, size: usize, output: Option<ValueId>) -> Result<ValueId, ConvertError> {
+fn chain(
+    graph: &mut Graph,
+    name: &str,
+    x: ValueId,
+    axis: usize,
+    k: usize,
+    stride: usize,
+    size: usize,
+    output: Option<ValueId>,
+) -> Result<ValueId, ConvertError> {
     let slice = |graph: &mut Graph, i: usize| {
-        let op = Op::Slice { starts: vec![i], ends: vec![i + stride * (size - 1) + 1], axes: vec![axis], steps: vec![stride] };
+        let op = Op::Slice {
+            starts: vec![i],
+            ends: vec![i + stride * (size - 1) + 1],
+            axes: vec![axis],
+            steps: vec![stride],
+        };
         graph.add_node_inferred(format!("{name}.axis{axis}.slice{i}"), op, vec![x], None)
     };
     let mut acc = slice(graph, 0)?;

@@ -44,7 +44,12 @@ pub enum ConvertError {
 impl ConvertError {
     /// An error about `node`.
     pub fn node(node: &Node, problem: &str, hint: &str) -> Self {
-        ConvertError::Node { node: node.name.clone(), op: node.op.name().to_string(), problem: problem.to_string(), hint: hint.to_string() }
+        ConvertError::Node {
+            node: node.name.clone(),
+            op: node.op.name().to_string(),
+            problem: problem.to_string(),
+            hint: hint.to_string(),
+        }
     }
 }
 
@@ -86,7 +91,9 @@ pub fn convert(graph: &Graph, options: &ConvertOptions) -> Result<Conversion, Co
     divsqrt::fuse(&mut graph, &mut notes)?;
     relu_norm::normalise(&mut graph, &options.calibration, &mut notes)?;
     let network = lower::lower(&graph, options)?;
-    network.validate().map_err(|e| ConvertError::Graph(format!("internal: the converted network is malformed: {e}")))?;
+    network
+        .validate()
+        .map_err(|e| ConvertError::Graph(format!("internal: the converted network is malformed: {e}")))?;
     Ok(Conversion { network, graph, notes })
 }
 

@@ -18,13 +18,17 @@ pub fn normalise(graph: &mut Graph, calibration: &[ArrayD<f64>], notes: &mut Vec
         return Ok(());
     }
     if calibration.is_empty() {
-        return Err(ConvertError::Graph("the model has ReLU nodes, which need calibration inputs for normalisation; give at least one".into()));
+        return Err(ConvertError::Graph(
+            "the model has ReLU nodes, which need calibration inputs for normalisation; give at least one".into(),
+        ));
     }
     let mut maxima: Vec<Option<ArrayD<f64>>> = vec![None; relus.len()];
     for input in calibration {
         let values = graph.evaluate_all::<f64>(input)?;
         for (slot, &r) in maxima.iter_mut().zip(&relus) {
-            let out = values[graph.nodes[r].output].as_ref().ok_or_else(|| ConvertError::Graph("calibration did not reach a ReLU".into()))?;
+            let out = values[graph.nodes[r].output]
+                .as_ref()
+                .ok_or_else(|| ConvertError::Graph("calibration did not reach a ReLU".into()))?;
             match slot {
                 None => *slot = Some(out.clone()),
                 Some(m) => m.zip_mut_with(out, |a, &b| *a = a.max(b)),
@@ -42,6 +46,10 @@ pub fn normalise(graph: &mut Graph, calibration: &[ArrayD<f64>], notes: &mut Vec
         n.op = Op::Mul;
         n.inputs = vec![relu, scale];
     }
-    notes.push(format!("normalised {} ReLU node(s) by their maxima over {} calibration input(s)", relus.len(), calibration.len()));
+    notes.push(format!(
+        "normalised {} ReLU node(s) by their maxima over {} calibration input(s)",
+        relus.len(),
+        calibration.len()
+    ));
     finish_pass(graph)
 }

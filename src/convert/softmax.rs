@@ -11,7 +11,12 @@ pub fn decompose(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), Conve
         let Op::Softmax { axis } = graph.nodes[index].op else { continue };
         let node = graph.nodes[index].clone();
         let exp = graph.add_node_inferred(format!("{}.exp", node.name), Op::Exp, vec![node.inputs[0]], None)?;
-        let sum = graph.add_node_inferred(format!("{}.sum", node.name), Op::ReduceSum { axes: vec![axis], keepdims: true }, vec![exp], None)?;
+        let sum = graph.add_node_inferred(
+            format!("{}.sum", node.name),
+            Op::ReduceSum { axes: vec![axis], keepdims: true },
+            vec![exp],
+            None,
+        )?;
         add_binary(graph, format!("{}.divide", node.name), Op::Div, exp, sum, Some(node.output))?;
         replaced.push(index);
     }

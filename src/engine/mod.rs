@@ -129,7 +129,9 @@ impl<F: Real> Simulator<F> {
         checkpoints.dedup();
         match checkpoints.first() {
             None => return Err(NetworkError::Setting("no checkpoint: give at least one number of timesteps".into())),
-            Some(0) => return Err(NetworkError::Setting("checkpoints count steps from 1; 0 is not a checkpoint".into())),
+            Some(0) => {
+                return Err(NetworkError::Setting("checkpoints count steps from 1; 0 is not a checkpoint".into()))
+            }
             _ => {}
         }
         let steps = *checkpoints.last().unwrap_or(&0);
@@ -279,11 +281,8 @@ impl<F: Real> Simulator<F> {
             ws.encoder_fired.extend(fired.map(|(i, _)| i as u32));
         }
         observer.encoder(t, &ws.encoder_emitted, &ws.encoder_estimate);
-        let input_events = Inputs {
-            emitted: &ws.encoder_emitted,
-            fired: &ws.encoder_fired,
-            binary: self.encoder.is_binary(),
-        };
+        let input_events =
+            Inputs { emitted: &ws.encoder_emitted, fired: &ws.encoder_fired, binary: self.encoder.is_binary() };
         for (index, population) in self.populations.iter().enumerate() {
             let (earlier, rest) = ws.populations.split_at_mut(index);
             let state = &mut rest[0];

@@ -85,9 +85,7 @@ impl Schedule {
         self.validate()?;
         if let Some(max) = self.max_steps() {
             if steps > max {
-                return Err(NetworkError::Schedule(format!(
-                    "{steps} steps asked but the schedule defines only {max}"
-                )));
+                return Err(NetworkError::Schedule(format!("{steps} steps asked but the schedule defines only {max}")));
             }
         }
         let mut out = Vec::with_capacity(steps);
@@ -111,9 +109,9 @@ impl Schedule {
     pub fn parse(text: &str) -> Result<Schedule, NetworkError> {
         let parts: Vec<&str> = text.split(':').collect();
         let num = |s: &str| {
-            s.trim().parse::<f64>().map_err(|_| {
-                NetworkError::Schedule(format!("`{s}` in schedule `{text}` is not a number"))
-            })
+            s.trim()
+                .parse::<f64>()
+                .map_err(|_| NetworkError::Schedule(format!("`{s}` in schedule `{text}` is not a number")))
         };
         let schedule = match parts.as_slice() {
             ["exp", eta0, gamma] => Schedule::Exponential { eta0: num(eta0)?, gamma: num(gamma)? },

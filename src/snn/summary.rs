@@ -63,7 +63,8 @@ impl NetworkSummary {
             Source::Input => "input".to_string(),
             Source::Population(p) => network.populations[p].name.clone(),
         };
-        let operand = |o: &Operand| o.projections.iter().map(|p| projection(&p.block, name(p.source))).collect::<Vec<_>>();
+        let operand =
+            |o: &Operand| o.projections.iter().map(|p| projection(&p.block, name(p.source))).collect::<Vec<_>>();
         let populations: Vec<PopulationSummary> = network
             .populations
             .iter()

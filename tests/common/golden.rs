@@ -1,5 +1,6 @@
 //! Replays a golden trace of the reference implementation against a network and compares every
 //! recorded quantity.
+#![allow(dead_code)] // each test binary uses a different part of this module
 
 use serde_json::Value;
 use signgd::engine::{Observer, SimConfig, Simulator};
@@ -74,10 +75,13 @@ pub fn assert_close(what: &str, ours: &[f64], golden: &[f64]) {
     }
 }
 
+/// One population's state after a step: operand estimates, spikes (0/1), output estimates.
+type StepRecord = (Vec<Vec<f64>>, Vec<f64>, Vec<f64>);
+
 #[derive(Default)]
 struct Recorder {
     encoder: Vec<(Vec<f64>, Vec<f64>)>,
-    populations: Vec<Vec<(Vec<Vec<f64>>, Vec<f64>, Vec<f64>)>>,
+    populations: Vec<Vec<StepRecord>>,
     readout: Vec<Vec<f64>>,
 }
 
