@@ -78,11 +78,27 @@ fn every_fixture_converts_and_reconstructs_the_ann_exactly() {
                     .find(|n| n.name == network.populations[p].name)
                     .unwrap_or_else(|| panic!("{name}: population {p} has no node"))
             };
+            // A relay holds the linear part of its value: its operand applied to its sources.
+            let mut outputs: Vec<Vec<f64>> = Vec::new();
+            for (p, population) in network.populations.iter().enumerate() {
+                let output = if population.kind.is_relay() {
+                    evaluate(&population.operands[0], &|s| match s {
+                        Source::Input => x.clone(),
+                        Source::Population(q) => outputs[q].clone(),
+                    })
+                } else {
+                    value(node_of(p).output)
+                };
+                outputs.push(output);
+            }
             let sources = |s: Source| match s {
                 Source::Input => x.clone(),
-                Source::Population(p) => value(node_of(p).output),
+                Source::Population(p) => outputs[p].clone(),
             };
             for (p, population) in network.populations.iter().enumerate() {
+                if population.kind.is_relay() {
+                    continue;
+                }
                 let node = node_of(p);
                 for (j, operand) in population.operands.iter().enumerate() {
                     let input = node.inputs[j];

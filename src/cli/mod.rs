@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch.
 
 mod inspect;
+mod run;
 mod theory;
 
 use std::process::ExitCode;
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Show the graph as read, the spiking network made from it, and anything refused.
     Inspect(inspect::InspectArgs),
+    /// Convert a model, simulate it, and print accuracy against timesteps
+    Run(run::RunArgs),
     /// Check that IF neurons and the subgradient method give identical spike trains (SPEC §1).
     Theory(theory::TheoryArgs),
 }
@@ -30,6 +33,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Theory(args) => theory::run(args),
+        Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::run(args),
     };
     match result {

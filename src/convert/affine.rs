@@ -69,26 +69,23 @@ impl AffineForm {
 }
 
 /// Adds `term` to `terms`, merging it with an existing term of the same source.
-pub fn merge_term(terms: &mut Vec<Term>, term: Term, size: usize, source_size: usize) {
+pub fn merge_term(terms: &mut Vec<Term>, term: Term, size: usize) {
     match terms.iter_mut().find(|t| t.source == term.source) {
         None => terms.push(term),
         Some(existing) => {
-            let a = as_sparse(&existing.map, size, source_size);
-            let b = as_sparse(&term.map, size, source_size);
+            let a = as_sparse(&existing.map, size);
+            let b = as_sparse(&term.map, size);
             existing.map = LinearMap::Sparse(&a + &b);
         }
     }
 }
 
-/// The map as a CSR matrix of shape `rows × cols`.
-pub fn as_sparse(map: &LinearMap, rows: usize, cols: usize) -> CsMat<f64> {
+/// The map as a CSR matrix with `rows` rows.
+pub fn as_sparse(map: &LinearMap, rows: usize) -> CsMat<f64> {
     match map {
         LinearMap::Identity => CsMat::eye(rows),
         LinearMap::Conv(conv) => conv_matrix(conv),
-        LinearMap::Sparse(m) => {
-            debug_assert_eq!((m.rows(), m.cols()), (rows, cols));
-            m.clone()
-        }
+        LinearMap::Sparse(m) => m.clone(),
     }
 }
 
@@ -114,7 +111,7 @@ pub fn matrix(rows: usize, cols: usize, entries: impl IntoIterator<Item = (usize
 
 /// Turns a form into an operand of `size` neurons: terms become synapse blocks (diagonal where
 /// the map is elementwise, sparse by columns otherwise).
-pub fn to_operand(form: &AffineForm, source_size: &dyn Fn(Source) -> usize) -> Operand {
+pub fn to_operand(form: &AffineForm) -> Operand {
     let size = form.size();
     let projections = form
         .terms
@@ -125,10 +122,7 @@ pub fn to_operand(form: &AffineForm, source_size: &dyn Fn(Source) -> usize) -> O
                 LinearMap::Conv(conv) => SynapseBlock::Conv(conv.clone()),
                 LinearMap::Sparse(m) => match diagonal_of(m) {
                     Some(scale) => SynapseBlock::Diagonal { scale },
-                    None => {
-                        debug_assert_eq!(m.cols(), source_size(term.source));
-                        SynapseBlock::Sparse { matrix: m.to_csc() }
-                    }
+                    None => SynapseBlock::Sparse { matrix: m.to_csc() },
                 },
             };
             Projection { source: term.source, block }

@@ -3,7 +3,11 @@
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::affine::{broadcast_indices, broadcast_matrix, merge_term, to_operand, AffineForm, LinearMap, Term};
+use sprs::CsMat;
+
+use super::affine::{
+    broadcast_indices, broadcast_matrix, conv_matrix, merge_term, to_operand, AffineForm, LinearMap, Term,
+};
 use super::linear::linear_parts;
 use super::{ConvertError, ConvertOptions};
 use crate::model::eval::eval_op;
@@ -12,71 +16,162 @@ use crate::snn::{ConvBlock, Elementwise, Network, NeuronKind, Population, Source
 
 /// Builds the spiking network of a graph whose nonlinearities are all neuron kinds.
 pub fn lower(graph: &Graph, options: &ConvertOptions) -> Result<Network, ConvertError> {
-    let mut forms: Vec<Option<AffineForm>> = vec![None; graph.values.len()];
     let input_shape = graph.values[graph.input].shape.clone();
-    forms[graph.input] = Some(AffineForm::source(Source::Input, &input_shape));
-    let mut populations: Vec<Population> = Vec::new();
+    let mut lowering = Lowering { graph, forms: vec![None; graph.values.len()], populations: Vec::new(), input_shape };
+    lowering.forms[graph.input] = Some(AffineForm::source(Source::Input, &lowering.input_shape));
     for node in &graph.nodes {
-        let inputs: Vec<AffineForm> = node
-            .inputs
-            .iter()
-            .map(|&v| match (&forms[v], graph.constant(v)) {
-                (Some(form), _) => Ok(form.clone()),
-                (None, Some(c)) => Ok(AffineForm::constant(c.clone())),
-                (None, None) => {
-                    Err(ConvertError::node(node, "reads a value that no earlier node produced", "re-export the model"))
-                }
-            })
-            .collect::<Result<_, _>>()?;
         let out_shape = graph.values[node.output].shape.clone();
         let form = match neuron_kind(graph, node, options)? {
             Some(kind) => {
-                let size = |s: Source| source_size(s, &input_shape, &populations);
-                let operands = inputs
-                    .iter()
-                    .take(kind.arity())
-                    .map(|form| to_operand(&broadcast(form, &out_shape), &size))
-                    .collect();
-                populations.push(Population { name: node.name.clone(), kind, shape: out_shape.clone(), operands });
-                AffineForm::source(Source::Population(populations.len() - 1), &out_shape)
+                let mut operands = Vec::new();
+                for position in 0..kind.arity() {
+                    let form = lowering.broadcast_input(node, position, &out_shape)?;
+                    operands.push(to_operand(&form));
+                }
+                lowering.populations.push(Population { name: node.name.clone(), kind, shape: out_shape.clone(), operands });
+                AffineForm::source(Source::Population(lowering.populations.len() - 1), &out_shape)
             }
-            None => affine(graph, node, &inputs, &input_shape, &populations)?,
+            None => lowering.affine(node)?,
         };
-        forms[node.output] = Some(form);
+        lowering.forms[node.output] = Some(form);
     }
-    let output = forms[graph.output]
+    let output = lowering.forms[graph.output]
         .clone()
         .ok_or_else(|| ConvertError::Graph("the graph's output is not computed by any node".into()))?;
-    let size = |s: Source| source_size(s, &input_shape, &populations);
-    let readout = to_operand(&output, &size);
+    let readout = to_operand(&output);
     let strip_batch =
         |shape: &[usize]| if shape.len() > 1 && shape[0] == 1 { shape[1..].to_vec() } else { shape.to_vec() };
     Ok(Network {
-        input_shape: strip_batch(&input_shape),
+        input_shape: strip_batch(&lowering.input_shape),
         output_shape: strip_batch(&graph.values[graph.output].shape),
-        populations,
+        populations: lowering.populations,
         readout,
     })
 }
 
-fn source_size(source: Source, input_shape: &[usize], populations: &[Population]) -> usize {
-    match source {
-        Source::Input => input_shape.iter().product(),
-        Source::Population(p) => populations[p].size(),
+/// State of the lowering walk: the affine form of every value computed so far, and the
+/// populations made.
+struct Lowering<'g> {
+    graph: &'g Graph,
+    forms: Vec<Option<AffineForm>>,
+    populations: Vec<Population>,
+    input_shape: Vec<usize>,
+}
+
+impl Lowering<'_> {
+    /// The form of input `position` of `node`.
+    fn input_form(&self, node: &Node, position: usize) -> Result<AffineForm, ConvertError> {
+        let v = node.inputs[position];
+        match (&self.forms[v], self.graph.constant(v)) {
+            (Some(form), _) => Ok(form.clone()),
+            (None, Some(c)) => Ok(AffineForm::constant(c.clone())),
+            (None, None) => {
+                Err(ConvertError::node(node, "reads a value that no earlier node produced", "re-export the model"))
+            }
+        }
+    }
+
+    /// Applies `matrix` to input `position` of `node`. Where composing the maps would hold more
+    /// synapses than the two maps apart, the input becomes a relay first, and later readers of
+    /// the same value reuse that relay.
+    fn compose(&mut self, node: &Node, position: usize, matrix: &CsMat<f64>) -> Result<Vec<Term>, ConvertError> {
+        let form = self.input_form(node, position)?;
+        let composed = form.transform(matrix);
+        let before: usize = form.terms.iter().map(|t| map_size(&t.map, form.size())).sum();
+        let after: usize = composed.iter().map(|t| map_size(&t.map, matrix.rows())).sum();
+        if after <= matrix.nnz() + before {
+            return Ok(composed);
+        }
+        let relay = self.relay(node.inputs[position], &form);
+        Ok(relay.transform(matrix))
+    }
+
+    /// Makes the value `v` (of form `form`) a relay population and returns its new form.
+    fn relay(&mut self, v: usize, form: &AffineForm) -> AffineForm {
+        let shape = form.bias.shape().to_vec();
+        let linear = AffineForm { bias: ArrayD::zeros(IxDyn(&shape)), terms: form.terms.clone() };
+        self.populations.push(Population {
+            name: format!("{}.relay", self.graph.values[v].name),
+            kind: NeuronKind::Relay,
+            shape: shape.clone(),
+            operands: vec![to_operand(&linear)],
+        });
+        let relayed = AffineForm {
+            bias: form.bias.clone(),
+            terms: vec![Term { source: Source::Population(self.populations.len() - 1), map: LinearMap::Identity }],
+        };
+        self.forms[v] = Some(relayed.clone());
+        relayed
+    }
+
+    /// Input `position` of `node` broadcast to `shape` (an operand of an elementwise neuron).
+    fn broadcast_input(&mut self, node: &Node, position: usize, shape: &[usize]) -> Result<AffineForm, ConvertError> {
+        let form = self.input_form(node, position)?;
+        if form.bias.shape() == shape {
+            return Ok(form);
+        }
+        let bias_flat: Vec<f64> = form.bias.iter().copied().collect();
+        let bias = broadcast_indices(form.bias.shape(), shape).into_iter().map(|i| bias_flat[i]).collect();
+        let matrix = broadcast_matrix(form.bias.shape(), shape, |_| 1.0);
+        Ok(AffineForm {
+            bias: ArrayD::from_shape_vec(IxDyn(shape), bias).expect("broadcast size"),
+            terms: self.compose(node, position, &matrix)?,
+        })
+    }
+
+    /// The form of an affine node's output from its inputs' forms.
+    fn affine(&mut self, node: &Node) -> Result<AffineForm, ConvertError> {
+        let graph = self.graph;
+        let out_shape = &graph.values[node.output].shape;
+        let inputs: Vec<AffineForm> =
+            (0..node.inputs.len()).map(|i| self.input_form(node, i)).collect::<Result<_, _>>()?;
+        let biases: Vec<&ArrayD<f64>> = inputs.iter().map(|f| &f.bias).collect();
+        let bias = eval_op::<f64>(&node.op, &biases, out_shape)
+            .map_err(|e| ConvertError::node(node, &e, "check the model's shapes"))?;
+        if matches!(node.op, Op::Reshape) {
+            return Ok(AffineForm { bias, terms: inputs[0].terms.clone() });
+        }
+        if let Op::Conv { .. } = node.op {
+            let conv =
+                conv_block(graph, node).map_err(|e| ConvertError::node(node, &e, "check the convolution's attributes"))?;
+            let matrix = conv_matrix(&conv);
+            let mut form = inputs[0].clone();
+            let direct = |f: &AffineForm| matches!(f.terms.as_slice(), [Term { map: LinearMap::Identity, .. }]);
+            if !direct(&form) && !form.terms.is_empty() {
+                let composed = form.transform(&matrix);
+                let before: usize = form.terms.iter().map(|t| map_size(&t.map, form.size())).sum();
+                let after: usize = composed.iter().map(|t| map_size(&t.map, matrix.rows())).sum();
+                if after <= matrix.nnz() + before {
+                    return Ok(AffineForm { bias, terms: composed });
+                }
+                form = self.relay(node.inputs[0], &form);
+            }
+            let terms = form.terms.iter().map(|t| Term { source: t.source, map: LinearMap::Conv(conv.clone()) }).collect();
+            return Ok(AffineForm { bias, terms });
+        }
+        let parts = linear_parts(graph, node).map_err(|e| {
+            ConvertError::node(node, &format!("cannot be converted: {e}"), "only affine maps may connect two nonlinearities")
+        })?;
+        let size: usize = out_shape.iter().product();
+        let mut terms: Vec<Term> = Vec::new();
+        for (position, matrix) in parts {
+            for term in self.compose(node, position, &matrix)? {
+                merge_term(&mut terms, term, size);
+            }
+        }
+        Ok(AffineForm { bias, terms })
     }
 }
 
-/// The form broadcast to `shape` (an operand of an elementwise neuron).
-fn broadcast(form: &AffineForm, shape: &[usize]) -> AffineForm {
-    if form.bias.shape() == shape {
-        return form.clone();
-    }
-    let bias_flat: Vec<f64> = form.bias.iter().copied().collect();
-    let bias = broadcast_indices(form.bias.shape(), shape).into_iter().map(|i| bias_flat[i]).collect();
-    let matrix = broadcast_matrix(form.bias.shape(), shape, |_| 1.0);
-    AffineForm {
-        bias: ArrayD::from_shape_vec(IxDyn(shape), bias).expect("broadcast size"),
-        terms: form.transform(&matrix),
+/// Number of synapses a map holds.
+fn map_size(map: &LinearMap, rows: usize) -> usize {
+    match map {
+        LinearMap::Identity => rows,
+        LinearMap::Conv(conv) => {
+            let block = crate::snn::SynapseBlock::Conv(conv.clone());
+            block.fan_out().iter().map(|&f| f as usize).sum()
+        }
+        LinearMap::Sparse(m) => m.nnz(),
     }
 }
 
@@ -128,46 +223,6 @@ fn neuron_kind(graph: &Graph, node: &Node, options: &ConvertOptions) -> Result<O
         _ => return Ok(None),
     };
     Ok(Some(kind))
-}
-
-/// The form of an affine node's output from its inputs' forms.
-fn affine(
-    graph: &Graph,
-    node: &Node,
-    inputs: &[AffineForm],
-    input_shape: &[usize],
-    populations: &[Population],
-) -> Result<AffineForm, ConvertError> {
-    let out_shape = &graph.values[node.output].shape;
-    let biases: Vec<&ArrayD<f64>> = inputs.iter().map(|f| &f.bias).collect();
-    let bias = eval_op::<f64>(&node.op, &biases, out_shape)
-        .map_err(|e| ConvertError::node(node, &e, "check the model's shapes"))?;
-    if matches!(node.op, Op::Reshape) {
-        return Ok(AffineForm { bias, terms: inputs[0].terms.clone() });
-    }
-    if let (Op::Conv { .. }, [term]) = (&node.op, inputs[0].terms.as_slice()) {
-        if matches!(term.map, LinearMap::Identity) {
-            let conv = conv_block(graph, node)
-                .map_err(|e| ConvertError::node(node, &e, "check the convolution's attributes"))?;
-            return Ok(AffineForm { bias, terms: vec![Term { source: term.source, map: LinearMap::Conv(conv) }] });
-        }
-    }
-    let parts = linear_parts(graph, node).map_err(|e| {
-        ConvertError::node(
-            node,
-            &format!("cannot be converted: {e}"),
-            "only affine maps may connect two nonlinearities",
-        )
-    })?;
-    let size: usize = out_shape.iter().product();
-    let mut terms: Vec<Term> = Vec::new();
-    for (position, matrix) in parts {
-        for term in inputs[position].transform(&matrix) {
-            let source_elements = source_size(term.source, input_shape, populations);
-            merge_term(&mut terms, term, size, source_elements);
-        }
-    }
-    Ok(AffineForm { bias, terms })
 }
 
 /// The kernel and geometry of a Conv node (without its bias).

@@ -71,6 +71,8 @@ impl<F: Real> Observer<F> for () {}
 
 struct CompiledProjection<F> {
     source: Source,
+    /// The source emits real values (a real-valued encoder or a relay), read densely.
+    dense: bool,
     block: SynapseBlock<F>,
     fan_out: Vec<u32>,
     synapses: u64,
@@ -84,6 +86,7 @@ struct CompiledOperand<F> {
 
 struct CompiledPopulation<F> {
     kind: NeuronKind,
+    relay: bool,
     size: usize,
     operands: Vec<CompiledOperand<F>>,
 }
@@ -146,7 +149,7 @@ impl<F: Real> Simulator<F> {
             let others: Vec<String> = network
                 .populations
                 .iter()
-                .filter(|p| p.kind != NeuronKind::Relu)
+                .filter(|p| p.kind != NeuronKind::Relu && !p.kind.is_relay())
                 .map(|p| format!("`{}` ({})", p.name, p.kind.name()))
                 .collect();
             if !others.is_empty() {
@@ -157,17 +160,20 @@ impl<F: Real> Simulator<F> {
             }
         }
         let etas = config.schedule.steps(steps)?.into_iter().map(F::of).collect();
+        let units = network.unit_outputs();
+        let compile = |operand| compile_operand(network, operand, &units, config.encoder);
         Ok(Simulator {
             populations: network
                 .populations
                 .iter()
                 .map(|p| CompiledPopulation {
                     kind: p.kind,
+                    relay: p.kind.is_relay(),
                     size: p.size(),
-                    operands: p.operands.iter().map(compile_operand).collect(),
+                    operands: p.operands.iter().map(compile).collect(),
                 })
                 .collect(),
-            readout: compile_operand(&network.readout),
+            readout: compile(&network.readout),
             etas,
             encoder: config.encoder,
             dynamics: config.dynamics,
@@ -281,12 +287,16 @@ impl<F: Real> Simulator<F> {
             ws.encoder_fired.extend(fired.map(|(i, _)| i as u32));
         }
         observer.encoder(t, &ws.encoder_emitted, &ws.encoder_estimate);
-        let input_events =
-            Inputs { emitted: &ws.encoder_emitted, fired: &ws.encoder_fired, binary: self.encoder.is_binary() };
+        let input_events = Inputs { emitted: &ws.encoder_emitted, fired: &ws.encoder_fired };
         for (index, population) in self.populations.iter().enumerate() {
             let (earlier, rest) = ws.populations.split_at_mut(index);
             let state = &mut rest[0];
             let counts = &mut ws.counters.populations[index];
+            if population.relay {
+                gather(&population.operands[0], &input_events, earlier, &mut state.v, counts);
+                observer.population(t, index, &state.x, &state.fired, &state.v);
+                continue;
+            }
             for (operand, x) in population.operands.iter().zip(state.x.iter_mut()) {
                 gather(operand, &input_events, earlier, &mut state.acc, counts);
                 charge(self.dynamics, operand, &state.acc, eta, x);
@@ -307,13 +317,17 @@ impl<F: Real> Simulator<F> {
 struct Inputs<'a, F> {
     emitted: &'a [F],
     fired: &'a [u32],
-    binary: bool,
 }
 
-fn compile_operand<F: Real>(operand: &Operand) -> CompiledOperand<F> {
+fn compile_operand<F: Real>(
+    network: &Network,
+    operand: &Operand,
+    units: &[Vec<f64>],
+    encoder: EncoderKind,
+) -> CompiledOperand<F> {
     CompiledOperand {
         bias: operand.bias.iter().map(|&c| F::of(c)).collect(),
-        offset: operand.offset().into_iter().map(F::of).collect(),
+        offset: network.operand_offset(operand, units).into_iter().map(F::of).collect(),
         projections: operand
             .projections
             .iter()
@@ -321,6 +335,10 @@ fn compile_operand<F: Real>(operand: &Operand) -> CompiledOperand<F> {
                 let fan_out = p.block.fan_out();
                 CompiledProjection {
                     source: p.source,
+                    dense: match p.source {
+                        Source::Input => !encoder.is_binary(),
+                        Source::Population(q) => network.populations[q].kind.is_relay(),
+                    },
                     synapses: fan_out.iter().map(|&f| f as u64).sum(),
                     block: p.block.cast(),
                     fan_out,
@@ -341,12 +359,16 @@ fn gather<F: Real>(
 ) {
     acc.fill(F::zero());
     for projection in &operand.projections {
+        if projection.dense {
+            let values = match projection.source {
+                Source::Input => inputs.emitted,
+                Source::Population(p) => &populations[p].v,
+            };
+            projection.block.multiply_add(values, acc);
+            counts.dense_macs += projection.synapses;
+            continue;
+        }
         let fired = match projection.source {
-            Source::Input if !inputs.binary => {
-                projection.block.multiply_add(inputs.emitted, acc);
-                counts.dense_macs += projection.synapses;
-                continue;
-            }
             Source::Input => inputs.fired,
             Source::Population(p) => &populations[p].fired,
         };

@@ -98,7 +98,8 @@ impl Operand {
         total
     }
 
-    /// The constant offset `o = A 1 + 2 c` of SPEC.md §2.
+    /// The constant offset `o = A 1 + 2 c` of SPEC.md §2, for an operand whose sources all
+    /// emit 0/1 spikes (no relay among them; [`Network::operand_offset`] handles relays).
     pub fn offset(&self) -> Vec<f64> {
         self.response_to_ones().iter().zip(&self.bias).map(|(a, c)| a + 2.0 * c).collect()
     }
@@ -154,6 +155,45 @@ impl Network {
             Source::Input => Some(self.input_size()),
             Source::Population(i) => self.populations.get(i).map(Population::size),
         }
+    }
+
+    /// What each population emits when every neuron and the encoder emit 1: ones for neurons,
+    /// and for a relay its linear response to those ones.
+    pub fn unit_outputs(&self) -> Vec<Vec<f64>> {
+        let mut units: Vec<Vec<f64>> = Vec::with_capacity(self.populations.len());
+        let input = vec![1.0; self.input_size()];
+        for population in &self.populations {
+            let unit = if population.kind.is_relay() {
+                let mut acc = vec![0.0; population.size()];
+                for projection in population.operands.iter().flat_map(|o| &o.projections) {
+                    let source = match projection.source {
+                        Source::Input => &input,
+                        Source::Population(p) => &units[p],
+                    };
+                    projection.block.multiply_add(source, &mut acc);
+                }
+                acc
+            } else {
+                vec![1.0; population.size()]
+            };
+            units.push(unit);
+        }
+        units
+    }
+
+    /// The constant offset `o = A 1 + 2 c` of an operand, with `units` from
+    /// [`Network::unit_outputs`] standing for "every source emits 1".
+    pub fn operand_offset(&self, operand: &Operand, units: &[Vec<f64>]) -> Vec<f64> {
+        let mut response = vec![0.0; operand.len()];
+        let input = vec![1.0; self.input_size()];
+        for projection in &operand.projections {
+            let source = match projection.source {
+                Source::Input => &input,
+                Source::Population(p) => &units[p],
+            };
+            projection.block.multiply_add(source, &mut response);
+        }
+        response.iter().zip(&operand.bias).map(|(a, c)| a + 2.0 * c).collect()
     }
 
     /// Checks that every population has the operands its kind needs, that every block fits its

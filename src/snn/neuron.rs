@@ -83,6 +83,11 @@ pub enum NeuronKind {
         /// The function.
         function: Elementwise,
     },
+    /// Not a neuron: a relay that holds, each step, the real-valued linear combination of its
+    /// sources' outputs (a dendritic accumulator). The converter inserts one where composing two
+    /// mixing maps (a convolution after a linear layer, say) would multiply the synapse count;
+    /// its consumers read it with dense multiply-accumulates. It never spikes.
+    Relay,
 }
 
 impl NeuronKind {
@@ -109,6 +114,7 @@ impl NeuronKind {
             NeuronKind::Division => "division".into(),
             NeuronKind::DivSqrt => "div_sqrt".into(),
             NeuronKind::Elementwise { function } => format!("{function:?}").to_lowercase(),
+            NeuronKind::Relay => "relay".into(),
         }
     }
 
@@ -132,7 +138,13 @@ impl NeuronKind {
             NeuronKind::Division => x1 / x2,
             NeuronKind::DivSqrt => x1 / x2.sqrt(),
             NeuronKind::Elementwise { function } => function.apply(x1),
+            NeuronKind::Relay => x1,
         }
+    }
+
+    /// Whether the population is a relay rather than neurons.
+    pub fn is_relay(self) -> bool {
+        self == NeuronKind::Relay
     }
 
     /// The spike function Φ(v, x): `true` means the neuron emits 1 (its estimate moves down).
@@ -156,6 +168,7 @@ impl NeuronKind {
             NeuronKind::Division => v > x1 / x2,
             NeuronKind::DivSqrt => x2.sqrt() * v - x1 > F::zero(),
             NeuronKind::Elementwise { function } => v - function.apply(x1) > F::zero(),
+            NeuronKind::Relay => false,
         }
     }
 }

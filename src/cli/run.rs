@@ -1,0 +1,692 @@
+//! `signgd run`: convert a model, simulate a data set, and print accuracy against timesteps.
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{Array2, Array3, ArrayD, IxDyn};
+use ndarray_npy::{WritableElement, WriteNpyExt};
+use serde_json::json;
+use signgd::convert::{convert, ConvertOptions};
+use signgd::data::{read_inputs, read_labels, Dataset, LoadLimits};
+use signgd::engine::{Counters, SimConfig, Simulator};
+use signgd::model::read_onnx;
+use signgd::real::Real;
+use signgd::runner;
+use signgd::snn::{EncoderKind, GeluTarget, Network, Schedule};
+
+const DEFAULT_MODEL: &str = "fixtures/models/convnext.onnx";
+const DEFAULT_DATA: &str = "fixtures/data/fashion-mnist-test-1000-images-idx3-ubyte.gz";
+const DEFAULT_LABELS: &str = "fixtures/data/fashion-mnist-test-1000-labels-idx1-ubyte.gz";
+/// Inputs of --data used for ReLU normalisation when no --calibration file is given.
+const CALIBRATION_FROM_DATA: usize = 256;
+/// Largest number of timesteps accepted.
+const MAX_TIMESTEPS: usize = 1_000_000;
+/// Largest number of decoded output values (checkpoints × inputs × outputs) kept in memory.
+const MAX_OUTPUT_VALUES: usize = 1 << 30;
+
+/// Options of `signgd run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// The ONNX model.
+    #[arg(long, value_name = "FILE.onnx", default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Input samples (.npy, .npz, IDX or gzip-compressed IDX/.npy); uint8 data are scaled to [0,1].
+    #[arg(long, value_name = "FILE")]
+    data: Option<PathBuf>,
+    /// Class labels, one per sample (default: the Fashion-MNIST labels when --data is defaulted).
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// Use only the first N samples of --data (and --labels).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Checkpoints: a comma list of timesteps and ranges, e.g. `32,64,128,256`, `1-256`, `1-4,32`.
+    #[arg(long, value_name = "LIST", default_value = "32,64,128,256")]
+    timesteps: String,
+    /// Inputs for ReLU normalisation (default: the first 256 inputs of --data).
+    #[arg(long, value_name = "FILE")]
+    calibration: Option<PathBuf>,
+    /// Step sizes: exp:ETA0:GAMMA, inverse:ETA0 or constant:ETA0.
+    #[arg(long, value_name = "SCHEDULE", default_value = "exp:0.15:0.95")]
+    schedule: String,
+    /// Input encoder.
+    #[arg(long, value_enum, default_value_t = EncoderArg::Float)]
+    encoder: EncoderArg,
+    /// Target function of GELU neurons.
+    #[arg(long, value_enum, default_value_t = GeluArg::Sigmoid)]
+    gelu: GeluArg,
+    /// Neuronal dynamics: signGD, or rate-coded IF neurons (ReLU networks only; their own step
+    /// 1/(t+1) and the input fed unchanged, so --schedule and --encoder do not apply).
+    #[arg(long, value_enum, default_value_t = NeuronArg::Signgd)]
+    neuron: NeuronArg,
+    /// Floating-point precision of the simulation and the ANN evaluation.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
+    /// Worker threads (default: the available parallelism).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Write the decoded SNN outputs, shape [checkpoints, inputs, outputs], to this .npy file.
+    #[arg(long, value_name = "FILE.npy")]
+    dump_outputs: Option<PathBuf>,
+    /// Write the ANN outputs, shape [inputs, outputs], to this .npy file.
+    #[arg(long, value_name = "FILE.npy")]
+    dump_ann: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EncoderArg {
+    Float,
+    Spike,
+    Exact,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum GeluArg {
+    Sigmoid,
+    Erf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum NeuronArg {
+    Signgd,
+    If,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PrecisionArg {
+    F32,
+    F64,
+}
+
+impl EncoderArg {
+    fn kind(self) -> EncoderKind {
+        match self {
+            EncoderArg::Float => EncoderKind::Float,
+            EncoderArg::Spike => EncoderKind::Spike,
+            EncoderArg::Exact => EncoderKind::Exact,
+        }
+    }
+}
+
+fn value_name<T: ValueEnum>(value: &T) -> String {
+    value.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
+}
+
+/// Everything checked before any file is read.
+struct Settings {
+    checkpoints: Vec<usize>,
+    config: SimConfig,
+    schedule_text: String,
+    encoder_text: String,
+    threads: usize,
+}
+
+/// Runs the command.
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let settings = settings(&args)?;
+    match args.precision {
+        PrecisionArg::F32 => run_in::<f32>(&args, &settings),
+        PrecisionArg::F64 => run_in::<f64>(&args, &settings),
+    }
+}
+
+fn settings(args: &RunArgs) -> Result<Settings> {
+    let threads = match args.threads {
+        Some(0) => bail!("--threads 0: give at least 1 worker thread"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    if args.limit == Some(0) {
+        bail!("--limit 0: give at least 1 input");
+    }
+    let checkpoints = parse_timesteps(&args.timesteps).with_context(|| format!("--timesteps `{}`", args.timesteps))?;
+    let (config, schedule_text, encoder_text) = match args.neuron {
+        NeuronArg::Signgd => {
+            let schedule =
+                Schedule::parse(&args.schedule).with_context(|| format!("--schedule `{}`", args.schedule))?;
+            let config =
+                SimConfig { schedule, encoder: args.encoder.kind(), ..SimConfig::reference(checkpoints.clone()) };
+            (config, args.schedule.clone(), value_name(&args.encoder))
+        }
+        NeuronArg::If => {
+            (SimConfig::integrate_and_fire(checkpoints.clone()), "if (η_t = 1/(t+1))".to_string(), "direct".to_string())
+        }
+    };
+    check_schedule_steps(&config.schedule, &schedule_text, &checkpoints, args.precision)?;
+    for path in [&args.dump_outputs, &args.dump_ann].into_iter().flatten() {
+        check_output_path(path)?;
+    }
+    Ok(Settings { checkpoints, config, schedule_text, encoder_text, threads })
+}
+
+/// Parses `32,64,128`, `1-256` or `1-4,32` into sorted, distinct timesteps.
+fn parse_timesteps(text: &str) -> Result<Vec<usize>> {
+    let number = |s: &str| -> Result<usize> {
+        let s = s.trim();
+        let n: usize = s.parse().map_err(|_| anyhow::anyhow!("`{s}` is not a whole number of timesteps"))?;
+        ensure!(n >= 1, "timesteps count from 1; `{s}` is not a checkpoint");
+        ensure!(n <= MAX_TIMESTEPS, "{n} timesteps is more than the {MAX_TIMESTEPS} supported");
+        Ok(n)
+    };
+    let mut steps = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        ensure!(!part.is_empty(), "empty entry; write a comma list such as 32,64,128 or a range such as 1-256");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (number(a)?, number(b)?);
+                ensure!(a <= b, "range `{part}` ends before it starts; write START-END with START <= END");
+                steps.extend(a..=b);
+            }
+            None => steps.push(number(part)?),
+        }
+    }
+    steps.sort_unstable();
+    steps.dedup();
+    Ok(steps)
+}
+
+/// Refuses checkpoints beyond the steps a schedule defines, including steps whose size rounds
+/// to zero in the chosen precision (the simulation would stand still from there on).
+fn check_schedule_steps(schedule: &Schedule, text: &str, checkpoints: &[usize], precision: PrecisionArg) -> Result<()> {
+    let last = *checkpoints.last().unwrap_or(&1);
+    if let Some(max) = schedule.max_steps() {
+        ensure!(
+            last <= max,
+            "checkpoint {last} lies beyond the {max} steps schedule `{text}` defines; use --timesteps up to {max}"
+        );
+    }
+    let etas = schedule.steps(last).with_context(|| format!("schedule `{text}`"))?;
+    let vanishes = |eta: f64| match precision {
+        PrecisionArg::F32 => !((eta as f32).is_finite() && eta as f32 > 0.0),
+        PrecisionArg::F64 => !(eta.is_finite() && eta > 0.0),
+    };
+    if let Some(t) = etas.iter().position(|&eta| vanishes(eta)) {
+        let name = value_name(&precision);
+        bail!(
+            "checkpoint {last} lies beyond what schedule `{text}` supports in {name}: its step size underflows to 0 at step {} (the simulation would stand still); use --timesteps up to {t}, a slower-decaying schedule or --precision f64",
+            t + 1
+        );
+    }
+    Ok(())
+}
+
+/// Fails early (before any work) when an output file could not be created later.
+fn check_output_path(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        bail!("{} is a directory; give a file name for the .npy output", path.display());
+    }
+    let dir = parent_dir(path);
+    ensure!(dir.is_dir(), "cannot write {}: directory {} does not exist", path.display(), dir.display());
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Where the calibration inputs came from.
+struct Calibration {
+    inputs: Vec<ArrayD<f64>>,
+    source: String,
+}
+
+fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Result<ExitCode> {
+    let data_defaulted = args.data.is_none();
+    let data_path = args.data.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
+    let labels_path = args.labels.clone().or_else(|| data_defaulted.then(|| PathBuf::from(DEFAULT_LABELS)));
+
+    // Model.
+    let graph = read_onnx(&args.model, None).map_err(flat)?;
+    let full_input_shape = graph.values[graph.input].shape.clone();
+    let sample_shape = full_input_shape.get(1..).unwrap_or(&[]).to_vec();
+    let output_size: usize = graph.values[graph.output].shape.iter().product();
+
+    // Data and labels.
+    let limits = LoadLimits { max_samples: args.limit, ..LoadLimits::default() };
+    let data = read_inputs(&data_path, limits).and_then(|d| d.into_fitted(&sample_shape, &data_path)).map_err(flat)?;
+    ensure!(data.samples > 0, "{}: the data set holds no samples", data_path.display());
+    let labels = match &labels_path {
+        Some(path) => {
+            let labels = read_labels(path, limits).map_err(flat)?;
+            ensure!(
+                labels.len() == data.samples,
+                "{} holds {} labels but {} holds {} inputs{}; give one label per input",
+                path.display(),
+                labels.len(),
+                data_path.display(),
+                data.samples,
+                if args.limit.is_some() { " (after --limit)" } else { "" }
+            );
+            if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l >= output_size) {
+                bail!(
+                    "{}: label {l} at index {i} is not a class of the model, which has {output_size} outputs",
+                    path.display()
+                );
+            }
+            Some(labels)
+        }
+        None => None,
+    };
+
+    // Calibration inputs.
+    let calibration = calibration(args, &data, &data_path, &sample_shape, &full_input_shape)?;
+
+    // Conversion.
+    let started = Instant::now();
+    let options = ConvertOptions {
+        gelu: match args.gelu {
+            GeluArg::Sigmoid => GeluTarget::Sigmoid,
+            GeluArg::Erf => GeluTarget::Erf,
+        },
+        calibration: calibration.inputs,
+    };
+    let conversion = convert(&graph, &options).with_context(|| format!("cannot convert {}", args.model.display()))?;
+    let network = conversion.network;
+    let conversion_time = started.elapsed();
+    ensure!(
+        network.output_size() == output_size,
+        "internal: the converted network has {} outputs, the model {output_size}",
+        network.output_size()
+    );
+    // Refuse unusable settings (IF neurons on a non-ReLU network, …) before any long work.
+    Simulator::<F>::new(&network, &settings.config).with_context(|| match args.neuron {
+        NeuronArg::If => "--neuron if".to_string(),
+        NeuronArg::Signgd => "cannot simulate".to_string(),
+    })?;
+    let checkpoints = settings.checkpoints.len();
+    let total_outputs = checkpoints.saturating_mul(data.samples).saturating_mul(output_size);
+    ensure!(
+        total_outputs <= MAX_OUTPUT_VALUES,
+        "{checkpoints} checkpoints × {} inputs × {output_size} outputs is too many values to keep; use fewer --timesteps or a smaller --limit",
+        data.samples
+    );
+
+    let load = |i: usize, buffer: &mut [F]| {
+        for (b, &v) in buffer.iter_mut().zip(data.sample(i)) {
+            *b = F::of(v);
+        }
+    };
+
+    // ANN reference.
+    let started = Instant::now();
+    let bar = progress_bar(data.samples, "ANN");
+    let ann = runner::evaluate_ann::<F, _>(&graph, data.samples, load, settings.threads, &|n| bar.inc(n as u64))
+        .context("evaluating the ANN")?;
+    bar.finish_and_clear();
+    let ann_time = started.elapsed();
+
+    // SNN, once to the largest checkpoint.
+    let started = Instant::now();
+    let bar = progress_bar(data.samples, "SNN");
+    let result = runner::simulate::<F, _>(&network, &settings.config, data.samples, load, settings.threads, &|n| {
+        bar.inc(n as u64)
+    })
+    .context("simulating the SNN")?;
+    bar.finish_and_clear();
+    let snn_time = started.elapsed();
+
+    // Outputs, only now that everything succeeded.
+    let mut dumps: Vec<Dump<'_>> = Vec::new();
+    if let Some(path) = &args.dump_outputs {
+        let array =
+            Array3::from_shape_vec((result.checkpoints.len(), result.inputs, output_size), result.outputs.clone())?;
+        dumps.push((path.clone(), Box::new(move |w| Ok(array.write_npy(w)?))));
+    }
+    if let Some(path) = &args.dump_ann {
+        let array = Array2::from_shape_vec((data.samples, output_size), ann.clone())?;
+        dumps.push((path.clone(), Box::new(move |w| Ok(array.write_npy(w)?))));
+    }
+    write_all_atomically(dumps)?;
+
+    let report = Report {
+        args,
+        settings,
+        data_path: &data_path,
+        labels_path: labels_path.as_deref(),
+        data: &data,
+        labels: labels.as_deref(),
+        calibration_source: &calibration.source,
+        network: &network,
+        notes: &conversion.notes,
+        ann: &ann,
+        result: &result,
+        output_size,
+        times: [conversion_time, ann_time, snn_time],
+        precision: F::NAME,
+    };
+    let text = if args.json { serde_json::to_string_pretty(&report.json())? + "\n" } else { report.text() };
+    print_out(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn calibration(
+    args: &RunArgs,
+    data: &Dataset,
+    data_path: &Path,
+    sample_shape: &[usize],
+    full_shape: &[usize],
+) -> Result<Calibration> {
+    let (set, source) = match &args.calibration {
+        Some(path) => {
+            let set = read_inputs(path, LoadLimits::default())
+                .and_then(|d| d.into_fitted(sample_shape, path))
+                .map_err(flat)?;
+            ensure!(set.samples > 0, "{}: the calibration file holds no samples", path.display());
+            let source = format!("{} ({} inputs)", path.display(), set.samples);
+            (set, source)
+        }
+        None => {
+            let set = if data.samples >= CALIBRATION_FROM_DATA || args.limit.is_none() {
+                None
+            } else {
+                let limits = LoadLimits { max_samples: Some(CALIBRATION_FROM_DATA), ..LoadLimits::default() };
+                Some(
+                    read_inputs(data_path, limits)
+                        .and_then(|d| d.into_fitted(sample_shape, data_path))
+                        .map_err(flat)?,
+                )
+            };
+            let set = set.unwrap_or_else(|| data.clone());
+            let n = set.samples.min(CALIBRATION_FROM_DATA);
+            let source = format!("first {n} inputs of --data {} (no --calibration given)", data_path.display());
+            (Dataset { samples: n, values: set.values[..n * set.sample_len()].to_vec(), ..set }, source)
+        }
+    };
+    let inputs = (0..set.samples)
+        .map(|i| ArrayD::from_shape_vec(IxDyn(full_shape), set.sample(i).to_vec()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Calibration { inputs, source })
+}
+
+/// A progress bar with ETA on stderr when it is a terminal; hidden otherwise.
+fn progress_bar(len: usize, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} inputs, {per_sec}, ETA {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(what.to_string());
+    bar
+}
+
+type Dump<'a> = (PathBuf, Box<dyn FnOnce(&mut BufWriter<File>) -> Result<()> + 'a>);
+
+/// Writes every file to a temporary file in its own directory, then renames them all into place;
+/// on any failure the temporary files are removed and no target file is touched.
+fn write_all_atomically(dumps: Vec<Dump<'_>>) -> Result<()> {
+    let mut written: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let cleanup = |written: &[(PathBuf, PathBuf)]| {
+        for (tmp, _) in written {
+            let _ = fs::remove_file(tmp);
+        }
+    };
+    for (path, write) in dumps {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "output".into());
+        let tmp = parent_dir(&path).join(format!(".{name}.tmp-{}", std::process::id()));
+        let result = (|| -> Result<()> {
+            let file = File::create(&tmp)?;
+            let mut writer = BufWriter::new(file);
+            write(&mut writer)?;
+            writer.flush()?;
+            writer.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            Ok(())
+        })();
+        written.push((tmp, path.clone()));
+        if let Err(e) = result {
+            cleanup(&written);
+            return Err(e.context(format!("cannot write {}", path.display())));
+        }
+    }
+    for (i, (tmp, path)) in written.iter().enumerate() {
+        if let Err(e) = fs::rename(tmp, path) {
+            cleanup(&written[i..]);
+            return Err(anyhow::Error::new(e).context(format!("cannot write {}", path.display())));
+        }
+    }
+    Ok(())
+}
+
+/// Everything the report shows.
+struct Report<'a, F> {
+    args: &'a RunArgs,
+    settings: &'a Settings,
+    data_path: &'a Path,
+    labels_path: Option<&'a Path>,
+    data: &'a Dataset,
+    labels: Option<&'a [usize]>,
+    calibration_source: &'a str,
+    network: &'a Network,
+    notes: &'a [String],
+    ann: &'a [F],
+    result: &'a runner::SimulationResult<F>,
+    output_size: usize,
+    times: [Duration; 3],
+    precision: &'static str,
+}
+
+/// One row of the table.
+struct Row {
+    timesteps: usize,
+    accuracy: Option<f64>,
+    agreement: f64,
+    mean_abs_diff: f64,
+    spikes: u64,
+    synaptic_events: u64,
+}
+
+impl<F: Real> Report<'_, F> {
+    fn neurons(&self) -> usize {
+        self.network.populations.iter().map(|p| p.size()).sum()
+    }
+
+    fn ann_accuracy(&self) -> Option<f64> {
+        self.labels.map(|l| runner::accuracy(self.ann, self.output_size, l))
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        let r = self.result;
+        r.checkpoints
+            .iter()
+            .enumerate()
+            .map(|(k, &timesteps)| {
+                let outputs = r.at_checkpoint(k);
+                let (spikes, synaptic_events) = totals(&r.counters, k);
+                Row {
+                    timesteps,
+                    accuracy: self.labels.map(|l| runner::accuracy(outputs, self.output_size, l)),
+                    agreement: runner::agreement(outputs, self.ann, self.output_size),
+                    mean_abs_diff: runner::mean_abs_diff(outputs, self.ann),
+                    spikes,
+                    synaptic_events,
+                }
+            })
+            .collect()
+    }
+
+    fn images_per_second(&self) -> f64 {
+        let secs = self.times[2].as_secs_f64();
+        if secs > 0.0 {
+            self.data.samples as f64 / secs
+        } else {
+            f64::INFINITY
+        }
+    }
+
+    fn neuron_text(&self) -> String {
+        value_name(&self.args.neuron)
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        let s = self.settings;
+        let graph_in = &self.network.input_shape;
+        let _ = writeln!(
+            out,
+            "model        {} (input {:?}, {} outputs)",
+            self.args.model.display(),
+            graph_in,
+            self.output_size
+        );
+        let _ = writeln!(
+            out,
+            "data         {}: {} inputs{}",
+            self.data_path.display(),
+            self.data.samples,
+            if self.data.scaled_from_u8 { ", uint8 scaled to [0,1]" } else { "" }
+        );
+        let _ = match self.labels_path {
+            Some(path) => writeln!(out, "labels       {}", path.display()),
+            None => writeln!(out, "labels       none (no --labels given): accuracy not computed"),
+        };
+        let _ = writeln!(
+            out,
+            "settings     schedule {}, encoder {}, gelu {}, neuron {}, precision {}, threads {}",
+            s.schedule_text,
+            s.encoder_text,
+            value_name(&self.args.gelu),
+            self.neuron_text(),
+            self.precision,
+            s.threads
+        );
+        let _ = writeln!(out, "calibration  {}", self.calibration_source);
+        let _ =
+            writeln!(out, "network      {} populations, {} neurons", self.network.populations.len(), self.neurons());
+        let _ = match self.ann_accuracy() {
+            Some(a) => writeln!(out, "ANN accuracy {}", percent(a)),
+            None => writeln!(out, "ANN accuracy -"),
+        };
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{:>7} | {:>8} | {:>12} | {:>10}", "T", "SNN acc", "agree w/ ANN", "mean |Δ|");
+        let _ = writeln!(out, "{:->7}-+-{:->8}-+-{:->12}-+-{:->10}", "", "", "", "");
+        for row in self.rows() {
+            let _ = writeln!(
+                out,
+                "{:>7} | {:>8} | {:>12} | {:>10.3e}",
+                row.timesteps,
+                row.accuracy.map_or("-".to_string(), percent),
+                percent(row.agreement),
+                row.mean_abs_diff
+            );
+        }
+        let _ = writeln!(out);
+        let [conversion, ann, snn] = self.times;
+        let _ = writeln!(
+            out,
+            "time         conversion {:.2} s, ANN {:.2} s, SNN {:.2} s ({:.1} images/s)",
+            conversion.as_secs_f64(),
+            ann.as_secs_f64(),
+            snn.as_secs_f64(),
+            self.images_per_second()
+        );
+        out
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let s = self.settings;
+        let [conversion, ann, snn] = self.times;
+        let finite = |x: f64| if x.is_finite() { json!(x) } else { serde_json::Value::Null };
+        json!({
+            "schema_version": 1,
+            "model": self.args.model.display().to_string(),
+            "data": {
+                "path": self.data_path.display().to_string(),
+                "inputs": self.data.samples,
+                "input_shape": self.network.input_shape,
+                "scaled_from_u8": self.data.scaled_from_u8,
+                "labels": self.labels_path.map(|p| p.display().to_string()),
+            },
+            "settings": {
+                "timesteps": s.checkpoints,
+                "schedule": s.schedule_text,
+                "encoder": s.encoder_text,
+                "gelu": value_name(&self.args.gelu),
+                "neuron": self.neuron_text(),
+                "precision": self.precision,
+                "threads": s.threads,
+            },
+            "calibration": self.calibration_source,
+            "network": {
+                "populations": self.network.populations.len(),
+                "neurons": self.neurons(),
+                "outputs": self.output_size,
+            },
+            "conversion_notes": self.notes,
+            "ann_accuracy": self.ann_accuracy(),
+            "checkpoints": self.rows().iter().map(|r| json!({
+                "timesteps": r.timesteps,
+                "snn_accuracy": r.accuracy,
+                "agreement": r.agreement,
+                "mean_abs_diff": finite(r.mean_abs_diff),
+                "spikes": r.spikes,
+                "synaptic_events": r.synaptic_events,
+            })).collect::<Vec<_>>(),
+            "time_s": {
+                "conversion": conversion.as_secs_f64(),
+                "ann": ann.as_secs_f64(),
+                "snn": snn.as_secs_f64(),
+            },
+            "images_per_s": finite(self.images_per_second()),
+        })
+    }
+}
+
+/// Total spikes and synaptic events over all populations and the readout up to checkpoint `k`.
+fn totals(counters: &Counters, k: usize) -> (u64, u64) {
+    counters
+        .at_checkpoints
+        .get(k)
+        .map_or((0, 0), |c| (c.iter().map(|a| a.spikes).sum(), c.iter().map(|a| a.synaptic_events).sum()))
+}
+
+/// Writes the report to stdout; a closed pipe (`signgd run | head`) is not an error.
+fn print_out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An error whose message already includes its sources, as one line (without the chain that
+/// `{:#}` would append again).
+fn flat(error: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{error}")
+}
+
+fn percent(x: f64) -> String {
+    format!("{:.2}%", 100.0 * x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timesteps() {
+        assert_eq!(parse_timesteps("32,64,128,256").unwrap(), vec![32, 64, 128, 256]);
+        assert_eq!(parse_timesteps("1-4,32").unwrap(), vec![1, 2, 3, 4, 32]);
+        assert_eq!(parse_timesteps(" 4 , 2-3,3").unwrap(), vec![2, 3, 4]);
+        assert_eq!(parse_timesteps("1-256").unwrap().len(), 256);
+        for bad in ["0", "5-2", "abc", "", "1,,2", "-3", "1-", "2000000"] {
+            assert!(parse_timesteps(bad).is_err(), "{bad}");
+        }
+    }
+}
