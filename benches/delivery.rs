@@ -30,6 +30,7 @@ fn conv_block() -> SynapseBlock<f32> {
         pads: [1, 1],
         dilations: [1, 1],
         groups: 1,
+        target_scale: Vec::new(),
     })
 }
 

@@ -60,6 +60,7 @@ fn conv(
         pads: [pad, pad],
         dilations: [dilation, dilation],
         groups,
+        target_scale: Vec::new(),
     }
 }
 

@@ -59,7 +59,18 @@ impl AffineForm {
             .map(|term| {
                 let map = match &term.map {
                     LinearMap::Identity => matrix.clone(),
-                    LinearMap::Conv(conv) => matrix * &conv_matrix(conv),
+                    LinearMap::Conv(conv) => match diagonal_of(matrix) {
+                        // An elementwise scaling after a convolution stays with the kernel.
+                        Some(scale) => {
+                            let mut conv = conv.clone();
+                            conv.target_scale = match conv.target_scale.is_empty() {
+                                true => scale,
+                                false => conv.target_scale.iter().zip(&scale).map(|(a, b)| a * b).collect(),
+                            };
+                            return Term { source: term.source, map: LinearMap::Conv(conv) };
+                        }
+                        None => matrix * &conv_matrix(conv),
+                    },
                     LinearMap::Sparse(inner) => matrix * inner,
                 };
                 Term { source: term.source, map: LinearMap::Sparse(map) }

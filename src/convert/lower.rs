@@ -28,7 +28,12 @@ pub fn lower(graph: &Graph, options: &ConvertOptions) -> Result<Network, Convert
                     let form = lowering.broadcast_input(node, position, &out_shape)?;
                     operands.push(to_operand(&form));
                 }
-                lowering.populations.push(Population { name: node.name.clone(), kind, shape: out_shape.clone(), operands });
+                lowering.populations.push(Population {
+                    name: node.name.clone(),
+                    kind,
+                    shape: out_shape.clone(),
+                    operands,
+                });
                 AffineForm::source(Source::Population(lowering.populations.len() - 1), &out_shape)
             }
             None => lowering.affine(node)?,
@@ -132,8 +137,8 @@ impl Lowering<'_> {
             return Ok(AffineForm { bias, terms: inputs[0].terms.clone() });
         }
         if let Op::Conv { .. } = node.op {
-            let conv =
-                conv_block(graph, node).map_err(|e| ConvertError::node(node, &e, "check the convolution's attributes"))?;
+            let conv = conv_block(graph, node)
+                .map_err(|e| ConvertError::node(node, &e, "check the convolution's attributes"))?;
             let matrix = conv_matrix(&conv);
             let mut form = inputs[0].clone();
             let direct = |f: &AffineForm| matches!(f.terms.as_slice(), [Term { map: LinearMap::Identity, .. }]);
@@ -146,11 +151,16 @@ impl Lowering<'_> {
                 }
                 form = self.relay(node.inputs[0], &form);
             }
-            let terms = form.terms.iter().map(|t| Term { source: t.source, map: LinearMap::Conv(conv.clone()) }).collect();
+            let terms =
+                form.terms.iter().map(|t| Term { source: t.source, map: LinearMap::Conv(conv.clone()) }).collect();
             return Ok(AffineForm { bias, terms });
         }
         let parts = linear_parts(graph, node).map_err(|e| {
-            ConvertError::node(node, &format!("cannot be converted: {e}"), "only affine maps may connect two nonlinearities")
+            ConvertError::node(
+                node,
+                &format!("cannot be converted: {e}"),
+                "only affine maps may connect two nonlinearities",
+            )
         })?;
         let size: usize = out_shape.iter().product();
         let mut terms: Vec<Term> = Vec::new();
@@ -246,5 +256,6 @@ pub fn conv_block(graph: &Graph, node: &Node) -> Result<ConvBlock, String> {
         pads: [pads[0], pads[1]],
         dilations: *dilations,
         groups: *groups,
+        target_scale: Vec::new(),
     })
 }

@@ -2,10 +2,12 @@
 //! events of the sources that spiked, add the constant drive, fire, update.
 
 pub mod counters;
+mod kernel;
 
 use serde::{Deserialize, Serialize};
 
 pub use counters::{ActivityCounts, Counters};
+use kernel::{convolve_dense, RowKernel};
 
 use crate::real::Real;
 use crate::snn::{EncoderKind, Network, NetworkError, NeuronKind, Operand, Schedule, Source, SynapseBlock};
@@ -73,6 +75,8 @@ struct CompiledProjection<F> {
     source: Source,
     /// The source emits real values (a real-valued encoder or a relay), read densely.
     dense: bool,
+    /// Row-major form of a sparse block, for dense source vectors.
+    rows: Option<RowKernel<F>>,
     block: SynapseBlock<F>,
     fan_out: Vec<u32>,
     synapses: u64,
@@ -120,6 +124,8 @@ struct PopulationState<F> {
     acc: Vec<F>,
     v: Vec<F>,
     fired: Vec<u32>,
+    /// The spikes of this step as a 0/1 vector.
+    spikes: Vec<F>,
 }
 
 impl<F: Real> Simulator<F> {
@@ -217,6 +223,7 @@ impl<F: Real> Simulator<F> {
                     acc: vec![F::zero(); p.size],
                     v: vec![F::zero(); p.size],
                     fired: Vec::with_capacity(p.size),
+                    spikes: vec![F::zero(); p.size],
                 })
                 .collect(),
             readout_acc: vec![F::zero(); self.output_size],
@@ -304,6 +311,8 @@ impl<F: Real> Simulator<F> {
             state.fired.clear();
             let x2 = state.x.get(1).unwrap_or(&state.x[0]);
             fire_and_update(self.dynamics, population.kind, eta, &state.x[0], x2, &mut state.v, &mut state.fired);
+            state.spikes.fill(F::zero());
+            state.fired.iter().for_each(|&i| state.spikes[i as usize] = F::one());
             counts.spikes += state.fired.len() as u64;
             counts.neuron_updates += population.size as u64;
             observer.population(t, index, &state.x, &state.fired, &state.v);
@@ -340,6 +349,10 @@ fn compile_operand<F: Real>(
                         Source::Population(q) => network.populations[q].kind.is_relay(),
                     },
                     synapses: fan_out.iter().map(|&f| f as u64).sum(),
+                    rows: match &p.block {
+                        SynapseBlock::Sparse { matrix } => Some(RowKernel::new(&matrix.map(|w| F::of(*w)))),
+                        _ => None,
+                    },
                     block: p.block.cast(),
                     fan_out,
                 }
@@ -359,21 +372,29 @@ fn gather<F: Real>(
 ) {
     acc.fill(F::zero());
     for projection in &operand.projections {
+        let (values, fired): (&[F], &[u32]) = match projection.source {
+            Source::Input => (inputs.emitted, inputs.fired),
+            Source::Population(p) if projection.dense => (&populations[p].v, &[]),
+            Source::Population(p) => (&populations[p].spikes, &populations[p].fired),
+        };
         if projection.dense {
-            let values = match projection.source {
-                Source::Input => inputs.emitted,
-                Source::Population(p) => &populations[p].v,
-            };
-            projection.block.multiply_add(values, acc);
+            match (&projection.rows, &projection.block) {
+                (Some(rows), _) => rows.multiply_add(values, acc),
+                (None, SynapseBlock::Conv(conv)) => convolve_dense(conv, values, acc),
+                (None, block) => block.multiply_add(values, acc),
+            }
             counts.dense_macs += projection.synapses;
             continue;
         }
-        let fired = match projection.source {
-            Source::Input => inputs.fired,
-            Source::Population(p) => &populations[p].fired,
-        };
-        projection.block.deliver_events(fired, acc);
         counts.synaptic_events += fired.iter().map(|&j| projection.fan_out[j as usize] as u64).sum::<u64>();
+        // The same sum either way; reading the spike vector row by row is faster once more
+        // than about one source in eight is active.
+        let dense = fired.len() * 8 >= values.len();
+        match (&projection.rows, &projection.block) {
+            (Some(rows), _) if dense => rows.multiply_add(values, acc),
+            (None, SynapseBlock::Conv(conv)) if dense => convolve_dense(conv, values, acc),
+            (_, block) => block.deliver_events(fired, acc),
+        }
     }
 }
 

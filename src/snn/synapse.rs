@@ -27,6 +27,10 @@ pub struct ConvBlock<W = f64> {
     pub dilations: [usize; 2],
     /// Number of channel groups (the input channels for a depthwise convolution).
     pub groups: usize,
+    /// A per-target factor applied after the convolution (an elementwise scaling that followed
+    /// it in the ANN, such as ReLU normalisation); empty for none.
+    #[serde(default = "Vec::new")]
+    pub target_scale: Vec<W>,
 }
 
 /// A block of synapses from one source to one operand of a target.
@@ -72,7 +76,7 @@ impl<W: Copy> SynapseBlock<W> {
     pub fn stored_weights(&self) -> usize {
         match self {
             SynapseBlock::Sparse { matrix } => matrix.nnz(),
-            SynapseBlock::Conv(conv) => conv.kernel.len(),
+            SynapseBlock::Conv(conv) => conv.kernel.len() + conv.target_scale.len(),
             SynapseBlock::Diagonal { scale } => scale.len(),
         }
     }
@@ -195,6 +199,7 @@ impl<W: Real> SynapseBlock<W> {
                 pads: conv.pads,
                 dilations: conv.dilations,
                 groups: conv.groups,
+                target_scale: conv.target_scale.iter().map(convert).collect(),
             }),
             SynapseBlock::Diagonal { scale } => SynapseBlock::Diagonal { scale: scale.iter().map(convert).collect() },
         }
@@ -245,7 +250,11 @@ impl<W: Real> ConvBlock<W> {
                 };
                 for co in group * out_per_group..(group + 1) * out_per_group {
                     let w = self.kernel[((co * in_per_group + ci_in_group) * kh + ky) * kw + kx];
-                    visit((co * out_h + oy) * out_w + ox, w);
+                    let target = (co * out_h + oy) * out_w + ox;
+                    match self.target_scale.get(target) {
+                        Some(&scale) => visit(target, w * scale),
+                        None => visit(target, w),
+                    }
                 }
             }
         }
@@ -265,6 +274,13 @@ impl<W: Real> ConvBlock<W> {
         let expected = out_c * (in_c / self.groups) * kh * kw;
         if self.kernel.len() != expected {
             return bad(format!("kernel holds {} weights, geometry needs {expected}", self.kernel.len()));
+        }
+        let targets: usize = self.out_shape.iter().product();
+        if !self.target_scale.is_empty() && self.target_scale.len() != targets {
+            return bad(format!("{} target scales for {targets} targets", self.target_scale.len()));
+        }
+        if let Some(i) = self.target_scale.iter().position(|s| !s.is_finite()) {
+            return bad(format!("target scale {i} is {}", self.target_scale[i]));
         }
         Ok(())
     }
