@@ -254,14 +254,14 @@ fn text_report_and_variants() {
 /// With the repository's fixtures: the default data (uint8 IDX) and a GELU network that IF
 /// neurons refuse, naming the populations.
 #[test]
-fn fixture_model_when_present() {
+fn fixture_model() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let model = root.join("fixtures/models/mlp.onnx");
     let data = root.join("fixtures/data/fashion-mnist-test-1000-images-idx3-ubyte.gz");
-    if !model.exists() || !data.exists() {
-        eprintln!("skipped: fixtures/models/mlp.onnx or the Fashion-MNIST fixture is missing");
-        return;
-    }
+    assert!(
+        model.exists() && data.exists(),
+        "fixtures/models/mlp.onnx and the Fashion-MNIST subset are part of the repository"
+    );
     let run = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_signgd"))
             .args(["run", "--model", "fixtures/models/mlp.onnx", "--limit", "4", "--timesteps", "2,4"])

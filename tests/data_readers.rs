@@ -20,10 +20,7 @@ fn all() -> LoadLimits {
 }
 
 fn first(n: usize) -> LoadLimits {
-    LoadLimits {
-        max_samples: Some(n),
-        ..LoadLimits::default()
-    }
+    LoadLimits { max_samples: Some(n), ..LoadLimits::default() }
 }
 
 fn write(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
@@ -41,14 +38,9 @@ fn npy_of<A: WritableElement, D: ndarray::Dimension>(a: &Array<A, D>) -> Vec<u8>
 /// A hand-made `.npy` file (version 1.0) with any descr.
 fn npy_raw(descr: &str, fortran: bool, shape: &[u64], payload: &[u8]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
+    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
     let fortran = if fortran { "True" } else { "False" };
-    let mut header =
-        format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
@@ -158,25 +150,16 @@ fn assert_ramp(d: &Dataset) {
 fn message(err: DataError, path: &Path) -> String {
     let text = err.to_string();
     let name = path.file_name().unwrap().to_str().unwrap();
-    assert!(
-        text.contains(name),
-        "message does not name the file: {text}"
-    );
+    assert!(text.contains(name), "message does not name the file: {text}");
     text
 }
 
 fn inputs_err(path: &Path) -> String {
-    message(
-        read_inputs(path, all()).expect_err("should be refused"),
-        path,
-    )
+    message(read_inputs(path, all()).expect_err("should be refused"), path)
 }
 
 fn labels_err(path: &Path) -> String {
-    message(
-        read_labels(path, all()).expect_err("should be refused"),
-        path,
-    )
+    message(read_labels(path, all()).expect_err("should be refused"), path)
 }
 
 // ---------------------------------------------------------------- npy round trips
@@ -186,8 +169,7 @@ macro_rules! npy_round_trip {
         #[test]
         fn $name() {
             let dir = TempDir::new().unwrap();
-            let a = Array3::from_shape_vec((3, 2, 2), ramp().iter().map(|&v| v as $t).collect())
-                .unwrap();
+            let a = Array3::from_shape_vec((3, 2, 2), ramp().iter().map(|&v| v as $t).collect()).unwrap();
             let path = write(&dir, "a.npy", &npy_of(&a));
             assert_ramp(&read_inputs(&path, all()).unwrap());
         }
@@ -241,15 +223,7 @@ fn npy_fortran_order_is_transposed() {
 #[test]
 fn npy_version_2_header_is_read() {
     let dir = TempDir::new().unwrap();
-    let v1 = npy_raw(
-        "<f8",
-        false,
-        &[3, 2, 2],
-        &ramp()
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<_>>(),
-    );
+    let v1 = npy_raw("<f8", false, &[3, 2, 2], &ramp().iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
     let header_len = u16::from_le_bytes([v1[8], v1[9]]) as u32;
     let mut v2 = b"\x93NUMPY\x02\x00".to_vec();
     v2.extend(header_len.to_le_bytes());
@@ -264,11 +238,7 @@ fn npz_single_array_stored_by_ndarray_npy() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("one.npz");
     let mut npz = NpzWriter::new(fs::File::create(&path).unwrap());
-    npz.add_array(
-        "whatever",
-        &Array3::from_shape_vec((3, 2, 2), ramp()).unwrap(),
-    )
-    .unwrap();
+    npz.add_array("whatever", &Array3::from_shape_vec((3, 2, 2), ramp()).unwrap()).unwrap();
     npz.finish().unwrap();
     assert_ramp(&read_inputs(&path, all()).unwrap());
 }
@@ -276,9 +246,7 @@ fn npz_single_array_stored_by_ndarray_npy() {
 #[test]
 fn npz_picks_named_arrays_for_inputs_and_labels() {
     let dir = TempDir::new().unwrap();
-    let x = npy_of(
-        &Array3::from_shape_vec((3, 2, 2), ramp().iter().map(|&v| v as f32).collect()).unwrap(),
-    );
+    let x = npy_of(&Array3::from_shape_vec((3, 2, 2), ramp().iter().map(|&v| v as f32).collect()).unwrap());
     let y = npy_of(&Array1::from_vec(vec![2i64, 0, 1]));
     let other = npy_of(&Array1::from_vec(vec![9.0f64]));
     let bytes = npz_stored(&[("meta.npy", other), ("y.npy", y), ("x.npy", x)]);
@@ -292,11 +260,7 @@ fn npz_falls_back_to_the_first_array() {
     let dir = TempDir::new().unwrap();
     let a = npy_of(&Array3::from_shape_vec((3, 2, 2), ramp()).unwrap());
     let b = npy_of(&Array1::from_vec(vec![9.0f64]));
-    let path = write(
-        &dir,
-        "ab.npz",
-        &npz_stored(&[("arr_0.npy", a), ("arr_1.npy", b)]),
-    );
+    let path = write(&dir, "ab.npz", &npz_stored(&[("arr_0.npy", a), ("arr_1.npy", b)]));
     assert_ramp(&read_inputs(&path, all()).unwrap());
 }
 
@@ -317,9 +281,7 @@ fn npz_deflated_like_savez_compressed() {
 fn npz_without_arrays_is_refused() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("empty.npz");
-    NpzWriter::new(fs::File::create(&path).unwrap())
-        .finish()
-        .unwrap();
+    NpzWriter::new(fs::File::create(&path).unwrap()).finish().unwrap();
     let text = inputs_err(&path);
     assert!(text.contains("holds no arrays"), "{text}");
     let path = write(&dir, "notes.npz", &zip(&[("readme.txt", b"hello")], false));
@@ -368,10 +330,7 @@ fn idx_u8_images_and_labels_plain_and_gzipped() {
     let pixels: Vec<u8> = (0..4 * 3 * 2).map(|i| (i * 10) as u8).collect();
     let images = idx(0x08, &[4, 3, 2], &pixels);
     let labels = idx(0x08, &[4], &[3, 1, 4, 1]);
-    for (images, labels, tag) in [
-        (images.clone(), labels.clone(), "plain"),
-        (gz(&images), gz(&labels), "gz"),
-    ] {
+    for (images, labels, tag) in [(images.clone(), labels.clone(), "plain"), (gz(&images), gz(&labels), "gz")] {
         let ip = write(&dir, &format!("images-{tag}"), &images);
         let lp = write(&dir, &format!("labels-{tag}"), &labels);
         let d = read_inputs(&ip, all()).unwrap();
@@ -414,21 +373,11 @@ fn max_bytes_refuses_before_reading() {
     let dir = TempDir::new().unwrap();
     let a = Array3::from_shape_vec((3, 2, 2), ramp()).unwrap();
     let path = write(&dir, "a.npy", &npy_of(&a));
-    let small = LoadLimits {
-        max_samples: None,
-        max_bytes: 64,
-    };
+    let small = LoadLimits { max_samples: None, max_bytes: 64 };
     let text = message(read_inputs(&path, small).unwrap_err(), &path);
     assert!(text.contains("load limit of 64 bytes"), "{text}");
     // Two samples (8 values, 64 bytes) fit.
-    let d = read_inputs(
-        &path,
-        LoadLimits {
-            max_samples: Some(2),
-            ..small
-        },
-    )
-    .unwrap();
+    let d = read_inputs(&path, LoadLimits { max_samples: Some(2), ..small }).unwrap();
     assert_eq!(d.samples, 2);
 }
 
@@ -436,12 +385,7 @@ fn max_bytes_refuses_before_reading() {
 
 #[test]
 fn fit_to_accepts_equal_and_singleton_shapes() {
-    let d = Dataset {
-        shape: vec![28, 28],
-        samples: 1,
-        values: vec![0.0; 784],
-        scaled_from_u8: true,
-    };
+    let d = Dataset { shape: vec![28, 28], samples: 1, values: vec![0.0; 784], scaled_from_u8: true };
     let p = Path::new("images.idx");
     assert_eq!(d.fit_to(&[28, 28], p).unwrap(), vec![28, 28]);
     assert_eq!(d.fit_to(&[1, 28, 28], p).unwrap(), vec![1, 28, 28]);
@@ -453,19 +397,11 @@ fn fit_to_accepts_equal_and_singleton_shapes() {
 
 #[test]
 fn fit_to_refuses_mismatched_shapes() {
-    let d = Dataset {
-        shape: vec![28, 28],
-        samples: 1,
-        values: vec![0.0; 784],
-        scaled_from_u8: false,
-    };
+    let d = Dataset { shape: vec![28, 28], samples: 1, values: vec![0.0; 784], scaled_from_u8: false };
     let p = Path::new("/data/mnist-images.npy");
     for model in [&[784][..], &[3, 28, 28], &[1, 32, 32]] {
         let text = message(d.fit_to(model, p).unwrap_err(), p);
-        assert!(
-            text.contains("does not fit the model input shape"),
-            "{text}"
-        );
+        assert!(text.contains("does not fit the model input shape"), "{text}");
         assert!(text.contains("[28, 28]"), "{text}");
         assert!(text.contains(&format!("{model:?}")), "{text}");
     }
@@ -495,11 +431,7 @@ fn labels_of_every_integer_dtype() {
 #[test]
 fn negative_label_is_refused() {
     let dir = TempDir::new().unwrap();
-    let path = write(
-        &dir,
-        "neg.npy",
-        &npy_of(&Array1::from_vec(vec![1i32, -1, 2])),
-    );
+    let path = write(&dir, "neg.npy", &npy_of(&Array1::from_vec(vec![1i32, -1, 2])));
     let text = labels_err(&path);
     assert!(text.contains("label at index 1 is -1"), "{text}");
     assert!(text.contains("negative"), "{text}");
@@ -508,16 +440,9 @@ fn negative_label_is_refused() {
 #[test]
 fn non_integer_labels_are_refused() {
     let dir = TempDir::new().unwrap();
-    let path = write(
-        &dir,
-        "frac.npy",
-        &npy_of(&Array1::from_vec(vec![1.0f64, 2.5])),
-    );
+    let path = write(&dir, "frac.npy", &npy_of(&Array1::from_vec(vec![1.0f64, 2.5])));
     let text = labels_err(&path);
-    assert!(
-        text.contains("label at index 1 is 2.5: not an integer"),
-        "{text}"
-    );
+    assert!(text.contains("label at index 1 is 2.5: not an integer"), "{text}");
     let path = write(&dir, "nan.npy", &npy_of(&Array1::from_vec(vec![f32::NAN])));
     assert!(labels_err(&path).contains("not an integer"));
     let onehot = ndarray::Array2::from_shape_vec((2, 3), vec![0u8, 1, 0, 1, 0, 0]).unwrap();
@@ -549,10 +474,7 @@ fn truncated_files_are_refused() {
         ("dims-idx", images[..9].to_vec()),
         ("short-idx.gz", gz(&images[..images.len() - 3])),
         ("cut.gz", gz(&images)[..20].to_vec()),
-        (
-            "cut.npz",
-            npz_stored(&[("x.npy", npy.clone())])[..100].to_vec(),
-        ),
+        ("cut.npz", npz_stored(&[("x.npy", npy.clone())])[..100].to_vec()),
     ];
     for (name, bytes) in cases {
         let text = inputs_err(&write(&dir, name, &bytes));
@@ -564,20 +486,13 @@ fn truncated_files_are_refused() {
 fn forged_huge_dimensions_are_refused_before_allocating() {
     let dir = TempDir::new().unwrap();
     // 2^32-1 samples of 65535 x 65535 u8: 1.8e19 values, overflows 64-bit byte counts.
-    let path = write(
-        &dir,
-        "forged-idx",
-        &idx(0x08, &[u32::MAX, 65535, 65535, 65535], &[0; 16]),
-    );
+    let path = write(&dir, "forged-idx", &idx(0x08, &[u32::MAX, 65535, 65535, 65535], &[0; 16]));
     let text = inputs_err(&path);
     assert!(text.contains("overflows"), "{text}");
     // 2^31 samples of 28 x 28: 13 TB as f64, over the 4 GiB default.
     let forged = idx(0x08, &[1 << 31, 28, 28], &[0; 64]);
     let text = inputs_err(&write(&dir, "big-idx", &forged));
-    assert!(
-        text.contains("header claims shape [2147483648, 28, 28]"),
-        "{text}"
-    );
+    assert!(text.contains("header claims shape [2147483648, 28, 28]"), "{text}");
     assert!(text.contains("load limit"), "{text}");
     // The same behind gzip, where the length is unknown until decompressed.
     let text = inputs_err(&write(&dir, "big-idx.gz", &gz(&forged)));
@@ -585,17 +500,9 @@ fn forged_huge_dimensions_are_refused_before_allocating() {
     // Within the limit but far beyond the file: truncated before allocating.
     let path = write(&dir, "long-idx", &idx(0x08, &[100_000, 28, 28], &[0; 64]));
     assert!(inputs_err(&path).contains("truncated"));
-    let path = write(
-        &dir,
-        "long.npy",
-        &npy_raw("<f8", false, &[1 << 40, 1 << 30], &[]),
-    );
+    let path = write(&dir, "long.npy", &npy_raw("<f8", false, &[1 << 40, 1 << 30], &[]));
     assert!(inputs_err(&path).contains("load limit"));
-    let path = write(
-        &dir,
-        "huge.npy",
-        &npy_raw("<f8", false, &[1 << 40, 1 << 40], &[]),
-    );
+    let path = write(&dir, "huge.npy", &npy_raw("<f8", false, &[1 << 40, 1 << 40], &[]));
     assert!(inputs_err(&path).contains("overflows"));
 }
 
@@ -621,10 +528,7 @@ fn wrong_dtype_is_refused() {
     let dir = TempDir::new().unwrap();
     let half = npy_raw("<f2", false, &[2], &[0; 4]);
     let text = inputs_err(&write(&dir, "half.npy", &half));
-    assert!(
-        text.contains("unsupported dtype") && text.contains("'<f2'"),
-        "{text}"
-    );
+    assert!(text.contains("unsupported dtype") && text.contains("'<f2'"), "{text}");
     let big = npy_raw(">f4", false, &[2], &[0; 8]);
     let text = inputs_err(&write(&dir, "big.npy", &big));
     assert!(text.contains("big-endian"), "{text}");
@@ -635,10 +539,7 @@ fn wrong_dtype_is_refused() {
     let text = inputs_err(&write(&dir, "rec.npy", &structured));
     assert!(text.contains("structured"), "{text}");
     let text = inputs_err(&write(&dir, "odd-idx", &idx(0x0A, &[1], &[0])));
-    assert!(
-        text.contains("unsupported dtype") && text.contains("0x0A"),
-        "{text}"
-    );
+    assert!(text.contains("unsupported dtype") && text.contains("0x0A"), "{text}");
 }
 
 #[test]
@@ -647,23 +548,13 @@ fn nan_and_infinite_inputs_are_refused() {
     let mut v: Vec<f32> = (0..12).map(|i| i as f32).collect();
     v[6] = f32::NAN;
     v[9] = f32::INFINITY;
-    let path = write(
-        &dir,
-        "nan.npy",
-        &npy_of(&Array3::from_shape_vec((3, 2, 2), v).unwrap()),
-    );
+    let path = write(&dir, "nan.npy", &npy_of(&Array3::from_shape_vec((3, 2, 2), v).unwrap()));
     let text = inputs_err(&path);
     assert!(text.contains("input value NaN"), "{text}");
     assert!(text.contains("sample 1, element 2"), "{text}");
-    let payload: Vec<u8> = [1.0f64, f64::NEG_INFINITY]
-        .iter()
-        .flat_map(|v| v.to_be_bytes())
-        .collect();
+    let payload: Vec<u8> = [1.0f64, f64::NEG_INFINITY].iter().flat_map(|v| v.to_be_bytes()).collect();
     let text = inputs_err(&write(&dir, "inf-idx", &idx(0x0E, &[2], &payload)));
-    assert!(
-        text.contains("-inf") && text.contains("sample 1, element 0"),
-        "{text}"
-    );
+    assert!(text.contains("-inf") && text.contains("sample 1, element 0"), "{text}");
 }
 
 #[test]
@@ -672,18 +563,9 @@ fn malformed_headers_are_refused() {
     for (name, header) in [
         ("noshape.npy", "{'descr': '<f4', 'fortran_order': False}"),
         ("deep.npy", "((((((((((((((((((((((((((((((((((("),
-        (
-            "neg.npy",
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,)}",
-        ),
-        (
-            "scalar.npy",
-            "{'descr': '<f4', 'fortran_order': False, 'shape': ()}",
-        ),
-        (
-            "zero.npy",
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (5, 0)}",
-        ),
+        ("neg.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,)}"),
+        ("scalar.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': ()}"),
+        ("zero.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (5, 0)}"),
     ] {
         let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
         bytes.extend((header.len() as u16).to_le_bytes());
@@ -724,14 +606,7 @@ fn fuzzed_files_never_panic() {
     let dir = TempDir::new().unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(0x5167_6e67_6400);
     let seeds = seeds();
-    let limits = [
-        LoadLimits::default(),
-        first(1),
-        LoadLimits {
-            max_samples: None,
-            max_bytes: 1 << 20,
-        },
-    ];
+    let limits = [LoadLimits::default(), first(1), LoadLimits { max_samples: None, max_bytes: 1 << 20 }];
     let (mut ok, mut err) = (0, 0);
     for round in 0..3000 {
         let mut bytes = seeds[round % seeds.len()].clone();
@@ -764,10 +639,7 @@ fn fuzzed_files_never_panic() {
         // A fresh file per round: rewriting one file in place is slow on some file systems.
         let path = write(&dir, &format!("fuzz{round}"), &bytes);
         let limit = limits[round % limits.len()];
-        for result in [
-            read_inputs(&path, limit).map(|_| ()),
-            read_labels(&path, limit).map(|_| ()),
-        ] {
+        for result in [read_inputs(&path, limit).map(|_| ()), read_labels(&path, limit).map(|_| ())] {
             match result {
                 Ok(()) => ok += 1,
                 Err(e) => {
@@ -783,14 +655,11 @@ fn fuzzed_files_never_panic() {
 // ---------------------------------------------------------------- fixtures
 
 #[test]
-fn fashion_mnist_fixture_if_present() {
+fn fashion_mnist_fixture() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/data");
     let images = root.join("fashion-mnist-test-1000-images-idx3-ubyte.gz");
     let labels = root.join("fashion-mnist-test-1000-labels-idx1-ubyte.gz");
-    if !images.exists() || !labels.exists() {
-        eprintln!("skipping: {} not present", images.display());
-        return;
-    }
+    assert!(images.exists() && labels.exists(), "the Fashion-MNIST subset is part of the repository");
     let d = read_inputs(&images, all()).unwrap();
     assert_eq!((d.samples, d.shape.clone()), (1000, vec![28, 28]));
     assert!(d.scaled_from_u8);
@@ -799,8 +668,5 @@ fn fashion_mnist_fixture_if_present() {
     let y = read_labels(&labels, all()).unwrap();
     assert_eq!(y.len(), 1000);
     assert!(y.iter().all(|&l| l < 10));
-    assert_eq!(
-        read_inputs(&images, first(10)).unwrap().values,
-        d.values[..7840].to_vec()
-    );
+    assert_eq!(read_inputs(&images, first(10)).unwrap().values, d.values[..7840].to_vec());
 }
