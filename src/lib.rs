@@ -7,8 +7,11 @@
 pub mod convert;
 pub mod data;
 pub mod engine;
+pub mod feasibility;
 pub mod model;
 pub mod snn;
 pub mod theory;
 pub mod real;
+pub mod report;
 pub mod runner;
+pub mod stats;

@@ -1,6 +1,9 @@
 //! Command-line parsing and dispatch.
 
+mod feasibility;
+mod bench;
 mod inspect;
+mod report;
 mod run;
 mod theory;
 
@@ -19,10 +22,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Check whether the converted network fits Loihi, Loihi 2, TrueNorth, SpiNNaker or Speck.
+    Feasibility(feasibility::FeasibilityArgs),
+    /// Measure simulation speed: images/s, synaptic events/s, ms per step, peak memory.
+    Bench(bench::BenchArgs),
     /// Show the graph as read, the spiking network made from it, and anything refused.
     Inspect(inspect::InspectArgs),
     /// Convert a model, simulate it, and print accuracy against timesteps
     Run(run::RunArgs),
+    /// Print the summary of a report directory written by `signgd run --report DIR`.
+    Report(report::ReportArgs),
     /// Check that IF neurons and the subgradient method give identical spike trains (SPEC §1).
     Theory(theory::TheoryArgs),
 }
@@ -35,6 +44,9 @@ pub fn main() -> ExitCode {
         Command::Theory(args) => theory::run(args),
         Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Feasibility(args) => feasibility::run(args),
+        Command::Report(args) => report::run(args),
     };
     match result {
         Ok(code) => code,

@@ -18,8 +18,11 @@ use signgd::data::{read_inputs, read_labels, Dataset, LoadLimits};
 use signgd::engine::{Counters, SimConfig, Simulator};
 use signgd::model::read_onnx;
 use signgd::real::Real;
+use signgd::report::{self, ReportData};
 use signgd::runner;
 use signgd::snn::{EncoderKind, GeluTarget, Network, Schedule};
+use signgd::stats::energy::EnergyModel;
+use signgd::stats::observe::Recorder;
 
 const DEFAULT_MODEL: &str = "fixtures/models/convnext.onnx";
 const DEFAULT_DATA: &str = "fixtures/data/fashion-mnist-test-1000-images-idx3-ubyte.gz";
@@ -80,6 +83,24 @@ pub struct RunArgs {
     /// Write the ANN outputs, shape [inputs, outputs], to this .npy file.
     #[arg(long, value_name = "FILE.npy")]
     dump_ann: Option<PathBuf>,
+    /// Write a report directory: report.json, populations.csv, accuracy.csv, report.md and a
+    /// self-contained report.html with charts (written atomically; see also --force).
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Replace an existing --report directory.
+    #[arg(long, requires = "report")]
+    force: bool,
+    /// Energy cost model of the report: a preset (45nm-fp32, 45nm-fp16, 45nm-int8, loihi,
+    /// spinnaker, spinnaker2) or a JSON file in the format of the repository's energy/ folder.
+    #[arg(long, value_name = "FILE|PRESET", default_value = signgd::stats::energy::DEFAULT_PRESET)]
+    energy_model: String,
+    /// Population whose spikes the report's raster shows, by name or index (default: the first
+    /// population with neurons).
+    #[arg(long, value_name = "NAME|INDEX", requires = "report")]
+    raster_population: Option<String>,
+    /// Input (index into the data after --limit) whose raster and error traces the report shows.
+    #[arg(long, value_name = "I", default_value_t = 0)]
+    raster_input: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -128,6 +149,7 @@ struct Settings {
     schedule_text: String,
     encoder_text: String,
     threads: usize,
+    energy_model: EnergyModel,
 }
 
 /// Runs the command.
@@ -165,7 +187,11 @@ fn settings(args: &RunArgs) -> Result<Settings> {
     for path in [&args.dump_outputs, &args.dump_ann].into_iter().flatten() {
         check_output_path(path)?;
     }
-    Ok(Settings { checkpoints, config, schedule_text, encoder_text, threads })
+    if let Some(dir) = &args.report {
+        report::check_target(dir, args.force).context("--report")?;
+    }
+    let energy_model = EnergyModel::load(&args.energy_model).map_err(flat).context("--energy-model")?;
+    Ok(Settings { checkpoints, config, schedule_text, encoder_text, threads, energy_model })
 }
 
 /// Parses `32,64,128`, `1-256` or `1-4,32` into sorted, distinct timesteps.
@@ -281,6 +307,17 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
         None => None,
     };
 
+    if args.report.is_some() {
+        ensure!(
+            args.raster_input < data.samples,
+            "--raster-input {}: the data holds {} inputs{}; give an index below {}",
+            args.raster_input,
+            data.samples,
+            if args.limit.is_some() { " (after --limit)" } else { "" },
+            data.samples
+        );
+    }
+
     // Calibration inputs.
     let calibration = calibration(args, &data, &data_path, &sample_shape, &full_input_shape)?;
 
@@ -296,6 +333,10 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     let conversion = convert(&graph, &options).with_context(|| format!("cannot convert {}", args.model.display()))?;
     let network = conversion.network;
     let conversion_time = started.elapsed();
+    let raster_population = match &args.report {
+        Some(_) => Some(raster_population(&network, args.raster_population.as_deref())?),
+        None => None,
+    };
     ensure!(
         network.output_size() == output_size,
         "internal: the converted network has {} outputs, the model {output_size}",
@@ -351,6 +392,16 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     }
     write_all_atomically(dumps)?;
 
+    // One input up close, for the report.
+    let observation = match raster_population {
+        Some(population) => {
+            let mut input = vec![F::zero(); network.input_size()];
+            load(args.raster_input, &mut input);
+            Some(observe::<F>(&network, &conversion.graph, &settings.config, population, args.raster_input, &input)?)
+        }
+        None => None,
+    };
+
     let report = Report {
         args,
         settings,
@@ -367,7 +418,38 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
         times: [conversion_time, ann_time, snn_time],
         precision: F::NAME,
     };
-    let text = if args.json { serde_json::to_string_pretty(&report.json())? + "\n" } else { report.text() };
+    let mut json = report.json();
+    let mut text = report.text();
+    if let Some(dir) = &args.report {
+        let rows = report.rows();
+        let report_data = ReportData::build(report::Sources {
+            run: json.clone(),
+            network: &network,
+            counters: &result.counters,
+            checkpoints: &result.checkpoints,
+            inputs: data.samples as u64,
+            ann_graph: &graph,
+            accuracy: report::Accuracy {
+                ann: report.ann_accuracy(),
+                checkpoints: rows
+                    .iter()
+                    .map(|r| report::AccuracyRow {
+                        timesteps: r.timesteps,
+                        snn_accuracy: r.accuracy,
+                        agreement: r.agreement,
+                        mean_abs_diff: r.mean_abs_diff.is_finite().then_some(r.mean_abs_diff),
+                    })
+                    .collect(),
+            },
+            energy_model: settings.energy_model.clone(),
+            observation,
+        });
+        let files = report_data.render()?;
+        report::write_dir(dir, &files, args.force)?;
+        let _ = writeln!(text, "report       {} (open {})", dir.display(), dir.join("report.html").display());
+        json["report"] = json!(dir.display().to_string());
+    }
+    let text = if args.json { serde_json::to_string_pretty(&json)? + "\n" } else { text };
     print_out(&text)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -654,8 +736,78 @@ fn totals(counters: &Counters, k: usize) -> (u64, u64) {
         .map_or((0, 0), |c| (c.iter().map(|a| a.spikes).sum(), c.iter().map(|a| a.synaptic_events).sum()))
 }
 
+/// The population a report's raster shows: `choice` by name or index, else the first with
+/// neurons.
+fn raster_population(network: &Network, choice: Option<&str>) -> Result<usize> {
+    let pops = &network.populations;
+    let index = match choice {
+        None => {
+            return pops
+                .iter()
+                .position(|p| !p.kind.is_relay())
+                .ok_or_else(|| anyhow::anyhow!("the network has no population with neurons to draw a raster of"))
+        }
+        Some(text) => match pops.iter().position(|p| p.name == text) {
+            Some(i) => i,
+            None => match text.parse::<usize>() {
+                Ok(i) if i < pops.len() => i,
+                Ok(i) => bail!(
+                    "--raster-population {i}: the network has {} populations (0 to {})",
+                    pops.len(),
+                    pops.len().saturating_sub(1)
+                ),
+                Err(_) => bail!(
+                    "--raster-population `{text}`: no population has this name; `signgd inspect --model …` lists them"
+                ),
+            },
+        },
+    };
+    ensure!(
+        !pops[index].kind.is_relay(),
+        "--raster-population: population {index} `{}` is a relay (real values, no neurons, no spikes); choose a population with neurons",
+        pops[index].name
+    );
+    Ok(index)
+}
+
+/// Simulates one input with a recorder: the raster of `population` and, for every population with
+/// neurons, the mean |v − ANN value| per step against the converted graph's values.
+fn observe<F: Real>(
+    network: &Network,
+    graph: &signgd::model::Graph,
+    config: &SimConfig,
+    population: usize,
+    input_index: usize,
+    input: &[F],
+) -> Result<report::Observation> {
+    let shape = graph.values[graph.input].shape.clone();
+    let x = ArrayD::from_shape_vec(IxDyn(&shape), input.iter().map(|v| v.to_f64_lossless()).collect())
+        .context("the observed input does not fit the converted graph")?;
+    let values = graph.evaluate_all::<f64>(&x).map_err(flat).context("evaluating the converted graph")?;
+    let reference = network
+        .populations
+        .iter()
+        .map(|p| {
+            if p.kind.is_relay() {
+                return None;
+            }
+            let node = graph.nodes.iter().find(|n| n.name == p.name)?;
+            let value = values.get(node.output)?.as_ref()?;
+            (value.len() == p.size()).then(|| value.iter().copied().collect::<Vec<f64>>())
+        })
+        .collect();
+    let names = network.populations.iter().map(|p| p.name.clone()).collect();
+    let mut recorder = Recorder::new(names, population, network.populations[population].size(), reference);
+    let simulator = Simulator::<F>::new(network, config)?;
+    let mut workspace = simulator.workspace();
+    let mut outputs = vec![F::zero(); simulator.checkpoints().len() * simulator.output_size()];
+    simulator.run(&mut workspace, input, &mut outputs, &mut recorder)?;
+    let (raster, errors) = recorder.finish();
+    Ok(report::Observation { input: input_index, raster, errors })
+}
+
 /// Writes the report to stdout; a closed pipe (`signgd run | head`) is not an error.
-fn print_out(text: &str) -> Result<()> {
+pub(crate) fn print_out(text: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {

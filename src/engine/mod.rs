@@ -86,6 +86,8 @@ struct CompiledOperand<F> {
     bias: Vec<F>,
     offset: Vec<F>,
     projections: Vec<CompiledProjection<F>>,
+    /// `A 1` over the projections from the input (empty when there are none).
+    input_ones: Vec<F>,
 }
 
 struct CompiledPopulation<F> {
@@ -114,6 +116,9 @@ pub struct Workspace<F: Real> {
     encoder_fired: Vec<u32>,
     populations: Vec<PopulationState<F>>,
     readout_acc: Vec<F>,
+    readout_input_product: Vec<F>,
+    /// The float encoder's gain `1 − Π(1 − η_i)` after the previous step.
+    encoder_gain: F,
     y: Vec<F>,
     /// Activity counters, summed over every input this workspace ran.
     pub counters: Counters,
@@ -126,6 +131,8 @@ struct PopulationState<F> {
     fired: Vec<u32>,
     /// The spikes of this step as a 0/1 vector.
     spikes: Vec<F>,
+    /// Per operand, `A x` over the projections from the input, for the current input.
+    input_products: Vec<Vec<F>>,
 }
 
 impl<F: Real> Simulator<F> {
@@ -224,9 +231,12 @@ impl<F: Real> Simulator<F> {
                     v: vec![F::zero(); p.size],
                     fired: Vec::with_capacity(p.size),
                     spikes: vec![F::zero(); p.size],
+                    input_products: p.operands.iter().map(|o| vec![F::zero(); o.input_ones.len()]).collect(),
                 })
                 .collect(),
             readout_acc: vec![F::zero(); self.output_size],
+            readout_input_product: vec![F::zero(); self.readout.input_ones.len()],
+            encoder_gain: F::zero(),
             y: vec![F::zero(); self.output_size],
             counters: Counters::new(self.populations.len(), self.checkpoints.len()),
         }
@@ -257,7 +267,7 @@ impl<F: Real> Simulator<F> {
                 self.checkpoints.len() * self.output_size
             )));
         }
-        self.reset(workspace);
+        self.reset(workspace, input);
         let mut next_checkpoint = 0;
         for (step, &eta) in self.etas.iter().enumerate() {
             let t = step + 1;
@@ -272,12 +282,15 @@ impl<F: Real> Simulator<F> {
         Ok(())
     }
 
-    fn reset(&self, ws: &mut Workspace<F>) {
+    fn reset(&self, ws: &mut Workspace<F>, input: &[F]) {
         ws.encoder_estimate.fill(F::zero());
         ws.encoder_fired.clear();
+        ws.encoder_gain = F::zero();
+        input_product(&self.readout, input, &mut ws.readout_input_product);
         for (population, state) in self.populations.iter().zip(&mut ws.populations) {
-            for (x, operand) in state.x.iter_mut().zip(&population.operands) {
-                x.copy_from_slice(&operand.bias);
+            for (j, operand) in population.operands.iter().enumerate() {
+                state.x[j].copy_from_slice(&operand.bias);
+                input_product(operand, input, &mut state.input_products[j]);
             }
             state.v.fill(F::zero());
             state.fired.clear();
@@ -294,18 +307,19 @@ impl<F: Real> Simulator<F> {
             ws.encoder_fired.extend(fired.map(|(i, _)| i as u32));
         }
         observer.encoder(t, &ws.encoder_emitted, &ws.encoder_estimate);
-        let input_events = Inputs { emitted: &ws.encoder_emitted, fired: &ws.encoder_fired };
+        let closed_form = self.encoder.affine_coefficients(t, eta, &mut ws.encoder_gain);
+        let input_events = Inputs { emitted: &ws.encoder_emitted, fired: &ws.encoder_fired, closed_form };
         for (index, population) in self.populations.iter().enumerate() {
             let (earlier, rest) = ws.populations.split_at_mut(index);
             let state = &mut rest[0];
             let counts = &mut ws.counters.populations[index];
             if population.relay {
-                gather(&population.operands[0], &input_events, earlier, &mut state.v, counts);
+                gather(&population.operands[0], &input_events, &state.input_products[0], earlier, &mut state.v, counts);
                 observer.population(t, index, &state.x, &state.fired, &state.v);
                 continue;
             }
-            for (operand, x) in population.operands.iter().zip(state.x.iter_mut()) {
-                gather(operand, &input_events, earlier, &mut state.acc, counts);
+            for (j, (operand, x)) in population.operands.iter().zip(state.x.iter_mut()).enumerate() {
+                gather(operand, &input_events, &state.input_products[j], earlier, &mut state.acc, counts);
                 charge(self.dynamics, operand, &state.acc, eta, x);
             }
             state.fired.clear();
@@ -317,7 +331,15 @@ impl<F: Real> Simulator<F> {
             counts.neuron_updates += population.size as u64;
             observer.population(t, index, &state.x, &state.fired, &state.v);
         }
-        gather(&self.readout, &input_events, &ws.populations, &mut ws.readout_acc, &mut ws.counters.readout);
+        let readout_input = &ws.readout_input_product;
+        gather(
+            &self.readout,
+            &input_events,
+            readout_input,
+            &ws.populations,
+            &mut ws.readout_acc,
+            &mut ws.counters.readout,
+        );
         charge(self.dynamics, &self.readout, &ws.readout_acc, eta, &mut ws.y);
         observer.readout(t, &ws.y);
     }
@@ -326,6 +348,20 @@ impl<F: Real> Simulator<F> {
 struct Inputs<'a, F> {
     emitted: &'a [F],
     fired: &'a [u32],
+    /// `(a, b)` with the emitted values `u = a + b x` this step, when the encoder has that form.
+    closed_form: Option<(F, F)>,
+}
+
+/// `A x` over the input projections of `operand`, once per input.
+fn input_product<F: Real>(operand: &CompiledOperand<F>, input: &[F], product: &mut [F]) {
+    product.fill(F::zero());
+    for projection in operand.projections.iter().filter(|p| p.source == Source::Input) {
+        match (&projection.rows, &projection.block) {
+            (Some(rows), _) => rows.multiply_add(input, product),
+            (None, SynapseBlock::Conv(conv)) => convolve_dense(conv, input, product),
+            (None, block) => block.multiply_add(input, product),
+        }
+    }
 }
 
 fn compile_operand<F: Real>(
@@ -334,7 +370,15 @@ fn compile_operand<F: Real>(
     units: &[Vec<f64>],
     encoder: EncoderKind,
 ) -> CompiledOperand<F> {
+    let mut input_ones = Vec::new();
+    if operand.projections.iter().any(|p| p.source == Source::Input) {
+        input_ones = vec![0.0; operand.len()];
+        for projection in operand.projections.iter().filter(|p| p.source == Source::Input) {
+            projection.block.multiply_add(&vec![1.0; projection.block.sources()], &mut input_ones);
+        }
+    }
     CompiledOperand {
+        input_ones: input_ones.into_iter().map(F::of).collect(),
         bias: operand.bias.iter().map(|&c| F::of(c)).collect(),
         offset: network.operand_offset(operand, units).into_iter().map(F::of).collect(),
         projections: operand
@@ -366,12 +410,23 @@ fn compile_operand<F: Real>(
 fn gather<F: Real>(
     operand: &CompiledOperand<F>,
     inputs: &Inputs<F>,
+    input_product: &[F],
     populations: &[PopulationState<F>],
     acc: &mut [F],
     counts: &mut ActivityCounts,
 ) {
     acc.fill(F::zero());
+    if let Some((a, b)) = inputs.closed_form {
+        // The encoder emits u = a + b x: A u = a (A 1) + b (A x), with A x computed once per input.
+        for ((acc, &ones), &product) in acc.iter_mut().zip(&operand.input_ones).zip(input_product) {
+            *acc = a * ones + b * product;
+        }
+    }
     for projection in &operand.projections {
+        if projection.source == Source::Input && inputs.closed_form.is_some() {
+            counts.dense_macs += projection.synapses;
+            continue;
+        }
         let (values, fired): (&[F], &[u32]) = match projection.source {
             Source::Input => (inputs.emitted, inputs.fired),
             Source::Population(p) if projection.dense => (&populations[p].v, &[]),

@@ -26,6 +26,25 @@ impl EncoderKind {
         matches!(self, EncoderKind::Spike)
     }
 
+    /// The coefficients `(a, b)` of this step's emitted values `u = a + b x`, for the encoders
+    /// that have that form (all but the binary one). `gain` holds the float encoder's
+    /// `1 − Π(1 − η_i)` of the previous step and is advanced.
+    pub fn affine_coefficients<F: Real>(self, t: usize, eta: F, gain: &mut F) -> Option<(F, F)> {
+        let half = F::of(0.5);
+        match self {
+            EncoderKind::Float => {
+                // u = (1 + g)/2 with g = e − x = x (gain − 1).
+                let b = (*gain - F::one()) * half;
+                *gain += eta * (F::one() - *gain);
+                Some((half, b))
+            }
+            EncoderKind::Exact if t == 1 => Some((half, -half / eta)),
+            EncoderKind::Exact => Some((half, F::zero())),
+            EncoderKind::Direct => Some((F::zero(), F::one())),
+            EncoderKind::Spike => None,
+        }
+    }
+
     /// One encoder step for every input element: updates the estimate `e` and writes the
     /// emitted values `u`. `first` tells whether this is step 1.
     pub fn step<F: Real>(self, input: &[F], eta: F, first: bool, e: &mut [F], u: &mut [F]) {

@@ -1,0 +1,117 @@
+//! `signgd bench`: how fast the engine simulates a model, against the ANN on the same machine.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use clap::Args;
+use ndarray::{ArrayD, IxDyn};
+use signgd::convert::{convert, ConvertOptions};
+use signgd::data::{read_inputs, LoadLimits};
+use signgd::engine::SimConfig;
+use signgd::model::read_onnx;
+use signgd::runner::{evaluate_ann_inputs, simulate_inputs};
+
+/// Options of `signgd bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The ONNX model.
+    #[arg(long, default_value = "fixtures/models/convnext.onnx")]
+    model: PathBuf,
+    /// Inputs (.npy, .npz, IDX); the first --limit are simulated.
+    #[arg(long, default_value = "fixtures/data/fashion-mnist-test-1000-images-idx3-ubyte.gz")]
+    data: PathBuf,
+    /// Number of inputs to simulate.
+    #[arg(long, default_value_t = 32)]
+    limit: usize,
+    /// Steps per input.
+    #[arg(long, default_value_t = 256)]
+    timesteps: usize,
+    /// Worker threads (default: the available parallelism).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Converts the model, times the SNN (float32, reference settings) and the ANN, and prints
+/// images per second, synaptic events per second, milliseconds per step and peak memory.
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    ensure!(threads > 0, "--threads must be at least 1");
+    ensure!(args.limit > 0, "--limit must be at least 1");
+    ensure!(args.timesteps > 0, "--timesteps must be at least 1");
+    let graph = read_onnx(&args.model, None).with_context(|| format!("cannot read {}", args.model.display()))?;
+    let input_shape = graph.values[graph.input].shape.clone();
+    let data = read_inputs(&args.data, LoadLimits { max_samples: Some(args.limit), ..LoadLimits::default() })?;
+    let model_shape = &input_shape[1..];
+    data.fit_to(model_shape, &args.data)?;
+    let inputs64: Vec<Vec<f64>> = (0..data.samples).map(|i| data.sample(i).to_vec()).collect();
+    let calibration =
+        inputs64.iter().map(|x| ArrayD::from_shape_vec(IxDyn(&input_shape), x.clone())).collect::<Result<_, _>>()?;
+    let conversion = convert(&graph, &ConvertOptions { calibration, ..ConvertOptions::default() })?;
+    let network = &conversion.network;
+    let inputs: Vec<Vec<f32>> = inputs64.iter().map(|x| x.iter().map(|&v| v as f32).collect()).collect();
+
+    let start = Instant::now();
+    let result =
+        simulate_inputs::<f32>(network, &SimConfig::reference(vec![args.timesteps]), &inputs, threads, &|_| {})?;
+    let snn_seconds = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut ann_runs = 0usize;
+    while ann_runs == 0 || start.elapsed().as_secs_f64() < 0.5 {
+        evaluate_ann_inputs::<f32>(&graph, &inputs, threads)?;
+        ann_runs += 1;
+    }
+    let ann_seconds = start.elapsed().as_secs_f64() / ann_runs as f64;
+
+    let totals = result.counters.at_checkpoints.last().cloned().unwrap_or_default();
+    let events: u64 = totals.iter().map(|c| c.synaptic_events).sum();
+    let macs: u64 = totals.iter().map(|c| c.dense_macs).sum();
+    let images = inputs.len() as f64;
+    let report = serde_json::json!({
+        "schema_version": 1,
+        "model": args.model.display().to_string(),
+        "inputs": inputs.len(),
+        "timesteps": args.timesteps,
+        "threads": threads,
+        "precision": "f32",
+        "neurons": network.populations.iter().filter(|p| !p.kind.is_relay()).map(|p| p.size()).sum::<usize>(),
+        "snn_images_per_s": images / snn_seconds,
+        "synaptic_events_per_s": events as f64 / snn_seconds,
+        "dense_macs_per_s": macs as f64 / snn_seconds,
+        "ms_per_step": snn_seconds * 1e3 * threads as f64 / (images * args.timesteps as f64),
+        "ann_images_per_s": images / ann_seconds,
+        "peak_memory_bytes": peak_memory_bytes(),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "model            {} ({} inputs, T = {}, f32, {threads} threads)",
+            args.model.display(),
+            inputs.len(),
+            args.timesteps
+        );
+        println!("SNN              {:.2} images/s", images / snn_seconds);
+        println!("synaptic events  {:.3e} /s (binary spikes × fan-out)", events as f64 / snn_seconds);
+        println!("dense MACs       {:.3e} /s (real-valued encoder and relays)", macs as f64 / snn_seconds);
+        println!("per step         {:.3} ms per image per worker", report["ms_per_step"].as_f64().unwrap_or(0.0));
+        println!("ANN              {:.0} images/s (reference evaluator, same machine)", images / ann_seconds);
+        match peak_memory_bytes() {
+            Some(bytes) => println!("peak memory      {:.1} MiB", bytes as f64 / (1024.0 * 1024.0)),
+            None => println!("peak memory      unknown on this system"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The process's peak resident memory, from /proc (Linux).
+fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

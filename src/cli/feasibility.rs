@@ -1,0 +1,379 @@
+//! `signgd feasibility`: will the converted network fit Loihi, Loihi 2, TrueNorth, SpiNNaker or
+//! Speck? Places every population on cores, lists the limits no split cures and the method's
+//! needs each chip does not give, and with `--weight-bits N` simulates the network with weights
+//! quantised to N bits beside full precision.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::{Args, ValueEnum};
+use ndarray::{ArrayD, IxDyn};
+use serde_json::json;
+use signgd::convert::{convert, ConvertOptions};
+use signgd::data::{read_inputs, read_labels, LoadLimits};
+use signgd::engine::SimConfig;
+use signgd::feasibility::quantize::{quantize_network, QuantizeStats};
+use signgd::feasibility::{map, MapOptions, Profile, TargetReport};
+use signgd::model::read_onnx;
+use signgd::runner;
+use signgd::snn::{EncoderKind, Network};
+
+const DEFAULT_DATA: &str = "fixtures/data/fashion-mnist-test-1000-images-idx3-ubyte.gz";
+const DEFAULT_LABELS: &str = "fixtures/data/fashion-mnist-test-1000-labels-idx1-ubyte.gz";
+/// Inputs of --data used for ReLU normalisation, as `signgd run` does.
+const CALIBRATION_FROM_DATA: usize = 256;
+const CHECKPOINTS: [usize; 4] = [32, 64, 128, 256];
+
+/// Options of `signgd feasibility`.
+#[derive(Args)]
+pub struct FeasibilityArgs {
+    /// The ONNX model.
+    #[arg(long, value_name = "FILE.onnx")]
+    model: PathBuf,
+    /// Chip: loihi, loihi2, truenorth, spinnaker, speck or all.
+    #[arg(long, value_name = "TARGET", default_value = "all")]
+    target: String,
+    /// A hardware profile of your own (JSON with the fields of hardware/*.json); replaces --target.
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// Input encoder the chip would receive: float (real values) or spike (binary).
+    #[arg(long, value_enum, default_value_t = EncoderArg::Float)]
+    encoder: EncoderArg,
+    /// Quantise every synapse block to N bits (symmetric, per block) and report the accuracy at
+    /// T = 32, 64, 128, 256 against full precision.
+    #[arg(long, value_name = "N")]
+    weight_bits: Option<u32>,
+    /// Input samples for calibration and --weight-bits (default: the bundled Fashion-MNIST subset).
+    #[arg(long, value_name = "FILE")]
+    data: Option<PathBuf>,
+    /// Class labels (default: the Fashion-MNIST labels when --data is defaulted).
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// Inputs simulated for --weight-bits.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    limit: usize,
+    /// Worker threads (default: the available parallelism).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EncoderArg {
+    Float,
+    Spike,
+}
+
+/// The accuracy of quantised against full-precision weights.
+struct Quantized {
+    bits: u32,
+    inputs: usize,
+    stats: QuantizeStats,
+    ann: Option<f64>,
+    /// (T, full precision, quantised, agreement of the two predictions).
+    rows: Vec<(usize, Option<f64>, Option<f64>, f64)>,
+}
+
+/// Runs the command.
+pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
+    // Everything that needs no file first.
+    let threads = match args.threads {
+        Some(0) => bail!("--threads 0: give at least 1 worker thread"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    ensure!(args.limit > 0, "--limit 0: give at least 1 input");
+    if let Some(bits) = args.weight_bits {
+        ensure!((2..=32).contains(&bits), "--weight-bits {bits}: give 2 to 32 bits (a sign and at least one level)");
+    }
+    let profiles = match &args.profile {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read profile {}", path.display()))?;
+            vec![Profile::parse(&text, &path.display().to_string())?]
+        }
+        None if args.target.eq_ignore_ascii_case("all") => Profile::all_bundled()?,
+        None => vec![Profile::bundled(&args.target)?],
+    };
+
+    // Model, data, conversion.
+    let graph = read_onnx(&args.model, None).map_err(flat)?;
+    let full_shape = graph.values[graph.input].shape.clone();
+    let sample_shape = full_shape.get(1..).unwrap_or(&[]).to_vec();
+    let output_size: usize = graph.values[graph.output].shape.iter().product();
+    let data_defaulted = args.data.is_none();
+    let data_path = args.data.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
+    let labels_path = args.labels.clone().or_else(|| data_defaulted.then(|| PathBuf::from(DEFAULT_LABELS)));
+    let wanted = if args.weight_bits.is_some() { args.limit.max(CALIBRATION_FROM_DATA) } else { CALIBRATION_FROM_DATA };
+    let limits = LoadLimits { max_samples: Some(wanted), ..LoadLimits::default() };
+    let data = read_inputs(&data_path, limits).and_then(|d| d.into_fitted(&sample_shape, &data_path)).map_err(flat)?;
+    ensure!(data.samples > 0, "{}: the data set holds no samples", data_path.display());
+    let calibration = (0..data.samples.min(CALIBRATION_FROM_DATA))
+        .map(|i| ArrayD::from_shape_vec(IxDyn(&full_shape), data.sample(i).to_vec()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = ConvertOptions { calibration, ..ConvertOptions::default() };
+    let conversion = convert(&graph, &options).with_context(|| format!("cannot convert {}", args.model.display()))?;
+    let network = conversion.network;
+
+    let map_options = MapOptions { real_valued_input: args.encoder == EncoderArg::Float };
+    let reports: Vec<TargetReport> = profiles.iter().map(|p| map(&network, p, &map_options)).collect();
+
+    let quantized = match args.weight_bits {
+        Some(bits) => {
+            let inputs = data.samples.min(args.limit);
+            let labels = match &labels_path {
+                Some(path) => {
+                    let l = read_labels(path, LoadLimits { max_samples: Some(inputs), ..LoadLimits::default() })
+                        .map_err(flat)?;
+                    ensure!(
+                        l.len() == inputs,
+                        "{} holds {} labels for {inputs} inputs; give one label per input",
+                        path.display(),
+                        l.len()
+                    );
+                    if let Some((i, &bad)) = l.iter().enumerate().find(|(_, &c)| c >= output_size) {
+                        bail!(
+                            "{}: label {bad} at index {i} is not a class of the model ({output_size} outputs)",
+                            path.display()
+                        );
+                    }
+                    Some(l)
+                }
+                None => None,
+            };
+            let load = |i: usize, buffer: &mut [f32]| {
+                for (b, &v) in buffer.iter_mut().zip(data.sample(i)) {
+                    *b = v as f32;
+                }
+            };
+            let encoder = match args.encoder {
+                EncoderArg::Float => EncoderKind::Float,
+                EncoderArg::Spike => EncoderKind::Spike,
+            };
+            let config = SimConfig { encoder, ..SimConfig::reference(CHECKPOINTS.to_vec()) };
+            let (q_network, stats) = quantize_network(&network, bits);
+            let simulate = |net: &Network| {
+                runner::simulate::<f32, _>(net, &config, inputs, load, threads, &|_| {}).context("simulating the SNN")
+            };
+            let full = simulate(&network)?;
+            let quant = simulate(&q_network)?;
+            let ann = match &labels {
+                Some(l) => {
+                    let outputs = runner::evaluate_ann::<f32, _>(&graph, inputs, load, threads, &|_| {})
+                        .context("evaluating the ANN")?;
+                    Some(runner::accuracy(&outputs, output_size, l))
+                }
+                None => None,
+            };
+            let rows = CHECKPOINTS
+                .iter()
+                .enumerate()
+                .map(|(k, &t)| {
+                    let (f, q) = (full.at_checkpoint(k), quant.at_checkpoint(k));
+                    let acc = |o: &[f32]| labels.as_ref().map(|l| runner::accuracy(o, output_size, l));
+                    (t, acc(f), acc(q), runner::agreement(f, q, output_size))
+                })
+                .collect();
+            Some(Quantized { bits, inputs, stats, ann, rows })
+        }
+        None => None,
+    };
+
+    let text = if args.json {
+        serde_json::to_string_pretty(&report_json(&args, &network, &reports, quantized.as_ref()))? + "\n"
+    } else {
+        report_text(&args, &network, &reports, quantized.as_ref())
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(anyhow::Error::new(e).context("cannot write to stdout"))
+        }
+        _ => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn neurons(network: &Network) -> usize {
+    network.populations.iter().map(|p| p.size()).sum()
+}
+
+fn report_json(
+    args: &FeasibilityArgs,
+    network: &Network,
+    reports: &[TargetReport],
+    quantized: Option<&Quantized>,
+) -> serde_json::Value {
+    json!({
+        "schema_version": 1,
+        "model": args.model.display().to_string(),
+        "encoder": if args.encoder == EncoderArg::Float { "float" } else { "spike" },
+        "network": { "populations": network.populations.len(), "neurons": neurons(network) },
+        "targets": reports,
+        "weight_bits": quantized.map(|q| json!({
+            "bits": q.bits,
+            "inputs": q.inputs,
+            "blocks": q.stats.blocks,
+            "weights": q.stats.weights,
+            "zeroed": q.stats.zeroed,
+            "max_relative_error": q.stats.max_relative_error,
+            "ann_accuracy": q.ann,
+            "checkpoints": q.rows.iter().map(|&(t, f, qa, agree)| json!({
+                "timesteps": t, "full_precision": f, "quantized": qa, "agreement": agree,
+            })).collect::<Vec<_>>(),
+        })),
+    })
+}
+
+fn report_text(
+    args: &FeasibilityArgs,
+    network: &Network,
+    reports: &[TargetReport],
+    quantized: Option<&Quantized>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "model    {}: {} populations, {} neurons (encoder {})",
+        args.model.display(),
+        network.populations.len(),
+        neurons(network),
+        if args.encoder == EncoderArg::Float { "float" } else { "spike" }
+    );
+    for r in reports {
+        let _ = writeln!(out, "\n== {} ({}) ==", r.chip, r.target);
+        let _ = writeln!(out, "source   {}", r.source);
+        let _ = writeln!(
+            out,
+            "capacity {}: {} cores on {} chip(s) of {} cores",
+            if r.fits { "fits" } else { "does NOT fit" },
+            r.cores,
+            r.chips,
+            r.cores_per_chip
+        );
+        let _ = writeln!(
+            out,
+            "  {:<34} {:>10} {:>8} {:>6} {:>7} {:>10}",
+            "population", "kind", "neurons", "cores", "fan-in", "synapses"
+        );
+        for p in &r.populations {
+            let _ = writeln!(
+                out,
+                "  {:<34} {:>10} {:>8} {:>6} {:>7} {:>10}",
+                ellipsis(&p.name, 34),
+                p.kind,
+                p.neurons,
+                p.cores,
+                p.max_fan_in,
+                p.synapses
+            );
+        }
+        if !r.violations.is_empty() {
+            let _ = writeln!(out, "violations (no split cures these):");
+            for v in &r.violations {
+                let _ = writeln!(
+                    out,
+                    "  - `{}`: {} — limit {}, needs {} ({} neuron(s))\n      → {}",
+                    v.population, v.limit, v.limit_value, v.value, v.neurons, v.suggestion
+                );
+            }
+        }
+        let _ = writeln!(out, "method needs:");
+        for q in &r.requirements {
+            let _ = writeln!(
+                out,
+                "  [{}] {} ({}): {}",
+                if q.met { "ok" } else { "NO" },
+                q.need,
+                population_list(&q.populations),
+                q.how
+            );
+        }
+    }
+    if reports.len() > 1 {
+        let _ = writeln!(out, "\nsummary");
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<5} {:>7} {:>6}  {:<60} unmet needs",
+            "target", "fits", "cores", "chips", "main violation"
+        );
+        for r in reports {
+            let main = r.main_violation().map_or("-".to_string(), |v| {
+                format!("{}: {} {} > {}", ellipsis(&v.population, 22), short_limit(&v.limit), v.value, v.limit_value)
+            });
+            let unmet: Vec<&str> = r.requirements.iter().filter(|q| !q.met).map(|q| q.need.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "  {:<10} {:<5} {:>7} {:>6}  {:<60} {}",
+                r.target,
+                if r.fits { "yes" } else { "no" },
+                r.cores,
+                r.chips,
+                main,
+                if unmet.is_empty() { "-".to_string() } else { unmet.join(", ") }
+            );
+        }
+    }
+    if let Some(q) = quantized {
+        let _ = writeln!(
+            out,
+            "\nweights quantised to {} bits (symmetric, per block; {} blocks, {} weights, {} rounded to 0, max error {:.2}% of a block's max |w|), {} inputs{}",
+            q.bits,
+            q.stats.blocks,
+            q.stats.weights,
+            q.stats.zeroed,
+            100.0 * q.stats.max_relative_error,
+            q.inputs,
+            q.ann.map_or(String::new(), |a| format!(", ANN accuracy {:.2}%", 100.0 * a))
+        );
+        let _ =
+            writeln!(out, "  {:>5} | {:>14} | {:>10} | {:>16}", "T", "full precision", "quantised", "same prediction");
+        for &(t, f, qa, agree) in &q.rows {
+            let pct = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{:.2}%", 100.0 * x));
+            let _ = writeln!(out, "  {:>5} | {:>14} | {:>10} | {:>15.2}%", t, pct(f), pct(qa), 100.0 * agree);
+        }
+    }
+    out
+}
+
+/// A few words for a limit, for the summary table.
+fn short_limit(limit: &str) -> &'static str {
+    let table = [
+        ("input axons", "fan-in"),
+        ("synaptic memory", "memory (B)"),
+        ("output axons", "output axons"),
+        ("destination cores per neuron", "dest. cores/neuron"),
+        ("destination cores per core", "dest. cores/core"),
+        ("neurons", "neurons/core"),
+        ("chips", "chips"),
+    ];
+    table.iter().find(|(k, _)| limit.contains(k)).map_or("limit", |(_, v)| v)
+}
+
+fn population_list(names: &[String]) -> String {
+    match names.len() {
+        0 => "none".into(),
+        1..=2 => names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+        n => format!("`{}` and {} more", names[0], n - 1),
+    }
+}
+
+fn ellipsis(s: &str, n: usize) -> String {
+    let count = s.chars().count();
+    if count <= n {
+        s.to_string()
+    } else {
+        let tail: String = s.chars().skip(count - (n - 1)).collect();
+        format!("…{tail}")
+    }
+}
+
+/// An error whose message already includes its sources, as one line.
+fn flat(error: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{error}")
+}

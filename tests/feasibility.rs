@@ -1,0 +1,477 @@
+//! Neuromorphic feasibility: hand-built networks just inside and just outside every limit of a
+//! profile, the method's needs per chip, weight quantisation, the bundled profiles, and the
+//! command's refusals (through the binary).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ndarray::{Array1, Array2};
+use ndarray_npy::write_npy;
+use signgd::feasibility::profile::{MemoryModel, SpikeKind, TwoOperand};
+use signgd::feasibility::quantize::quantize_network;
+use signgd::feasibility::{map, MapOptions, Profile, TargetReport, Violation};
+use signgd::model::onnx::builder::{attr_i, encode, graph, model, node, tensor_f32, value_info_fixed};
+use signgd::snn::{Network, NeuronKind, Operand, Population, Source, SynapseBlock};
+use sprs::CsMat;
+
+/// A chip with generous limits; each test tightens one.
+fn profile() -> Profile {
+    Profile {
+        name: "test".into(),
+        chip: "Test chip".into(),
+        source: "tests".into(),
+        notes: String::new(),
+        neurons_per_core: 1000,
+        core_neurons: None,
+        input_axons_per_core: None,
+        output_axons_per_core: None,
+        synaptic_memory_bytes_per_core: 1 << 20,
+        core_synaptic_memory_bytes: None,
+        bits_per_synapse: 8,
+        memory_model: MemoryModel::PerSynapse,
+        cores_per_chip: 100,
+        max_chips: None,
+        max_destination_cores_per_neuron: None,
+        max_destination_cores_per_core: None,
+        split_populations: true,
+        weight_bits: 8,
+        state_bits: 16,
+        spikes: SpikeKind::Graded,
+        two_operand_neurons: TwoOperand::Native,
+        real_valued_input: true,
+        per_step_drive: true,
+        programmable_neurons: true,
+    }
+}
+
+/// A dense `[targets × sources]` block of weights 0.5.
+fn dense(targets: usize, sources: usize) -> SynapseBlock {
+    let indptr: Vec<usize> = (0..=sources).map(|j| j * targets).collect();
+    let indices: Vec<usize> = (0..sources).flat_map(|_| 0..targets).collect();
+    let data = vec![0.5; targets * sources];
+    SynapseBlock::Sparse { matrix: CsMat::new_csc((targets, sources), indptr, indices, data) }
+}
+
+fn diagonal(n: usize) -> SynapseBlock {
+    SynapseBlock::Diagonal { scale: vec![1.0; n] }
+}
+
+fn population(name: &str, kind: NeuronKind, n: usize, operands: Vec<Operand>) -> Population {
+    Population { name: name.into(), kind, shape: vec![n], operands }
+}
+
+fn operand(n: usize, source: Source, block: SynapseBlock) -> Operand {
+    Operand::new(vec![0.0; n]).with(source, block)
+}
+
+/// `input[inputs] → relu "hidden"[n] (dense) → readout[1] (dense)`.
+fn one_layer(inputs: usize, n: usize) -> Network {
+    let hidden = population("hidden", NeuronKind::Relu, n, vec![operand(n, Source::Input, dense(n, inputs))]);
+    let network = Network {
+        input_shape: vec![inputs],
+        populations: vec![hidden],
+        readout: operand(1, Source::Population(0), dense(1, n)),
+        output_shape: vec![1],
+    };
+    network.validate().unwrap();
+    network
+}
+
+fn run(network: &Network, profile: &Profile) -> TargetReport {
+    map(network, profile, &MapOptions::default())
+}
+
+fn cores_of(report: &TargetReport, name: &str) -> usize {
+    report.populations.iter().find(|p| p.name == name).unwrap().cores
+}
+
+/// The one violation of `population` against a limit whose name contains `limit`.
+fn violation<'a>(report: &'a TargetReport, population: &str, limit: &str) -> &'a Violation {
+    let found: Vec<&Violation> =
+        report.violations.iter().filter(|v| v.population == population && v.limit.contains(limit)).collect();
+    assert_eq!(found.len(), 1, "violations: {:#?}", report.violations);
+    found[0]
+}
+
+#[test]
+fn neurons_per_core_splits_a_population() {
+    let p = Profile { neurons_per_core: 10, ..profile() };
+    let inside = run(&one_layer(2, 10), &p);
+    assert!(inside.fits, "{:?}", inside.violations);
+    assert_eq!(cores_of(&inside, "hidden"), 1);
+    let outside = run(&one_layer(2, 11), &p);
+    assert!(outside.fits, "a split cures this: {:?}", outside.violations);
+    assert_eq!(cores_of(&outside, "hidden"), 2);
+    assert_eq!(outside.cores, 3); // hidden 2 + readout 1
+}
+
+#[test]
+fn cores_per_chip_gives_the_chip_count_and_max_chips_a_violation() {
+    let p = Profile { neurons_per_core: 10, cores_per_chip: 4, ..profile() };
+    // hidden 30 → 3 cores, readout 1: 4 cores, one chip.
+    let inside = run(&one_layer(2, 30), &p);
+    assert_eq!((inside.cores, inside.chips), (4, 1));
+    // hidden 31 → 4 cores, readout 1: 5 cores, two chips.
+    let outside = run(&one_layer(2, 31), &p);
+    assert_eq!((outside.cores, outside.chips), (5, 2));
+    assert!(outside.fits);
+    let single = Profile { max_chips: Some(1), ..p };
+    assert!(run(&one_layer(2, 30), &single).fits);
+    let report = run(&one_layer(2, 31), &single);
+    let v = violation(&report, "(whole network)", "chips");
+    assert_eq!((v.limit_value, v.value), (1, 2));
+}
+
+#[test]
+fn fan_in_beyond_the_input_axons_is_a_violation() {
+    let p = Profile { input_axons_per_core: Some(8), ..profile() };
+    let inside = run(&one_layer(8, 3), &p);
+    assert!(inside.fits, "{:?}", inside.violations);
+    let outside = run(&one_layer(9, 3), &p);
+    assert!(!outside.fits);
+    let v = violation(&outside, "hidden", "input axons");
+    assert_eq!((v.limit_value, v.value, v.neurons), (8, 9, 3));
+    assert!(v.suggestion.contains("groups of ≤ 8"), "{}", v.suggestion);
+    assert!(v.to_string().contains("`hidden`"));
+}
+
+#[test]
+fn distinct_sources_per_core_split_a_population() {
+    // Each of 4 neurons reads its own 4 inputs: 16 distinct sources in all.
+    let n = 4;
+    let indptr: Vec<usize> = (0..=16).collect();
+    let indices: Vec<usize> = (0..16).map(|j| j / 4).collect();
+    let block = SynapseBlock::Sparse { matrix: CsMat::new_csc((n, 16), indptr, indices, vec![1.0; 16]) };
+    let hidden = population("hidden", NeuronKind::Relu, n, vec![operand(n, Source::Input, block)]);
+    let network = Network {
+        input_shape: vec![16],
+        populations: vec![hidden],
+        readout: operand(1, Source::Population(0), dense(1, n)),
+        output_shape: vec![1],
+    };
+    network.validate().unwrap();
+    let report = run(&network, &Profile { input_axons_per_core: Some(8), ..profile() });
+    assert!(report.fits);
+    assert_eq!(cores_of(&report, "hidden"), 2);
+    let report = run(&network, &Profile { input_axons_per_core: Some(16), ..profile() });
+    assert_eq!(cores_of(&report, "hidden"), 1);
+}
+
+#[test]
+fn synaptic_memory_per_core() {
+    // 8 synapses per neuron at 8 bits: 8 bytes each.
+    let tight = Profile { synaptic_memory_bytes_per_core: 8, ..profile() };
+    let inside = run(&one_layer(8, 1), &tight);
+    assert!(inside.fits, "{:?}", inside.violations);
+    let outside = run(&one_layer(8, 1), &Profile { synaptic_memory_bytes_per_core: 7, ..profile() });
+    let v = violation(&outside, "hidden", "synaptic memory");
+    assert_eq!((v.limit_value, v.value), (7, 8));
+    // Three such neurons in 16 bytes: two cores.
+    let split = run(&one_layer(8, 3), &Profile { synaptic_memory_bytes_per_core: 16, ..profile() });
+    assert!(split.fits);
+    assert_eq!(cores_of(&split, "hidden"), 2);
+}
+
+/// `input → a (relu, 4) → {b1, b2, …} (relu, 2 each)`, every consumer reading `a` densely, and
+/// the readout reading the last consumer.
+fn fan_out(consumers: usize) -> Network {
+    let mut populations = vec![population("a", NeuronKind::Relu, 4, vec![operand(4, Source::Input, diagonal(4))])];
+    for k in 0..consumers {
+        populations.push(population(
+            &format!("b{k}"),
+            NeuronKind::Relu,
+            2,
+            vec![operand(2, Source::Population(0), dense(2, 4))],
+        ));
+    }
+    let network = Network {
+        input_shape: vec![4],
+        populations,
+        readout: operand(1, Source::Population(consumers), dense(1, 2)),
+        output_shape: vec![1],
+    };
+    network.validate().unwrap();
+    network
+}
+
+#[test]
+fn speck_fan_out_to_at_most_two_cores() {
+    let p = Profile { max_destination_cores_per_core: Some(2), split_populations: false, ..profile() };
+    let inside = run(&fan_out(2), &p);
+    assert!(inside.fits, "{:?}", inside.violations);
+    let outside = run(&fan_out(3), &p);
+    let v = violation(&outside, "a", "destination cores per core");
+    assert_eq!((v.limit_value, v.value), (2, 3));
+    assert!(v.suggestion.contains("`b0`"), "{}", v.suggestion);
+}
+
+#[test]
+fn bundled_speck_places_one_population_per_core_best_fit() {
+    let speck = Profile::bundled("speck").unwrap();
+    // 9 populations fit 9 cores; the 10th needs a second chip, which Speck does not have.
+    let report = run(&fan_out(1), &speck);
+    assert!(report.fits, "{:?}", report.violations);
+    assert_eq!(report.cores, 3);
+    // A population beyond the largest core (64 Ki neurons) cannot be split.
+    let report = run(&one_layer(1, 65537), &speck);
+    let v = violation(&report, "hidden", "neurons per core");
+    assert_eq!((v.limit_value, v.value), (65536, 65537));
+    let report = run(&one_layer(1, 65536), &speck);
+    assert!(report.violations.iter().all(|v| !v.limit.contains("neurons")), "{:?}", report.violations);
+}
+
+#[test]
+fn output_axons_per_core() {
+    // `a`'s 4 neurons each reach the 3 cores of consumer b0 (6 neurons, 2 per core): 12 axons.
+    let mut network = fan_out(1);
+    network.populations[1] =
+        population("b0", NeuronKind::Relu, 6, vec![operand(6, Source::Population(0), dense(6, 4))]);
+    network.readout = operand(1, Source::Population(1), dense(1, 6));
+    network.validate().unwrap();
+    let base = Profile { neurons_per_core: 2, ..profile() };
+    let p = |axons| Profile { output_axons_per_core: Some(axons), neurons_per_core: 4, ..base.clone() };
+    // With 4 neurons per core b0 takes 2 cores: 8 axons from a.
+    assert_eq!(cores_of(&run(&network, &p(8)), "a"), 1);
+    assert_eq!(cores_of(&run(&network, &p(7)), "a"), 2);
+    // One output axon per core: every neuron of b0 (sending to the readout) gets a core of its
+    // own, so each neuron of a reaches 6 cores, beyond what any cut of a can cure.
+    let outside = run(&network, &p(1));
+    assert_eq!(cores_of(&outside, "b0"), 6);
+    let v = violation(&outside, "a", "output axons");
+    assert_eq!((v.limit_value, v.value, v.neurons), (1, 6, 4));
+}
+
+#[test]
+fn destination_cores_per_neuron_truenorth_style() {
+    let p = Profile { neurons_per_core: 1, max_destination_cores_per_neuron: Some(1), ..profile() };
+    // b0 has 2 neurons → 2 cores: each neuron of a reaches 2 cores.
+    let report = run(&fan_out(1), &p);
+    let v = violation(&report, "a", "destination cores per neuron");
+    assert_eq!((v.limit_value, v.value, v.neurons), (1, 2, 4));
+    let p = Profile { neurons_per_core: 2, ..p };
+    assert!(run(&fan_out(1), &p).fits);
+}
+
+/// `input → a, b (relu) → m = max(a, b)` with a relay in front of the readout.
+fn two_operand_network(n: usize) -> Network {
+    let network = Network {
+        input_shape: vec![n],
+        populations: vec![
+            population("a", NeuronKind::Relu, n, vec![operand(n, Source::Input, diagonal(n))]),
+            population(
+                "m",
+                NeuronKind::Max,
+                n,
+                vec![operand(n, Source::Population(0), diagonal(n)), operand(n, Source::Input, diagonal(n))],
+            ),
+            population("r", NeuronKind::Relay, 1, vec![operand(1, Source::Population(1), dense(1, n))]),
+        ],
+        readout: operand(1, Source::Population(2), diagonal(1)),
+        output_shape: vec![1],
+    };
+    network.validate().unwrap();
+    network
+}
+
+#[test]
+fn two_operand_neurons_on_a_chip_without_them() {
+    let none = Profile { two_operand_neurons: TwoOperand::None, ..profile() };
+    let report = run(&two_operand_network(3), &none);
+    let need = report.requirements.iter().find(|r| r.need == "two-operand neurons").unwrap();
+    assert!(!need.met);
+    assert_eq!(need.populations, vec!["m".to_string()]);
+    assert!(need.how.contains("a + relu(b − a)"), "{}", need.how);
+    assert!(!report.method_supported);
+    let native = run(&two_operand_network(3), &profile());
+    assert!(native.requirements.iter().all(|r| r.met));
+}
+
+#[test]
+fn multi_compartment_two_operand_neurons_take_two_compartments() {
+    let p = Profile { two_operand_neurons: TwoOperand::MultiCompartment, neurons_per_core: 10, ..profile() };
+    assert_eq!(cores_of(&run(&two_operand_network(5), &p), "m"), 1);
+    assert_eq!(cores_of(&run(&two_operand_network(6), &p), "m"), 2);
+    assert_eq!(cores_of(&run(&two_operand_network(6), &p), "a"), 1);
+}
+
+#[test]
+fn real_valued_input_relays_and_drive_on_a_binary_chip() {
+    let binary = Profile {
+        spikes: SpikeKind::Binary,
+        real_valued_input: false,
+        per_step_drive: false,
+        programmable_neurons: false,
+        ..profile()
+    };
+    let report = run(&two_operand_network(2), &binary);
+    let need = |name: &str| report.requirements.iter().find(|r| r.need.starts_with(name)).unwrap();
+    let input = need("real-valued input");
+    assert!(!input.met);
+    assert_eq!(input.populations, vec!["a".to_string(), "m".to_string()]);
+    assert!(input.how.contains("--encoder spike"));
+    assert!(!need("relays").met);
+    assert_eq!(need("relays").populations, vec!["r".to_string()]);
+    assert!(!need("per-step constant drive").met);
+    assert_eq!(need("per-step constant drive").populations.len(), 2);
+    // A spike encoder sends binary spikes: no real-valued input needed.
+    let spike = map(&two_operand_network(2), &binary, &MapOptions { real_valued_input: false });
+    assert!(spike.requirements.iter().all(|r| r.need != "real-valued input"));
+    // The generous chip gives everything.
+    assert!(run(&two_operand_network(2), &profile()).requirements.iter().all(|r| r.met));
+}
+
+#[test]
+fn quantisation_is_symmetric_per_block() {
+    let mut network = one_layer(3, 2);
+    if let SynapseBlock::Sparse { matrix } = &mut network.populations[0].operands[0].projections[0].block {
+        matrix.data_mut().copy_from_slice(&[1.0, -0.5, 0.26, 0.1, -0.9, 0.0]);
+    }
+    let (q, stats) = quantize_network(&network, 3);
+    let SynapseBlock::Sparse { matrix } = &q.populations[0].operands[0].projections[0].block else { panic!() };
+    let third = 1.0 / 3.0;
+    let expected = [3.0, -2.0, 1.0, 0.0, -3.0, 0.0].map(|k: f64| k * third);
+    for (a, b) in matrix.data().iter().zip(expected) {
+        assert!((a - b).abs() < 1e-12, "{:?}", matrix.data());
+    }
+    assert_eq!(stats.blocks, 2);
+    assert_eq!(stats.zeroed, 1);
+    assert_eq!(q.populations[0].operands[0].bias, network.populations[0].operands[0].bias);
+}
+
+#[test]
+fn bundled_profiles_carry_their_sources() {
+    let all = Profile::all_bundled().unwrap();
+    let names: Vec<&str> = all.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["loihi", "loihi2", "truenorth", "spinnaker", "speck"]);
+    for (p, needle) in all.iter().zip(["Davies", "Loihi 2", "Merolla", "Furber", "sinabs"]) {
+        assert!(p.source.contains(needle), "{}: {}", p.name, p.source);
+    }
+    assert_eq!(all[0].input_axons_per_core, Some(4096));
+    assert_eq!(all[2].neurons_per_core, 256);
+    assert_eq!(all[3].neurons_per_core, 255);
+    assert_eq!(all[4].core_neurons.as_ref().unwrap().iter().sum::<u64>(), 1024 * (3 * 64 + 2 * 32 + 4 * 16));
+}
+
+// ---- through the binary -------------------------------------------------------------------
+
+fn signgd(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_signgd")).args(args).current_dir(dir).output().unwrap()
+}
+
+fn assert_refused(output: &Output, needles: &[&str]) {
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+    for needle in needles {
+        assert!(message.contains(needle), "`{needle}` not in: {message}");
+    }
+}
+
+/// `x [1,4] → Gemm → ReLU → Gemm → y [1,3]`, or with `Sqrt` in place of the ReLU (refused by
+/// the conversion), plus `data.npy` and `labels.npy`.
+fn scratch(nonlinearity: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let w1: Vec<f32> = (0..20).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.15).collect();
+    let w2: Vec<f32> = (0..15).map(|i| ((i * 5 % 7) as f32 - 3.0) * 0.2).collect();
+    let g = graph(
+        vec![
+            node("Gemm", &["x", "w1", "b1"], &["h"], vec![attr_i("transB", 1)]),
+            node(nonlinearity, &["h"], &["r"], vec![]),
+            node("Gemm", &["r", "w2", "b2"], &["y"], vec![attr_i("transB", 1)]),
+        ],
+        vec![value_info_fixed("x", &[1, 4])],
+        vec![value_info_fixed("y", &[1, 3])],
+        vec![
+            tensor_f32("w1", &[5, 4], &w1),
+            tensor_f32("b1", &[5], &[0.1, -0.1, 0.0, 0.05, 0.2]),
+            tensor_f32("w2", &[3, 5], &w2),
+            tensor_f32("b2", &[3], &[0.1, -0.05, 0.0]),
+        ],
+    );
+    std::fs::write(dir.path().join("model.onnx"), encode(&model(g, 13))).unwrap();
+    let data = Array2::from_shape_fn((8, 4), |(i, j)| ((i * 3 + j * 5) % 9) as f64 / 9.0);
+    write_npy(dir.path().join("data.npy"), &data).unwrap();
+    write_npy(dir.path().join("labels.npy"), &Array1::from_shape_fn(8, |i| (i % 3) as i64)).unwrap();
+    dir
+}
+
+const DATA: [&str; 4] = ["--data", "data.npy", "--labels", "labels.npy"];
+
+fn with_data<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["feasibility", "--model", "model.onnx"];
+    all.extend_from_slice(&DATA);
+    all.extend_from_slice(args);
+    all
+}
+
+#[test]
+fn cli_reports_every_target_and_quantised_accuracy() {
+    let dir = scratch("Relu");
+    let output = signgd(&with_data(&["--weight-bits", "4", "--limit", "8", "--threads", "2"]), dir.path());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for chip in ["Intel Loihi (loihi)", "Loihi 2", "TrueNorth", "SpiNNaker", "Speck", "summary", "quantised to 4 bits"]
+    {
+        assert!(text.contains(chip), "`{chip}` not in:\n{text}");
+    }
+    let output = signgd(&with_data(&["--target", "loihi2", "--json"]), dir.path());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["targets"].as_array().unwrap().len(), 1);
+    assert_eq!(json["targets"][0]["target"], "loihi2");
+    assert_eq!(json["targets"][0]["fits"], true);
+    assert!(json["weight_bits"].is_null());
+}
+
+#[test]
+fn cli_refuses_an_unknown_target() {
+    let dir = scratch("Relu");
+    assert_refused(
+        &signgd(&with_data(&["--target", "brainchip"]), dir.path()),
+        &["unknown target `brainchip`", "loihi2"],
+    );
+}
+
+#[test]
+fn cli_refuses_malformed_profiles() {
+    let dir = scratch("Relu");
+    let good: serde_json::Value = serde_json::from_str(include_str!("../hardware/loihi.json")).unwrap();
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        name.to_string()
+    };
+    let mut missing = good.clone();
+    missing.as_object_mut().unwrap().remove("input_axons_per_core");
+    let mut zero = good.clone();
+    zero["neurons_per_core"] = 0.into();
+    let mut negative = good.clone();
+    negative["synaptic_memory_bytes_per_core"] = (-128).into();
+    let mut unknown = good.clone();
+    unknown["neurons_per_cor"] = 5.into();
+    let cases = [
+        (write("bad.json", "{ \"name\": ".into()), vec!["bad.json", "not a valid hardware profile"]),
+        (write("missing.json", missing.to_string()), vec!["`input_axons_per_core`", "missing"]),
+        (write("zero.json", zero.to_string()), vec!["`neurons_per_core`", "is 0"]),
+        (write("negative.json", negative.to_string()), vec!["`synaptic_memory_bytes_per_core`", "is -128"]),
+        (write("unknown.json", unknown.to_string()), vec!["`neurons_per_cor`", "unknown field"]),
+    ];
+    for (file, needles) in cases {
+        assert_refused(&signgd(&with_data(&["--profile", &file]), dir.path()), &needles);
+    }
+    assert_refused(&signgd(&with_data(&["--profile", "nowhere.json"]), dir.path()), &["cannot read profile"]);
+    // The good one, from a file, works.
+    let file = write("mine.json", good.to_string());
+    let output = signgd(&with_data(&["--profile", &file]), dir.path());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn cli_refuses_a_model_that_does_not_convert_and_bad_settings() {
+    let dir = scratch("Sqrt");
+    assert_refused(&signgd(&with_data(&[]), dir.path()), &["cannot convert model.onnx", "Sqrt"]);
+    let dir = scratch("Relu");
+    assert_refused(&signgd(&with_data(&["--weight-bits", "1"]), dir.path()), &["--weight-bits 1"]);
+    assert_refused(&signgd(&with_data(&["--limit", "0"]), dir.path()), &["--limit 0"]);
+    assert_refused(&signgd(&with_data(&["--threads", "0"]), dir.path()), &["--threads 0"]);
+    assert_refused(&signgd(&["feasibility", "--model", "absent.onnx"], dir.path()), &["absent.onnx"]);
+}
