@@ -81,6 +81,7 @@ pub struct Conversion {
 
 /// Runs every pass in the order of SPEC.md §4 and lowers the result into a spiking network.
 pub fn convert(graph: &Graph, options: &ConvertOptions) -> Result<Conversion, ConvertError> {
+    check_finite(graph)?;
     let mut notes = Vec::new();
     let mut graph = graph.clone();
     batchnorm::fold(&mut graph, &mut notes)?;
@@ -95,6 +96,28 @@ pub fn convert(graph: &Graph, options: &ConvertOptions) -> Result<Conversion, Co
         .validate()
         .map_err(|e| ConvertError::Graph(format!("internal: the converted network is malformed: {e}")))?;
     Ok(Conversion { network, graph, notes })
+}
+
+/// Refuses a graph whose weights (any constant that feeds the output) hold a NaN or an infinity,
+/// naming the tensor, the first bad element and a node that reads it: such a network cannot be
+/// simulated, and the problem lies in the model, not in the conversion.
+fn check_finite(graph: &Graph) -> Result<(), ConvertError> {
+    use ndarray::Dimension;
+    for (id, value) in graph.values.iter().enumerate() {
+        let Some(data) = &value.constant else { continue };
+        let Some((index, bad)) = data.indexed_iter().find(|(_, v)| !v.is_finite()) else { continue };
+        let reader = graph
+            .nodes
+            .iter()
+            .find(|n| n.inputs.contains(&id))
+            .map_or(String::new(), |n| format!(", read by node `{}` ({})", n.name, n.op.name()));
+        return Err(ConvertError::Graph(format!(
+            "weight tensor '{}' holds {bad} at index {:?}{reader}; a spiking network needs finite weights: check the trained model for NaN/infinite parameters and export it again",
+            value.name,
+            index.slice()
+        )));
+    }
+    Ok(())
 }
 
 /// Re-sorts the graph after a pass appended nodes, and drops what no longer feeds the output.

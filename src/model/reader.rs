@@ -19,6 +19,27 @@ use super::onnx::{data_type, type_proto, AttributeProto, ModelProto, NodeProto, 
 /// Largest number of elements accepted for any tensor (initializer or inferred value).
 pub const MAX_ELEMENTS: usize = 1 << 31;
 
+/// Largest number of elements accepted over all tensors of a model together (initializers,
+/// folded constants and inferred activations; each costs 8 bytes as an `f64` when evaluated).
+pub const MAX_TOTAL_ELEMENTS: usize = 1 << 31;
+
+/// Size limits of the reader, checked (with overflow-checked products) before anything of that
+/// size is allocated: a forged tensor or a ConstantOfShape / Expand / Range / Where claiming a
+/// huge output is refused with an error instead of exhausting memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Largest number of elements of any one tensor ([`MAX_ELEMENTS`] by default).
+    pub max_elements: usize,
+    /// Largest number of elements of all tensors together ([`MAX_TOTAL_ELEMENTS`] by default).
+    pub max_total_elements: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits { max_elements: MAX_ELEMENTS, max_total_elements: MAX_TOTAL_ELEMENTS }
+    }
+}
+
 /// ONNX operators the reader accepts (some only when they can be constant-folded).
 pub const SUPPORTED_OPS: &[&str] = &[
     "Abs",
@@ -76,6 +97,15 @@ pub const SUPPORTED_OPS: &[&str] = &[
 /// Reads an ONNX file. `input_shape` overrides / resolves the input's dynamic dimensions
 /// (without it a dynamic first dimension is taken as batch 1).
 pub fn read_onnx(path: &Path, input_shape: Option<&[usize]>) -> Result<Graph, ModelError> {
+    read_onnx_with_limits(path, input_shape, ReadLimits::default())
+}
+
+/// [`read_onnx`] with explicit size limits.
+pub fn read_onnx_with_limits(
+    path: &Path,
+    input_shape: Option<&[usize]>,
+    limits: ReadLimits,
+) -> Result<Graph, ModelError> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
         path: path.display().to_string(),
         source,
@@ -85,6 +115,7 @@ pub fn read_onnx(path: &Path, input_shape: Option<&[usize]>) -> Result<Graph, Mo
         input_shape,
         &path.display().to_string(),
         path.parent(),
+        limits,
     )
 }
 
@@ -95,7 +126,17 @@ pub fn read_onnx_bytes(
     input_shape: Option<&[usize]>,
     origin: &str,
 ) -> Result<Graph, ModelError> {
-    read_impl(bytes, input_shape, origin, None)
+    read_impl(bytes, input_shape, origin, None, ReadLimits::default())
+}
+
+/// [`read_onnx_bytes`] with explicit size limits.
+pub fn read_onnx_bytes_with_limits(
+    bytes: &[u8],
+    input_shape: Option<&[usize]>,
+    origin: &str,
+    limits: ReadLimits,
+) -> Result<Graph, ModelError> {
+    read_impl(bytes, input_shape, origin, None, limits)
 }
 
 fn read_impl(
@@ -103,6 +144,7 @@ fn read_impl(
     input_shape: Option<&[usize]>,
     origin: &str,
     base_dir: Option<&Path>,
+    limits: ReadLimits,
 ) -> Result<Graph, ModelError> {
     let decode = |detail: String| ModelError::Decode {
         origin: origin.into(),
@@ -132,6 +174,8 @@ fn read_impl(
         ints: HashSet::new(),
         unusable: HashMap::new(),
         functions: model.functions.iter().map(|f| f.name.clone()).collect(),
+        limits,
+        total: 0,
     };
     // Initializers.
     let mut init_names = HashSet::new();
@@ -163,6 +207,8 @@ fn read_impl(
     }
     let inp = inputs[0];
     let shape = r.input_shape(inp, input_shape)?;
+    r.charge(&shape)
+        .map_err(|d| r.invalid(format!("input '{}': {d}", inp.name)))?;
     let id = r.g.add_value(inp.name.clone(), shape);
     r.g.input = id;
     r.names.insert(inp.name.clone(), id);
@@ -205,6 +251,9 @@ struct Reader<'a> {
     ints: HashSet<ValueId>,
     unusable: HashMap<String, String>,
     functions: HashSet<String>,
+    limits: ReadLimits,
+    /// Elements of all tensors created so far, charged against `limits.max_total_elements`.
+    total: usize,
 }
 
 fn attr<'n>(n: &'n NodeProto, name: &str) -> Option<&'n AttributeProto> {
@@ -294,8 +343,12 @@ impl<'a> Reader<'a> {
     }
 
     /// Decodes a tensor into an f64 array; returns whether its element type is an integer type.
-    fn tensor(&self, t: &TensorProto) -> Result<(ArrayD<f64>, bool), ModelError> {
-        let bad = |d: String| self.invalid(format!("tensor '{}': {d}", t.name));
+    fn tensor(&mut self, t: &TensorProto) -> Result<(ArrayD<f64>, bool), ModelError> {
+        let origin = self.origin;
+        let bad = |d: String| ModelError::Invalid {
+            origin: origin.into(),
+            detail: format!("tensor '{}': {d}", t.name),
+        };
         let mut shape = Vec::with_capacity(t.dims.len());
         let mut count: usize = 1;
         for &d in &t.dims {
@@ -305,15 +358,16 @@ impl<'a> Reader<'a> {
             let d = usize::try_from(d).map_err(|_| bad("dimension too large".into()))?;
             count = count
                 .checked_mul(d)
-                .filter(|&c| c <= MAX_ELEMENTS)
+                .filter(|&c| c <= self.limits.max_elements)
                 .ok_or_else(|| {
                     bad(format!(
-                        "dims {:?} exceed the limit of {MAX_ELEMENTS} elements",
-                        t.dims
+                        "dims {:?} exceed the limit of {} elements per tensor",
+                        t.dims, self.limits.max_elements
                     ))
                 })?;
             shape.push(d);
         }
+        self.charge(&shape).map_err(bad)?;
         let external;
         let raw: &[u8] = if t.data_location == 1 {
             external = self.external(t, count)?;
@@ -511,7 +565,7 @@ impl<'a> Reader<'a> {
         );
         if let Some(g) = given {
             let mismatch = g.len() != dims.len()
-                || g.iter().any(|&d| d == 0 || d > MAX_ELEMENTS)
+                || g.iter().any(|&d| d == 0 || d > self.limits.max_elements)
                 || g.iter()
                     .zip(&dims)
                     .any(|(&a, (b, _))| b.is_some_and(|b| b != a));
@@ -547,11 +601,28 @@ impl<'a> Reader<'a> {
         Ok(shape)
     }
 
-    fn check_size(&self, shape: &[usize]) -> Result<(), String> {
+    fn check_size(&self, shape: &[usize]) -> Result<usize, String> {
         match shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b)) {
-            Some(c) if c <= MAX_ELEMENTS => Ok(()),
+            Some(c) if c <= self.limits.max_elements => Ok(c),
             _ => Err(format!(
-                "shape {shape:?} exceeds the limit of {MAX_ELEMENTS} elements"
+                "shape {shape:?} exceeds the limit of {} elements per tensor",
+                self.limits.max_elements
+            )),
+        }
+    }
+
+    /// Checks a new tensor of `shape` against both limits and adds it to the running total;
+    /// called before the tensor is allocated.
+    fn charge(&mut self, shape: &[usize]) -> Result<(), String> {
+        let count = self.check_size(shape)?;
+        match self.total.checked_add(count) {
+            Some(t) if t <= self.limits.max_total_elements => {
+                self.total = t;
+                Ok(())
+            }
+            _ => Err(format!(
+                "shape {shape:?} would bring the model's tensors to more than the limit of {} elements in total ({} already)",
+                self.limits.max_total_elements, self.total
             )),
         }
     }
@@ -702,7 +773,7 @@ impl<'a> Reader<'a> {
         let shapes: Vec<&[usize]> = inputs.iter().map(|&i| self.shape(i)).collect();
         let shape = infer::output_shape(&op, &shapes, hint.as_deref())
             .map_err(|d| self.unsupported(n, d))?;
-        self.check_size(&shape)
+        self.charge(&shape)
             .map_err(|d| self.unsupported(n, d))?;
         if inputs.iter().all(|&i| self.g.is_constant(i)) {
             let arrs: Vec<&ArrayD<f64>> = inputs
@@ -846,6 +917,10 @@ impl<'a> Reader<'a> {
                     let t = self.req(n, 1)?;
                     self.ints.contains(&t).then_some(data_type::INT64)
                 };
+                if self.g.is_constant(x) {
+                    let s = self.shape(x).to_vec();
+                    self.charge(&s).map_err(|d| self.unsupported(n, d))?;
+                }
                 match (self.g.constant(x).cloned(), to_int) {
                     (Some(c), Some(t)) => {
                         let c = if t == data_type::BOOL { c.mapv(|v| (v != 0.0) as u8 as f64) } else { c };
@@ -927,7 +1002,7 @@ impl<'a> Reader<'a> {
                     return Err(self.unsupported(n, format!("negative dimension in {shape:?}")));
                 }
                 let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-                self.check_size(&shape)
+                self.charge(&shape)
                     .map_err(|d| self.unsupported(n, d))?;
                 let (val, is_int) = match attr(n, "value").and_then(|a| a.t.as_ref()) {
                     Some(t) => {
@@ -954,9 +1029,17 @@ impl<'a> Reader<'a> {
                 } else {
                     ((l - s) / d).ceil().max(0.0)
                 };
-                if !(count.is_finite() && count <= MAX_ELEMENTS as f64) {
-                    return Err(self.unsupported(n, format!("invalid range {s}..{l} step {d}")));
+                if !(count.is_finite() && count <= self.limits.max_elements as f64) {
+                    return Err(self.unsupported(
+                        n,
+                        format!(
+                            "invalid range {s}..{l} step {d}: the output must have a finite number of at most {} elements",
+                            self.limits.max_elements
+                        ),
+                    ));
                 }
+                self.charge(&[count as usize])
+                    .map_err(|d| self.unsupported(n, d))?;
                 let v: Vec<f64> = (0..count as usize).map(|i| s + i as f64 * d).collect();
                 let is_int = n
                     .input
@@ -984,6 +1067,12 @@ impl<'a> Reader<'a> {
                             .ok_or_else(|| self.unsupported(n, "missing input"))?,
                     );
                 }
+                let out_shape = arrs[1..]
+                    .iter()
+                    .try_fold(arrs[0].shape().to_vec(), |s, a| broadcast(&s, a.shape()))
+                    .map_err(|d| self.unsupported(n, d))?;
+                self.charge(&out_shape)
+                    .map_err(|d| self.unsupported(n, d))?;
                 let out = match op {
                     "Not" => arrs[0].mapv(|v| (v == 0.0) as u8 as f64),
                     "Equal" => eval_op(&Op::Sub, &[&arrs[0], &arrs[1]], &[])
