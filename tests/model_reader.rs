@@ -10,9 +10,7 @@ fn read(m: &ModelProto, shape: Option<&[usize]>) -> Graph {
 }
 
 fn err(m: &ModelProto, shape: Option<&[usize]>) -> String {
-    read_onnx_bytes(&encode(m), shape, "test.onnx")
-        .unwrap_err()
-        .to_string()
+    read_onnx_bytes(&encode(m), shape, "test.onnx").unwrap_err().to_string()
 }
 
 fn ops(g: &Graph) -> Vec<&'static str> {
@@ -36,51 +34,20 @@ fn legacy_flatten_model() -> ModelProto {
     let w: Vec<f32> = (0..16 * 3).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
     let nodes = vec![
         node("Shape", &["x"], &["s"], vec![]),
-        node(
-            "Constant",
-            &[],
-            &["zero"],
-            vec![attr_t("value", tensor_i64("", &[], &[0]))],
-        ),
+        node("Constant", &[], &["zero"], vec![attr_t("value", tensor_i64("", &[], &[0]))]),
         node("Gather", &["s", "zero"], &["b"], vec![attr_i("axis", 0)]),
-        node(
-            "Constant",
-            &[],
-            &["ax"],
-            vec![attr_t("value", tensor_i64("", &[1], &[0]))],
-        ),
+        node("Constant", &[], &["ax"], vec![attr_t("value", tensor_i64("", &[1], &[0]))]),
         node("Unsqueeze", &["b", "ax"], &["b1"], vec![]),
-        node(
-            "Constant",
-            &[],
-            &["m1"],
-            vec![attr_ints("value_ints", &[-1])],
-        ),
+        node("Constant", &[], &["m1"], vec![attr_ints("value_ints", &[-1])]),
         node("Concat", &["b1", "m1"], &["shape"], vec![attr_i("axis", 0)]),
         node("Reshape", &["x", "shape"], &["flat"], vec![]),
-        node(
-            "Gemm",
-            &["flat", "W", "B"],
-            &["y"],
-            vec![attr_i("transB", 1)],
-        ),
+        node("Gemm", &["flat", "W", "B"], &["y"], vec![attr_i("transB", 1)]),
     ];
     let g = graph(
         nodes,
-        vec![value_info(
-            "x",
-            &[
-                Dim::Param("batch"),
-                Dim::Fixed(1),
-                Dim::Fixed(4),
-                Dim::Fixed(4),
-            ],
-        )],
+        vec![value_info("x", &[Dim::Param("batch"), Dim::Fixed(1), Dim::Fixed(4), Dim::Fixed(4)])],
         vec![value_info("y", &[Dim::Param("batch"), Dim::Fixed(3)])],
-        vec![
-            tensor_f32_raw("W", &[3, 16], &w),
-            tensor_f32("B", &[3], &[0.5, -0.5, 0.]),
-        ],
+        vec![tensor_f32_raw("W", &[3, 16], &w), tensor_f32("B", &[3], &[0.5, -0.5, 0.])],
     );
     model(g, 17)
 }
@@ -95,10 +62,7 @@ fn legacy_dynamic_batch_shape_chain_folds() {
     let x = input(&[1, 1, 4, 4], |i| i as f64 / 16.0);
     let y = g.evaluate(&x).unwrap();
     let w = g.constant(g.nodes[1].inputs[1]).unwrap();
-    let want0: f64 = (0..16)
-        .map(|i| x.as_slice().unwrap()[i] * w[[0, i]])
-        .sum::<f64>()
-        + 0.5;
+    let want0: f64 = (0..16).map(|i| x.as_slice().unwrap()[i] * w[[0, i]]).sum::<f64>() + 0.5;
     assert!((y[[0, 0]] - want0).abs() < 1e-12);
     // with an explicit batch
     let g2 = read(&m, Some(&[2, 1, 4, 4]));
@@ -130,12 +94,7 @@ fn erf_gelu_fuses_in_both_orders() {
             tensor_f32("one", &[], &[1.0]),
             tensor_f32("half", &[], &[0.5]),
         ];
-        let g = graph(
-            nodes,
-            vec![value_info_fixed("x", &[1, 4])],
-            vec![value_info_fixed("y", &[1, 4])],
-            inits,
-        );
+        let g = graph(nodes, vec![value_info_fixed("x", &[1, 4])], vec![value_info_fixed("y", &[1, 4])], inits);
         let g = read(&model(g, 17), None);
         assert_eq!(ops(&g), vec!["Gelu"]);
         assert_eq!(g.nodes[0].op, Op::Gelu { tanh: false });
@@ -156,12 +115,7 @@ fn tanh_gelu_and_softmax_fuse() {
         node("Add", &["t", "one"], &["a"], vec![]),
         node("Mul", &["h", "a"], &["g"], vec![]),
         node("Exp", &["g"], &["e"], vec![]),
-        node(
-            "ReduceSum",
-            &["e", "axes"],
-            &["z"],
-            vec![attr_i("keepdims", 1)],
-        ),
+        node("ReduceSum", &["e", "axes"], &["z"], vec![attr_i("keepdims", 1)]),
         node("Div", &["e", "z"], &["y"], vec![]),
     ];
     let inits = vec![
@@ -172,12 +126,7 @@ fn tanh_gelu_and_softmax_fuse() {
         tensor_f32("one", &[], &[1.0]),
         tensor_i64("axes", &[1], &[-1]),
     ];
-    let g = graph(
-        nodes,
-        vec![value_info_fixed("x", &[2, 3])],
-        vec![value_info_fixed("y", &[2, 3])],
-        inits,
-    );
+    let g = graph(nodes, vec![value_info_fixed("x", &[2, 3])], vec![value_info_fixed("y", &[2, 3])], inits);
     let g = read(&model(g, 17), None);
     assert_eq!(ops(&g), vec!["Gelu", "Softmax"]);
     assert_eq!(g.nodes[0].op, Op::Gelu { tanh: true });
@@ -189,20 +138,10 @@ fn tanh_gelu_and_softmax_fuse() {
 #[test]
 fn decomposed_layernorm_fuses() {
     let nodes = vec![
-        node(
-            "ReduceMean",
-            &["x"],
-            &["mu"],
-            vec![attr_ints("axes", &[-1])],
-        ),
+        node("ReduceMean", &["x"], &["mu"], vec![attr_ints("axes", &[-1])]),
         node("Sub", &["x", "mu"], &["d"], vec![]),
         node("Pow", &["d", "two"], &["sq"], vec![]),
-        node(
-            "ReduceMean",
-            &["sq"],
-            &["var"],
-            vec![attr_ints("axes", &[-1])],
-        ),
+        node("ReduceMean", &["sq"], &["var"], vec![attr_ints("axes", &[-1])]),
         node("Add", &["var", "eps"], &["ve"], vec![]),
         node("Sqrt", &["ve"], &["sd"], vec![]),
         node("Div", &["d", "sd"], &["n"], vec![]),
@@ -215,12 +154,7 @@ fn decomposed_layernorm_fuses() {
         tensor_f32("gamma", &[4], &[1.0, 2.0, 0.5, 1.0]),
         tensor_f32("beta", &[4], &[0.0, 0.1, 0.2, 0.3]),
     ];
-    let gp = graph(
-        nodes,
-        vec![value_info_fixed("x", &[1, 2, 4])],
-        vec![value_info_fixed("y", &[1, 2, 4])],
-        inits,
-    );
+    let gp = graph(nodes, vec![value_info_fixed("x", &[1, 2, 4])], vec![value_info_fixed("y", &[1, 2, 4])], inits);
     let g = read(&model(gp, 17), None);
     assert_eq!(ops(&g), vec!["LayerNorm"]);
     match g.nodes[0].op {
@@ -251,27 +185,11 @@ fn cnn_ops_and_removed_ops() {
             "Conv",
             &["x", "w", "cb"],
             &["c"],
-            vec![
-                attr_ints("pads", &[1, 1, 1, 1]),
-                attr_ints("kernel_shape", &[3, 3]),
-            ],
+            vec![attr_ints("pads", &[1, 1, 1, 1]), attr_ints("kernel_shape", &[3, 3])],
         ),
-        node(
-            "BatchNormalization",
-            &["c", "s", "bb", "mean", "var"],
-            &["bn"],
-            vec![attr_f("epsilon", 1e-5)],
-        ),
+        node("BatchNormalization", &["c", "s", "bb", "mean", "var"], &["bn"], vec![attr_f("epsilon", 1e-5)]),
         node("Relu", &["bn"], &["r"], vec![]),
-        node(
-            "MaxPool",
-            &["r"],
-            &["p"],
-            vec![
-                attr_ints("kernel_shape", &[2, 2]),
-                attr_ints("strides", &[2, 2]),
-            ],
-        ),
+        node("MaxPool", &["r"], &["p"], vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])]),
         node("Dropout", &["p"], &["dp"], vec![]),
         node("Identity", &["dp"], &["id"], vec![]),
         node("Flatten", &["id"], &["f"], vec![attr_i("axis", 1)]),
@@ -289,25 +207,9 @@ fn cnn_ops_and_removed_ops() {
         tensor_f32("fcw", &[8, 2], &fc),
         tensor_f32("fcb", &[2], &[0.0, 1.0]),
     ];
-    let gp = graph(
-        nodes,
-        vec![value_info_fixed("x", &[1, 1, 4, 4])],
-        vec![value_info_fixed("y", &[1, 2])],
-        inits,
-    );
+    let gp = graph(nodes, vec![value_info_fixed("x", &[1, 1, 4, 4])], vec![value_info_fixed("y", &[1, 2])], inits);
     let g = read(&model(gp, 20), None);
-    assert_eq!(
-        ops(&g),
-        vec![
-            "Conv",
-            "BatchNorm",
-            "Relu",
-            "MaxPool",
-            "Reshape",
-            "MatMul",
-            "Add"
-        ]
-    );
+    assert_eq!(ops(&g), vec!["Conv", "BatchNorm", "Relu", "MaxPool", "Reshape", "MatMul", "Add"]);
     let x = input(&[1, 1, 4, 4], |i| (i as f64 * 0.37).sin());
     let y64 = g.evaluate(&x).unwrap();
     let y32 = g.evaluate(&x.mapv(|v| v as f32)).unwrap();
@@ -330,43 +232,23 @@ fn misc_ops_through_reader() {
     // constant, ReduceMean with axes input (opset 18), Softmax, LeakyRelu, Gelu op, Pow 2 -> Square,
     // ConstantOfShape/Range folding, Max.
     let nodes = vec![
-        node(
-            "Transpose",
-            &["x"],
-            &["t"],
-            vec![attr_ints("perm", &[0, 2, 1])],
-        ), // [1,3,2]
-        node("Unsqueeze", &["t", "ax0"], &["u"], vec![]), // [1,1,3,2]
-        node("Squeeze", &["u", "ax0"], &["sq"], vec![]),  // [1,3,2]
-        node("Slice", &["sq", "st", "en", "axs"], &["sl"], vec![]), // [1,2,2]
-        node("Gather", &["sl", "gi"], &["ga"], vec![attr_i("axis", 2)]), // [1,2,2]
-        node("Pad", &["ga", "pads", "pv"], &["pd"], vec![]), // [1,2,3]
-        node("Range", &["r0", "r1", "r2"], &["rg"], vec![]), // [3] = 0,1,2
+        node("Transpose", &["x"], &["t"], vec![attr_ints("perm", &[0, 2, 1])]), // [1,3,2]
+        node("Unsqueeze", &["t", "ax0"], &["u"], vec![]),                       // [1,1,3,2]
+        node("Squeeze", &["u", "ax0"], &["sq"], vec![]),                        // [1,3,2]
+        node("Slice", &["sq", "st", "en", "axs"], &["sl"], vec![]),             // [1,2,2]
+        node("Gather", &["sl", "gi"], &["ga"], vec![attr_i("axis", 2)]),        // [1,2,2]
+        node("Pad", &["ga", "pads", "pv"], &["pd"], vec![]),                    // [1,2,3]
+        node("Range", &["r0", "r1", "r2"], &["rg"], vec![]),                    // [3] = 0,1,2
         node("Cast", &["rg"], &["rgf"], vec![attr_i("to", 1)]),
         node("Add", &["pd", "rgf"], &["pa"], vec![]),
-        node(
-            "ConstantOfShape",
-            &["cs"],
-            &["co"],
-            vec![attr_t("value", tensor_f32("", &[1], &[0.25]))],
-        ), // [1,1,3]
-        node("Concat", &["pa", "co"], &["cc"], vec![attr_i("axis", 1)]), // [1,3,3]
+        node("ConstantOfShape", &["cs"], &["co"], vec![attr_t("value", tensor_f32("", &[1], &[0.25]))]), // [1,1,3]
+        node("Concat", &["pa", "co"], &["cc"], vec![attr_i("axis", 1)]),                                 // [1,3,3]
         node("Pow", &["cc", "two"], &["p2"], vec![]),
         node("LeakyRelu", &["p2"], &["lr"], vec![attr_f("alpha", 0.2)]),
-        node(
-            "Gelu",
-            &["lr"],
-            &["ge"],
-            vec![attr_s("approximate", "tanh")],
-        ),
+        node("Gelu", &["lr"], &["ge"], vec![attr_s("approximate", "tanh")]),
         node("Max", &["ge", "cc"], &["mx"], vec![]),
-        node(
-            "ReduceMean",
-            &["mx", "rax"],
-            &["rm"],
-            vec![attr_i("keepdims", 0)],
-        ), // [1,3]
-        node("Expand", &["rm", "exs"], &["ex"], vec![]), // [2,3]
+        node("ReduceMean", &["mx", "rax"], &["rm"], vec![attr_i("keepdims", 0)]), // [1,3]
+        node("Expand", &["rm", "exs"], &["ex"], vec![]),                          // [2,3]
         node("Softmax", &["ex"], &["y"], vec![attr_i("axis", 1)]),
     ];
     let inits = vec![
@@ -385,21 +267,10 @@ fn misc_ops_through_reader() {
         tensor_i64("rax", &[1], &[2]),
         tensor_i64("exs", &[2], &[2, 1]),
     ];
-    let gp = graph(
-        nodes,
-        vec![value_info_fixed("x", &[1, 2, 3])],
-        vec![value_info_fixed("y", &[2, 3])],
-        inits,
-    );
+    let gp = graph(nodes, vec![value_info_fixed("x", &[1, 2, 3])], vec![value_info_fixed("y", &[2, 3])], inits);
     let g = read(&model(gp, 18), None);
     let o = ops(&g);
-    assert!(
-        o.contains(&"Square")
-            && o.contains(&"Gather")
-            && o.contains(&"Pad")
-            && o.contains(&"Expand"),
-        "{o:?}"
-    );
+    assert!(o.contains(&"Square") && o.contains(&"Gather") && o.contains(&"Pad") && o.contains(&"Expand"), "{o:?}");
     assert!(!o.contains(&"Pow"));
     let x = input(&[1, 2, 3], |i| i as f64 * 0.1 - 0.2);
     // independent computation
@@ -408,17 +279,13 @@ fn misc_ops_through_reader() {
     let ga = |a: usize, b: usize| sl(a, if b == 0 { 1 } else { 0 });
     let pd = |a: usize, b: usize| if b == 0 { 9.0 } else { ga(a, b - 1) };
     let cc = |a: usize, b: usize| if a < 2 { pd(a, b) + b as f64 } else { 0.25 };
-    let gelu_t = |v: f64| {
-        0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh())
-    };
+    let gelu_t = |v: f64| 0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh());
     let mx = |a: usize, b: usize| {
         let s = cc(a, b) * cc(a, b);
         let l = if s >= 0.0 { s } else { 0.2 * s };
         gelu_t(l).max(cc(a, b))
     };
-    let rm: Vec<f64> = (0..3)
-        .map(|a| (0..3).map(|b| mx(a, b)).sum::<f64>() / 3.0)
-        .collect();
+    let rm: Vec<f64> = (0..3).map(|a| (0..3).map(|b| mx(a, b)).sum::<f64>() / 3.0).collect();
     let m = rm.iter().cloned().fold(f64::MIN, f64::max);
     let z: f64 = rm.iter().map(|v| (v - m).exp()).sum();
     let y = g.evaluate(&x).unwrap();
@@ -432,28 +299,14 @@ fn misc_ops_through_reader() {
 #[test]
 fn error_truncated_and_garbage() {
     let bytes = encode(&legacy_flatten_model());
-    let e = read_onnx_bytes(&bytes[..bytes.len() / 2], None, "cut.onnx")
-        .unwrap_err()
-        .to_string();
+    let e = read_onnx_bytes(&bytes[..bytes.len() / 2], None, "cut.onnx").unwrap_err().to_string();
     assert!(e.contains("cut.onnx") && e.contains("truncated"), "{e}");
-    let e = read_onnx_bytes(
-        b"\x89PNG\r\n\x1a\n garbage that is not protobuf",
-        None,
-        "pic.onnx",
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        e.contains("pic.onnx") && e.contains("not a valid ONNX model"),
-        "{e}"
-    );
-    let e = read_onnx_bytes(b"", None, "empty.onnx")
-        .unwrap_err()
-        .to_string();
+    let e =
+        read_onnx_bytes(b"\x89PNG\r\n\x1a\n garbage that is not protobuf", None, "pic.onnx").unwrap_err().to_string();
+    assert!(e.contains("pic.onnx") && e.contains("not a valid ONNX model"), "{e}");
+    let e = read_onnx_bytes(b"", None, "empty.onnx").unwrap_err().to_string();
     assert!(e.contains("empty"), "{e}");
-    let e = read_onnx(std::path::Path::new("/nonexistent/model.onnx"), None)
-        .unwrap_err()
-        .to_string();
+    let e = read_onnx(std::path::Path::new("/nonexistent/model.onnx"), None).unwrap_err().to_string();
     assert!(e.contains("/nonexistent/model.onnx"), "{e}");
 }
 
@@ -461,20 +314,9 @@ fn error_truncated_and_garbage() {
 fn error_unknown_op_names_node_and_suggests() {
     let mut n = node("Relu6", &["x"], &["y"], vec![]);
     n.name = "/features/act".into();
-    let gp = graph(
-        vec![n],
-        vec![value_info_fixed("x", &[1, 4])],
-        vec![value_info_fixed("y", &[1, 4])],
-        vec![],
-    );
+    let gp = graph(vec![n], vec![value_info_fixed("x", &[1, 4])], vec![value_info_fixed("y", &[1, 4])], vec![]);
     let e = err(&model(gp, 17), None);
-    assert!(
-        e.contains("test.onnx")
-            && e.contains("/features/act")
-            && e.contains("Relu6")
-            && e.contains("Relu"),
-        "{e}"
-    );
+    assert!(e.contains("test.onnx") && e.contains("/features/act") && e.contains("Relu6") && e.contains("Relu"), "{e}");
 }
 
 #[test]
@@ -488,26 +330,11 @@ fn error_unsupported_attribute_values() {
     );
     let e = err(&model(gp, 17), None);
     assert!(e.contains("reflect") && e.contains("Pad"), "{e}");
-    let n = node(
-        "Gelu",
-        &["x"],
-        &["y"],
-        vec![attr_s("approximate", "sigmoid")],
-    );
-    let gp = graph(
-        vec![n],
-        vec![value_info_fixed("x", &[1, 4])],
-        vec![value_info_fixed("y", &[1, 4])],
-        vec![],
-    );
+    let n = node("Gelu", &["x"], &["y"], vec![attr_s("approximate", "sigmoid")]);
+    let gp = graph(vec![n], vec![value_info_fixed("x", &[1, 4])], vec![value_info_fixed("y", &[1, 4])], vec![]);
     assert!(err(&model(gp, 20), None).contains("approximate='sigmoid'"));
     // a tensor claiming too many elements is refused before allocation
-    let big = TensorProto {
-        name: "W".into(),
-        dims: vec![1 << 20, 1 << 20],
-        data_type: 1,
-        ..Default::default()
-    };
+    let big = TensorProto { name: "W".into(), dims: vec![1 << 20, 1 << 20], data_type: 1, ..Default::default() };
     let gp = graph(
         vec![node("MatMul", &["x", "W"], &["y"], vec![])],
         vec![value_info_fixed("x", &[1, 4])],
@@ -523,10 +350,7 @@ fn external_model(location: &str) -> ModelProto {
         dims: vec![2, 2],
         data_type: 1,
         data_location: 1,
-        external_data: vec![StringStringEntryProto {
-            key: "location".into(),
-            value: location.into(),
-        }],
+        external_data: vec![StringStringEntryProto { key: "location".into(), value: location.into() }],
         ..Default::default()
     };
     let gp = graph(
@@ -544,67 +368,32 @@ fn error_missing_external_data_and_loading_present_data() {
     let path = dir.path().join("m.onnx");
     std::fs::write(&path, encode(&external_model("m.onnx.data"))).unwrap();
     let e = read_onnx(&path, None).unwrap_err().to_string();
-    assert!(
-        e.contains("m.onnx.data") && e.contains("not found") && e.contains("external_data=False"),
-        "{e}"
-    );
-    let raw: Vec<u8> = [1f32, 2., 3., 4.]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    assert!(e.contains("m.onnx.data") && e.contains("not found") && e.contains("external_data=False"), "{e}");
+    let raw: Vec<u8> = [1f32, 2., 3., 4.].iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(dir.path().join("m.onnx.data"), raw).unwrap();
     let g = read_onnx(&path, None).unwrap();
-    let y = g
-        .evaluate(&ArrayD::from_shape_vec(IxDyn(&[1, 2]), vec![1.0, 1.0]).unwrap())
-        .unwrap();
+    let y = g.evaluate(&ArrayD::from_shape_vec(IxDyn(&[1, 2]), vec![1.0, 1.0]).unwrap()).unwrap();
     assert_eq!(y.iter().copied().collect::<Vec<f64>>(), vec![4., 6.]);
     // from memory: always not found
     let e = err(&external_model("w.bin"), None);
-    assert!(
-        e.contains("w.bin") && e.contains("external_data=False"),
-        "{e}"
-    );
+    assert!(e.contains("w.bin") && e.contains("external_data=False"), "{e}");
 }
 
 #[test]
 fn error_dynamic_dim_and_wrong_input_shape() {
     let gp = graph(
         vec![node("Relu", &["x"], &["y"], vec![])],
-        vec![value_info(
-            "x",
-            &[
-                Dim::Param("batch"),
-                Dim::Fixed(3),
-                Dim::Param("height"),
-                Dim::Fixed(8),
-            ],
-        )],
-        vec![value_info(
-            "y",
-            &[
-                Dim::Param("batch"),
-                Dim::Fixed(3),
-                Dim::Param("height"),
-                Dim::Fixed(8),
-            ],
-        )],
+        vec![value_info("x", &[Dim::Param("batch"), Dim::Fixed(3), Dim::Param("height"), Dim::Fixed(8)])],
+        vec![value_info("y", &[Dim::Param("batch"), Dim::Fixed(3), Dim::Param("height"), Dim::Fixed(8)])],
         vec![],
     );
     let m = model(gp, 17);
     let e = err(&m, None);
-    assert!(
-        e.contains("height") && e.contains("--input-shape") && e.contains("test.onnx"),
-        "{e}"
-    );
+    assert!(e.contains("height") && e.contains("--input-shape") && e.contains("test.onnx"), "{e}");
     let g = read(&m, Some(&[2, 3, 5, 8]));
     assert_eq!(g.values[g.output].shape, vec![2, 3, 5, 8]);
     let e = err(&m, Some(&[1, 4, 5, 8]));
-    assert!(
-        e.contains("[1, 4, 5, 8]")
-            && e.contains("[batch, 3, height, 8]")
-            && e.contains("--input-shape"),
-        "{e}"
-    );
+    assert!(e.contains("[1, 4, 5, 8]") && e.contains("[batch, 3, height, 8]") && e.contains("--input-shape"), "{e}");
     let e = err(&m, Some(&[1, 3, 5]));
     assert!(e.contains("does not match"), "{e}");
 }
@@ -612,16 +401,9 @@ fn error_dynamic_dim_and_wrong_input_shape() {
 #[test]
 fn error_non_constant_shape_operand() {
     // Reshape whose shape depends on activations cannot be resolved statically
-    let nodes = vec![
-        node("Cast", &["x"], &["xi"], vec![attr_i("to", 7)]),
-        node("Reshape", &["x", "xi"], &["y"], vec![]),
-    ];
-    let gp = graph(
-        nodes,
-        vec![value_info_fixed("x", &[2])],
-        vec![value_info_fixed("y", &[2])],
-        vec![],
-    );
+    let nodes =
+        vec![node("Cast", &["x"], &["xi"], vec![attr_i("to", 7)]), node("Reshape", &["x", "xi"], &["y"], vec![])];
+    let gp = graph(nodes, vec![value_info_fixed("x", &[2])], vec![value_info_fixed("y", &[2])], vec![]);
     let e = err(&model(gp, 17), None);
     assert!(e.contains("Cast") && e.contains("int64"), "{e}");
 }

@@ -1,7 +1,7 @@
 //! Command-line parsing and dispatch.
 
-mod feasibility;
 mod bench;
+mod feasibility;
 mod inspect;
 mod report;
 mod run;

@@ -25,10 +25,7 @@ pub(super) fn looks_like_idx(prefix: &[u8]) -> bool {
 }
 
 /// Reads and parses an IDX header from `stream`; returns it with its length in bytes.
-pub(super) fn read_header(
-    path: &Path,
-    stream: &mut Stream<'_>,
-) -> Result<(Header, u64), DataError> {
+pub(super) fn read_header(path: &Path, stream: &mut Stream<'_>) -> Result<(Header, u64), DataError> {
     let mut magic = [0u8; 4];
     read_exact_or(path, stream, &mut magic, "the IDX magic number")?;
     let kind = kind_of(magic[2]).ok_or_else(|| DataError::Dtype {
@@ -42,25 +39,11 @@ pub(super) fn read_header(
     if ndim == 0 {
         return Err(DataError::Malformed {
             path: path.to_path_buf(),
-            detail: "the IDX header declares zero dimensions, so there is no sample axis"
-                .to_string(),
+            detail: "the IDX header declares zero dimensions, so there is no sample axis".to_string(),
         });
     }
     let mut dims = vec![0u8; 4 * ndim];
     read_exact_or(path, stream, &mut dims, "the IDX dimensions")?;
-    let shape = dims
-        .chunks_exact(4)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64)
-        .collect();
-    Ok((
-        Header {
-            elem: Elem {
-                kind,
-                big_endian: true,
-            },
-            shape,
-            fortran_order: false,
-        },
-        4 + 4 * ndim as u64,
-    ))
+    let shape = dims.chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64).collect();
+    Ok((Header { elem: Elem { kind, big_endian: true }, shape, fortran_order: false }, 4 + 4 * ndim as u64))
 }

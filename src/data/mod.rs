@@ -164,10 +164,7 @@ pub enum DataError {
 }
 
 fn join_dims(dims: &[usize]) -> String {
-    dims.iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// Limits on what a reader loads.
@@ -189,10 +186,7 @@ impl LoadLimits {
 
 impl Default for LoadLimits {
     fn default() -> Self {
-        LoadLimits {
-            max_samples: None,
-            max_bytes: Self::DEFAULT_MAX_BYTES,
-        }
+        LoadLimits { max_samples: None, max_bytes: Self::DEFAULT_MAX_BYTES }
     }
 }
 
@@ -221,11 +215,7 @@ impl Dataset {
     ///
     /// Panics if `i >= self.samples`.
     pub fn sample(&self, i: usize) -> &[f64] {
-        assert!(
-            i < self.samples,
-            "sample index {i} out of range ({} samples)",
-            self.samples
-        );
+        assert!(i < self.samples, "sample index {i} out of range ({} samples)", self.samples);
         let n = self.sample_len();
         &self.values[i * n..(i + 1) * n]
     }
@@ -278,12 +268,7 @@ pub fn read_inputs(path: &Path, limit: LoadLimits) -> Result<Dataset, DataError>
             value: values[index],
         });
     }
-    Ok(Dataset {
-        shape: loaded.per_sample,
-        samples: loaded.samples,
-        values,
-        scaled_from_u8: scaled,
-    })
+    Ok(Dataset { shape: loaded.per_sample, samples: loaded.samples, values, scaled_from_u8: scaled })
 }
 
 /// Reads integer class labels from `path` (`.npy`, `.npz`, IDX or gzip-compressed IDX/`.npy`),
@@ -452,10 +437,7 @@ fn load<T: Copy>(
     prefer: &[&str],
     convert: fn(Elem, &[u8]) -> T,
 ) -> Result<Loaded<T>, DataError> {
-    let io_err = |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source| DataError::Io { path: path.to_path_buf(), source };
     let mut file = File::open(path).map_err(io_err)?;
     let meta = file.metadata().map_err(io_err)?;
     if meta.is_dir() {
@@ -472,36 +454,19 @@ fn load<T: Copy>(
     if prefix.starts_with(&[0x1f, 0x8b]) {
         let mut gz = MultiGzDecoder::new(rest);
         let mut inner = [0u8; 8];
-        let got = read_full(&mut gz, &mut inner)
-            .map_err(|e| stream_error(path, e, true, "the gzip header"))?;
+        let got = read_full(&mut gz, &mut inner).map_err(|e| stream_error(path, e, true, "the gzip header"))?;
         let inner = &inner[..got];
         if inner.starts_with(&[0x1f, 0x8b]) || inner.starts_with(b"PK") {
             return Err(DataError::UnknownFormat {
                 path: path.to_path_buf(),
-                detail: "gzip holding another gzip stream or a zip archive; decompress it first"
-                    .to_string(),
+                detail: "gzip holding another gzip stream or a zip archive; decompress it first".to_string(),
             });
         }
         let reader = Cursor::new(inner.to_vec()).chain(gz);
-        let stream = Stream {
-            reader: Box::new(reader),
-            len: None,
-            compressed: true,
-        };
-        return load_array(
-            path,
-            stream,
-            inner,
-            limit,
-            convert,
-            " inside the gzip stream",
-        );
+        let stream = Stream { reader: Box::new(reader), len: None, compressed: true };
+        return load_array(path, stream, inner, limit, convert, " inside the gzip stream");
     }
-    let stream = Stream {
-        reader: Box::new(rest),
-        len: Some(len),
-        compressed: false,
-    };
+    let stream = Stream { reader: Box::new(rest), len: Some(len), compressed: false };
     load_array(path, stream, prefix, limit, convert, "")
 }
 
@@ -519,10 +484,7 @@ fn load_array<T: Copy>(
     } else if idx::looks_like_idx(prefix) {
         idx::read_header(path, &mut stream)?
     } else if prefix.is_empty() {
-        return Err(DataError::UnknownFormat {
-            path: path.to_path_buf(),
-            detail: format!("the file is empty{place}"),
-        });
+        return Err(DataError::UnknownFormat { path: path.to_path_buf(), detail: format!("the file is empty{place}") });
     } else {
         let hex: Vec<String> = prefix.iter().map(|b| format!("{b:02x}")).collect();
         return Err(DataError::UnknownFormat {
@@ -542,24 +504,12 @@ fn load_payload<T: Copy>(
     limit: LoadLimits,
     convert: fn(Elem, &[u8]) -> T,
 ) -> Result<Loaded<T>, DataError> {
-    let Header {
-        elem,
-        shape,
-        fortran_order,
-    } = header;
-    let malformed = |detail: String| DataError::Malformed {
-        path: path.to_path_buf(),
-        detail,
-    };
-    let too_large = |detail: String| DataError::TooLarge {
-        path: path.to_path_buf(),
-        detail,
-        limit: limit.max_bytes,
-    };
+    let Header { elem, shape, fortran_order } = header;
+    let malformed = |detail: String| DataError::Malformed { path: path.to_path_buf(), detail };
+    let too_large = |detail: String| DataError::TooLarge { path: path.to_path_buf(), detail, limit: limit.max_bytes };
     if shape.is_empty() {
         return Err(malformed(
-            "the array has no dimensions, so no sample axis; store samples along the first axis"
-                .to_string(),
+            "the array has no dimensions, so no sample axis; store samples along the first axis".to_string(),
         ));
     }
     let overflow = || too_large(format!("shape {shape:?}, whose size overflows 64 bits"));
@@ -579,13 +529,9 @@ fn load_payload<T: Copy>(
     // Fortran-ordered data interleave the samples, so all of them are read and transposed.
     let read_u64 = if fortran_order { samples_u64 } else { keep_u64 };
     let read_elems = read_u64.checked_mul(per_sample_u64).ok_or_else(overflow)?;
-    let read_mem = read_elems
-        .checked_mul(std::mem::size_of::<T>().max(BYTES_PER_VALUE) as u64)
-        .ok_or_else(overflow)?;
+    let read_mem = read_elems.checked_mul(std::mem::size_of::<T>().max(BYTES_PER_VALUE) as u64).ok_or_else(overflow)?;
     if read_mem > limit.max_bytes {
-        return Err(too_large(format!(
-            "shape {shape:?} of {elem}: loading {read_u64} samples takes {read_mem} bytes"
-        )));
+        return Err(too_large(format!("shape {shape:?} of {elem}: loading {read_u64} samples takes {read_mem} bytes")));
     }
     if let Some(len) = stream.len {
         let available = len.saturating_sub(header_len);
@@ -602,26 +548,15 @@ fn load_payload<T: Copy>(
     // stored dimensions gets an error from `try_from` instead of a truncated cast.
     let to_usize = |v: u64| usize::try_from(v).map_err(|_| overflow());
     let read_elems = to_usize(read_elems)?;
-    let per_sample = shape[1..]
-        .iter()
-        .map(|&d| to_usize(d))
-        .collect::<Result<Vec<_>, _>>()?;
+    let per_sample = shape[1..].iter().map(|&d| to_usize(d)).collect::<Result<Vec<_>, _>>()?;
     let samples = to_usize(keep_u64)?;
     let mut values = read_elements(path, &mut stream, elem, read_elems, convert, &shape)?;
     if fortran_order {
-        let dims = shape
-            .iter()
-            .map(|&d| to_usize(d))
-            .collect::<Result<Vec<_>, _>>()?;
+        let dims = shape.iter().map(|&d| to_usize(d)).collect::<Result<Vec<_>, _>>()?;
         values = fortran_to_c(&values, &dims);
         values.truncate(samples * per_sample.iter().product::<usize>());
     }
-    Ok(Loaded {
-        elem,
-        per_sample,
-        samples,
-        values,
-    })
+    Ok(Loaded { elem, per_sample, samples, values })
 }
 
 fn checked_product(dims: &[u64]) -> Option<u64> {
@@ -655,11 +590,7 @@ fn read_elements<T: Copy>(
             let target = count.min((out.capacity() * 2).max(out.len() + n));
             out.reserve_exact(target - out.len());
         }
-        out.extend(
-            buf[..got - got % size]
-                .chunks_exact(size)
-                .map(|b| convert(elem, b)),
-        );
+        out.extend(buf[..got - got % size].chunks_exact(size).map(|b| convert(elem, b)));
         if got < n * size {
             let read = out.len() as u64 * size as u64 + (got % size) as u64;
             return Err(DataError::Truncated {
@@ -714,21 +645,12 @@ fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Reads exactly `buf.len()` bytes of `what`, reporting a short read as truncation.
-fn read_exact_or(
-    path: &Path,
-    stream: &mut Stream<'_>,
-    buf: &mut [u8],
-    what: &str,
-) -> Result<(), DataError> {
-    let got = read_full(&mut stream.reader, buf)
-        .map_err(|e| stream_error(path, e, stream.compressed, what))?;
+fn read_exact_or(path: &Path, stream: &mut Stream<'_>, buf: &mut [u8], what: &str) -> Result<(), DataError> {
+    let got = read_full(&mut stream.reader, buf).map_err(|e| stream_error(path, e, stream.compressed, what))?;
     if got < buf.len() {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
-            detail: format!(
-                "{what} needs {} bytes but the data end after {got}",
-                buf.len()
-            ),
+            detail: format!("{what} needs {} bytes but the data end after {got}", buf.len()),
         });
     }
     Ok(())
@@ -741,17 +663,12 @@ fn stream_error(path: &Path, e: io::Error, compressed: bool, what: &str) -> Data
             path: path.to_path_buf(),
             detail: format!("the compressed data end in the middle of {what} ({e})"),
         },
-        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput if compressed => {
-            DataError::Malformed {
-                path: path.to_path_buf(),
-                detail: format!(
-                    "the compressed data are corrupt while reading {what} ({e}); download or export the file again"
-                ),
-            }
-        }
-        _ => DataError::Io {
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput if compressed => DataError::Malformed {
             path: path.to_path_buf(),
-            source: e,
+            detail: format!(
+                "the compressed data are corrupt while reading {what} ({e}); download or export the file again"
+            ),
         },
+        _ => DataError::Io { path: path.to_path_buf(), source: e },
     }
 }

@@ -16,10 +16,7 @@ const MAX_DEPTH: usize = 16;
 
 /// Reads and parses a `.npy` header from `stream`; returns it with its length in bytes
 /// (magic included), after which the values start.
-pub(super) fn read_header(
-    path: &Path,
-    stream: &mut Stream<'_>,
-) -> Result<(Header, u64), DataError> {
+pub(super) fn read_header(path: &Path, stream: &mut Stream<'_>) -> Result<(Header, u64), DataError> {
     let malformed = |detail: String| DataError::Malformed {
         path: path.to_path_buf(),
         detail: format!("invalid .npy header: {detail}; re-save the array with numpy.save"),
@@ -30,51 +27,28 @@ pub(super) fn read_header(
     let len_bytes = match major {
         1 => 2,
         2 | 3 => 4,
-        _ => {
-            return Err(malformed(format!(
-                "format version {major}.{minor} is not supported (only 1.0, 2.0 and 3.0)"
-            )))
-        }
+        _ => return Err(malformed(format!("format version {major}.{minor} is not supported (only 1.0, 2.0 and 3.0)"))),
     };
     let mut len_buf = [0u8; 4];
-    read_exact_or(
-        path,
-        stream,
-        &mut len_buf[..len_bytes],
-        "the .npy header length",
-    )?;
+    read_exact_or(path, stream, &mut len_buf[..len_bytes], "the .npy header length")?;
     let header_len = u32::from_le_bytes(len_buf) as usize;
     if header_len > MAX_HEADER_LEN {
-        return Err(malformed(format!(
-            "the header claims to be {header_len} bytes long (more than {MAX_HEADER_LEN})"
-        )));
+        return Err(malformed(format!("the header claims to be {header_len} bytes long (more than {MAX_HEADER_LEN})")));
     }
     let total_len = (8 + len_bytes + header_len) as u64;
     if let Some(len) = stream.len {
         if len < total_len {
             return Err(DataError::Truncated {
                 path: path.to_path_buf(),
-                detail: format!(
-                    "the .npy header claims {total_len} bytes but the file has only {len}"
-                ),
+                detail: format!("the .npy header claims {total_len} bytes but the file has only {len}"),
             });
         }
     }
     let mut text = vec![0u8; header_len];
     read_exact_or(path, stream, &mut text, "the .npy header")?;
     let header = parse_header(&text).map_err(malformed)?;
-    let elem = parse_descr(&header.descr).map_err(|detail| DataError::Dtype {
-        path: path.to_path_buf(),
-        detail,
-    })?;
-    Ok((
-        Header {
-            elem,
-            shape: header.shape,
-            fortran_order: header.fortran_order,
-        },
-        total_len,
-    ))
+    let elem = parse_descr(&header.descr).map_err(|detail| DataError::Dtype { path: path.to_path_buf(), detail })?;
+    Ok((Header { elem, shape: header.shape, fortran_order: header.fortran_order }, total_len))
 }
 
 /// The three fields of a `.npy` header dict.
@@ -110,15 +84,12 @@ fn parse_header(text: &[u8]) -> Result<Fields, String> {
     for (key, value) in entries {
         let Py::Str(key) = key else { continue };
         match key.as_str() {
-            "descr" => {
-                match value {
-                    Py::Str(s) => descr = Some(s),
-                    _ => return Err(
-                        "structured (record) dtypes are not supported; store a plain numeric array"
-                            .to_string(),
-                    ),
+            "descr" => match value {
+                Py::Str(s) => descr = Some(s),
+                _ => {
+                    return Err("structured (record) dtypes are not supported; store a plain numeric array".to_string())
                 }
-            }
+            },
             "fortran_order" => match value {
                 Py::Bool(b) => fortran_order = Some(b),
                 _ => return Err("'fortran_order' is not True or False".to_string()),
@@ -128,8 +99,7 @@ fn parse_header(text: &[u8]) -> Result<Fields, String> {
                     let dims = items
                         .iter()
                         .map(|d| match d {
-                            Py::Int(v) => u64::try_from(*v)
-                                .map_err(|_| format!("shape dimension {v} is out of range")),
+                            Py::Int(v) => u64::try_from(*v).map_err(|_| format!("shape dimension {v} is out of range")),
                             _ => Err("'shape' holds a non-integer".to_string()),
                         })
                         .collect::<Result<Vec<u64>, String>>()?;
@@ -206,12 +176,7 @@ impl Parser<'_> {
                     match self.peek() {
                         Some(b',') => self.i += 1,
                         Some(c) if c == close => {}
-                        _ => {
-                            return Err(format!(
-                                "expected ',' or a closing bracket at byte {}",
-                                self.i
-                            ))
-                        }
+                        _ => return Err(format!("expected ',' or a closing bracket at byte {}", self.i)),
                     }
                 }
             }
@@ -220,9 +185,7 @@ impl Parser<'_> {
                 let start = self.i;
                 while self.i < self.s.len() && self.s[self.i] != quote {
                     if self.s[self.i] == b'\\' {
-                        return Err(
-                            "escaped characters in header strings are not supported".to_string()
-                        );
+                        return Err("escaped characters in header strings are not supported".to_string());
                     }
                     self.i += 1;
                 }
@@ -258,11 +221,7 @@ impl Parser<'_> {
                 Ok(Py::Int(if negative { -v } else { v }))
             }
             Some(_) => {
-                for (word, value) in [
-                    ("True", Py::Bool(true)),
-                    ("False", Py::Bool(false)),
-                    ("None", Py::None),
-                ] {
+                for (word, value) in [("True", Py::Bool(true)), ("False", Py::Bool(false)), ("None", Py::None)] {
                     if self.s[self.i..].starts_with(word.as_bytes()) {
                         self.i += word.len();
                         return Ok(value);

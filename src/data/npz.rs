@@ -47,26 +47,16 @@ pub(super) fn load<T: Copy>(
     convert: fn(Elem, &[u8]) -> T,
 ) -> Result<Loaded<T>, DataError> {
     let entries = directory(path, &mut file, len)?;
-    let arrays: Vec<&Entry> = entries
-        .iter()
-        .filter(|e| e.name.ends_with(".npy") && !e.name.ends_with('/'))
-        .collect();
+    let arrays: Vec<&Entry> = entries.iter().filter(|e| e.name.ends_with(".npy") && !e.name.ends_with('/')).collect();
     let Some(&first) = arrays.first() else {
-        return Err(DataError::EmptyNpz {
-            path: path.to_path_buf(),
-        });
+        return Err(DataError::EmptyNpz { path: path.to_path_buf() });
     };
     let chosen = if arrays.len() == 1 {
         first
     } else {
         prefer
             .iter()
-            .find_map(|want| {
-                arrays
-                    .iter()
-                    .find(|e| e.name.strip_suffix(".npy") == Some(*want))
-                    .copied()
-            })
+            .find_map(|want| arrays.iter().find(|e| e.name.strip_suffix(".npy") == Some(*want)).copied())
             .unwrap_or(first)
     };
     let malformed = |detail: String| DataError::Malformed {
@@ -74,9 +64,7 @@ pub(super) fn load<T: Copy>(
         detail: format!("npz member '{}': {detail}", chosen.name),
     };
     if chosen.flags & 1 != 0 {
-        return Err(malformed(
-            "it is encrypted; save the arrays without encryption".to_string(),
-        ));
+        return Err(malformed("it is encrypted; save the arrays without encryption".to_string()));
     }
     // Local file header: 30 fixed bytes, then the name and extra field, then the data.
     let mut local = [0u8; 30];
@@ -84,18 +72,14 @@ pub(super) fn load<T: Copy>(
     if local_end.is_none() {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
-            detail: format!(
-                "the local header of npz member '{}' lies beyond the end of the file",
-                chosen.name
-            ),
+            detail: format!("the local header of npz member '{}' lies beyond the end of the file", chosen.name),
         });
     }
     seek_read(path, &mut file, chosen.local_offset, &mut local)?;
     if u32_at(&local, 0) != 0x0403_4b50 {
         return Err(malformed("its local header signature is wrong".to_string()));
     }
-    let data_start =
-        chosen.local_offset + 30 + u16_at(&local, 26) as u64 + u16_at(&local, 28) as u64;
+    let data_start = chosen.local_offset + 30 + u16_at(&local, 26) as u64 + u16_at(&local, 28) as u64;
     let data_end = data_start.checked_add(chosen.compressed);
     if data_end.is_none_or(|end| end > len) {
         return Err(DataError::Truncated {
@@ -106,20 +90,11 @@ pub(super) fn load<T: Copy>(
             ),
         });
     }
-    file.seek(SeekFrom::Start(data_start))
-        .map_err(|source| io_error(path, source))?;
+    file.seek(SeekFrom::Start(data_start)).map_err(|source| io_error(path, source))?;
     let raw = BufReader::new(file).take(chosen.compressed);
     let mut stream = match chosen.method {
-        0 => Stream {
-            reader: Box::new(raw),
-            len: Some(chosen.compressed),
-            compressed: false,
-        },
-        8 => Stream {
-            reader: Box::new(DeflateDecoder::new(raw)),
-            len: None,
-            compressed: true,
-        },
+        0 => Stream { reader: Box::new(raw), len: Some(chosen.compressed), compressed: false },
+        8 => Stream { reader: Box::new(DeflateDecoder::new(raw)), len: None, compressed: true },
         m => {
             return Err(malformed(format!(
                 "zip compression method {m} is not supported; save with np.savez or np.savez_compressed"
@@ -131,29 +106,20 @@ pub(super) fn load<T: Copy>(
         .map_err(|e| super::stream_error(path, e, stream.compressed, "the npz member"))?;
     let prefix = prefix[..got].to_vec();
     if !prefix.starts_with(super::npy::MAGIC) {
-        return Err(malformed(
-            "it is not a .npy array; save the arrays with np.savez".to_string(),
-        ));
+        return Err(malformed("it is not a .npy array; save the arrays with np.savez".to_string()));
     }
-    let stream = Stream {
-        reader: Box::new(std::io::Cursor::new(prefix.clone()).chain(stream.reader)),
-        ..stream
-    };
+    let stream = Stream { reader: Box::new(std::io::Cursor::new(prefix.clone()).chain(stream.reader)), ..stream };
     let place = format!(" of npz member '{}'", chosen.name);
     load_array(path, stream, &prefix, limit, convert, &place)
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> DataError {
-    DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    DataError::Io { path: path.to_path_buf(), source }
 }
 
 /// Reads `buf.len()` bytes at `offset` (the caller has checked they lie inside the file).
 fn seek_read(path: &Path, file: &mut File, offset: u64, buf: &mut [u8]) -> Result<(), DataError> {
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|source| io_error(path, source))?;
+    file.seek(SeekFrom::Start(offset)).map_err(|source| io_error(path, source))?;
     let got = read_full(file, buf).map_err(|source| io_error(path, source))?;
     if got < buf.len() {
         return Err(DataError::Truncated {
@@ -198,9 +164,7 @@ fn directory(path: &Path, file: &mut File, len: u64) -> Result<Vec<Entry>, DataE
         }
         let record_pos = u64_at(&locator, 8);
         if record_pos.checked_add(56).is_none_or(|end| end > len) {
-            return Err(malformed(
-                "the zip64 record lies beyond the end of the file",
-            ));
+            return Err(malformed("the zip64 record lies beyond the end of the file"));
         }
         let mut record = [0u8; 56];
         seek_read(path, file, record_pos, &mut record)?;
@@ -212,9 +176,7 @@ fn directory(path: &Path, file: &mut File, len: u64) -> Result<Vec<Entry>, DataE
         cd_offset = u64_at(&record, 48);
     }
     if cd_size > MAX_DIRECTORY {
-        return Err(malformed(
-            "the central directory claims to be larger than 64 MiB",
-        ));
+        return Err(malformed("the central directory claims to be larger than 64 MiB"));
     }
     if cd_offset.checked_add(cd_size).is_none_or(|end| end > len) {
         return Err(DataError::Truncated {
@@ -267,13 +229,7 @@ fn directory(path: &Path, file: &mut File, len: u64) -> Result<Vec<Entry>, DataE
             }
             extra = &extra[4 + size..];
         }
-        entries.push(Entry {
-            name,
-            flags,
-            method,
-            compressed,
-            local_offset,
-        });
+        entries.push(Entry { name, flags, method, compressed, local_offset });
         pos = next;
     }
     Ok(entries)

@@ -72,11 +72,7 @@ fn producer_is(g: &Graph, v: ValueId, op: fn(&Op) -> bool) -> Option<usize> {
 
 /// Consumers of `v` with the given op, as (node index, output value).
 fn consumers_with(g: &Graph, v: ValueId, op: fn(&Op) -> bool) -> Vec<(usize, ValueId)> {
-    g.consumers(v)
-        .into_iter()
-        .filter(|&c| op(&g.nodes[c].op))
-        .map(|c| (c, g.nodes[c].output))
-        .collect()
+    g.consumers(v).into_iter().filter(|&c| op(&g.nodes[c].op)).map(|c| (c, g.nodes[c].output)).collect()
 }
 
 fn is_mul(o: &Op) -> bool {
@@ -160,9 +156,7 @@ fn is_cube_of(g: &Graph, v: ValueId, x: ValueId) -> bool {
                 let m = &g.nodes[q];
                 (matches!(m.op, Op::Square) && m.inputs[0] == x)
                     || (matches!(m.op, Op::Mul) && m.inputs == [x, x])
-                    || (matches!(m.op, Op::Pow)
-                        && m.inputs[0] == x
-                        && near(scalar(g, m.inputs[1]), 2.0))
+                    || (matches!(m.op, Op::Pow) && m.inputs[0] == x && near(scalar(g, m.inputs[1]), 2.0))
             }),
             None => false,
         },
@@ -218,11 +212,7 @@ fn fuse_gelu_tanh(g: &mut Graph, t: usize) -> bool {
 
 /// `(x - mean) / sqrt(mean((x - mean)²) + eps) [* γ] [+ β]` over trailing axes.
 fn fuse_layernorm(g: &mut Graph, m1: usize) -> bool {
-    let Op::ReduceMean {
-        axes,
-        keepdims: true,
-    } = g.nodes[m1].op.clone()
-    else {
+    let Op::ReduceMean { axes, keepdims: true } = g.nodes[m1].op.clone() else {
         return false;
     };
     let x = g.nodes[m1].inputs[0];
@@ -254,8 +244,7 @@ fn fuse_layernorm(g: &mut Graph, m1: usize) -> bool {
             .collect();
         for p in sq {
             for (m2, var) in consumers_with(g, p, |o| matches!(o, Op::ReduceMean { .. })) {
-                if !matches!(&g.nodes[m2].op, Op::ReduceMean { axes: a2, keepdims: true } if *a2 == axes)
-                {
+                if !matches!(&g.nodes[m2].op, Op::ReduceMean { axes: a2, keepdims: true } if *a2 == axes) {
                     continue;
                 }
                 for (ae, ve) in consumers_with(g, var, is_add) {
@@ -286,14 +275,7 @@ fn param(g: &Graph, c: ValueId, norm: &[usize]) -> Option<ArrayD<f64>> {
     Some(a.broadcast(IxDyn(norm))?.as_standard_layout().into_owned())
 }
 
-fn finish_layernorm(
-    g: &mut Graph,
-    x: ValueId,
-    k: usize,
-    eps: f64,
-    div: usize,
-    nrm: ValueId,
-) -> bool {
+fn finish_layernorm(g: &mut Graph, x: ValueId, k: usize, eps: f64, div: usize, nrm: ValueId) -> bool {
     let norm: Vec<usize> = g.values[x].shape[k..].to_vec();
     let mut last = div;
     let mut gamma = None;
@@ -323,10 +305,7 @@ fn finish_layernorm(
     if let Some(b) = beta {
         inputs.push(g.add_constant(format!("{name}/layernorm_bias"), b));
     }
-    g.nodes[last].op = Op::LayerNorm {
-        axis: k,
-        epsilon: eps,
-    };
+    g.nodes[last].op = Op::LayerNorm { axis: k, epsilon: eps };
     g.nodes[last].inputs = inputs;
     true
 }
@@ -335,20 +314,14 @@ fn finish_layernorm(
 fn fuse_softmax(g: &mut Graph, e: usize) -> bool {
     let x = g.nodes[e].inputs[0];
     let ex = g.nodes[e].output;
-    for (_, s) in consumers_with(
-        g,
-        ex,
-        |o| matches!(o, Op::ReduceSum { axes, keepdims: true } if axes.len() == 1),
-    ) {
+    for (_, s) in consumers_with(g, ex, |o| matches!(o, Op::ReduceSum { axes, keepdims: true } if axes.len() == 1)) {
         let Some(rs) = g.producer(s) else { continue };
         let Op::ReduceSum { axes, .. } = &g.nodes[rs].op else {
             continue;
         };
         let axis = axes[0];
         for (dv, _) in consumers_with(g, s, |o| matches!(o, Op::Div)) {
-            if g.nodes[dv].inputs == [ex, s]
-                && g.values[g.nodes[dv].output].shape == g.values[x].shape
-            {
+            if g.nodes[dv].inputs == [ex, s] && g.values[g.nodes[dv].output].shape == g.values[x].shape {
                 g.nodes[dv].op = Op::Softmax { axis };
                 g.nodes[dv].inputs = vec![x];
                 return true;

@@ -36,19 +36,12 @@ impl Graph {
 
     /// Evaluates the graph and returns every value, indexed by [`crate::model::ValueId`]
     /// (constants converted to `F`; values no node computes are `None`).
-    pub fn evaluate_all<F: Real>(
-        &self,
-        input: &ArrayD<F>,
-    ) -> Result<Vec<Option<ArrayD<F>>>, ModelError> {
+    pub fn evaluate_all<F: Real>(&self, input: &ArrayD<F>) -> Result<Vec<Option<ArrayD<F>>>, ModelError> {
         self.run(input, |_, _| {})
     }
 
     fn eval_err(&self, node: &str, detail: &str) -> ModelError {
-        ModelError::Eval {
-            node: node.into(),
-            op: "-".into(),
-            detail: detail.into(),
-        }
+        ModelError::Eval { node: node.into(), op: "-".into(), detail: detail.into() }
     }
 
     fn run<F: Real>(
@@ -56,55 +49,31 @@ impl Graph {
         input: &ArrayD<F>,
         mut after: impl FnMut(&mut Vec<Option<ArrayD<F>>>, usize),
     ) -> Result<Vec<Option<ArrayD<F>>>, ModelError> {
-        let mut values: Vec<Option<ArrayD<F>>> = self
-            .values
-            .iter()
-            .map(|v| v.constant.as_ref().map(|c| c.mapv(F::of)))
-            .collect();
-        let inp = self
-            .values
-            .get(self.input)
-            .ok_or_else(|| self.eval_err("input", "graph input id out of range"))?;
+        let mut values: Vec<Option<ArrayD<F>>> =
+            self.values.iter().map(|v| v.constant.as_ref().map(|c| c.mapv(F::of))).collect();
+        let inp = self.values.get(self.input).ok_or_else(|| self.eval_err("input", "graph input id out of range"))?;
         if input.shape() != inp.shape.as_slice() {
             return Err(self.eval_err(
                 &inp.name,
-                &format!(
-                    "input has shape {:?}, the model expects {:?}",
-                    input.shape(),
-                    inp.shape
-                ),
+                &format!("input has shape {:?}, the model expects {:?}", input.shape(), inp.shape),
             ));
         }
         values[self.input] = Some(input.clone());
         for (i, n) in self.nodes.iter().enumerate() {
-            let err = |detail: String| ModelError::Eval {
-                node: n.name.clone(),
-                op: n.op.name().into(),
-                detail,
-            };
+            let err = |detail: String| ModelError::Eval { node: n.name.clone(), op: n.op.name().into(), detail };
             let mut ins = Vec::with_capacity(n.inputs.len());
             for &x in &n.inputs {
                 match values.get(x).and_then(Option::as_ref) {
                     Some(a) => ins.push(a),
                     None => {
-                        return Err(err(format!(
-                            "input value {x} is not available (graph not topologically sorted?)"
-                        )))
+                        return Err(err(format!("input value {x} is not available (graph not topologically sorted?)")))
                     }
                 }
             }
-            let out_shape = &self
-                .values
-                .get(n.output)
-                .ok_or_else(|| err("output id out of range".into()))?
-                .shape;
+            let out_shape = &self.values.get(n.output).ok_or_else(|| err("output id out of range".into()))?.shape;
             let out = eval_op(&n.op, &ins, out_shape).map_err(err)?;
             if out.shape() != out_shape.as_slice() {
-                return Err(err(format!(
-                    "computed shape {:?} but the graph declares {:?}",
-                    out.shape(),
-                    out_shape
-                )));
+                return Err(err(format!("computed shape {:?} but the graph declares {:?}", out.shape(), out_shape)));
             }
             values[n.output] = Some(out);
             after(&mut values, i);
@@ -124,11 +93,7 @@ fn zip2<F: Real>(a: &ArrayD<F>, b: &ArrayD<F>, f: impl Fn(F, F) -> F) -> Result<
     let shape = broadcast(a.shape(), b.shape())?;
     let av = a.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?;
     let bv = b.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?;
-    Ok(Zip::from(&av)
-        .and(&bv)
-        .map_collect(|&x, &y| f(x, y))
-        .as_standard_layout()
-        .into_owned())
+    Ok(Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y)).as_standard_layout().into_owned())
 }
 
 fn std_vec<F: Real>(a: &ArrayViewD<F>) -> Vec<F> {
@@ -136,17 +101,12 @@ fn std_vec<F: Real>(a: &ArrayViewD<F>) -> Vec<F> {
 }
 
 fn shaped<F: Real>(shape: &[usize], data: Vec<F>) -> Result<ArrayD<F>, String> {
-    ArrayD::from_shape_vec(IxDyn(shape), data)
-        .map_err(|e| format!("cannot build array of shape {shape:?}: {e}"))
+    ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| format!("cannot build array of shape {shape:?}: {e}"))
 }
 
 /// Applies one op to evaluated inputs. `out_shape` is the declared output shape (used by
 /// `Reshape` and `Expand`).
-pub fn eval_op<F: Real>(
-    op: &Op,
-    inputs: &[&ArrayD<F>],
-    out_shape: &[usize],
-) -> Result<ArrayD<F>, String> {
+pub fn eval_op<F: Real>(op: &Op, inputs: &[&ArrayD<F>], out_shape: &[usize]) -> Result<ArrayD<F>, String> {
     let unary = |f: &dyn Fn(F) -> F| -> Result<ArrayD<F>, String> {
         arity(inputs, 1, 1)?;
         Ok(inputs[0].mapv(f))
@@ -158,50 +118,22 @@ pub fn eval_op<F: Real>(
     let half = F::of(0.5);
     let one = F::one();
     match op {
-        Op::Conv {
-            strides,
-            pads,
-            dilations,
-            groups,
-        } => {
+        Op::Conv { strides, pads, dilations, groups } => {
             arity(inputs, 2, 3)?;
-            conv2d(
-                inputs[0],
-                inputs[1],
-                inputs.get(2).copied(),
-                *strides,
-                *pads,
-                *dilations,
-                *groups,
-            )
+            conv2d(inputs[0], inputs[1], inputs.get(2).copied(), *strides, *pads, *dilations, *groups)
         }
         Op::MatMul => {
             arity(inputs, 2, 2)?;
             matmul(inputs[0], inputs[1])
         }
-        Op::Gemm {
-            alpha,
-            beta,
-            trans_a,
-            trans_b,
-        } => {
+        Op::Gemm { alpha, beta, trans_a, trans_b } => {
             arity(inputs, 2, 3)?;
-            let a = inputs[0]
-                .view()
-                .into_dimensionality::<ndarray::Ix2>()
-                .map_err(|e| e.to_string())?;
-            let b = inputs[1]
-                .view()
-                .into_dimensionality::<ndarray::Ix2>()
-                .map_err(|e| e.to_string())?;
+            let a = inputs[0].view().into_dimensionality::<ndarray::Ix2>().map_err(|e| e.to_string())?;
+            let b = inputs[1].view().into_dimensionality::<ndarray::Ix2>().map_err(|e| e.to_string())?;
             let a = if *trans_a { a.reversed_axes() } else { a };
             let b = if *trans_b { b.reversed_axes() } else { b };
             if a.ncols() != b.nrows() {
-                return Err(format!(
-                    "Gemm inner dimensions differ: {:?} @ {:?}",
-                    a.shape(),
-                    b.shape()
-                ));
+                return Err(format!("Gemm inner dimensions differ: {:?} @ {:?}", a.shape(), b.shape()));
             }
             let mut y = a.dot(&b);
             if *alpha != 1.0 {
@@ -290,8 +222,7 @@ pub fn eval_op<F: Real>(
             }
             let inner: usize = x.shape()[*axis..].iter().product();
             let outer: usize = x.shape()[..*axis].iter().product();
-            let mut y = Array2::from_shape_vec((outer, inner), std_vec(&x.view()))
-                .map_err(|e| e.to_string())?;
+            let mut y = Array2::from_shape_vec((outer, inner), std_vec(&x.view())).map_err(|e| e.to_string())?;
             let eps = F::of(*epsilon);
             let n = F::of(inner as f64);
             for mut row in y.rows_mut() {
@@ -314,10 +245,7 @@ pub fn eval_op<F: Real>(
                 return Err("BatchNorm expects rank >= 2".into());
             }
             let c = x.shape()[1];
-            let p: Vec<Vec<F>> = inputs[1..]
-                .iter()
-                .map(|a| a.iter().copied().collect())
-                .collect();
+            let p: Vec<Vec<F>> = inputs[1..].iter().map(|a| a.iter().copied().collect()).collect();
             if p.iter().any(|v| v.len() != c) {
                 return Err(format!("BatchNorm parameters must have {c} elements"));
             }
@@ -330,31 +258,11 @@ pub fn eval_op<F: Real>(
             }
             Ok(y)
         }
-        Op::MaxPool {
-            kernel,
-            strides,
-            pads,
-            dilations,
-            ..
-        } => {
+        Op::MaxPool { kernel, strides, pads, dilations, .. } => {
             arity(inputs, 1, 1)?;
-            pool(
-                inputs[0],
-                out_shape,
-                *kernel,
-                *strides,
-                *pads,
-                *dilations,
-                PoolKind::Max,
-            )
+            pool(inputs[0], out_shape, *kernel, *strides, *pads, *dilations, PoolKind::Max)
         }
-        Op::AveragePool {
-            kernel,
-            strides,
-            pads,
-            count_include_pad,
-            ..
-        } => {
+        Op::AveragePool { kernel, strides, pads, count_include_pad, .. } => {
             arity(inputs, 1, 1)?;
             pool(
                 inputs[0],
@@ -363,9 +271,7 @@ pub fn eval_op<F: Real>(
                 *strides,
                 *pads,
                 [1, 1],
-                PoolKind::Avg {
-                    include_pad: *count_include_pad,
-                },
+                PoolKind::Avg { include_pad: *count_include_pad },
             )
         }
         Op::GlobalAveragePool => {
@@ -375,14 +281,7 @@ pub fn eval_op<F: Real>(
                 return Err("GlobalAveragePool expects rank >= 3".into());
             }
             let axes: Vec<usize> = (2..x.ndim()).collect();
-            eval_op(
-                &Op::ReduceMean {
-                    axes,
-                    keepdims: true,
-                },
-                inputs,
-                out_shape,
-            )
+            eval_op(&Op::ReduceMean { axes, keepdims: true }, inputs, out_shape)
         }
         Op::Reshape => {
             arity(inputs, 1, 1)?;
@@ -399,17 +298,10 @@ pub fn eval_op<F: Real>(
             arity(inputs, 1, 1)?;
             let x = inputs[0];
             let mut seen = vec![false; x.ndim()];
-            if perm.len() != x.ndim()
-                || perm
-                    .iter()
-                    .any(|&p| p >= x.ndim() || std::mem::replace(&mut seen[p], true))
-            {
+            if perm.len() != x.ndim() || perm.iter().any(|&p| p >= x.ndim() || std::mem::replace(&mut seen[p], true)) {
                 return Err(format!("invalid permutation {perm:?}"));
             }
-            Ok(x.view()
-                .permuted_axes(IxDyn(perm))
-                .as_standard_layout()
-                .into_owned())
+            Ok(x.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned())
         }
         Op::Concat { axis } => {
             if inputs.is_empty() {
@@ -420,12 +312,7 @@ pub fn eval_op<F: Real>(
                 .map(|a| a.as_standard_layout().into_owned())
                 .map_err(|e| format!("cannot concatenate: {e}"))
         }
-        Op::Slice {
-            starts,
-            ends,
-            axes,
-            steps,
-        } => {
+        Op::Slice { starts, ends, axes, steps } => {
             arity(inputs, 1, 1)?;
             let x = inputs[0];
             if starts.len() != axes.len() || ends.len() != axes.len() || steps.len() != axes.len() {
@@ -441,11 +328,7 @@ pub fn eval_op<F: Real>(
                 }
             }
             let v = x.slice_each_axis(|ad| match axes.iter().position(|&a| a == ad.axis.index()) {
-                Some(i) => Slice::new(
-                    starts[i] as isize,
-                    Some(ends[i].max(starts[i]) as isize),
-                    steps[i] as isize,
-                ),
+                Some(i) => Slice::new(starts[i] as isize, Some(ends[i].max(starts[i]) as isize), steps[i] as isize),
                 None => Slice::from(..),
             });
             Ok(v.as_standard_layout().into_owned())
@@ -476,12 +359,7 @@ pub fn eval_op<F: Real>(
             if pads.len() != x.ndim() {
                 return Err("Pad rank mismatch".into());
             }
-            let shape: Vec<usize> = x
-                .shape()
-                .iter()
-                .zip(pads)
-                .map(|(&d, &(b, a))| d + b + a)
-                .collect();
+            let shape: Vec<usize> = x.shape().iter().zip(pads).map(|(&d, &(b, a))| d + b + a).collect();
             let mut y = ArrayD::from_elem(IxDyn(&shape), F::of(*value));
             y.slice_each_axis_mut(|ad| {
                 let (b, _) = pads[ad.axis.index()];
@@ -495,16 +373,8 @@ pub fn eval_op<F: Real>(
 
 fn matmul<F: Real>(a: &ArrayD<F>, b: &ArrayD<F>) -> Result<ArrayD<F>, String> {
     let out_shape = matmul_shape(a.shape(), b.shape())?;
-    let a2 = if a.ndim() == 1 {
-        a.view().insert_axis(Axis(0))
-    } else {
-        a.view()
-    };
-    let b2 = if b.ndim() == 1 {
-        b.view().insert_axis(Axis(1))
-    } else {
-        b.view()
-    };
+    let a2 = if a.ndim() == 1 { a.view().insert_axis(Axis(0)) } else { a.view() };
+    let b2 = if b.ndim() == 1 { b.view().insert_axis(Axis(1)) } else { b.view() };
     let (m, k) = (a2.shape()[a2.ndim() - 2], a2.shape()[a2.ndim() - 1]);
     let n = b2.shape()[b2.ndim() - 1];
     let batch = broadcast(&a2.shape()[..a2.ndim() - 2], &b2.shape()[..b2.ndim() - 2])?;
@@ -542,20 +412,9 @@ fn conv2d<F: Real>(
     dil: [usize; 2],
     groups: usize,
 ) -> Result<ArrayD<F>, String> {
-    let shape = super::infer::output_shape(
-        &Op::Conv {
-            strides,
-            pads,
-            dilations: dil,
-            groups,
-        },
-        &[x.shape(), w.shape()],
-        None,
-    )?;
-    let x4 = x
-        .view()
-        .into_dimensionality::<Ix4>()
-        .map_err(|e| e.to_string())?;
+    let shape =
+        super::infer::output_shape(&Op::Conv { strides, pads, dilations: dil, groups }, &[x.shape(), w.shape()], None)?;
+    let x4 = x.view().into_dimensionality::<Ix4>().map_err(|e| e.to_string())?;
     let (nbatch, _, h, wd) = x4.dim();
     let (m, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
     let (oh, ow) = (shape[2], shape[3]);
@@ -583,8 +442,7 @@ fn conv2d<F: Real>(
                                 continue;
                             }
                             for ox in 0..ow {
-                                let ix =
-                                    (ox * strides[1] + kj * dil[1]) as isize - pads[1] as isize;
+                                let ix = (ox * strides[1] + kj * dil[1]) as isize - pads[1] as isize;
                                 if ix >= 0 && (ix as usize) < wd {
                                     r[oy * ow + ox] = xc[[iy as usize, ix as usize]];
                                 }
@@ -622,16 +480,10 @@ fn pool<F: Real>(
     dil: [usize; 2],
     kind: PoolKind,
 ) -> Result<ArrayD<F>, String> {
-    let x4 = x
-        .view()
-        .into_dimensionality::<Ix4>()
-        .map_err(|e| e.to_string())?;
+    let x4 = x.view().into_dimensionality::<Ix4>().map_err(|e| e.to_string())?;
     let (n, c, h, w) = x4.dim();
     if out_shape.len() != 4 || out_shape[0] != n || out_shape[1] != c {
-        return Err(format!(
-            "bad pool output shape {out_shape:?} for input {:?}",
-            x.shape()
-        ));
+        return Err(format!("bad pool output shape {out_shape:?} for input {:?}", x.shape()));
     }
     let (oh, ow) = (out_shape[2], out_shape[3]);
     let mut out = Vec::with_capacity(n * c * oh * ow);

@@ -252,14 +252,9 @@ impl Op {
     pub fn describe(&self) -> String {
         match self {
             Op::Gather { axis, indices } => {
-                format!(
-                    "Gather {{ axis: {axis}, indices: shape {:?} }}",
-                    indices.shape()
-                )
+                format!("Gather {{ axis: {axis}, indices: shape {:?} }}", indices.shape())
             }
-            Op::Reshape | Op::Expand | Op::MatMul | Op::GlobalAveragePool => {
-                self.name().to_string()
-            }
+            Op::Reshape | Op::Expand | Op::MatMul | Op::GlobalAveragePool => self.name().to_string(),
             other => format!("{other:?}"),
         }
     }
@@ -286,40 +281,21 @@ impl Graph {
 
     /// Adds a non-constant value and returns its id.
     pub fn add_value(&mut self, name: impl Into<String>, shape: Vec<usize>) -> ValueId {
-        self.values.push(Value {
-            name: name.into(),
-            shape,
-            constant: None,
-        });
+        self.values.push(Value { name: name.into(), shape, constant: None });
         self.values.len() - 1
     }
 
     /// Adds a constant value (its shape is the array's shape) and returns its id.
     pub fn add_constant(&mut self, name: impl Into<String>, data: ArrayD<f64>) -> ValueId {
         let shape = data.shape().to_vec();
-        self.values.push(Value {
-            name: name.into(),
-            shape,
-            constant: Some(data),
-        });
+        self.values.push(Value { name: name.into(), shape, constant: Some(data) });
         self.values.len() - 1
     }
 
     /// Appends a node and returns its index. The caller keeps [`Graph::nodes`] topologically
     /// ordered (append after the producers of `inputs`) or calls [`Graph::toposort`] afterwards.
-    pub fn add_node(
-        &mut self,
-        name: impl Into<String>,
-        op: Op,
-        inputs: Vec<ValueId>,
-        output: ValueId,
-    ) -> usize {
-        self.nodes.push(Node {
-            name: name.into(),
-            op,
-            inputs,
-            output,
-        });
+    pub fn add_node(&mut self, name: impl Into<String>, op: Op, inputs: Vec<ValueId>, output: ValueId) -> usize {
+        self.nodes.push(Node { name: name.into(), op, inputs, output });
         self.nodes.len() - 1
     }
 
@@ -334,16 +310,11 @@ impl Graph {
         shape_hint: Option<Vec<usize>>,
     ) -> Result<ValueId, ModelError> {
         let name = name.into();
-        let shapes: Vec<&[usize]> = inputs
-            .iter()
-            .map(|&i| self.values[i].shape.as_slice())
-            .collect();
-        let shape = infer::output_shape(&op, &shapes, shape_hint.as_deref()).map_err(|detail| {
-            ModelError::Eval {
-                node: name.clone(),
-                op: op.name().into(),
-                detail,
-            }
+        let shapes: Vec<&[usize]> = inputs.iter().map(|&i| self.values[i].shape.as_slice()).collect();
+        let shape = infer::output_shape(&op, &shapes, shape_hint.as_deref()).map_err(|detail| ModelError::Eval {
+            node: name.clone(),
+            op: op.name().into(),
+            detail,
         })?;
         let out = self.add_value(name.clone(), shape);
         self.add_node(name, op, inputs, out);
@@ -362,12 +333,7 @@ impl Graph {
 
     /// Indices of the nodes that read `v`.
     pub fn consumers(&self, v: ValueId) -> Vec<usize> {
-        self.nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.inputs.contains(&v))
-            .map(|(i, _)| i)
-            .collect()
+        self.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&v)).map(|(i, _)| i).collect()
     }
 
     /// Index of the node that produces `v` (None for the input and constants).
@@ -388,16 +354,10 @@ impl Graph {
         let mut producer = vec![usize::MAX; nv];
         for (i, n) in self.nodes.iter().enumerate() {
             if n.output >= nv || n.inputs.iter().any(|&x| x >= nv) {
-                return Err(self.invalid(format!(
-                    "node '{}' refers to a value id out of range",
-                    n.name
-                )));
+                return Err(self.invalid(format!("node '{}' refers to a value id out of range", n.name)));
             }
             if producer[n.output] != usize::MAX {
-                return Err(self.invalid(format!(
-                    "value '{}' is produced twice",
-                    self.values[n.output].name
-                )));
+                return Err(self.invalid(format!("value '{}' is produced twice", self.values[n.output].name)));
             }
             producer[n.output] = i;
         }
@@ -436,14 +396,8 @@ impl Graph {
                 return Err(self.invalid("the graph has a cycle".into()));
             }
         }
-        let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes)
-            .into_iter()
-            .map(Some)
-            .collect();
-        self.nodes = order
-            .into_iter()
-            .map(|i| old[i].take().expect("each node once"))
-            .collect();
+        let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes).into_iter().map(Some).collect();
+        self.nodes = order.into_iter().map(|i| old[i].take().expect("each node once")).collect();
         Ok(())
     }
 
@@ -501,37 +455,25 @@ impl Graph {
         ready[self.input] = true;
         for n in &self.nodes {
             if n.output >= nv || n.inputs.iter().any(|&x| x >= nv) {
-                return Err(self.invalid(format!(
-                    "node '{}' refers to a value id out of range",
-                    n.name
-                )));
+                return Err(self.invalid(format!("node '{}' refers to a value id out of range", n.name)));
             }
             if let Some(&x) = n.inputs.iter().find(|&&x| !ready[x]) {
-                return Err(self.invalid(format!(
-                    "node '{}' reads '{}' before it is produced",
-                    n.name, self.values[x].name
-                )));
+                return Err(
+                    self.invalid(format!("node '{}' reads '{}' before it is produced", n.name, self.values[x].name))
+                );
             }
-            let shapes: Vec<&[usize]> = n
-                .inputs
-                .iter()
-                .map(|&i| self.values[i].shape.as_slice())
-                .collect();
+            let shapes: Vec<&[usize]> = n.inputs.iter().map(|&i| self.values[i].shape.as_slice()).collect();
             let out = &self.values[n.output].shape;
-            let inferred = infer::output_shape(&n.op, &shapes, Some(out)).map_err(|detail| {
-                ModelError::Eval {
-                    node: n.name.clone(),
-                    op: n.op.name().into(),
-                    detail,
-                }
+            let inferred = infer::output_shape(&n.op, &shapes, Some(out)).map_err(|detail| ModelError::Eval {
+                node: n.name.clone(),
+                op: n.op.name().into(),
+                detail,
             })?;
             if &inferred != out {
                 return Err(ModelError::Eval {
                     node: n.name.clone(),
                     op: n.op.name().into(),
-                    detail: format!(
-                        "output shape {out:?} disagrees with inferred shape {inferred:?}"
-                    ),
+                    detail: format!("output shape {out:?} disagrees with inferred shape {inferred:?}"),
                 });
             }
             ready[n.output] = true;
@@ -545,22 +487,14 @@ impl Graph {
     }
 
     fn invalid(&self, detail: String) -> ModelError {
-        ModelError::Invalid {
-            origin: "graph".into(),
-            detail,
-        }
+        ModelError::Invalid { origin: "graph".into(), detail }
     }
 }
 
 impl fmt::Display for Graph {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nconst = self.values.iter().filter(|v| v.constant.is_some()).count();
-        let params: usize = self
-            .values
-            .iter()
-            .filter_map(|v| v.constant.as_ref())
-            .map(|c| c.len())
-            .sum();
+        let params: usize = self.values.iter().filter_map(|v| v.constant.as_ref()).map(|c| c.len()).sum();
         let inp = self.values.get(self.input);
         let out = self.values.get(self.output);
         writeln!(
@@ -584,19 +518,8 @@ impl fmt::Display for Graph {
                     None => "?".into(),
                 })
                 .collect();
-            let out = self
-                .values
-                .get(n.output)
-                .map(|v| format!("{:?}", v.shape))
-                .unwrap_or_default();
-            writeln!(
-                f,
-                "{i:4} {:<32} {:<48} {} -> {}",
-                n.name,
-                n.op.describe(),
-                ins.join(", "),
-                out
-            )?;
+            let out = self.values.get(n.output).map(|v| format!("{:?}", v.shape)).unwrap_or_default();
+            writeln!(f, "{i:4} {:<32} {:<48} {} -> {}", n.name, n.op.describe(), ins.join(", "), out)?;
         }
         Ok(())
     }

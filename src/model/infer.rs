@@ -7,16 +7,8 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
+        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -42,22 +34,13 @@ pub fn window_out(
     if stride == 0 || kernel == 0 || dilation == 0 {
         return Err("kernel, stride and dilation must be positive".into());
     }
-    let eff = dilation
-        .checked_mul(kernel - 1)
-        .and_then(|x| x.checked_add(1))
-        .ok_or("kernel too large")?;
+    let eff = dilation.checked_mul(kernel - 1).and_then(|x| x.checked_add(1)).ok_or("kernel too large")?;
     let padded = input + pad_begin + pad_end;
     if padded < eff {
-        return Err(format!(
-            "window of size {eff} does not fit in padded input of size {padded}"
-        ));
+        return Err(format!("window of size {eff} does not fit in padded input of size {padded}"));
     }
     let span = padded - eff;
-    let mut out = if ceil {
-        span.div_ceil(stride) + 1
-    } else {
-        span / stride + 1
-    };
+    let mut out = if ceil { span.div_ceil(stride) + 1 } else { span / stride + 1 };
     if ceil && (out - 1) * stride >= input + pad_begin {
         out -= 1;
     }
@@ -80,16 +63,8 @@ pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
     if a.is_empty() || b.is_empty() {
         return Err("matmul operands must have rank >= 1".into());
     }
-    let a2: Vec<usize> = if a.len() == 1 {
-        vec![1, a[0]]
-    } else {
-        a.to_vec()
-    };
-    let b2: Vec<usize> = if b.len() == 1 {
-        vec![b[0], 1]
-    } else {
-        b.to_vec()
-    };
+    let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
+    let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
     let (m, k1) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k1 != k2 {
@@ -123,83 +98,40 @@ fn pool2d(
 
 fn reduce(x: &[usize], axes: &[usize], keepdims: bool) -> Result<Vec<usize>, String> {
     if axes.iter().any(|&a| a >= x.len()) {
-        return Err(format!(
-            "reduction axes {axes:?} out of range for rank {}",
-            x.len()
-        ));
+        return Err(format!("reduction axes {axes:?} out of range for rank {}", x.len()));
     }
     Ok(x.iter()
         .enumerate()
-        .filter_map(|(i, &d)| {
-            if axes.contains(&i) {
-                keepdims.then_some(1)
-            } else {
-                Some(d)
-            }
-        })
+        .filter_map(|(i, &d)| if axes.contains(&i) { keepdims.then_some(1) } else { Some(d) })
         .collect())
 }
 
 /// Output shape of `op` applied to inputs of the given shapes. `hint` is the required target
 /// for `Reshape` and `Expand` (ignored otherwise).
-pub fn output_shape(
-    op: &Op,
-    inputs: &[&[usize]],
-    hint: Option<&[usize]>,
-) -> Result<Vec<usize>, String> {
+pub fn output_shape(op: &Op, inputs: &[&[usize]], hint: Option<&[usize]>) -> Result<Vec<usize>, String> {
     match op {
-        Op::Conv {
-            strides,
-            pads,
-            dilations,
-            groups,
-        } => {
+        Op::Conv { strides, pads, dilations, groups } => {
             want(inputs, 2, 3)?;
             let (x, w) = (inputs[0], inputs[1]);
             if x.len() != 4 || w.len() != 4 {
-                return Err(format!(
-                    "Conv expects 4-D input and weight, got {x:?} and {w:?}"
-                ));
+                return Err(format!("Conv expects 4-D input and weight, got {x:?} and {w:?}"));
             }
             let g = *groups;
             if g == 0 || x[1] != w[1] * g || w[0] % g != 0 {
-                return Err(format!(
-                    "Conv channels mismatch: input {x:?}, weight {w:?}, groups {g}"
-                ));
+                return Err(format!("Conv channels mismatch: input {x:?}, weight {w:?}, groups {g}"));
             }
             if inputs.len() == 3 && inputs[2] != [w[0]] {
-                return Err(format!(
-                    "Conv bias shape {:?} should be [{}]",
-                    inputs[2], w[0]
-                ));
+                return Err(format!("Conv bias shape {:?} should be [{}]", inputs[2], w[0]));
             }
-            let h = window_out(
-                x[2],
-                w[2],
-                strides[0],
-                pads[0],
-                pads[2],
-                dilations[0],
-                false,
-            )?;
-            let ww = window_out(
-                x[3],
-                w[3],
-                strides[1],
-                pads[1],
-                pads[3],
-                dilations[1],
-                false,
-            )?;
+            let h = window_out(x[2], w[2], strides[0], pads[0], pads[2], dilations[0], false)?;
+            let ww = window_out(x[3], w[3], strides[1], pads[1], pads[3], dilations[1], false)?;
             Ok(vec![x[0], w[0], h, ww])
         }
         Op::MatMul => {
             want(inputs, 2, 2)?;
             matmul_shape(inputs[0], inputs[1])
         }
-        Op::Gemm {
-            trans_a, trans_b, ..
-        } => {
+        Op::Gemm { trans_a, trans_b, .. } => {
             want(inputs, 2, 3)?;
             let (a, b) = (inputs[0], inputs[1]);
             if a.len() != 2 || b.len() != 2 {
@@ -213,10 +145,7 @@ pub fn output_shape(
             if inputs.len() == 3 {
                 let c = broadcast(&[m, n], inputs[2])?;
                 if c != [m, n] {
-                    return Err(format!(
-                        "Gemm C of shape {:?} does not broadcast to [{m}, {n}]",
-                        inputs[2]
-                    ));
+                    return Err(format!("Gemm C of shape {:?} does not broadcast to [{m}, {n}]", inputs[2]));
                 }
             }
             Ok(vec![m, n])
@@ -242,10 +171,7 @@ pub fn output_shape(
         Op::Softmax { axis } => {
             want(inputs, 1, 1)?;
             if *axis >= inputs[0].len() {
-                return Err(format!(
-                    "softmax axis {axis} out of range for {:?}",
-                    inputs[0]
-                ));
+                return Err(format!("softmax axis {axis} out of range for {:?}", inputs[0]));
             }
             Ok(inputs[0].to_vec())
         }
@@ -262,9 +188,7 @@ pub fn output_shape(
             let norm = &x[*axis..];
             for p in &inputs[1..] {
                 if broadcast(norm, p)? != norm {
-                    return Err(format!(
-                        "LayerNorm parameter shape {p:?} does not fit normalised shape {norm:?}"
-                    ));
+                    return Err(format!("LayerNorm parameter shape {p:?} does not fit normalised shape {norm:?}"));
                 }
             }
             Ok(x.to_vec())
@@ -277,31 +201,16 @@ pub fn output_shape(
             }
             for p in &inputs[1..] {
                 if product(p) != Some(x[1]) {
-                    return Err(format!(
-                        "BatchNorm parameter of shape {p:?} should have {} elements",
-                        x[1]
-                    ));
+                    return Err(format!("BatchNorm parameter of shape {p:?} should have {} elements", x[1]));
                 }
             }
             Ok(x.to_vec())
         }
-        Op::MaxPool {
-            kernel,
-            strides,
-            pads,
-            dilations,
-            ceil_mode,
-        } => {
+        Op::MaxPool { kernel, strides, pads, dilations, ceil_mode } => {
             want(inputs, 1, 1)?;
             pool2d(inputs[0], *kernel, *strides, *pads, *dilations, *ceil_mode)
         }
-        Op::AveragePool {
-            kernel,
-            strides,
-            pads,
-            ceil_mode,
-            ..
-        } => {
+        Op::AveragePool { kernel, strides, pads, ceil_mode, .. } => {
             want(inputs, 1, 1)?;
             pool2d(inputs[0], *kernel, *strides, *pads, [1, 1], *ceil_mode)
         }
@@ -336,11 +245,7 @@ pub fn output_shape(
             want(inputs, 1, 1)?;
             let x = inputs[0];
             let mut seen = vec![false; x.len()];
-            if perm.len() != x.len()
-                || perm
-                    .iter()
-                    .any(|&p| p >= x.len() || std::mem::replace(&mut seen[p], true))
-            {
+            if perm.len() != x.len() || perm.iter().any(|&p| p >= x.len() || std::mem::replace(&mut seen[p], true)) {
                 return Err(format!("invalid permutation {perm:?} for rank {}", x.len()));
             }
             Ok(perm.iter().map(|&p| x[p]).collect())
@@ -356,26 +261,14 @@ pub fn output_shape(
             let mut out = first.to_vec();
             out[*axis] = 0;
             for s in inputs {
-                if s.len() != first.len()
-                    || s.iter()
-                        .zip(first)
-                        .enumerate()
-                        .any(|(i, (a, b))| i != *axis && a != b)
-                {
-                    return Err(format!(
-                        "Concat inputs {first:?} and {s:?} disagree off axis {axis}"
-                    ));
+                if s.len() != first.len() || s.iter().zip(first).enumerate().any(|(i, (a, b))| i != *axis && a != b) {
+                    return Err(format!("Concat inputs {first:?} and {s:?} disagree off axis {axis}"));
                 }
                 out[*axis] += s[*axis];
             }
             Ok(out)
         }
-        Op::Slice {
-            starts,
-            ends,
-            axes,
-            steps,
-        } => {
+        Op::Slice { starts, ends, axes, steps } => {
             want(inputs, 1, 1)?;
             let mut out = inputs[0].to_vec();
             if starts.len() != axes.len() || ends.len() != axes.len() || steps.len() != axes.len() {
@@ -383,18 +276,10 @@ pub fn output_shape(
             }
             for i in 0..axes.len() {
                 let a = axes[i];
-                if a >= out.len()
-                    || steps[i] == 0
-                    || starts[i] > inputs[0][a]
-                    || ends[i] > inputs[0][a]
-                {
+                if a >= out.len() || steps[i] == 0 || starts[i] > inputs[0][a] || ends[i] > inputs[0][a] {
                     return Err(format!("Slice parameters out of range for {:?}", inputs[0]));
                 }
-                out[a] = if ends[i] > starts[i] {
-                    (ends[i] - starts[i]).div_ceil(steps[i])
-                } else {
-                    0
-                };
+                out[a] = if ends[i] > starts[i] { (ends[i] - starts[i]).div_ceil(steps[i]) } else { 0 };
             }
             Ok(out)
         }
@@ -404,13 +289,8 @@ pub fn output_shape(
             if *axis >= x.len() {
                 return Err(format!("Gather axis {axis} out of range for {x:?}"));
             }
-            if indices
-                .iter()
-                .any(|&i| i < 0 || i as u64 >= x[*axis] as u64)
-            {
-                return Err(format!(
-                    "Gather indices out of range for axis {axis} of {x:?}"
-                ));
+            if indices.iter().any(|&i| i < 0 || i as u64 >= x[*axis] as u64) {
+                return Err(format!("Gather indices out of range for axis {axis} of {x:?}"));
             }
             let mut out = x[..*axis].to_vec();
             out.extend_from_slice(indices.shape());
@@ -420,17 +300,9 @@ pub fn output_shape(
         Op::Pad { pads, .. } => {
             want(inputs, 1, 1)?;
             if pads.len() != inputs[0].len() {
-                return Err(format!(
-                    "Pad has {} axis pairs for rank {}",
-                    pads.len(),
-                    inputs[0].len()
-                ));
+                return Err(format!("Pad has {} axis pairs for rank {}", pads.len(), inputs[0].len()));
             }
-            Ok(inputs[0]
-                .iter()
-                .zip(pads)
-                .map(|(&d, &(b, a))| d + b + a)
-                .collect())
+            Ok(inputs[0].iter().zip(pads).map(|(&d, &(b, a))| d + b + a).collect())
         }
     }
 }

@@ -349,12 +349,7 @@ pub mod builder {
 
     /// A node with the given op type, inputs, outputs and attributes; the name is `op_type`
     /// followed by the first output name.
-    pub fn node(
-        op_type: &str,
-        inputs: &[&str],
-        outputs: &[&str],
-        attrs: Vec<AttributeProto>,
-    ) -> NodeProto {
+    pub fn node(op_type: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
         NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: outputs.iter().map(|s| s.to_string()).collect(),
@@ -367,42 +362,22 @@ pub mod builder {
 
     /// An integer attribute.
     pub fn attr_i(name: &str, v: i64) -> AttributeProto {
-        AttributeProto {
-            name: name.into(),
-            r#type: attribute_type::INT,
-            i: v,
-            ..Default::default()
-        }
+        AttributeProto { name: name.into(), r#type: attribute_type::INT, i: v, ..Default::default() }
     }
 
     /// A float attribute.
     pub fn attr_f(name: &str, v: f32) -> AttributeProto {
-        AttributeProto {
-            name: name.into(),
-            r#type: attribute_type::FLOAT,
-            f: v,
-            ..Default::default()
-        }
+        AttributeProto { name: name.into(), r#type: attribute_type::FLOAT, f: v, ..Default::default() }
     }
 
     /// An integer-list attribute.
     pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-        AttributeProto {
-            name: name.into(),
-            r#type: attribute_type::INTS,
-            ints: v.to_vec(),
-            ..Default::default()
-        }
+        AttributeProto { name: name.into(), r#type: attribute_type::INTS, ints: v.to_vec(), ..Default::default() }
     }
 
     /// A float-list attribute.
     pub fn attr_floats(name: &str, v: &[f32]) -> AttributeProto {
-        AttributeProto {
-            name: name.into(),
-            r#type: attribute_type::FLOATS,
-            floats: v.to_vec(),
-            ..Default::default()
-        }
+        AttributeProto { name: name.into(), r#type: attribute_type::FLOATS, floats: v.to_vec(), ..Default::default() }
     }
 
     /// A string attribute.
@@ -417,12 +392,7 @@ pub mod builder {
 
     /// A tensor attribute.
     pub fn attr_t(name: &str, t: TensorProto) -> AttributeProto {
-        AttributeProto {
-            name: name.into(),
-            r#type: attribute_type::TENSOR,
-            t: Some(t),
-            ..Default::default()
-        }
+        AttributeProto { name: name.into(), r#type: attribute_type::TENSOR, t: Some(t), ..Default::default() }
     }
 
     /// A float tensor stored in `float_data`.
@@ -508,10 +478,7 @@ pub mod builder {
     pub fn model(graph: GraphProto, opset: i64) -> ModelProto {
         ModelProto {
             ir_version: 8,
-            opset_import: vec![OperatorSetIdProto {
-                domain: String::new(),
-                version: opset,
-            }],
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: opset }],
             producer_name: "signgd-test".into(),
             producer_version: String::new(),
             graph: Some(graph),

@@ -106,26 +106,13 @@ pub fn read_onnx_with_limits(
     input_shape: Option<&[usize]>,
     limits: ReadLimits,
 ) -> Result<Graph, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    read_impl(
-        &bytes,
-        input_shape,
-        &path.display().to_string(),
-        path.parent(),
-        limits,
-    )
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+    read_impl(&bytes, input_shape, &path.display().to_string(), path.parent(), limits)
 }
 
 /// Reads an ONNX model from bytes; `origin` names it in error messages. Tensors stored as
 /// external data are refused (there is no model directory to look in); use [`read_onnx`].
-pub fn read_onnx_bytes(
-    bytes: &[u8],
-    input_shape: Option<&[usize]>,
-    origin: &str,
-) -> Result<Graph, ModelError> {
+pub fn read_onnx_bytes(bytes: &[u8], input_shape: Option<&[usize]>, origin: &str) -> Result<Graph, ModelError> {
     read_impl(bytes, input_shape, origin, None, ReadLimits::default())
 }
 
@@ -146,15 +133,11 @@ fn read_impl(
     base_dir: Option<&Path>,
     limits: ReadLimits,
 ) -> Result<Graph, ModelError> {
-    let decode = |detail: String| ModelError::Decode {
-        origin: origin.into(),
-        detail,
-    };
+    let decode = |detail: String| ModelError::Decode { origin: origin.into(), detail };
     if bytes.is_empty() {
         return Err(decode("the file is empty".into()));
     }
-    let model =
-        ModelProto::decode(bytes).map_err(|e| decode(format!("protobuf decoding failed: {e}")))?;
+    let model = ModelProto::decode(bytes).map_err(|e| decode(format!("protobuf decoding failed: {e}")))?;
     let graph = match &model.graph {
         Some(g) if model.ir_version > 0 || !model.opset_import.is_empty() => g,
         _ => return Err(decode("no ONNX graph found in the file".into())),
@@ -189,26 +172,17 @@ fn read_impl(
         init_names.insert(t.name.as_str());
     }
     // The activation input.
-    let inputs: Vec<_> = graph
-        .input
-        .iter()
-        .filter(|i| !init_names.contains(i.name.as_str()))
-        .collect();
+    let inputs: Vec<_> = graph.input.iter().filter(|i| !init_names.contains(i.name.as_str())).collect();
     if inputs.len() != 1 {
         return Err(r.invalid(format!(
             "the model has {} non-initializer inputs ({}); only single-input models are supported",
             inputs.len(),
-            inputs
-                .iter()
-                .map(|i| i.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
         )));
     }
     let inp = inputs[0];
     let shape = r.input_shape(inp, input_shape)?;
-    r.charge(&shape)
-        .map_err(|d| r.invalid(format!("input '{}': {d}", inp.name)))?;
+    r.charge(&shape).map_err(|d| r.invalid(format!("input '{}': {d}", inp.name)))?;
     let id = r.g.add_value(inp.name.clone(), shape);
     r.g.input = id;
     r.names.insert(inp.name.clone(), id);
@@ -225,20 +199,13 @@ fn read_impl(
     let out_name = &graph.output[0].name;
     r.g.output = match r.names.get(out_name) {
         Some(&v) => v,
-        None => {
-            return Err(r.invalid(format!(
-                "graph output '{out_name}' is not produced by any node"
-            )))
-        }
+        None => return Err(r.invalid(format!("graph output '{out_name}' is not produced by any node"))),
     };
     let mut g = r.g;
     g.retain_live();
     canonical::canonicalize(&mut g);
     g.retain_live();
-    g.validate().map_err(|e| ModelError::Invalid {
-        origin: origin.into(),
-        detail: e.to_string(),
-    })?;
+    g.validate().map_err(|e| ModelError::Invalid { origin: origin.into(), detail: e.to_string() })?;
     Ok(g)
 }
 
@@ -296,16 +263,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 fn nearby_ops(op: &str) -> String {
-    let mut v: Vec<(usize, &str)> = SUPPORTED_OPS
-        .iter()
-        .map(|s| (levenshtein(op, s), *s))
-        .collect();
+    let mut v: Vec<(usize, &str)> = SUPPORTED_OPS.iter().map(|s| (levenshtein(op, s), *s)).collect();
     v.sort();
-    v.iter()
-        .take(5)
-        .map(|(_, s)| *s)
-        .collect::<Vec<_>>()
-        .join(", ")
+    v.iter().take(5).map(|(_, s)| *s).collect::<Vec<_>>().join(", ")
 }
 
 fn half_to_f64(bits: u16) -> f64 {
@@ -327,10 +287,7 @@ fn half_to_f64(bits: u16) -> f64 {
 
 impl<'a> Reader<'a> {
     fn invalid(&self, detail: String) -> ModelError {
-        ModelError::Invalid {
-            origin: self.origin.into(),
-            detail,
-        }
+        ModelError::Invalid { origin: self.origin.into(), detail }
     }
 
     fn unsupported(&self, n: &NodeProto, detail: impl Into<String>) -> ModelError {
@@ -345,10 +302,8 @@ impl<'a> Reader<'a> {
     /// Decodes a tensor into an f64 array; returns whether its element type is an integer type.
     fn tensor(&mut self, t: &TensorProto) -> Result<(ArrayD<f64>, bool), ModelError> {
         let origin = self.origin;
-        let bad = |d: String| ModelError::Invalid {
-            origin: origin.into(),
-            detail: format!("tensor '{}': {d}", t.name),
-        };
+        let bad =
+            |d: String| ModelError::Invalid { origin: origin.into(), detail: format!("tensor '{}': {d}", t.name) };
         let mut shape = Vec::with_capacity(t.dims.len());
         let mut count: usize = 1;
         for &d in &t.dims {
@@ -356,15 +311,9 @@ impl<'a> Reader<'a> {
                 return Err(bad(format!("negative dimension in {:?}", t.dims)));
             }
             let d = usize::try_from(d).map_err(|_| bad("dimension too large".into()))?;
-            count = count
-                .checked_mul(d)
-                .filter(|&c| c <= self.limits.max_elements)
-                .ok_or_else(|| {
-                    bad(format!(
-                        "dims {:?} exceed the limit of {} elements per tensor",
-                        t.dims, self.limits.max_elements
-                    ))
-                })?;
+            count = count.checked_mul(d).filter(|&c| c <= self.limits.max_elements).ok_or_else(|| {
+                bad(format!("dims {:?} exceed the limit of {} elements per tensor", t.dims, self.limits.max_elements))
+            })?;
             shape.push(d);
         }
         self.charge(&shape).map_err(bad)?;
@@ -381,13 +330,7 @@ impl<'a> Reader<'a> {
             data_type::DOUBLE | data_type::INT64 | data_type::UINT64 => 8,
             data_type::INT8 | data_type::UINT8 | data_type::BOOL => 1,
             data_type::INT16 | data_type::UINT16 | data_type::FLOAT16 | data_type::BFLOAT16 => 2,
-            _ => {
-                return Err(bad(format!(
-                    "unsupported element type {} ({})",
-                    dt,
-                    data_type::name(dt)
-                )))
-            }
+            _ => return Err(bad(format!("unsupported element type {} ({})", dt, data_type::name(dt)))),
         };
         let data: Vec<f64> = if !raw.is_empty() {
             if raw.len() != count * width {
@@ -404,15 +347,9 @@ impl<'a> Reader<'a> {
                     data_type::FLOAT => f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
                     data_type::INT32 => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
                     data_type::UINT32 => u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
-                    data_type::DOUBLE => {
-                        f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
-                    }
-                    data_type::INT64 => {
-                        i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64
-                    }
-                    data_type::UINT64 => {
-                        u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64
-                    }
+                    data_type::DOUBLE => f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+                    data_type::INT64 => i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64,
+                    data_type::UINT64 => u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64,
                     data_type::INT8 => c[0] as i8 as f64,
                     data_type::UINT8 => c[0] as f64,
                     data_type::BOOL => (c[0] != 0) as u8 as f64,
@@ -427,33 +364,17 @@ impl<'a> Reader<'a> {
                 data_type::FLOAT => t.float_data.iter().map(|&v| v as f64).collect(),
                 data_type::DOUBLE => t.double_data.clone(),
                 data_type::INT64 => t.int64_data.iter().map(|&v| v as f64).collect(),
-                data_type::UINT32 | data_type::UINT64 => {
-                    t.uint64_data.iter().map(|&v| v as f64).collect()
+                data_type::UINT32 | data_type::UINT64 => t.uint64_data.iter().map(|&v| v as f64).collect(),
+                data_type::FLOAT16 => t.int32_data.iter().map(|&v| half_to_f64(v as u16)).collect(),
+                data_type::BFLOAT16 => {
+                    t.int32_data.iter().map(|&v| f32::from_bits((v as u32 & 0xffff) << 16) as f64).collect()
                 }
-                data_type::FLOAT16 => t
-                    .int32_data
-                    .iter()
-                    .map(|&v| half_to_f64(v as u16))
-                    .collect(),
-                data_type::BFLOAT16 => t
-                    .int32_data
-                    .iter()
-                    .map(|&v| f32::from_bits((v as u32 & 0xffff) << 16) as f64)
-                    .collect(),
-                data_type::BOOL => t
-                    .int32_data
-                    .iter()
-                    .map(|&v| (v != 0) as u8 as f64)
-                    .collect(),
+                data_type::BOOL => t.int32_data.iter().map(|&v| (v != 0) as u8 as f64).collect(),
                 _ => t.int32_data.iter().map(|&v| v as f64).collect(),
             }
         };
         if data.len() != count {
-            return Err(bad(format!(
-                "has {} values but dims {:?} need {count}",
-                data.len(),
-                t.dims
-            )));
+            return Err(bad(format!("has {} values but dims {:?} need {count}", data.len(), t.dims)));
         }
         let arr = ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| bad(e.to_string()))?;
         Ok((arr, !data_type::is_float(dt)))
@@ -461,59 +382,30 @@ impl<'a> Reader<'a> {
 
     /// Loads the bytes of an externally stored tensor, if the file is next to the model.
     fn external(&self, t: &TensorProto, count: usize) -> Result<Vec<u8>, ModelError> {
-        let err = |detail: String| ModelError::ExternalData {
-            origin: self.origin.into(),
-            tensor: t.name.clone(),
-            detail,
-        };
-        let get = |k: &str| {
-            t.external_data
-                .iter()
-                .find(|e| e.key == k)
-                .map(|e| e.value.clone())
-        };
+        let err =
+            |detail: String| ModelError::ExternalData { origin: self.origin.into(), tensor: t.name.clone(), detail };
+        let get = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.clone());
         let location = get("location").ok_or_else(|| err("no location given".into()))?;
         let Some(dir) = self.base_dir else {
-            return Err(err(format!(
-                "external data file {location} not found (the model was read from memory)"
-            )));
+            return Err(err(format!("external data file {location} not found (the model was read from memory)")));
         };
         let rel = Path::new(&location);
-        if rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
-            return Err(err(format!(
-                "external data location {location} escapes the model directory"
-            )));
+        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(err(format!("external data location {location} escapes the model directory")));
         }
         let path = dir.join(rel);
         if !path.is_file() {
-            return Err(err(format!(
-                "external data file {} not found",
-                path.display()
-            )));
+            return Err(err(format!("external data file {} not found", path.display())));
         }
-        let bytes = std::fs::read(&path)
-            .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
-        let offset: usize = get("offset")
-            .map_or(Ok(0), |s| s.parse())
-            .map_err(|_| err("bad offset".into()))?;
+        let bytes = std::fs::read(&path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+        let offset: usize = get("offset").map_or(Ok(0), |s| s.parse()).map_err(|_| err("bad offset".into()))?;
         let length: usize = match get("length") {
             Some(s) => s.parse().map_err(|_| err("bad length".into()))?,
             None => bytes.len().saturating_sub(offset),
         };
-        let end = offset
-            .checked_add(length)
-            .filter(|&e| e <= bytes.len())
-            .ok_or_else(|| {
-                err(format!(
-                    "range {offset}+{length} lies outside {} ({} bytes)",
-                    path.display(),
-                    bytes.len()
-                ))
-            })?;
+        let end = offset.checked_add(length).filter(|&e| e <= bytes.len()).ok_or_else(|| {
+            err(format!("range {offset}+{length} lies outside {} ({} bytes)", path.display(), bytes.len()))
+        })?;
         let _ = count;
         Ok(bytes[offset..end].to_vec())
     }
@@ -539,9 +431,7 @@ impl<'a> Reader<'a> {
                 .dim
                 .iter()
                 .map(|d| match &d.value {
-                    Some(dimension::Value::DimValue(v)) if *v > 0 => {
-                        (usize::try_from(*v).ok(), v.to_string())
-                    }
+                    Some(dimension::Value::DimValue(v)) if *v > 0 => (usize::try_from(*v).ok(), v.to_string()),
                     Some(dimension::Value::DimParam(p)) => (None, p.clone()),
                     _ => (None, "?".into()),
                 })
@@ -549,26 +439,15 @@ impl<'a> Reader<'a> {
             None => match given {
                 Some(g) => g.iter().map(|&d| (Some(d), d.to_string())).collect(),
                 None => {
-                    return Err(self.invalid(format!(
-                        "input '{}' has no declared shape; pass --input-shape",
-                        inp.name
-                    )))
+                    return Err(self.invalid(format!("input '{}' has no declared shape; pass --input-shape", inp.name)))
                 }
             },
         };
-        let rendered = format!(
-            "[{}]",
-            dims.iter()
-                .map(|d| d.1.clone())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let rendered = format!("[{}]", dims.iter().map(|d| d.1.clone()).collect::<Vec<_>>().join(", "));
         if let Some(g) = given {
             let mismatch = g.len() != dims.len()
                 || g.iter().any(|&d| d == 0 || d > self.limits.max_elements)
-                || g.iter()
-                    .zip(&dims)
-                    .any(|(&a, (b, _))| b.is_some_and(|b| b != a));
+                || g.iter().zip(&dims).any(|(&a, (b, _))| b.is_some_and(|b| b != a));
             if mismatch {
                 return Err(ModelError::InputShape {
                     origin: self.origin.into(),
@@ -577,8 +456,7 @@ impl<'a> Reader<'a> {
                     given: g.to_vec(),
                 });
             }
-            self.check_size(g)
-                .map_err(|d| self.invalid(format!("input '{}': {d}", inp.name)))?;
+            self.check_size(g).map_err(|d| self.invalid(format!("input '{}': {d}", inp.name)))?;
             return Ok(g.to_vec());
         }
         let mut shape = Vec::with_capacity(dims.len());
@@ -596,18 +474,14 @@ impl<'a> Reader<'a> {
                 }
             }
         }
-        self.check_size(&shape)
-            .map_err(|d| self.invalid(format!("input '{}': {d}", inp.name)))?;
+        self.check_size(&shape).map_err(|d| self.invalid(format!("input '{}': {d}", inp.name)))?;
         Ok(shape)
     }
 
     fn check_size(&self, shape: &[usize]) -> Result<usize, String> {
         match shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b)) {
             Some(c) if c <= self.limits.max_elements => Ok(c),
-            _ => Err(format!(
-                "shape {shape:?} exceeds the limit of {} elements per tensor",
-                self.limits.max_elements
-            )),
+            _ => Err(format!("shape {shape:?} exceeds the limit of {} elements per tensor", self.limits.max_elements)),
         }
     }
 
@@ -649,12 +523,7 @@ impl<'a> Reader<'a> {
             }
             if !progressed {
                 let n = &nodes[start];
-                let missing = n
-                    .input
-                    .iter()
-                    .find(|x| !known.contains(x.as_str()))
-                    .cloned()
-                    .unwrap_or_default();
+                let missing = n.input.iter().find(|x| !known.contains(x.as_str())).cloned().unwrap_or_default();
                 return Err(self.invalid(format!(
                     "node '{}' ({}) reads '{}', which no node, initializer or input defines (or the graph has a cycle)",
                     n.name, n.op_type, missing
@@ -672,22 +541,17 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         if let Some(reason) = self.unusable.get(name) {
-            return Err(self.unsupported(
-                n,
-                format!("input '{name}' is {reason}, which is not supported"),
-            ));
+            return Err(self.unsupported(n, format!("input '{name}' is {reason}, which is not supported")));
         }
-        self.names.get(name).copied().map(Some).ok_or_else(|| {
-            self.invalid(format!(
-                "node '{}' ({}) reads undefined value '{name}'",
-                n.name, n.op_type
-            ))
-        })
+        self.names
+            .get(name)
+            .copied()
+            .map(Some)
+            .ok_or_else(|| self.invalid(format!("node '{}' ({}) reads undefined value '{name}'", n.name, n.op_type)))
     }
 
     fn req(&self, n: &NodeProto, i: usize) -> Result<ValueId, ModelError> {
-        self.input(n, i)?
-            .ok_or_else(|| self.unsupported(n, format!("required input {i} is missing")))
+        self.input(n, i)?.ok_or_else(|| self.unsupported(n, format!("required input {i} is missing")))
     }
 
     fn cst(&self, n: &NodeProto, i: usize, what: &str) -> Result<Option<ArrayD<f64>>, ModelError> {
@@ -703,15 +567,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn cst_ints(
-        &self,
-        n: &NodeProto,
-        i: usize,
-        what: &str,
-    ) -> Result<Option<Vec<i64>>, ModelError> {
-        Ok(self
-            .cst(n, i, what)?
-            .map(|a| a.iter().map(|&v| f64_to_i64(v)).collect()))
+    fn cst_ints(&self, n: &NodeProto, i: usize, what: &str) -> Result<Option<Vec<i64>>, ModelError> {
+        Ok(self.cst(n, i, what)?.map(|a| a.iter().map(|&v| f64_to_i64(v)).collect()))
     }
 
     fn shape(&self, v: ValueId) -> &[usize] {
@@ -738,20 +595,12 @@ impl<'a> Reader<'a> {
         let name = self.out_name(n)?;
         self.names.insert(name, v);
         for extra in n.output.iter().skip(1).filter(|s| !s.is_empty()) {
-            self.unusable.insert(
-                extra.clone(),
-                format!("a secondary output of node '{}' ({})", n.name, n.op_type),
-            );
+            self.unusable.insert(extra.clone(), format!("a secondary output of node '{}' ({})", n.name, n.op_type));
         }
         Ok(())
     }
 
-    fn bind_const(
-        &mut self,
-        n: &NodeProto,
-        a: ArrayD<f64>,
-        is_int: bool,
-    ) -> Result<(), ModelError> {
+    fn bind_const(&mut self, n: &NodeProto, a: ArrayD<f64>, is_int: bool) -> Result<(), ModelError> {
         let name = self.out_name(n)?;
         let a = if is_int { a.mapv(f64::trunc) } else { a };
         let v = self.g.add_constant(name, a);
@@ -771,15 +620,10 @@ impl<'a> Reader<'a> {
         hint: Option<Vec<usize>>,
     ) -> Result<ValueId, ModelError> {
         let shapes: Vec<&[usize]> = inputs.iter().map(|&i| self.shape(i)).collect();
-        let shape = infer::output_shape(&op, &shapes, hint.as_deref())
-            .map_err(|d| self.unsupported(n, d))?;
-        self.charge(&shape)
-            .map_err(|d| self.unsupported(n, d))?;
+        let shape = infer::output_shape(&op, &shapes, hint.as_deref()).map_err(|d| self.unsupported(n, d))?;
+        self.charge(&shape).map_err(|d| self.unsupported(n, d))?;
         if inputs.iter().all(|&i| self.g.is_constant(i)) {
-            let arrs: Vec<&ArrayD<f64>> = inputs
-                .iter()
-                .map(|&i| self.g.constant(i).expect("constant"))
-                .collect();
+            let arrs: Vec<&ArrayD<f64>> = inputs.iter().map(|&i| self.g.constant(i).expect("constant")).collect();
             let out = eval_op(&op, &arrs, &shape)
                 .map_err(|d| self.unsupported(n, format!("constant folding failed: {d}")))?;
             let data_int = match op {
@@ -803,16 +647,7 @@ impl<'a> Reader<'a> {
             return Ok(v);
         }
         let v = self.g.add_value(name.to_string(), shape);
-        self.g.add_node(
-            if n.name.is_empty() {
-                name.to_string()
-            } else {
-                n.name.clone()
-            },
-            op,
-            inputs,
-            v,
-        );
+        self.g.add_node(if n.name.is_empty() { name.to_string() } else { n.name.clone() }, op, inputs, v);
         Ok(v)
     }
 
@@ -841,10 +676,7 @@ impl<'a> Reader<'a> {
             "NOTSET" | "" => {
                 let p = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
                 if p.len() != 4 || p.iter().any(|&v| !(0..=1 << 20).contains(&v)) {
-                    return Err(self.unsupported(
-                        n,
-                        format!("pads {p:?} must be 4 non-negative values for a 2-D op"),
-                    ));
+                    return Err(self.unsupported(n, format!("pads {p:?} must be 4 non-negative values for a 2-D op")));
                 }
                 Ok([p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize])
             }
@@ -857,11 +689,7 @@ impl<'a> Reader<'a> {
                     let eff = dil[i] * kernel[i].saturating_sub(1) + 1;
                     let total = (out.saturating_sub(1) * strides[i] + eff).saturating_sub(inp);
                     let small = total / 2;
-                    let (b, e) = if auto == "SAME_UPPER" {
-                        (small, total - small)
-                    } else {
-                        (total - small, small)
-                    };
+                    let (b, e) = if auto == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
                     pads[i] = b;
                     pads[i + 2] = e;
                 }
@@ -877,10 +705,9 @@ impl<'a> Reader<'a> {
             Some(v) if v.len() == 2 && v.iter().all(|&x| (1..=1 << 20).contains(&x)) => {
                 Ok([v[0] as usize, v[1] as usize])
             }
-            Some(v) => Err(self.unsupported(
-                n,
-                format!("{name} {v:?} must be two positive values (only 2-D is supported)"),
-            )),
+            Some(v) => {
+                Err(self.unsupported(n, format!("{name} {v:?} must be two positive values (only 2-D is supported)")))
+            }
         }
     }
 
@@ -940,31 +767,22 @@ impl<'a> Reader<'a> {
             }
             "Constant" => {
                 let (arr, is_int) = if let Some(a) = attr(n, "value") {
-                    let t = a
-                        .t
-                        .as_ref()
-                        .ok_or_else(|| self.unsupported(n, "attribute 'value' has no tensor"))?;
+                    let t = a.t.as_ref().ok_or_else(|| self.unsupported(n, "attribute 'value' has no tensor"))?;
                     self.tensor(t)?
                 } else if let Some(a) = attr(n, "value_float") {
                     (ArrayD::from_elem(IxDyn(&[]), a.f as f64), false)
                 } else if let Some(a) = attr(n, "value_floats") {
                     (
-                        ArrayD::from_shape_vec(
-                            IxDyn(&[a.floats.len()]),
-                            a.floats.iter().map(|&v| v as f64).collect(),
-                        )
-                        .expect("1-D"),
+                        ArrayD::from_shape_vec(IxDyn(&[a.floats.len()]), a.floats.iter().map(|&v| v as f64).collect())
+                            .expect("1-D"),
                         false,
                     )
                 } else if let Some(a) = attr(n, "value_int") {
                     (ArrayD::from_elem(IxDyn(&[]), a.i as f64), true)
                 } else if let Some(a) = attr(n, "value_ints") {
                     (
-                        ArrayD::from_shape_vec(
-                            IxDyn(&[a.ints.len()]),
-                            a.ints.iter().map(|&v| v as f64).collect(),
-                        )
-                        .expect("1-D"),
+                        ArrayD::from_shape_vec(IxDyn(&[a.ints.len()]), a.ints.iter().map(|&v| v as f64).collect())
+                            .expect("1-D"),
                         true,
                     )
                 } else {
@@ -979,22 +797,14 @@ impl<'a> Reader<'a> {
                 let x = self.req(n, 0)?;
                 let s: Vec<f64> = self.shape(x).iter().map(|&d| d as f64).collect();
                 if op == "Size" {
-                    return self.bind_const(
-                        n,
-                        ArrayD::from_elem(IxDyn(&[]), s.iter().product()),
-                        true,
-                    );
+                    return self.bind_const(n, ArrayD::from_elem(IxDyn(&[]), s.iter().product()), true);
                 }
                 let r = s.len() as i64;
                 let norm = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
                 let start = norm(attr_i(n, "start", 0));
                 let end = norm(attr_i(n, "end", r)).max(start);
                 let part = s[start..end].to_vec();
-                self.bind_const(
-                    n,
-                    ArrayD::from_shape_vec(IxDyn(&[part.len()]), part).expect("1-D"),
-                    true,
-                )
+                self.bind_const(n, ArrayD::from_shape_vec(IxDyn(&[part.len()]), part).expect("1-D"), true)
             }
             "ConstantOfShape" => {
                 let shape = self.cst_ints(n, 0, "shape")?.unwrap_or_default();
@@ -1002,8 +812,7 @@ impl<'a> Reader<'a> {
                     return Err(self.unsupported(n, format!("negative dimension in {shape:?}")));
                 }
                 let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-                self.charge(&shape)
-                    .map_err(|d| self.unsupported(n, d))?;
+                self.charge(&shape).map_err(|d| self.unsupported(n, d))?;
                 let (val, is_int) = match attr(n, "value").and_then(|a| a.t.as_ref()) {
                     Some(t) => {
                         let (a, i) = self.tensor(t)?;
@@ -1015,20 +824,11 @@ impl<'a> Reader<'a> {
             }
             "Range" => {
                 let get = |i: usize, w: &str| -> Result<f64, ModelError> {
-                    let a = self
-                        .cst(n, i, w)?
-                        .ok_or_else(|| self.unsupported(n, format!("missing {w}")))?;
-                    a.iter()
-                        .next()
-                        .copied()
-                        .ok_or_else(|| self.unsupported(n, format!("empty {w}")))
+                    let a = self.cst(n, i, w)?.ok_or_else(|| self.unsupported(n, format!("missing {w}")))?;
+                    a.iter().next().copied().ok_or_else(|| self.unsupported(n, format!("empty {w}")))
                 };
                 let (s, l, d) = (get(0, "start")?, get(1, "limit")?, get(2, "delta")?);
-                let count = if d == 0.0 {
-                    f64::NAN
-                } else {
-                    ((l - s) / d).ceil().max(0.0)
-                };
+                let count = if d == 0.0 { f64::NAN } else { ((l - s) / d).ceil().max(0.0) };
                 if !(count.is_finite() && count <= self.limits.max_elements as f64) {
                     return Err(self.unsupported(
                         n,
@@ -1038,19 +838,10 @@ impl<'a> Reader<'a> {
                         ),
                     ));
                 }
-                self.charge(&[count as usize])
-                    .map_err(|d| self.unsupported(n, d))?;
+                self.charge(&[count as usize]).map_err(|d| self.unsupported(n, d))?;
                 let v: Vec<f64> = (0..count as usize).map(|i| s + i as f64 * d).collect();
-                let is_int = n
-                    .input
-                    .first()
-                    .and_then(|s| self.names.get(s))
-                    .is_some_and(|v| self.ints.contains(v));
-                self.bind_const(
-                    n,
-                    ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).expect("1-D"),
-                    is_int,
-                )
+                let is_int = n.input.first().and_then(|s| self.names.get(s)).is_some_and(|v| self.ints.contains(v));
+                self.bind_const(n, ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).expect("1-D"), is_int)
             }
             "Equal" | "Not" | "Where" => {
                 let k = if op == "Where" {
@@ -1062,17 +853,13 @@ impl<'a> Reader<'a> {
                 };
                 let mut arrs = Vec::new();
                 for i in 0..k {
-                    arrs.push(
-                        self.cst(n, i, "data")?
-                            .ok_or_else(|| self.unsupported(n, "missing input"))?,
-                    );
+                    arrs.push(self.cst(n, i, "data")?.ok_or_else(|| self.unsupported(n, "missing input"))?);
                 }
                 let out_shape = arrs[1..]
                     .iter()
                     .try_fold(arrs[0].shape().to_vec(), |s, a| broadcast(&s, a.shape()))
                     .map_err(|d| self.unsupported(n, d))?;
-                self.charge(&out_shape)
-                    .map_err(|d| self.unsupported(n, d))?;
+                self.charge(&out_shape).map_err(|d| self.unsupported(n, d))?;
                 let out = match op {
                     "Not" => arrs[0].mapv(|v| (v == 0.0) as u8 as f64),
                     "Equal" => eval_op(&Op::Sub, &[&arrs[0], &arrs[1]], &[])
@@ -1083,26 +870,17 @@ impl<'a> Reader<'a> {
                             .and_then(|s| broadcast(&s, arrs[2].shape()))
                             .map_err(|d| self.unsupported(n, d))?;
                         let sh = IxDyn(&shape);
-                        let (c, a, b) = (
-                            arrs[0].broadcast(sh.clone()),
-                            arrs[1].broadcast(sh.clone()),
-                            arrs[2].broadcast(sh),
-                        );
+                        let (c, a, b) =
+                            (arrs[0].broadcast(sh.clone()), arrs[1].broadcast(sh.clone()), arrs[2].broadcast(sh));
                         let (Some(c), Some(a), Some(b)) = (c, a, b) else {
                             return Err(self.unsupported(n, "broadcast failed"));
                         };
-                        ndarray::Zip::from(&c)
-                            .and(&a)
-                            .and(&b)
-                            .map_collect(|&c, &a, &b| if c != 0.0 { a } else { b })
+                        ndarray::Zip::from(&c).and(&a).and(&b).map_collect(|&c, &a, &b| if c != 0.0 { a } else { b })
                     }
                 };
                 let is_int = op != "Where"
                     || [1, 2].iter().all(|&i| {
-                        n.input
-                            .get(i)
-                            .and_then(|s| self.names.get(s))
-                            .is_some_and(|v| self.ints.contains(v))
+                        n.input.get(i).and_then(|s| self.names.get(s)).is_some_and(|v| self.ints.contains(v))
                     });
                 self.bind_const(n, out, is_int)
             }
@@ -1132,14 +910,7 @@ impl<'a> Reader<'a> {
             }
             "LeakyRelu" => {
                 let x = self.req(n, 0)?;
-                self.emit(
-                    n,
-                    Op::LeakyRelu {
-                        alpha: attr_f(n, "alpha", 0.01),
-                    },
-                    vec![x],
-                    None,
-                )
+                self.emit(n, Op::LeakyRelu { alpha: attr_f(n, "alpha", 0.01) }, vec![x], None)
             }
             "Gelu" => {
                 let x = self.req(n, 0)?;
@@ -1147,10 +918,7 @@ impl<'a> Reader<'a> {
                     None | Some("none") => false,
                     Some("tanh") => true,
                     Some(o) => {
-                        return Err(self.unsupported(
-                            n,
-                            format!("approximate='{o}' is not supported (none or tanh)"),
-                        ))
+                        return Err(self.unsupported(n, format!("approximate='{o}' is not supported (none or tanh)")))
                     }
                 };
                 self.emit(n, Op::Gelu { tanh }, vec![x], None)
@@ -1180,11 +948,7 @@ impl<'a> Reader<'a> {
                 let name = self.out_name(n)?;
                 let mut acc = first;
                 for (i, &b) in rest.iter().enumerate() {
-                    let nm = if i + 1 == rest.len() {
-                        name.clone()
-                    } else {
-                        format!("{name}/max{i}")
-                    };
+                    let nm = if i + 1 == rest.len() { name.clone() } else { format!("{name}/max{i}") };
                     acc = self.add(n, &nm, Op::Max, vec![acc, b], None)?;
                 }
                 self.finish(n, acc)
@@ -1213,9 +977,7 @@ impl<'a> Reader<'a> {
                 let mut ax: Vec<usize> = if axes.is_empty() {
                     (0..r).collect()
                 } else {
-                    axes.iter()
-                        .map(|&a| self.axis(n, a, r))
-                        .collect::<Result<_, _>>()?
+                    axes.iter().map(|&a| self.axis(n, a, r)).collect::<Result<_, _>>()?
                 };
                 ax.sort_unstable();
                 ax.dedup();
@@ -1233,41 +995,21 @@ impl<'a> Reader<'a> {
                 let axis = self.axis(n, attr_i(n, "axis", -1), self.shape(x).len())?;
                 let mut ins = vec![x, s];
                 ins.extend(b);
-                self.emit(
-                    n,
-                    Op::LayerNorm {
-                        axis,
-                        epsilon: attr_f(n, "epsilon", 1e-5),
-                    },
-                    ins,
-                    None,
-                )
+                self.emit(n, Op::LayerNorm { axis, epsilon: attr_f(n, "epsilon", 1e-5) }, ins, None)
             }
             "BatchNormalization" => {
                 if attr_i(n, "training_mode", 0) != 0 {
-                    return Err(self.unsupported(
-                        n,
-                        "training_mode=1 is not supported; export the model in eval() mode",
-                    ));
+                    return Err(
+                        self.unsupported(n, "training_mode=1 is not supported; export the model in eval() mode")
+                    );
                 }
-                let ins = (0..5)
-                    .map(|i| self.req(n, i))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let ins = (0..5).map(|i| self.req(n, i)).collect::<Result<Vec<_>, _>>()?;
                 for &p in &ins[1..] {
                     if !self.g.is_constant(p) {
-                        return Err(
-                            self.unsupported(n, "scale, bias, mean and variance must be constants")
-                        );
+                        return Err(self.unsupported(n, "scale, bias, mean and variance must be constants"));
                     }
                 }
-                self.emit(
-                    n,
-                    Op::BatchNorm {
-                        epsilon: attr_f(n, "epsilon", 1e-5),
-                    },
-                    ins,
-                    None,
-                )
+                self.emit(n, Op::BatchNorm { epsilon: attr_f(n, "epsilon", 1e-5) }, ins, None)
             }
             "Conv" => {
                 let x = self.req(n, 0)?;
@@ -1275,20 +1017,18 @@ impl<'a> Reader<'a> {
                 let b = self.input(n, 2)?;
                 let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
                 if xs.len() != 4 || ws.len() != 4 {
-                    return Err(self.unsupported(
-                        n,
-                        format!("only 2-D convolution is supported (input {xs:?}, weight {ws:?})"),
-                    ));
+                    return Err(
+                        self.unsupported(n, format!("only 2-D convolution is supported (input {xs:?}, weight {ws:?})"))
+                    );
                 }
                 if !self.g.is_constant(w) || b.is_some_and(|b| !self.g.is_constant(b)) {
                     return Err(self.unsupported(n, "the weight and bias must be constants"));
                 }
                 if let Some(k) = attr_ints(n, "kernel_shape") {
                     if k != [ws[2] as i64, ws[3] as i64] {
-                        return Err(self.unsupported(
-                            n,
-                            format!("kernel_shape {k:?} disagrees with the weight shape {ws:?}"),
-                        ));
+                        return Err(
+                            self.unsupported(n, format!("kernel_shape {k:?} disagrees with the weight shape {ws:?}"))
+                        );
                     }
                 }
                 let strides = self.pair(n, "strides", 1)?;
@@ -1300,72 +1040,34 @@ impl<'a> Reader<'a> {
                 }
                 let mut ins = vec![x, w];
                 ins.extend(b);
-                self.emit(
-                    n,
-                    Op::Conv {
-                        strides,
-                        pads,
-                        dilations,
-                        groups: groups as usize,
-                    },
-                    ins,
-                    None,
-                )
+                self.emit(n, Op::Conv { strides, pads, dilations, groups: groups as usize }, ins, None)
             }
             "MaxPool" | "AveragePool" => {
                 let x = self.req(n, 0)?;
                 let xs = self.shape(x).to_vec();
                 if xs.len() != 4 {
-                    return Err(self.unsupported(
-                        n,
-                        format!("only 2-D pooling on [N,C,H,W] is supported, input is {xs:?}"),
-                    ));
+                    return Err(
+                        self.unsupported(n, format!("only 2-D pooling on [N,C,H,W] is supported, input is {xs:?}"))
+                    );
                 }
                 let kernel = match attr_ints(n, "kernel_shape") {
                     Some(k) if k.len() == 2 && k.iter().all(|&v| (1..=1 << 20).contains(&v)) => {
                         [k[0] as usize, k[1] as usize]
                     }
-                    k => {
-                        return Err(self.unsupported(
-                            n,
-                            format!("kernel_shape {k:?} must be two positive values"),
-                        ))
-                    }
+                    k => return Err(self.unsupported(n, format!("kernel_shape {k:?} must be two positive values"))),
                 };
                 let strides = self.pair(n, "strides", 1)?;
                 let dilations = self.pair(n, "dilations", 1)?;
                 let pads = self.pads2d(n, &xs, kernel, strides, dilations)?;
                 let ceil_mode = attr_i(n, "ceil_mode", 0) != 0;
                 if op == "MaxPool" {
-                    self.emit(
-                        n,
-                        Op::MaxPool {
-                            kernel,
-                            strides,
-                            pads,
-                            dilations,
-                            ceil_mode,
-                        },
-                        vec![x],
-                        None,
-                    )
+                    self.emit(n, Op::MaxPool { kernel, strides, pads, dilations, ceil_mode }, vec![x], None)
                 } else {
                     if dilations != [1, 1] {
                         return Err(self.unsupported(n, "dilated average pooling is not supported"));
                     }
                     let count_include_pad = attr_i(n, "count_include_pad", 0) != 0;
-                    self.emit(
-                        n,
-                        Op::AveragePool {
-                            kernel,
-                            strides,
-                            pads,
-                            count_include_pad,
-                            ceil_mode,
-                        },
-                        vec![x],
-                        None,
-                    )
+                    self.emit(n, Op::AveragePool { kernel, strides, pads, count_include_pad, ceil_mode }, vec![x], None)
                 }
             }
             "GlobalAveragePool" => {
@@ -1394,19 +1096,13 @@ impl<'a> Reader<'a> {
                 let s = self.shape(x).to_vec();
                 let r = s.len();
                 let a = attr_i(n, "axis", 1);
-                let axis = if a == r as i64 {
-                    r
-                } else {
-                    self.axis(n, a, r)?
-                };
+                let axis = if a == r as i64 { r } else { self.axis(n, a, r)? };
                 let target = vec![s[..axis].iter().product(), s[axis..].iter().product()];
                 self.emit(n, Op::Reshape, vec![x], Some(target))
             }
             "Reshape" => {
                 let x = self.req(n, 0)?;
-                let spec = self
-                    .cst_ints(n, 1, "shape")?
-                    .ok_or_else(|| self.unsupported(n, "missing shape input"))?;
+                let spec = self.cst_ints(n, 1, "shape")?.ok_or_else(|| self.unsupported(n, "missing shape input"))?;
                 let s = self.shape(x).to_vec();
                 let allowzero = attr_i(n, "allowzero", 0) != 0;
                 let total: usize = s.iter().product();
@@ -1419,33 +1115,18 @@ impl<'a> Reader<'a> {
                             target.push(1);
                         }
                         0 if !allowzero => target.push(*s.get(i).ok_or_else(|| {
-                            self.unsupported(
-                                n,
-                                format!(
-                                    "shape {spec:?}: 0 at {i} copies a missing input dimension"
-                                ),
-                            )
+                            self.unsupported(n, format!("shape {spec:?}: 0 at {i} copies a missing input dimension"))
                         })?),
-                        d if d >= 0 => target.push(
-                            usize::try_from(d)
-                                .map_err(|_| self.unsupported(n, "dimension too large"))?,
-                        ),
-                        _ => {
-                            return Err(
-                                self.unsupported(n, format!("invalid target shape {spec:?}"))
-                            )
+                        d if d >= 0 => {
+                            target.push(usize::try_from(d).map_err(|_| self.unsupported(n, "dimension too large"))?)
                         }
+                        _ => return Err(self.unsupported(n, format!("invalid target shape {spec:?}"))),
                     }
                 }
                 if let Some(i) = infer_at {
-                    let known = target
-                        .iter()
-                        .try_fold(1usize, |a, &b| a.checked_mul(b))
-                        .unwrap_or(0);
+                    let known = target.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).unwrap_or(0);
                     if known == 0 || !total.is_multiple_of(known) {
-                        return Err(
-                            self.unsupported(n, format!("cannot reshape {s:?} to {spec:?}"))
-                        );
+                        return Err(self.unsupported(n, format!("cannot reshape {s:?} to {spec:?}")));
                     }
                     target[i] = total / known;
                 }
@@ -1460,45 +1141,26 @@ impl<'a> Reader<'a> {
                 };
                 let target = if op == "Squeeze" {
                     let ax: Vec<usize> = match axes {
-                        Some(a) => a
-                            .iter()
-                            .map(|&v| self.axis(n, v, s.len()))
-                            .collect::<Result<_, _>>()?,
+                        Some(a) => a.iter().map(|&v| self.axis(n, v, s.len())).collect::<Result<_, _>>()?,
                         None => (0..s.len()).filter(|&i| s[i] == 1).collect(),
                     };
                     if let Some(&bad) = ax.iter().find(|&&a| s[a] != 1) {
-                        return Err(self.unsupported(
-                            n,
-                            format!("cannot squeeze axis {bad} of size {} in {s:?}", s[bad]),
-                        ));
+                        return Err(
+                            self.unsupported(n, format!("cannot squeeze axis {bad} of size {} in {s:?}", s[bad]))
+                        );
                     }
-                    s.iter()
-                        .enumerate()
-                        .filter(|(i, _)| !ax.contains(i))
-                        .map(|(_, &d)| d)
-                        .collect()
+                    s.iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, &d)| d).collect()
                 } else {
                     let a = axes.ok_or_else(|| self.unsupported(n, "missing axes"))?;
                     let r = s.len() + a.len();
-                    let mut ax: Vec<usize> = a
-                        .iter()
-                        .map(|&v| self.axis(n, v, r))
-                        .collect::<Result<_, _>>()?;
+                    let mut ax: Vec<usize> = a.iter().map(|&v| self.axis(n, v, r)).collect::<Result<_, _>>()?;
                     ax.sort_unstable();
                     ax.dedup();
                     if ax.len() != a.len() {
                         return Err(self.unsupported(n, format!("repeated axes {a:?}")));
                     }
                     let mut it = s.iter();
-                    (0..r)
-                        .map(|i| {
-                            if ax.contains(&i) {
-                                1
-                            } else {
-                                *it.next().unwrap_or(&1)
-                            }
-                        })
-                        .collect()
+                    (0..r).map(|i| if ax.contains(&i) { 1 } else { *it.next().unwrap_or(&1) }).collect()
                 };
                 self.emit(n, Op::Reshape, vec![x], Some(target))
             }
@@ -1506,10 +1168,7 @@ impl<'a> Reader<'a> {
                 let x = self.req(n, 0)?;
                 let r = self.shape(x).len();
                 let perm = match attr_ints(n, "perm") {
-                    Some(p) => p
-                        .iter()
-                        .map(|&v| self.axis(n, v, r))
-                        .collect::<Result<Vec<_>, _>>()?,
+                    Some(p) => p.iter().map(|&v| self.axis(n, v, r)).collect::<Result<Vec<_>, _>>()?,
                     None => (0..r).rev().collect(),
                 };
                 self.emit(n, Op::Transpose { perm }, vec![x], None)
@@ -1529,9 +1188,7 @@ impl<'a> Reader<'a> {
             }
             "Expand" => {
                 let x = self.req(n, 0)?;
-                let spec = self
-                    .cst_ints(n, 1, "shape")?
-                    .ok_or_else(|| self.unsupported(n, "missing shape input"))?;
+                let spec = self.cst_ints(n, 1, "shape")?.ok_or_else(|| self.unsupported(n, "missing shape input"))?;
                 if spec.iter().any(|&d| d < 0) {
                     return Err(self.unsupported(n, format!("invalid shape {spec:?}")));
                 }
@@ -1561,42 +1218,25 @@ impl<'a> Reader<'a> {
                 let axes = axes.unwrap_or_else(|| (0..k as i64).collect());
                 let steps = steps.unwrap_or_else(|| vec![1; k]);
                 if ends.len() != k || axes.len() != k || steps.len() != k {
-                    return Err(
-                        self.unsupported(n, "starts, ends, axes and steps have different lengths")
-                    );
+                    return Err(self.unsupported(n, "starts, ends, axes and steps have different lengths"));
                 }
                 let (mut st, mut en, mut ax, mut sp) = (vec![], vec![], vec![], vec![]);
                 for i in 0..k {
                     let a = self.axis(n, axes[i], s.len())?;
                     if steps[i] <= 0 {
-                        return Err(self.unsupported(
-                            n,
-                            format!(
-                                "step {} is not supported; only positive steps are",
-                                steps[i]
-                            ),
-                        ));
+                        return Err(
+                            self.unsupported(n, format!("step {} is not supported; only positive steps are", steps[i]))
+                        );
                     }
                     let d = s[a] as i64;
-                    let norm =
-                        |v: i64| (if v < 0 { v.saturating_add(d) } else { v }).clamp(0, d) as usize;
+                    let norm = |v: i64| (if v < 0 { v.saturating_add(d) } else { v }).clamp(0, d) as usize;
                     let (b, e) = (norm(starts[i]), norm(ends[i]));
                     st.push(b);
                     en.push(e.max(b));
                     ax.push(a);
                     sp.push(steps[i] as usize);
                 }
-                self.emit(
-                    n,
-                    Op::Slice {
-                        starts: st,
-                        ends: en,
-                        axes: ax,
-                        steps: sp,
-                    },
-                    vec![x],
-                    None,
-                )
+                self.emit(n, Op::Slice { starts: st, ends: en, axes: ax, steps: sp }, vec![x], None)
             }
             "Split" => {
                 let x = self.req(n, 0)?;
@@ -1604,45 +1244,30 @@ impl<'a> Reader<'a> {
                 let axis = self.axis(n, attr_i(n, "axis", 0), s.len())?;
                 let d = s[axis];
                 let k = n.output.len();
-                let sizes: Vec<usize> =
-                    match attr_ints(n, "split").or(self.cst_ints(n, 1, "split")?) {
-                        Some(v) => {
-                            if v.len() != k
-                                || v.iter().any(|&x| x < 0)
-                                || v.iter().sum::<i64>() != d as i64
-                            {
-                                return Err(self.unsupported(
-                                    n,
-                                    format!(
-                                    "split sizes {v:?} do not partition size {d} into {k} outputs"
-                                ),
-                                ));
-                            }
-                            v.iter().map(|&x| x as usize).collect()
+                let sizes: Vec<usize> = match attr_ints(n, "split").or(self.cst_ints(n, 1, "split")?) {
+                    Some(v) => {
+                        if v.len() != k || v.iter().any(|&x| x < 0) || v.iter().sum::<i64>() != d as i64 {
+                            return Err(self.unsupported(
+                                n,
+                                format!("split sizes {v:?} do not partition size {d} into {k} outputs"),
+                            ));
                         }
-                        None => {
-                            let parts = attr_i(n, "num_outputs", k as i64).max(1) as usize;
-                            if parts != k {
-                                return Err(self.unsupported(
-                                    n,
-                                    format!("num_outputs {parts} differs from {k} outputs"),
-                                ));
-                            }
-                            let chunk = d.div_ceil(parts);
-                            (0..parts)
-                                .map(|i| chunk.min(d.saturating_sub(i * chunk)))
-                                .collect()
+                        v.iter().map(|&x| x as usize).collect()
+                    }
+                    None => {
+                        let parts = attr_i(n, "num_outputs", k as i64).max(1) as usize;
+                        if parts != k {
+                            return Err(self.unsupported(n, format!("num_outputs {parts} differs from {k} outputs")));
                         }
-                    };
+                        let chunk = d.div_ceil(parts);
+                        (0..parts).map(|i| chunk.min(d.saturating_sub(i * chunk))).collect()
+                    }
+                };
                 let mut start = 0;
                 for (i, &len) in sizes.iter().enumerate() {
                     let name = n.output[i].clone();
-                    let op = Op::Slice {
-                        starts: vec![start],
-                        ends: vec![start + len],
-                        axes: vec![axis],
-                        steps: vec![1],
-                    };
+                    let op =
+                        Op::Slice { starts: vec![start], ends: vec![start + len], axes: vec![axis], steps: vec![1] };
                     start += len;
                     if name.is_empty() {
                         continue;
@@ -1654,9 +1279,7 @@ impl<'a> Reader<'a> {
             }
             "Gather" => {
                 let x = self.req(n, 0)?;
-                let idx = self
-                    .cst(n, 1, "indices")?
-                    .ok_or_else(|| self.unsupported(n, "missing indices"))?;
+                let idx = self.cst(n, 1, "indices")?.ok_or_else(|| self.unsupported(n, "missing indices"))?;
                 let s = self.shape(x).to_vec();
                 let axis = self.axis(n, attr_i(n, "axis", 0), s.len())?;
                 let d = s[axis] as i64;
@@ -1670,10 +1293,7 @@ impl<'a> Reader<'a> {
                     j
                 });
                 if let Some(i) = bad {
-                    return Err(self.unsupported(
-                        n,
-                        format!("index {i} is out of range for axis {axis} of size {d}"),
-                    ));
+                    return Err(self.unsupported(n, format!("index {i} is out of range for axis {axis} of size {d}")));
                 }
                 self.emit(n, Op::Gather { axis, indices }, vec![x], None)
             }
@@ -1681,34 +1301,31 @@ impl<'a> Reader<'a> {
                 let x = self.req(n, 0)?;
                 let mode = attr_s(n, "mode").unwrap_or_else(|| "constant".into());
                 if mode != "constant" {
-                    return Err(self.unsupported(
-                        n,
-                        format!("mode '{mode}' is not supported; only constant padding is"),
-                    ));
+                    return Err(
+                        self.unsupported(n, format!("mode '{mode}' is not supported; only constant padding is"))
+                    );
                 }
                 let r = self.shape(x).len();
                 let (p, value) = match attr_ints(n, "pads") {
                     Some(p) => (p, attr_f(n, "value", 0.0)),
                     None => {
-                        let p = self
-                            .cst_ints(n, 1, "pads")?
-                            .ok_or_else(|| self.unsupported(n, "missing pads"))?;
-                        let v = self
-                            .cst(n, 2, "constant_value")?
-                            .and_then(|a| a.iter().next().copied())
-                            .unwrap_or(0.0);
+                        let p = self.cst_ints(n, 1, "pads")?.ok_or_else(|| self.unsupported(n, "missing pads"))?;
+                        let v = self.cst(n, 2, "constant_value")?.and_then(|a| a.iter().next().copied()).unwrap_or(0.0);
                         (p, v)
                     }
                 };
                 let axes: Vec<usize> = match self.cst_ints(n, 3, "axes")? {
-                    Some(a) => a
-                        .iter()
-                        .map(|&v| self.axis(n, v, r))
-                        .collect::<Result<_, _>>()?,
+                    Some(a) => a.iter().map(|&v| self.axis(n, v, r)).collect::<Result<_, _>>()?,
                     None => (0..r).collect(),
                 };
                 if p.len() != 2 * axes.len() || p.iter().any(|&v| !(0..=1 << 20).contains(&v)) {
-                    return Err(self.unsupported(n, format!("pads {p:?} must be {} non-negative values (negative pads are not supported)", 2 * axes.len())));
+                    return Err(self.unsupported(
+                        n,
+                        format!(
+                            "pads {p:?} must be {} non-negative values (negative pads are not supported)",
+                            2 * axes.len()
+                        ),
+                    ));
                 }
                 let mut pads = vec![(0, 0); r];
                 for (i, &a) in axes.iter().enumerate() {

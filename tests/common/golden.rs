@@ -115,7 +115,11 @@ pub fn replay(case: &GoldenCase, network: &Network) {
 
     let name = &case.name;
     let decoder = &case.json["decoder"];
-    assert_close(&format!("{name} decoder offset"), &network.operand_offset(&network.readout, &network.unit_outputs()), &floats(&decoder["offset"]));
+    assert_close(
+        &format!("{name} decoder offset"),
+        &network.operand_offset(&network.readout, &network.unit_outputs()),
+        &floats(&decoder["offset"]),
+    );
     assert_close(&format!("{name} decoder bias"), &network.readout.bias, &floats(&decoder["bias(y_init)"]));
 
     let encoder = case.json["encoder"].as_array().unwrap();
