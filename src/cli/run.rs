@@ -573,8 +573,13 @@ struct Row {
 }
 
 impl<F: Real> Report<'_, F> {
+    /// Neurons, not counting relays (real-valued accumulators).
     fn neurons(&self) -> usize {
-        self.network.populations.iter().map(|p| p.size()).sum()
+        self.network.populations.iter().filter(|p| !p.kind.is_relay()).map(|p| p.size()).sum()
+    }
+
+    fn relays(&self) -> usize {
+        self.network.populations.iter().filter(|p| p.kind.is_relay()).count()
     }
 
     fn ann_accuracy(&self) -> Option<f64> {
@@ -647,8 +652,13 @@ impl<F: Real> Report<'_, F> {
             s.threads
         );
         let _ = writeln!(out, "calibration  {}", self.calibration_source);
-        let _ =
-            writeln!(out, "network      {} populations, {} neurons", self.network.populations.len(), self.neurons());
+        let populations = self.network.populations.len() - self.relays();
+        let _ = writeln!(
+            out,
+            "network      {populations} neuron populations, {} neurons, {} relays",
+            self.neurons(),
+            self.relays()
+        );
         let _ = match self.ann_accuracy() {
             Some(a) => writeln!(out, "ANN accuracy {}", percent(a)),
             None => writeln!(out, "ANN accuracy -"),
@@ -704,8 +714,9 @@ impl<F: Real> Report<'_, F> {
             },
             "calibration": self.calibration_source,
             "network": {
-                "populations": self.network.populations.len(),
+                "populations": self.network.populations.len() - self.relays(),
                 "neurons": self.neurons(),
+                "relays": self.relays(),
                 "outputs": self.output_size,
             },
             "conversion_notes": self.notes,
