@@ -206,6 +206,32 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether every output element depends only on the same element of the (broadcast)
+    /// inputs: the arithmetic, comparison-free elementwise ops and the neuron functions.
+    pub fn is_elementwise(&self) -> bool {
+        matches!(
+            self,
+            Op::Add
+                | Op::Sub
+                | Op::Mul
+                | Op::Div
+                | Op::Neg
+                | Op::Relu
+                | Op::LeakyRelu { .. }
+                | Op::Gelu { .. }
+                | Op::Sigmoid
+                | Op::Tanh
+                | Op::Exp
+                | Op::Abs
+                | Op::Sqrt
+                | Op::Erf
+                | Op::Pow
+                | Op::Max
+                | Op::DivSqrt
+                | Op::Square
+        )
+    }
+
     /// Short name of the op (the variant name).
     pub fn name(&self) -> &'static str {
         match self {

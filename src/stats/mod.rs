@@ -350,24 +350,7 @@ pub fn ann_layers(graph: &Graph) -> Vec<AnnLayer> {
                 }
                 layer.activation_writes = out;
             }
-            Op::Add
-            | Op::Sub
-            | Op::Mul
-            | Op::Div
-            | Op::Neg
-            | Op::Relu
-            | Op::LeakyRelu { .. }
-            | Op::Gelu { .. }
-            | Op::Sigmoid
-            | Op::Tanh
-            | Op::Exp
-            | Op::Abs
-            | Op::Sqrt
-            | Op::Erf
-            | Op::Pow
-            | Op::Max
-            | Op::DivSqrt
-            | Op::Square => elementwise(&mut layer, 1),
+            op if op.is_elementwise() => elementwise(&mut layer, 1),
             Op::Softmax { .. } => elementwise(&mut layer, 3),
             Op::LayerNorm { .. } => elementwise(&mut layer, 5),
             Op::BatchNorm { .. } => elementwise(&mut layer, 2),
@@ -383,13 +366,8 @@ pub fn ann_layers(graph: &Graph) -> Vec<AnnLayer> {
                 layer.activation_reads = out * window;
                 layer.activation_writes = out;
             }
-            Op::Reshape
-            | Op::Transpose { .. }
-            | Op::Concat { .. }
-            | Op::Slice { .. }
-            | Op::Gather { .. }
-            | Op::Pad { .. }
-            | Op::Expand => {}
+            // Data movement (reshape, transpose, slice, gather, pad, concat, expand): no arithmetic.
+            _ => {}
         }
         layers.push(layer);
     }
