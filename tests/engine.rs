@@ -353,3 +353,56 @@ fn network_round_trips_through_json() {
     let back: Network = serde_json::from_str(&text).unwrap();
     assert_eq!(net, back);
 }
+
+/// The same network with its convolutions as kernels and as explicit sparse matrices: the
+/// direct-convolution, row-major and event kernels must give the same outputs.
+#[test]
+fn convolution_kernels_agree_with_sparse_matrices() {
+    use signgd::convert::affine::conv_matrix;
+    let mut first = conv([2, 6, 6], 4, 3, 1, 1, 1, 2);
+    first.target_scale = (0..4 * 36).map(|i| 0.5 + (i % 5) as f64 * 0.25).collect();
+    let second = conv([4, 6, 6], 3, 3, 2, 1, 1, 1);
+    let build = |as_matrix: bool| {
+        let block = |c: &ConvBlock| {
+            if as_matrix {
+                SynapseBlock::Sparse { matrix: conv_matrix(c).to_csc() }
+            } else {
+                SynapseBlock::Conv(c.clone())
+            }
+        };
+        let n1: usize = first.out_shape.iter().product();
+        let n2: usize = second.out_shape.iter().product();
+        Network {
+            input_shape: vec![2, 6, 6],
+            populations: vec![
+                Population {
+                    name: "a".into(),
+                    kind: NeuronKind::Relu,
+                    shape: vec![n1],
+                    operands: vec![Operand::new(vec![0.1; n1]).with(Source::Input, block(&first))],
+                },
+                Population {
+                    name: "b".into(),
+                    kind: NeuronKind::Gelu { target: signgd::snn::GeluTarget::Sigmoid },
+                    shape: vec![n2],
+                    operands: vec![Operand::new(vec![-0.05; n2]).with(Source::Population(0), block(&second))],
+                },
+            ],
+            readout: Operand::new(vec![0.0; 2]).with(
+                Source::Population(1),
+                sparse(2, n2, &(0..n2).map(|j| (j % 2, j, 0.1 * (j % 7) as f64 - 0.3)).collect::<Vec<_>>()),
+            ),
+            output_shape: vec![2],
+        }
+    };
+    let input: Vec<f64> = (0..72).map(|i| ((i * 13) % 9) as f64 / 9.0).collect();
+    for encoder in [EncoderKind::Float, EncoderKind::Spike] {
+        let config = SimConfig { encoder, ..SimConfig::reference(vec![16, 64]) };
+        let kernels = run(&build(false), &config, &input);
+        let matrices = run(&build(true), &config, &input);
+        for (a, b) in kernels.iter().zip(&matrices) {
+            assert!((a - b).abs() < 1e-9, "{encoder:?}: {kernels:?} vs {matrices:?}");
+        }
+        assert!(kernels.iter().any(|y| y.abs() > 1e-3), "the network does something");
+    }
+}
