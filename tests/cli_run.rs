@@ -117,6 +117,12 @@ fn refuses_missing_files() {
 }
 
 #[test]
+fn refuses_a_model_beyond_the_size_limit() {
+    let f = Fixture::new();
+    assert_refused(&f, &["--max-model-elements", "10"], &["limit of 10 elements", "--max-model-elements"]);
+}
+
+#[test]
 fn refuses_data_of_the_wrong_shape() {
     let f = Fixture::new();
     write_npy(f.path("wide.npy"), &Array2::<f64>::zeros((INPUTS, 5))).unwrap();

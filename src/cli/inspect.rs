@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+
+use super::model_limits;
 use clap::Args;
 use ndarray::{ArrayD, IxDyn};
 use signgd::convert::{convert, ConvertOptions};
-use signgd::model::read_onnx;
+use signgd::model::reader::read_onnx_with_limits;
 use signgd::snn::summary::{NetworkSummary, ProjectionSummary};
 use signgd::snn::GeluTarget;
 
@@ -21,11 +23,16 @@ pub struct InspectArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Largest number of tensor elements the model may hold, per tensor and in total (refused
+    /// before anything is allocated).
+    #[arg(long, value_name = "N", default_value_t = signgd::model::reader::MAX_TOTAL_ELEMENTS)]
+    max_model_elements: usize,
 }
 
 /// Reads, converts and describes the model; exit code 1 with the reason when it is refused.
 pub fn run(args: InspectArgs) -> Result<ExitCode> {
-    let graph = read_onnx(&args.model, None).with_context(|| format!("cannot read {}", args.model.display()))?;
+    let graph = read_onnx_with_limits(&args.model, None, model_limits(args.max_model_elements))
+        .with_context(|| format!("cannot read {}", args.model.display()))?;
     let input_shape = graph.values[graph.input].shape.clone();
     // Structure does not depend on calibration: one zero input gives every ReLU scale 1.
     let options = ConvertOptions { gelu: GeluTarget::Sigmoid, calibration: vec![ArrayD::zeros(IxDyn(&input_shape))] };

@@ -57,6 +57,11 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The reader's limits with both bounds at `elements`.
+fn model_limits(elements: usize) -> signgd::model::reader::ReadLimits {
+    signgd::model::reader::ReadLimits { max_elements: elements, max_total_elements: elements }
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();

@@ -16,7 +16,9 @@ use serde_json::json;
 use signgd::convert::{convert, ConvertOptions};
 use signgd::data::{read_inputs, read_labels, Dataset, LoadLimits};
 use signgd::engine::{Counters, SimConfig, Simulator};
-use signgd::model::read_onnx;
+use signgd::model::reader::read_onnx_with_limits;
+
+use super::model_limits;
 use signgd::real::Real;
 use signgd::report::{self, ReportData};
 use signgd::runner;
@@ -77,6 +79,10 @@ pub struct RunArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Largest number of tensor elements the model may hold, per tensor and in total (refused
+    /// before anything is allocated).
+    #[arg(long, value_name = "N", default_value_t = signgd::model::reader::MAX_TOTAL_ELEMENTS)]
+    max_model_elements: usize,
     /// Write the decoded SNN outputs, shape [checkpoints, inputs, outputs], to this .npy file.
     #[arg(long, value_name = "FILE.npy")]
     dump_outputs: Option<PathBuf>,
@@ -275,7 +281,7 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     let labels_path = args.labels.clone().or_else(|| data_defaulted.then(|| PathBuf::from(DEFAULT_LABELS)));
 
     // Model.
-    let graph = read_onnx(&args.model, None).map_err(flat)?;
+    let graph = read_onnx_with_limits(&args.model, None, model_limits(args.max_model_elements)).map_err(flat)?;
     let full_input_shape = graph.values[graph.input].shape.clone();
     let sample_shape = full_input_shape.get(1..).unwrap_or(&[]).to_vec();
     let output_size: usize = graph.values[graph.output].shape.iter().product();

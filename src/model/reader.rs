@@ -23,6 +23,9 @@ pub const MAX_ELEMENTS: usize = 1 << 31;
 /// folded constants and inferred activations; each costs 8 bytes as an `f64` when evaluated).
 pub const MAX_TOTAL_ELEMENTS: usize = 1 << 31;
 
+/// Appended to a size-limit error: what a user with a genuine large model can do.
+const LIMIT_HINT: &str = "; if the model is genuine, raise the limit with --max-model-elements";
+
 /// Size limits of the reader, checked (with overflow-checked products) before anything of that
 /// size is allocated: a forged tensor or a ConstantOfShape / Expand / Range / Where claiming a
 /// huge output is refused with an error instead of exhausting memory.
@@ -312,7 +315,10 @@ impl<'a> Reader<'a> {
             }
             let d = usize::try_from(d).map_err(|_| bad("dimension too large".into()))?;
             count = count.checked_mul(d).filter(|&c| c <= self.limits.max_elements).ok_or_else(|| {
-                bad(format!("dims {:?} exceed the limit of {} elements per tensor", t.dims, self.limits.max_elements))
+                bad(format!(
+                    "dims {:?} exceed the limit of {} elements per tensor{LIMIT_HINT}",
+                    t.dims, self.limits.max_elements
+                ))
             })?;
             shape.push(d);
         }
@@ -481,7 +487,10 @@ impl<'a> Reader<'a> {
     fn check_size(&self, shape: &[usize]) -> Result<usize, String> {
         match shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b)) {
             Some(c) if c <= self.limits.max_elements => Ok(c),
-            _ => Err(format!("shape {shape:?} exceeds the limit of {} elements per tensor", self.limits.max_elements)),
+            _ => Err(format!(
+                "shape {shape:?} exceeds the limit of {} elements per tensor{LIMIT_HINT}",
+                self.limits.max_elements
+            )),
         }
     }
 
@@ -495,7 +504,7 @@ impl<'a> Reader<'a> {
                 Ok(())
             }
             _ => Err(format!(
-                "shape {shape:?} would bring the model's tensors to more than the limit of {} elements in total ({} already)",
+                "shape {shape:?} would bring the model's tensors to more than the limit of {} elements in total ({} already){LIMIT_HINT}",
                 self.limits.max_total_elements, self.total
             )),
         }
