@@ -358,10 +358,17 @@ fn network_round_trips_through_json() {
 /// direct-convolution, row-major and event kernels must give the same outputs.
 #[test]
 fn convolution_kernels_agree_with_sparse_matrices() {
+    // Few output channels per group (direct convolution) and many (rearranged kernel columns).
+    for (out_first, out_second) in [(4, 3), (16, 8)] {
+        kernels_agree(out_first, out_second);
+    }
+}
+
+fn kernels_agree(out_first: usize, out_second: usize) {
     use signgd::convert::affine::conv_matrix;
-    let mut first = conv([2, 6, 6], 4, 3, 1, 1, 1, 2);
-    first.target_scale = (0..4 * 36).map(|i| 0.5 + (i % 5) as f64 * 0.25).collect();
-    let second = conv([4, 6, 6], 3, 3, 2, 1, 1, 1);
+    let mut first = conv([2, 6, 6], out_first, 3, 1, 1, 1, 2);
+    first.target_scale = (0..out_first * 36).map(|i| 0.5 + (i % 5) as f64 * 0.25).collect();
+    let second = conv([out_first, 6, 6], out_second, 3, 2, 1, 1, 1);
     let build = |as_matrix: bool| {
         let block = |c: &ConvBlock| {
             if as_matrix {
@@ -379,13 +386,15 @@ fn convolution_kernels_agree_with_sparse_matrices() {
                     name: "a".into(),
                     kind: NeuronKind::Relu,
                     shape: vec![n1],
-                    operands: vec![Operand::new(vec![0.1; n1]).with(Source::Input, block(&first))],
+                    operands: vec![Operand::new(vec![0.1 * 2f64.sqrt(); n1]).with(Source::Input, block(&first))],
                 },
                 Population {
                     name: "b".into(),
                     kind: NeuronKind::Gelu { target: signgd::snn::GeluTarget::Sigmoid },
                     shape: vec![n2],
-                    operands: vec![Operand::new(vec![-0.05; n2]).with(Source::Population(0), block(&second))],
+                    operands: vec![
+                        Operand::new(vec![-0.05 * 3f64.sqrt(); n2]).with(Source::Population(0), block(&second))
+                    ],
                 },
             ],
             readout: Operand::new(vec![0.0; 2]).with(
@@ -395,9 +404,13 @@ fn convolution_kernels_agree_with_sparse_matrices() {
             output_shape: vec![2],
         }
     };
-    let input: Vec<f64> = (0..72).map(|i| ((i * 13) % 9) as f64 / 9.0).collect();
+    // Irrational inputs and constants: with rational ones some neurons sit exactly on their
+    // spike threshold, where the last bit of a summation order decides.
+    let input: Vec<f64> = (0..72).map(|i| 0.5 + 0.5 * (i as f64 * 0.731).sin()).collect();
     for encoder in [EncoderKind::Float, EncoderKind::Spike] {
-        let config = SimConfig { encoder, ..SimConfig::reference(vec![16, 64]) };
+        // Early steps only: signGD keeps every estimate within a step of its target, so a
+        // rounding difference between two summation orders may flip a spike later on.
+        let config = SimConfig { encoder, ..SimConfig::reference(vec![1, 2, 3, 4]) };
         let kernels = run(&build(false), &config, &input);
         let matrices = run(&build(true), &config, &input);
         for (a, b) in kernels.iter().zip(&matrices) {

@@ -7,7 +7,7 @@ mod kernel;
 use serde::{Deserialize, Serialize};
 
 pub use counters::{ActivityCounts, Counters};
-use kernel::{convolve_dense, RowKernel};
+use kernel::{convolve_dense, ConvColumns, RowKernel};
 
 use crate::real::Real;
 use crate::snn::{EncoderKind, Network, NetworkError, NeuronKind, Operand, Schedule, Source, SynapseBlock};
@@ -77,6 +77,8 @@ struct CompiledProjection<F> {
     dense: bool,
     /// Row-major form of a sparse block, for dense source vectors.
     rows: Option<RowKernel<F>>,
+    /// Rearranged kernel of a convolution block with enough output channels per group.
+    columns: Option<ConvColumns<F>>,
     block: SynapseBlock<F>,
     fan_out: Vec<u32>,
     synapses: u64,
@@ -117,6 +119,8 @@ pub struct Workspace<F: Real> {
     populations: Vec<PopulationState<F>>,
     readout_acc: Vec<F>,
     readout_input_product: Vec<F>,
+    /// Scratch space of the convolution kernels (as large as the largest convolution's output).
+    scratch: Vec<F>,
     /// The float encoder's gain `1 − Π(1 − η_i)` after the previous step.
     encoder_gain: F,
     y: Vec<F>,
@@ -216,6 +220,16 @@ impl<F: Real> Simulator<F> {
         self.input_size
     }
 
+    /// Elements of scratch space the largest convolution block needs.
+    fn scratch_len(&self) -> usize {
+        let operands = self.populations.iter().flat_map(|p| &p.operands).chain([&self.readout]);
+        operands
+            .flat_map(|o| &o.projections)
+            .map(|p| if p.columns.is_some() { p.block.targets() } else { 0 })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Fresh state for one worker.
     pub fn workspace(&self) -> Workspace<F> {
         Workspace {
@@ -236,6 +250,7 @@ impl<F: Real> Simulator<F> {
                 .collect(),
             readout_acc: vec![F::zero(); self.output_size],
             readout_input_product: vec![F::zero(); self.readout.input_ones.len()],
+            scratch: vec![F::zero(); self.scratch_len()],
             encoder_gain: F::zero(),
             y: vec![F::zero(); self.output_size],
             counters: Counters::new(self.populations.len(), self.checkpoints.len()),
@@ -286,11 +301,11 @@ impl<F: Real> Simulator<F> {
         ws.encoder_estimate.fill(F::zero());
         ws.encoder_fired.clear();
         ws.encoder_gain = F::zero();
-        input_product(&self.readout, input, &mut ws.readout_input_product);
+        input_product(&self.readout, input, &mut ws.scratch, &mut ws.readout_input_product);
         for (population, state) in self.populations.iter().zip(&mut ws.populations) {
             for (j, operand) in population.operands.iter().enumerate() {
                 state.x[j].copy_from_slice(&operand.bias);
-                input_product(operand, input, &mut state.input_products[j]);
+                input_product(operand, input, &mut ws.scratch, &mut state.input_products[j]);
             }
             state.v.fill(F::zero());
             state.fired.clear();
@@ -314,12 +329,22 @@ impl<F: Real> Simulator<F> {
             let state = &mut rest[0];
             let counts = &mut ws.counters.populations[index];
             if population.relay {
-                gather(&population.operands[0], &input_events, &state.input_products[0], earlier, &mut state.v, counts);
+                let input_product = &state.input_products[0];
+                gather(
+                    &population.operands[0],
+                    &input_events,
+                    input_product,
+                    earlier,
+                    &mut state.v,
+                    counts,
+                    &mut ws.scratch,
+                );
                 observer.population(t, index, &state.x, &state.fired, &state.v);
                 continue;
             }
             for (j, (operand, x)) in population.operands.iter().zip(state.x.iter_mut()).enumerate() {
-                gather(operand, &input_events, &state.input_products[j], earlier, &mut state.acc, counts);
+                let input_product = &state.input_products[j];
+                gather(operand, &input_events, input_product, earlier, &mut state.acc, counts, &mut ws.scratch);
                 charge(self.dynamics, operand, &state.acc, eta, x);
             }
             state.fired.clear();
@@ -339,6 +364,7 @@ impl<F: Real> Simulator<F> {
             &ws.populations,
             &mut ws.readout_acc,
             &mut ws.counters.readout,
+            &mut ws.scratch,
         );
         charge(self.dynamics, &self.readout, &ws.readout_acc, eta, &mut ws.y);
         observer.readout(t, &ws.y);
@@ -352,15 +378,41 @@ struct Inputs<'a, F> {
     closed_form: Option<(F, F)>,
 }
 
+impl<F: Real> CompiledProjection<F> {
+    /// Adds `A u` for a real-valued source vector `u` (zeros skipped where that pays).
+    fn add_dense(&self, values: &[F], scratch: &mut [F], acc: &mut [F]) {
+        match (&self.rows, &self.columns, &self.block) {
+            (Some(rows), _, _) => rows.multiply_add(values, acc),
+            (_, Some(columns), SynapseBlock::Conv(conv)) => {
+                let active = values.iter().copied().enumerate().filter(|(_, u)| *u != F::zero());
+                columns.apply(conv, active, scratch, acc)
+            }
+            (_, _, SynapseBlock::Conv(conv)) => convolve_dense(conv, values, acc),
+            (_, _, block) => block.multiply_add(values, acc),
+        }
+    }
+
+    /// Adds `A s` for binary spikes, given as the fired list and as a 0/1 vector. The sum is the
+    /// same whichever kernel runs; reading the spike vector row by row is faster once more than
+    /// about one source in eight is active.
+    fn add_spikes(&self, fired: &[u32], spikes: &[F], scratch: &mut [F], acc: &mut [F]) {
+        let dense = fired.len() * 8 >= spikes.len();
+        match (&self.rows, &self.columns, &self.block) {
+            (Some(rows), _, _) if dense => rows.multiply_add(spikes, acc),
+            (_, Some(columns), SynapseBlock::Conv(conv)) => {
+                columns.apply(conv, fired.iter().map(|&j| (j as usize, F::one())), scratch, acc)
+            }
+            (_, _, SynapseBlock::Conv(conv)) if dense => convolve_dense(conv, spikes, acc),
+            (_, _, block) => block.deliver_events(fired, acc),
+        }
+    }
+}
+
 /// `A x` over the input projections of `operand`, once per input.
-fn input_product<F: Real>(operand: &CompiledOperand<F>, input: &[F], product: &mut [F]) {
+fn input_product<F: Real>(operand: &CompiledOperand<F>, input: &[F], scratch: &mut [F], product: &mut [F]) {
     product.fill(F::zero());
     for projection in operand.projections.iter().filter(|p| p.source == Source::Input) {
-        match (&projection.rows, &projection.block) {
-            (Some(rows), _) => rows.multiply_add(input, product),
-            (None, SynapseBlock::Conv(conv)) => convolve_dense(conv, input, product),
-            (None, block) => block.multiply_add(input, product),
-        }
+        projection.add_dense(input, scratch, product);
     }
 }
 
@@ -397,6 +449,10 @@ fn compile_operand<F: Real>(
                         SynapseBlock::Sparse { matrix } => Some(RowKernel::new(&matrix.map(|w| F::of(*w)))),
                         _ => None,
                     },
+                    columns: match p.block.cast::<F>() {
+                        SynapseBlock::Conv(conv) => ConvColumns::new(&conv),
+                        _ => None,
+                    },
                     block: p.block.cast(),
                     fan_out,
                 }
@@ -414,6 +470,7 @@ fn gather<F: Real>(
     populations: &[PopulationState<F>],
     acc: &mut [F],
     counts: &mut ActivityCounts,
+    scratch: &mut [F],
 ) {
     acc.fill(F::zero());
     if let Some((a, b)) = inputs.closed_form {
@@ -433,23 +490,12 @@ fn gather<F: Real>(
             Source::Population(p) => (&populations[p].spikes, &populations[p].fired),
         };
         if projection.dense {
-            match (&projection.rows, &projection.block) {
-                (Some(rows), _) => rows.multiply_add(values, acc),
-                (None, SynapseBlock::Conv(conv)) => convolve_dense(conv, values, acc),
-                (None, block) => block.multiply_add(values, acc),
-            }
+            projection.add_dense(values, scratch, acc);
             counts.dense_macs += projection.synapses;
             continue;
         }
         counts.synaptic_events += fired.iter().map(|&j| projection.fan_out[j as usize] as u64).sum::<u64>();
-        // The same sum either way; reading the spike vector row by row is faster once more
-        // than about one source in eight is active.
-        let dense = fired.len() * 8 >= values.len();
-        match (&projection.rows, &projection.block) {
-            (Some(rows), _) if dense => rows.multiply_add(values, acc),
-            (None, SynapseBlock::Conv(conv)) if dense => convolve_dense(conv, values, acc),
-            (_, block) => block.deliver_events(fired, acc),
-        }
+        projection.add_spikes(fired, values, scratch, acc);
     }
 }
 

@@ -288,7 +288,14 @@ impl<W: Real> ConvBlock<W> {
 
 /// The output row (or column) that input position `pos` reaches through kernel tap `k`.
 #[inline]
-fn output_index(pos: usize, k: usize, pad: usize, dilation: usize, stride: usize, size: usize) -> Option<usize> {
+pub(crate) fn output_index(
+    pos: usize,
+    k: usize,
+    pad: usize,
+    dilation: usize,
+    stride: usize,
+    size: usize,
+) -> Option<usize> {
     let shifted = (pos + pad).checked_sub(k * dilation)?;
     if shifted % stride != 0 {
         return None;
