@@ -313,29 +313,14 @@ pub fn ann_layers(graph: &Graph) -> Vec<AnnLayer> {
         };
         match &node.op {
             Op::Conv { .. } => {
-                let w = shape(1).unwrap_or_default();
                 // weight [M, C/groups, kh, kw]: each output reads C/groups × kh × kw inputs.
-                let per_output = w.iter().skip(1).product::<usize>() as u64;
-                layer.macs = out * per_output;
-                layer.weight_reads = layer.macs;
-                layer.activation_reads = layer.macs;
-                if node.inputs.len() > 2 {
-                    layer.elementwise_ops = out;
-                    layer.weight_reads += out;
-                }
-                layer.activation_writes = out;
+                let per_output = shape(1).unwrap_or_default().iter().skip(1).product::<usize>() as u64;
+                weighted_layer(&mut layer, out, per_output, node.inputs.len() > 2);
             }
             Op::Gemm { trans_a, .. } => {
                 let a = shape(0).unwrap_or_default();
                 let k = if *trans_a { a.first() } else { a.get(1) }.copied().unwrap_or(1) as u64;
-                layer.macs = out * k;
-                layer.weight_reads = layer.macs;
-                layer.activation_reads = layer.macs;
-                if node.inputs.len() > 2 {
-                    layer.elementwise_ops = out;
-                    layer.weight_reads += out;
-                }
-                layer.activation_writes = out;
+                weighted_layer(&mut layer, out, k, node.inputs.len() > 2);
             }
             Op::MatMul => {
                 let a = shape(0).unwrap_or_default();
@@ -372,6 +357,19 @@ pub fn ann_layers(graph: &Graph) -> Vec<AnnLayer> {
         layers.push(layer);
     }
     layers
+}
+
+/// Costs of a layer with constant weights: `inputs_per_output` MACs per output, each reading a
+/// weight and an activation, plus one bias addition per output when there is a bias.
+fn weighted_layer(layer: &mut AnnLayer, outputs: u64, inputs_per_output: u64, bias: bool) {
+    layer.macs = outputs * inputs_per_output;
+    layer.weight_reads = layer.macs;
+    layer.activation_reads = layer.macs;
+    if bias {
+        layer.elementwise_ops = outputs;
+        layer.weight_reads += outputs;
+    }
+    layer.activation_writes = outputs;
 }
 
 /// Sum of the ANN layers.
