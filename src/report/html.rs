@@ -135,18 +135,7 @@ svg.chart {{ display: block; margin: 8px 0; max-width: 100%; height: auto; }}
             (format!("ANN · {} ({})", l.layer.name, l.layer.op), l.energy.compute_pj, l.energy.memory_pj, false)
         }))
         .collect();
-    let (scale, unit) = energy_unit(e_rows.iter().map(|r| r.1 + r.2).fold(0.0, f64::max));
-    let bars: Vec<Bar> = e_rows
-        .iter()
-        .map(|(label, compute, memory, snn)| Bar {
-            label: label.clone(),
-            segments: vec![
-                (compute / scale, if *snn { COMPUTE } else { ANN_COMPUTE }.into()),
-                (memory / scale, if *snn { MEMORY } else { ANN_MEMORY }.into()),
-            ],
-            note: format_pj(compute + memory),
-        })
-        .collect();
+    let (bars, unit) = energy_bars(&e_rows, |compute, memory| format_pj(compute + memory));
     out += &svg::bar_chart(
         &format!(
             "Energy per input by population (SNN at T={t_last}) and by layer (ANN), model {}",
@@ -168,18 +157,9 @@ svg.chart {{ display: block; margin: 8px 0; max-width: 100%; height: auto; }}
         .collect();
     let ann = r.ann.total.energy;
     totals.push(("ANN, one forward pass".into(), ann.compute_pj, ann.memory_pj, false));
-    let (scale, unit) = energy_unit(totals.iter().map(|r| r.1 + r.2).fold(0.0, f64::max));
-    let bars: Vec<Bar> = totals
-        .iter()
-        .map(|(label, compute, memory, snn)| Bar {
-            label: label.clone(),
-            segments: vec![
-                (compute / scale, if *snn { COMPUTE } else { ANN_COMPUTE }.into()),
-                (memory / scale, if *snn { MEMORY } else { ANN_MEMORY }.into()),
-            ],
-            note: format!("{} ({} compute)", format_pj(compute + memory), format_pj(*compute)),
-        })
-        .collect();
+    let (bars, unit) = energy_bars(&totals, |compute, memory| {
+        format!("{} ({} compute)", format_pj(compute + memory), format_pj(compute))
+    });
     out += &svg::bar_chart(
         &format!("Energy per input in total, model {}", r.energy.model.name),
         &format!("energy per input ({unit})"),
@@ -425,4 +405,22 @@ fn spans_octaves(checkpoints: &[usize]) -> bool {
 /// A unit for energies up to `max` pJ: (pJ per unit, unit name).
 fn energy_unit(max: f64) -> (f64, &'static str) {
     [(1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ")].into_iter().find(|(s, _)| max >= *s).unwrap_or((1.0, "pJ"))
+}
+
+/// Stacked compute + memory bars from `(label, compute pJ, memory pJ, is SNN)` rows, scaled to
+/// one unit for all, with `note(compute, memory)` at the right of each bar.
+fn energy_bars(rows: &[(String, f64, f64, bool)], note: impl Fn(f64, f64) -> String) -> (Vec<Bar>, &'static str) {
+    let (scale, unit) = energy_unit(rows.iter().map(|r| r.1 + r.2).fold(0.0, f64::max));
+    let bars = rows
+        .iter()
+        .map(|&(ref label, compute, memory, snn)| Bar {
+            label: label.clone(),
+            segments: vec![
+                (compute / scale, if snn { COMPUTE } else { ANN_COMPUTE }.into()),
+                (memory / scale, if snn { MEMORY } else { ANN_MEMORY }.into()),
+            ],
+            note: note(compute, memory),
+        })
+        .collect();
+    (bars, unit)
 }

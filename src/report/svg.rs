@@ -183,17 +183,7 @@ pub fn line_chart(
     } else {
         nice_ticks(x0, x1, 8)
     };
-    for t in &x_ticks {
-        let x = sx(*t);
-        let _ = write!(
-            out,
-            r##"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="#e5e5e5"/><text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"##,
-            f.top,
-            f.top + f.plot_h(),
-            f.top + f.plot_h() + 16.0,
-            tick_text(*t)
-        );
-    }
+    vertical_grid(&mut out, &f, &x_ticks, sx);
     let _ = write!(
         out,
         r##"<rect x="{}" y="{}" width="{}" height="{}" fill="none" stroke="#333"/>"##,
@@ -275,6 +265,21 @@ pub fn line_chart(
     out
 }
 
+/// A vertical grid line and its label under the plot at each tick, placed by `sx`.
+fn vertical_grid(out: &mut String, f: &Frame, ticks: &[f64], sx: impl Fn(f64) -> f64) {
+    for &t in ticks {
+        let x = sx(t);
+        let _ = write!(
+            out,
+            r##"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="#e5e5e5"/><text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"##,
+            f.top,
+            f.top + f.plot_h(),
+            f.top + f.plot_h() + 16.0,
+            tick_text(t)
+        );
+    }
+}
+
 fn min_max(v: &[f64]) -> Option<(f64, f64)> {
     let mut it = v.iter().copied().filter(|x| x.is_finite());
     let first = it.next()?;
@@ -323,17 +328,7 @@ pub fn bar_chart(title: &str, x_label: &str, bars: &[Bar], legend: &[(&str, &str
             esc(name)
         );
     }
-    for t in &ticks {
-        let x = sx(*t);
-        let _ = write!(
-            out,
-            r##"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="#e5e5e5"/><text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"##,
-            f.top,
-            f.top + f.plot_h(),
-            f.top + f.plot_h() + 16.0,
-            tick_text(*t)
-        );
-    }
+    vertical_grid(&mut out, &f, &ticks, sx);
     for (i, bar) in bars.iter().enumerate() {
         let y = f.top + i as f64 * row;
         let _ = write!(
