@@ -52,10 +52,5 @@ pub fn fold(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), ConvertErr
         return Ok(());
     }
     notes.push(format!("folded {} BatchNorm node(s) into the convolutions before them", removed.len()));
-    let mut index = 0;
-    graph.nodes.retain(|_| {
-        index += 1;
-        !removed.contains(&(index - 1))
-    });
-    finish_pass(graph)
+    finish_pass(graph, &removed)
 }

@@ -33,5 +33,5 @@ pub fn fuse(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), ConvertErr
         return Ok(());
     }
     notes.push(format!("fused {fused} Div-by-Sqrt node(s) into x1/sqrt(x2) neurons"));
-    finish_pass(graph)
+    finish_pass(graph, &[])
 }

@@ -48,12 +48,7 @@ pub fn decompose(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), Conve
         return Ok(());
     }
     notes.push(format!("decomposed {} LayerNorm node(s) into square and x1/sqrt(x2) neurons", replaced.len()));
-    let mut i = 0;
-    graph.nodes.retain(|_| {
-        i += 1;
-        !replaced.contains(&(i - 1))
-    });
-    finish_pass(graph)
+    finish_pass(graph, &replaced)
 }
 
 /// Adds a binary node, writing `output` when given.

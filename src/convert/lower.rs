@@ -82,9 +82,7 @@ impl Lowering<'_> {
     fn compose(&mut self, node: &Node, position: usize, matrix: &CsMat<f64>) -> Result<Vec<Term>, ConvertError> {
         let form = self.input_form(node, position)?;
         let composed = form.transform(matrix);
-        let before: usize = form.terms.iter().map(|t| map_size(&t.map, form.size())).sum();
-        let after: usize = composed.iter().map(|t| map_size(&t.map, matrix.rows())).sum();
-        if after <= matrix.nnz() + before {
+        if composition_pays(&form, &composed, matrix) {
             return Ok(composed);
         }
         let relay = self.relay(node.inputs[position], &form);
@@ -144,9 +142,7 @@ impl Lowering<'_> {
             let direct = |f: &AffineForm| matches!(f.terms.as_slice(), [Term { map: LinearMap::Identity, .. }]);
             if !direct(&form) && !form.terms.is_empty() {
                 let composed = form.transform(&matrix);
-                let before: usize = form.terms.iter().map(|t| map_size(&t.map, form.size())).sum();
-                let after: usize = composed.iter().map(|t| map_size(&t.map, matrix.rows())).sum();
-                if after <= matrix.nnz() + before {
+                if composition_pays(&form, &composed, &matrix) {
                     return Ok(AffineForm { bias, terms: composed });
                 }
                 form = self.relay(node.inputs[0], &form);
@@ -171,6 +167,14 @@ impl Lowering<'_> {
         }
         Ok(AffineForm { bias, terms })
     }
+}
+
+/// Whether `composed` (= `matrix` applied to `form`) holds no more synapses than the two maps
+/// apart; otherwise the form is better kept as a relay.
+fn composition_pays(form: &AffineForm, composed: &[Term], matrix: &CsMat<f64>) -> bool {
+    let before: usize = form.terms.iter().map(|t| map_size(&t.map, form.size())).sum();
+    let after: usize = composed.iter().map(|t| map_size(&t.map, matrix.rows())).sum();
+    after <= matrix.nnz() + before
 }
 
 /// Number of synapses a map holds.

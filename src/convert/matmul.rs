@@ -49,10 +49,5 @@ pub fn decompose(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), Conve
         return Ok(());
     }
     notes.push(format!("decomposed {} activation-by-activation MatMul node(s) into product neurons", replaced.len()));
-    let mut i = 0;
-    graph.nodes.retain(|_| {
-        i += 1;
-        !replaced.contains(&(i - 1))
-    });
-    finish_pass(graph)
+    finish_pass(graph, &replaced)
 }

@@ -54,12 +54,7 @@ pub fn decompose(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), Conve
         return Ok(());
     }
     notes.push(format!("decomposed {} MaxPool node(s) into chains of two-operand max neurons", replaced.len()));
-    let mut i = 0;
-    graph.nodes.retain(|_| {
-        i += 1;
-        !replaced.contains(&(i - 1))
-    });
-    finish_pass(graph)
+    finish_pass(graph, &replaced)
 }
 
 /// Max over `k` strided slices along `axis`; the last max writes `output` when given.

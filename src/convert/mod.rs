@@ -120,8 +120,14 @@ fn check_finite(graph: &Graph) -> Result<(), ConvertError> {
     Ok(())
 }
 
-/// Re-sorts the graph after a pass appended nodes, and drops what no longer feeds the output.
-fn finish_pass(graph: &mut Graph) -> Result<(), ConvertError> {
+/// Ends a pass: removes the nodes it replaced (by index), re-sorts the graph after the nodes it
+/// appended, and drops what no longer feeds the output.
+fn finish_pass(graph: &mut Graph, replaced: &[usize]) -> Result<(), ConvertError> {
+    let mut index = 0;
+    graph.nodes.retain(|_| {
+        index += 1;
+        !replaced.contains(&(index - 1))
+    });
     graph.toposort()?;
     graph.retain_live();
     Ok(())

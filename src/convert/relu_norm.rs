@@ -51,5 +51,5 @@ pub fn normalise(graph: &mut Graph, calibration: &[ArrayD<f64>], notes: &mut Vec
         relus.len(),
         calibration.len()
     ));
-    finish_pass(graph)
+    finish_pass(graph, &[])
 }

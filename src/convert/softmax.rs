@@ -24,10 +24,5 @@ pub fn decompose(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), Conve
         return Ok(());
     }
     notes.push(format!("decomposed {} Softmax node(s) into exp and division neurons", replaced.len()));
-    let mut i = 0;
-    graph.nodes.retain(|_| {
-        i += 1;
-        !replaced.contains(&(i - 1))
-    });
-    finish_pass(graph)
+    finish_pass(graph, &replaced)
 }
