@@ -73,8 +73,9 @@ fn print_network(notes: &[String], summary: &NetworkSummary) {
         println!("  {note}");
     }
     println!(
-        "\nspiking network: {} populations, {} neurons, {} synapses, {} stored weights",
+        "\nspiking network: {} populations ({} of them relays), {} neurons, {} synapses, {} stored weights",
         summary.populations.len(),
+        summary.relays,
         summary.neurons,
         summary.synapses,
         summary.stored_weights

@@ -48,8 +48,10 @@ pub struct NetworkSummary {
     pub populations: Vec<PopulationSummary>,
     /// The readout's projections.
     pub readout: Vec<ProjectionSummary>,
-    /// Total neurons.
+    /// Total neurons (relays are not neurons and are not counted).
     pub neurons: usize,
+    /// Relay populations (real-valued accumulators) among the populations.
+    pub relays: usize,
     /// Total synapses.
     pub synapses: u64,
     /// Total stored weights.
@@ -82,7 +84,8 @@ impl NetworkSummary {
         NetworkSummary {
             input_shape: network.input_shape.clone(),
             output_shape: network.output_shape.clone(),
-            neurons: populations.iter().map(|p| p.neurons).sum(),
+            neurons: populations.iter().filter(|p| p.kind != "relay").map(|p| p.neurons).sum(),
+            relays: populations.iter().filter(|p| p.kind == "relay").count(),
             populations,
             readout,
             synapses,
