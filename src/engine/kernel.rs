@@ -1,89 +1,9 @@
-//! A row-major kernel for sparse blocks: each target sums its weights against the source
-//! vector over contiguous runs of source indices. For the dense activity of signGD (about half
-//! of all neurons emit 1 each step) reading the spike vector row by row beats scattering every
-//! event, and runs of contiguous sources vectorise.
-
-use sprs::CsMat;
+//! Convolution kernels: a dense one for real-valued sources and an event-driven one whose
+//! kernel is rearranged so every tap of an event adds contiguous output channels.
 
 use crate::real::Real;
 use crate::snn::synapse::output_index;
 use crate::snn::ConvBlock;
-
-/// A run of `len` contiguous sources starting at `source`, whose weights start at `offset`.
-#[derive(Clone, Copy, Debug)]
-struct Run {
-    source: u32,
-    len: u32,
-    offset: u32,
-}
-
-/// The rows of a sparse block as runs of contiguous sources.
-pub struct RowKernel<F> {
-    row_runs: Vec<u32>,
-    runs: Vec<Run>,
-    weights: Vec<F>,
-}
-
-impl<F: Real> RowKernel<F> {
-    /// Builds the kernel of a `[targets × sources]` matrix stored by columns.
-    pub fn new(matrix: &CsMat<F>) -> Self {
-        let rows = matrix.to_csr();
-        let mut row_runs = Vec::with_capacity(rows.rows() + 1);
-        let mut runs: Vec<Run> = Vec::new();
-        let mut weights = Vec::with_capacity(rows.nnz());
-        row_runs.push(0);
-        for row in rows.outer_iterator() {
-            let mut previous: Option<usize> = None;
-            for (column, &w) in row.iter() {
-                let offset = weights.len() as u32;
-                weights.push(w);
-                match (runs.last_mut(), previous) {
-                    (Some(run), Some(p)) if column == p + 1 => run.len += 1,
-                    _ => runs.push(Run { source: column as u32, len: 1, offset }),
-                }
-                previous = Some(column);
-            }
-            row_runs.push(runs.len() as u32);
-        }
-        RowKernel { row_runs, runs, weights }
-    }
-
-    /// Adds `A x` to `acc` for a dense source vector `x` (0/1 spikes or real values).
-    #[inline]
-    pub fn multiply_add(&self, x: &[F], acc: &mut [F]) {
-        for (r, a) in acc.iter_mut().enumerate() {
-            let runs = &self.runs[self.row_runs[r] as usize..self.row_runs[r + 1] as usize];
-            let mut sum = F::zero();
-            for run in runs {
-                let (s, n, o) = (run.source as usize, run.len as usize, run.offset as usize);
-                sum += dot(&self.weights[o..o + n], &x[s..s + n]);
-            }
-            *a += sum;
-        }
-    }
-}
-
-/// Dot product in eight independent lanes, so the compiler can vectorise it.
-#[inline]
-fn dot<F: Real>(w: &[F], x: &[F]) -> F {
-    let mut lanes = [F::zero(); 8];
-    let chunks = w.len() / 8;
-    for c in 0..chunks {
-        let (wc, xc) = (&w[c * 8..c * 8 + 8], &x[c * 8..c * 8 + 8]);
-        for i in 0..8 {
-            lanes[i] += wc[i] * xc[i];
-        }
-    }
-    let mut tail = F::zero();
-    for i in chunks * 8..w.len() {
-        tail += w[i] * x[i];
-    }
-    let mut sum = F::zero();
-    for lane in lanes {
-        sum += lane;
-    }
-    sum + tail
-}
 
 /// Adds the convolution of a dense source vector `x` (channel-major) to `acc`: for every
 /// kernel tap, one contiguous multiply-add along each output row where the stride is 1.

@@ -2,12 +2,16 @@
 //! events of the sources that spiked, add the constant drive, fire, update.
 
 pub mod counters;
+mod fire;
 mod kernel;
+mod tiles;
 
 use serde::{Deserialize, Serialize};
 
 pub use counters::{ActivityCounts, Counters};
-use kernel::{convolve_dense, ConvColumns, RowKernel};
+use fire::fire_and_update;
+use kernel::{convolve_dense, ConvColumns};
+pub use tiles::{ColumnTiles, TileScratch};
 
 use crate::real::Real;
 use crate::snn::{EncoderKind, Network, NetworkError, NeuronKind, Operand, Schedule, Source, SynapseBlock};
@@ -75,13 +79,16 @@ struct CompiledProjection<F> {
     source: Source,
     /// The source emits real values (a real-valued encoder or a relay), read densely.
     dense: bool,
-    /// Row-major form of a sparse block, for dense source vectors.
-    rows: Option<RowKernel<F>>,
+    /// Register-tiled layout of a sparse block.
+    tiles: Option<ColumnTiles<F>>,
     /// Rearranged kernel of a convolution block with enough output channels per group.
     columns: Option<ConvColumns<F>>,
     block: SynapseBlock<F>,
     fan_out: Vec<u32>,
     synapses: u64,
+    /// The slot of [`SharedProducts`] holding this projection's product when other operands
+    /// receive the same block from the same source.
+    shared: Option<usize>,
 }
 
 struct CompiledOperand<F> {
@@ -109,6 +116,8 @@ pub struct Simulator<F: Real> {
     checkpoints: Vec<usize>,
     input_size: usize,
     output_size: usize,
+    /// Targets of each shared product.
+    shared_sizes: Vec<usize>,
 }
 
 /// Per-worker mutable state, allocated once and reused for every input.
@@ -119,8 +128,7 @@ pub struct Workspace<F: Real> {
     populations: Vec<PopulationState<F>>,
     readout_acc: Vec<F>,
     readout_input_product: Vec<F>,
-    /// Scratch space of the convolution kernels (as large as the largest convolution's output).
-    scratch: Vec<F>,
+    scratch: Scratch<F>,
     /// The float encoder's gain `1 − Π(1 − η_i)` after the previous step.
     encoder_gain: F,
     y: Vec<F>,
@@ -128,13 +136,25 @@ pub struct Workspace<F: Real> {
     pub counters: Counters,
 }
 
+/// Working space of the synapse kernels.
+struct Scratch<F> {
+    /// For the convolution kernels (as large as the largest convolution's output).
+    conv: Vec<F>,
+    /// The indices of the non-zero elements of a real-valued source.
+    nonzero: Vec<u32>,
+    tiles: TileScratch<F>,
+    /// Products `A s` that several operands receive (the same block from the same source),
+    /// computed once per step by the first operand that needs them.
+    shared: Vec<Vec<F>>,
+    /// The step each shared product was last computed at (0: not yet for this input).
+    computed_at: Vec<usize>,
+}
+
 struct PopulationState<F> {
     x: Vec<Vec<F>>,
     acc: Vec<F>,
     v: Vec<F>,
     fired: Vec<u32>,
-    /// The spikes of this step as a 0/1 vector.
-    spikes: Vec<F>,
     /// Per operand, `A x` over the projections from the input, for the current input.
     input_products: Vec<Vec<F>>,
 }
@@ -179,7 +199,7 @@ impl<F: Real> Simulator<F> {
         let etas = config.schedule.steps(steps)?.into_iter().map(F::of).collect();
         let units = network.unit_outputs();
         let compile = |operand| compile_operand(network, operand, &units, config.encoder);
-        Ok(Simulator {
+        let mut simulator = Simulator {
             populations: network
                 .populations
                 .iter()
@@ -197,7 +217,43 @@ impl<F: Real> Simulator<F> {
             checkpoints,
             input_size: network.input_size(),
             output_size: network.output_size(),
-        })
+            shared_sizes: Vec::new(),
+        };
+        simulator.share_products(network);
+        Ok(simulator)
+    }
+
+    /// Gives the projections that carry the same block from the same source a common product slot.
+    fn share_products(&mut self, network: &Network) {
+        let operands = network.populations.iter().flat_map(|p| &p.operands).chain([&network.readout]);
+        let blocks: Vec<_> = operands.flat_map(|o| &o.projections).collect();
+        let mut slot_of: Vec<Option<usize>> = vec![None; blocks.len()];
+        for (i, projection) in blocks.iter().enumerate() {
+            if slot_of[i].is_some() {
+                continue;
+            }
+            let same: Vec<usize> = (i + 1..blocks.len())
+                .filter(|&k| slot_of[k].is_none() && blocks[k].source == projection.source)
+                .filter(|&k| blocks[k].block == projection.block)
+                .collect();
+            if !same.is_empty() {
+                let slot = self.shared_sizes.len();
+                self.shared_sizes.push(projection.block.targets());
+                for k in std::iter::once(i).chain(same) {
+                    slot_of[k] = Some(slot);
+                }
+            }
+        }
+        let compiled = self.populations.iter_mut().flat_map(|p| &mut p.operands).chain([&mut self.readout]);
+        for (projection, slot) in compiled.flat_map(|o| &mut o.projections).zip(slot_of) {
+            projection.shared = slot;
+        }
+    }
+
+    /// The largest number of elements a source of any projection has.
+    fn largest_source(&self) -> usize {
+        let operands = self.populations.iter().flat_map(|p| &p.operands).chain([&self.readout]);
+        operands.flat_map(|o| &o.projections).map(|p| p.block.sources()).max().unwrap_or(0)
     }
 
     /// The sorted, deduplicated checkpoints.
@@ -244,13 +300,18 @@ impl<F: Real> Simulator<F> {
                     acc: vec![F::zero(); p.size],
                     v: vec![F::zero(); p.size],
                     fired: Vec::with_capacity(p.size),
-                    spikes: vec![F::zero(); p.size],
                     input_products: p.operands.iter().map(|o| vec![F::zero(); o.input_ones.len()]).collect(),
                 })
                 .collect(),
             readout_acc: vec![F::zero(); self.output_size],
             readout_input_product: vec![F::zero(); self.readout.input_ones.len()],
-            scratch: vec![F::zero(); self.scratch_len()],
+            scratch: Scratch {
+                conv: vec![F::zero(); self.scratch_len()],
+                nonzero: Vec::with_capacity(self.largest_source()),
+                tiles: TileScratch::default(),
+                shared: self.shared_sizes.iter().map(|&n| vec![F::zero(); n]).collect(),
+                computed_at: vec![0; self.shared_sizes.len()],
+            },
             encoder_gain: F::zero(),
             y: vec![F::zero(); self.output_size],
             counters: Counters::new(self.populations.len(), self.checkpoints.len()),
@@ -311,6 +372,7 @@ impl<F: Real> Simulator<F> {
             state.fired.clear();
         }
         ws.y.copy_from_slice(&self.readout.bias);
+        ws.scratch.computed_at.fill(0);
         ws.counters.reset_running();
     }
 
@@ -323,49 +385,32 @@ impl<F: Real> Simulator<F> {
         }
         observer.encoder(t, &ws.encoder_emitted, &ws.encoder_estimate);
         let closed_form = self.encoder.affine_coefficients(t, eta, &mut ws.encoder_gain);
-        let input_events = Inputs { emitted: &ws.encoder_emitted, fired: &ws.encoder_fired, closed_form };
+        let inputs = Inputs { emitted: &ws.encoder_emitted, fired: &ws.encoder_fired, closed_form, t };
         for (index, population) in self.populations.iter().enumerate() {
             let (earlier, rest) = ws.populations.split_at_mut(index);
             let state = &mut rest[0];
             let counts = &mut ws.counters.populations[index];
             if population.relay {
+                let operand = &population.operands[0];
                 let input_product = &state.input_products[0];
-                gather(
-                    &population.operands[0],
-                    &input_events,
-                    input_product,
-                    earlier,
-                    &mut state.v,
-                    counts,
-                    &mut ws.scratch,
-                );
+                gather(operand, &inputs, input_product, earlier, &mut state.v, counts, &mut ws.scratch);
                 observer.population(t, index, &state.x, &state.fired, &state.v);
                 continue;
             }
             for (j, (operand, x)) in population.operands.iter().zip(state.x.iter_mut()).enumerate() {
                 let input_product = &state.input_products[j];
-                gather(operand, &input_events, input_product, earlier, &mut state.acc, counts, &mut ws.scratch);
+                gather(operand, &inputs, input_product, earlier, &mut state.acc, counts, &mut ws.scratch);
                 charge(self.dynamics, operand, &state.acc, eta, x);
             }
-            state.fired.clear();
             let x2 = state.x.get(1).unwrap_or(&state.x[0]);
             fire_and_update(self.dynamics, population.kind, eta, &state.x[0], x2, &mut state.v, &mut state.fired);
-            state.spikes.fill(F::zero());
-            state.fired.iter().for_each(|&i| state.spikes[i as usize] = F::one());
             counts.spikes += state.fired.len() as u64;
             counts.neuron_updates += population.size as u64;
             observer.population(t, index, &state.x, &state.fired, &state.v);
         }
         let readout_input = &ws.readout_input_product;
-        gather(
-            &self.readout,
-            &input_events,
-            readout_input,
-            &ws.populations,
-            &mut ws.readout_acc,
-            &mut ws.counters.readout,
-            &mut ws.scratch,
-        );
+        let counts = &mut ws.counters.readout;
+        gather(&self.readout, &inputs, readout_input, &ws.populations, &mut ws.readout_acc, counts, &mut ws.scratch);
         charge(self.dynamics, &self.readout, &ws.readout_acc, eta, &mut ws.y);
         observer.readout(t, &ws.y);
     }
@@ -376,40 +421,52 @@ struct Inputs<'a, F> {
     fired: &'a [u32],
     /// `(a, b)` with the emitted values `u = a + b x` this step, when the encoder has that form.
     closed_form: Option<(F, F)>,
+    /// The step (from 1).
+    t: usize,
 }
 
 impl<F: Real> CompiledProjection<F> {
-    /// Adds `A u` for a real-valued source vector `u` (zeros skipped where that pays).
-    fn add_dense(&self, values: &[F], scratch: &mut [F], acc: &mut [F]) {
-        match (&self.rows, &self.columns, &self.block) {
-            (Some(rows), _, _) => rows.multiply_add(values, acc),
+    /// Adds `A u` for a real-valued source vector `u`, skipping its zeros.
+    fn add_dense(&self, values: &[F], scratch: &mut Scratch<F>, acc: &mut [F]) {
+        match (&self.tiles, &self.columns, &self.block) {
+            (Some(tiles), _, _) => {
+                scratch.nonzero.clear();
+                let nonzero = values.iter().enumerate().filter(|(_, u)| **u != F::zero());
+                scratch.nonzero.extend(nonzero.map(|(j, _)| j as u32));
+                tiles.add_values(&scratch.nonzero, values, &mut scratch.tiles, acc)
+            }
             (_, Some(columns), SynapseBlock::Conv(conv)) => {
                 let active = values.iter().copied().enumerate().filter(|(_, u)| *u != F::zero());
-                columns.apply(conv, active, scratch, acc)
+                columns.apply(conv, active, &mut scratch.conv, acc)
             }
             (_, _, SynapseBlock::Conv(conv)) => convolve_dense(conv, values, acc),
             (_, _, block) => block.multiply_add(values, acc),
         }
     }
 
-    /// Adds `A s` for binary spikes, given as the fired list and as a 0/1 vector. The sum is the
-    /// same whichever kernel runs; reading the spike vector row by row is faster once more than
-    /// about one source in eight is active.
-    fn add_spikes(&self, fired: &[u32], spikes: &[F], scratch: &mut [F], acc: &mut [F]) {
-        let dense = fired.len() * 8 >= spikes.len();
-        match (&self.rows, &self.columns, &self.block) {
-            (Some(rows), _, _) if dense => rows.multiply_add(spikes, acc),
+    /// Adds `A s` for binary spikes, given as the ascending list of the sources that fired.
+    fn add_spikes(&self, fired: &[u32], scratch: &mut Scratch<F>, acc: &mut [F]) {
+        match (&self.tiles, &self.columns, &self.block) {
+            (Some(tiles), _, _) => tiles.add_spikes(fired, &mut scratch.tiles, acc),
             (_, Some(columns), SynapseBlock::Conv(conv)) => {
-                columns.apply(conv, fired.iter().map(|&j| (j as usize, F::one())), scratch, acc)
+                columns.apply(conv, fired.iter().map(|&j| (j as usize, F::one())), &mut scratch.conv, acc)
             }
-            (_, _, SynapseBlock::Conv(conv)) if dense => convolve_dense(conv, spikes, acc),
             (_, _, block) => block.deliver_events(fired, acc),
+        }
+    }
+
+    /// Adds this step's product of the projection to `acc`.
+    fn add_product(&self, values: &[F], fired: &[u32], scratch: &mut Scratch<F>, acc: &mut [F]) {
+        if self.dense {
+            self.add_dense(values, scratch, acc)
+        } else {
+            self.add_spikes(fired, scratch, acc)
         }
     }
 }
 
 /// `A x` over the input projections of `operand`, once per input.
-fn input_product<F: Real>(operand: &CompiledOperand<F>, input: &[F], scratch: &mut [F], product: &mut [F]) {
+fn input_product<F: Real>(operand: &CompiledOperand<F>, input: &[F], scratch: &mut Scratch<F>, product: &mut [F]) {
     product.fill(F::zero());
     for projection in operand.projections.iter().filter(|p| p.source == Source::Input) {
         projection.add_dense(input, scratch, product);
@@ -445,8 +502,8 @@ fn compile_operand<F: Real>(
                         Source::Population(q) => network.populations[q].kind.is_relay(),
                     },
                     synapses: fan_out.iter().map(|&f| f as u64).sum(),
-                    rows: match &p.block {
-                        SynapseBlock::Sparse { matrix } => Some(RowKernel::new(&matrix.map(|w| F::of(*w)))),
+                    tiles: match &p.block {
+                        SynapseBlock::Sparse { matrix } => Some(ColumnTiles::new(&matrix.map(|w| F::of(*w)))),
                         _ => None,
                     },
                     columns: match p.block.cast::<F>() {
@@ -455,14 +512,15 @@ fn compile_operand<F: Real>(
                     },
                     block: p.block.cast(),
                     fan_out,
+                    shared: None,
                 }
             })
             .collect(),
     }
 }
 
-/// Accumulates `A u` for one operand into `acc`: events from spiking sources, dense products
-/// from a real-valued encoder.
+/// Accumulates `A u` for one operand into `acc`: events from spiking sources, products from
+/// real-valued ones, the closed form of an affine encoder.
 fn gather<F: Real>(
     operand: &CompiledOperand<F>,
     inputs: &Inputs<F>,
@@ -470,7 +528,7 @@ fn gather<F: Real>(
     populations: &[PopulationState<F>],
     acc: &mut [F],
     counts: &mut ActivityCounts,
-    scratch: &mut [F],
+    scratch: &mut Scratch<F>,
 ) {
     acc.fill(F::zero());
     if let Some((a, b)) = inputs.closed_form {
@@ -486,16 +544,25 @@ fn gather<F: Real>(
         }
         let (values, fired): (&[F], &[u32]) = match projection.source {
             Source::Input => (inputs.emitted, inputs.fired),
-            Source::Population(p) if projection.dense => (&populations[p].v, &[]),
-            Source::Population(p) => (&populations[p].spikes, &populations[p].fired),
+            Source::Population(p) => (&populations[p].v, &populations[p].fired),
         };
         if projection.dense {
-            projection.add_dense(values, scratch, acc);
             counts.dense_macs += projection.synapses;
-            continue;
+        } else {
+            counts.synaptic_events += fired.iter().map(|&j| projection.fan_out[j as usize] as u64).sum::<u64>();
         }
-        counts.synaptic_events += fired.iter().map(|&j| projection.fan_out[j as usize] as u64).sum::<u64>();
-        projection.add_spikes(fired, values, scratch, acc);
+        let Some(slot) = projection.shared else {
+            projection.add_product(values, fired, scratch, acc);
+            continue;
+        };
+        let mut product = std::mem::take(&mut scratch.shared[slot]);
+        if scratch.computed_at[slot] != inputs.t {
+            product.fill(F::zero());
+            projection.add_product(values, fired, scratch, &mut product);
+            scratch.computed_at[slot] = inputs.t;
+        }
+        acc.iter_mut().zip(&product).for_each(|(a, &p)| *a += p);
+        scratch.shared[slot] = product;
     }
 }
 
@@ -511,40 +578,6 @@ fn charge<F: Real>(dynamics: Dynamics, operand: &CompiledOperand<F>, acc: &[F], 
         Dynamics::Subgradient => {
             for ((x, &a), &c) in x.iter_mut().zip(acc).zip(&operand.bias) {
                 *x -= eta * (*x - (a + c));
-            }
-        }
-    }
-}
-
-/// Fire and update every neuron of a population.
-fn fire_and_update<F: Real>(
-    dynamics: Dynamics,
-    kind: NeuronKind,
-    eta: F,
-    x1: &[F],
-    x2: &[F],
-    v: &mut [F],
-    fired: &mut Vec<u32>,
-) {
-    match dynamics {
-        Dynamics::SignGd => {
-            for (i, v) in v.iter_mut().enumerate() {
-                if kind.fires(*v, x1[i], x2[i]) {
-                    fired.push(i as u32);
-                    *v -= eta;
-                } else {
-                    *v += eta;
-                }
-            }
-        }
-        Dynamics::Subgradient => {
-            for (i, v) in v.iter_mut().enumerate() {
-                if x1[i] - *v > F::zero() {
-                    fired.push(i as u32);
-                    *v -= eta * (*v - F::one());
-                } else {
-                    *v -= eta * *v;
-                }
             }
         }
     }

@@ -1,0 +1,455 @@
+//! Column tiles: a sparse block cut into groups of consecutive sources whose fan-outs cover the
+//! same target runs, each group's weights stored densely `[source][run targets]`. Events are
+//! still delivered one by one along their contiguous fan-out, but a chunk of targets is held in
+//! registers across all the events of a group, so each target is loaded and stored once per
+//! group rather than once per event.
+//!
+//! Every target sums its events in ascending source order within a group and the groups in a
+//! fixed order, whatever the activity, the thread count or the CPU: no fused multiply-add is
+//! used, so the vector paths give the same bits as the scalar one.
+
+use hashbrown::HashMap;
+use sprs::CsMat;
+
+use crate::real::Real;
+
+/// Gaps of at most this many targets inside a fan-out are stored as zero weights, so the runs on
+/// either side merge (adding zero leaves a sum unchanged).
+const MAX_GAP: usize = 4;
+
+/// Below this many sources per group on average, plain scattering is faster than tiles.
+const MIN_MEAN_GROUP: usize = 3;
+
+/// Sources sharing the same target runs.
+#[derive(Clone, Debug)]
+struct Group {
+    first_run: u32,
+    end_run: u32,
+    /// Targets per source (the runs' lengths summed): the row length of the weights.
+    width: u32,
+    /// Offset of the group's first weight.
+    weights: usize,
+}
+
+/// A run of `len` targets `start, start + stride, …`, at `column` within its group's rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct TargetRun {
+    start: u32,
+    len: u32,
+    stride: u32,
+    column: u32,
+}
+
+impl TargetRun {
+    /// The position of `target` in the run.
+    fn position(&self, target: u32) -> Option<u32> {
+        let offset = target.checked_sub(self.start)?;
+        (offset % self.stride == 0 && offset / self.stride < self.len).then_some(offset / self.stride)
+    }
+}
+
+/// A sparse `[targets × sources]` block laid out for event delivery: register tiles where many
+/// sources share their fan-out's shape, plain scattering along each fan-out otherwise.
+pub struct ColumnTiles<F> {
+    targets: usize,
+    sources: usize,
+    layout: Layout<F>,
+}
+
+enum Layout<F> {
+    Tiled {
+        group_of: Vec<u32>,
+        /// The row of each source within its group's weights.
+        row_of: Vec<u32>,
+        groups: Vec<Group>,
+        runs: Vec<TargetRun>,
+        weights: Vec<F>,
+        /// Every group is a range of consecutive sources, so the events of a group are
+        /// consecutive in an ascending event list.
+        consecutive: bool,
+    },
+    Scatter {
+        indptr: Vec<usize>,
+        indices: Vec<u32>,
+        weights: Vec<F>,
+    },
+}
+
+/// Working space of [`ColumnTiles`], one per worker.
+#[derive(Default)]
+pub struct TileScratch<F> {
+    members: Vec<u32>,
+    starts: Vec<u32>,
+    /// Per event of the group being delivered: the offset of its weight row, and its factor.
+    rows: Vec<usize>,
+    factors: Vec<F>,
+}
+
+/// How an event's weight enters its targets: as it is (a binary spike) or times the source's
+/// real value.
+trait Term<F>: Copy {
+    /// The factor of source `j`.
+    fn factor(self, j: usize) -> F;
+    /// The contribution of `weight` from a source with factor `factor`.
+    fn term(weight: F, factor: F) -> F;
+}
+
+#[derive(Clone, Copy)]
+struct Spike;
+
+impl<F: Real> Term<F> for Spike {
+    #[inline(always)]
+    fn factor(self, _: usize) -> F {
+        F::one()
+    }
+    #[inline(always)]
+    fn term(weight: F, _: F) -> F {
+        weight
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Valued<'a, F>(&'a [F]);
+
+impl<F: Real> Term<F> for Valued<'_, F> {
+    #[inline(always)]
+    fn factor(self, j: usize) -> F {
+        self.0[j]
+    }
+    #[inline(always)]
+    fn term(weight: F, factor: F) -> F {
+        weight * factor
+    }
+}
+
+/// The target runs of one column: one strided run when its targets are evenly spaced, else
+/// contiguous runs with gaps of up to [`MAX_GAP`] merged.
+fn column_runs(rows: &[usize], runs: &mut Vec<TargetRun>) {
+    runs.clear();
+    if let [first, second, ..] = rows {
+        let stride = second - first;
+        if stride > 1 && rows.windows(2).all(|w| w[1] - w[0] == stride) {
+            runs.push(TargetRun { start: *first as u32, len: rows.len() as u32, stride: stride as u32, column: 0 });
+            return;
+        }
+    }
+    for &row in rows {
+        match runs.last_mut() {
+            Some(run) if row <= (run.start + run.len) as usize + MAX_GAP => run.len = row as u32 + 1 - run.start,
+            _ => {
+                let column = runs.last().map_or(0, |r| r.column + r.len);
+                runs.push(TargetRun { start: row as u32, len: 1, stride: 1, column });
+            }
+        }
+    }
+}
+
+impl<F: Real> ColumnTiles<F> {
+    /// Lays out a `[targets × sources]` matrix.
+    pub fn new(matrix: &CsMat<F>) -> Self {
+        let matrix = matrix.to_csc();
+        let (targets, sources) = (matrix.rows(), matrix.cols());
+        let mut group_by_runs: HashMap<Vec<TargetRun>, u32> = HashMap::new();
+        let mut shapes: Vec<Vec<TargetRun>> = Vec::new();
+        let mut members: Vec<Vec<u32>> = Vec::new();
+        let mut group_of = Vec::with_capacity(sources);
+        let mut runs = Vec::new();
+        for (j, column) in matrix.outer_iterator().enumerate() {
+            column_runs(column.indices(), &mut runs);
+            let group = *group_by_runs.entry(runs.clone()).or_insert_with(|| {
+                shapes.push(runs.clone());
+                members.push(Vec::new());
+                shapes.len() as u32 - 1
+            });
+            members[group as usize].push(j as u32);
+            group_of.push(group);
+        }
+        if shapes.len() * MIN_MEAN_GROUP > sources {
+            return ColumnTiles {
+                targets,
+                sources,
+                layout: Layout::Scatter {
+                    indptr: matrix.indptr().raw_storage().to_vec(),
+                    indices: matrix.indices().iter().map(|&r| r as u32).collect(),
+                    weights: matrix.data().to_vec(),
+                },
+            };
+        }
+        let consecutive = members.iter().all(|m| m.windows(2).all(|w| w[1] == w[0] + 1));
+        let (mut groups, mut all_runs, mut weights, mut row_of) =
+            (Vec::new(), Vec::new(), Vec::new(), vec![0; sources]);
+        for (shape, members) in shapes.iter().zip(&members) {
+            let width: u32 = shape.iter().map(|r| r.len).sum();
+            groups.push(Group {
+                first_run: all_runs.len() as u32,
+                end_run: (all_runs.len() + shape.len()) as u32,
+                width,
+                weights: weights.len(),
+            });
+            all_runs.extend_from_slice(shape);
+            for (row, &j) in members.iter().enumerate() {
+                row_of[j as usize] = row as u32;
+                let start = weights.len();
+                weights.resize(start + width as usize, F::zero());
+                let column = matrix.outer_view(j as usize).expect("a column of the matrix");
+                for (target, &w) in column.iter() {
+                    let (run, position) = shape
+                        .iter()
+                        .find_map(|r| Some((r, r.position(target as u32)?)))
+                        .expect("every target lies in a run");
+                    weights[start + (run.column + position) as usize] = w;
+                }
+            }
+        }
+        ColumnTiles {
+            targets,
+            sources,
+            layout: Layout::Tiled { group_of, row_of, groups, runs: all_runs, weights, consecutive },
+        }
+    }
+
+    /// Number of targets.
+    pub fn targets(&self) -> usize {
+        self.targets
+    }
+
+    /// Number of sources.
+    pub fn sources(&self) -> usize {
+        self.sources
+    }
+
+    /// Adds the weights of every fired source (ascending indices) to `acc`.
+    pub fn add_spikes(&self, fired: &[u32], scratch: &mut TileScratch<F>, acc: &mut [F]) {
+        self.dispatch(fired, Spike, scratch, acc)
+    }
+
+    /// Adds `A u` over the listed sources (ascending indices; the others are taken as zero).
+    pub fn add_values(&self, sources: &[u32], values: &[F], scratch: &mut TileScratch<F>, acc: &mut [F]) {
+        self.dispatch(sources, Valued(values), scratch, acc)
+    }
+
+    fn dispatch<T: Term<F>>(&self, events: &[u32], term: T, scratch: &mut TileScratch<F>, acc: &mut [F]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports the features the function is compiled for.
+                return unsafe { self.deliver_avx512(events, term, scratch, acc) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: as above.
+                return unsafe { self.deliver_avx2(events, term, scratch, acc) };
+            }
+        }
+        self.deliver(events, term, scratch, acc)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn deliver_avx512<T: Term<F>>(&self, events: &[u32], term: T, scratch: &mut TileScratch<F>, acc: &mut [F]) {
+        self.deliver(events, term, scratch, acc)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn deliver_avx2<T: Term<F>>(&self, events: &[u32], term: T, scratch: &mut TileScratch<F>, acc: &mut [F]) {
+        self.deliver(events, term, scratch, acc)
+    }
+
+    #[inline(always)]
+    fn deliver<T: Term<F>>(&self, events: &[u32], term: T, scratch: &mut TileScratch<F>, acc: &mut [F]) {
+        let (group_of, row_of, groups, runs, weights, consecutive) = match &self.layout {
+            Layout::Scatter { indptr, indices, weights } => {
+                for &j in events {
+                    let range = indptr[j as usize]..indptr[j as usize + 1];
+                    for (&target, &w) in indices[range.clone()].iter().zip(&weights[range]) {
+                        acc[target as usize] += T::term(w, term.factor(j as usize));
+                    }
+                }
+                return;
+            }
+            Layout::Tiled { group_of, row_of, groups, runs, weights, consecutive } => {
+                (group_of, row_of, groups, runs, weights, *consecutive)
+            }
+        };
+        let TileScratch { members, starts, rows, factors } = scratch;
+        let mut tiles = Tiles { weights, row_of, runs, term, rows, factors };
+        if consecutive {
+            let mut i = 0;
+            while i < events.len() {
+                let g = group_of[events[i] as usize];
+                let end = i + events[i..].partition_point(|&j| group_of[j as usize] == g);
+                tiles.add_group(&groups[g as usize], &events[i..end], acc);
+                i = end;
+            }
+            return;
+        }
+        starts.clear();
+        starts.resize(groups.len() + 1, 0);
+        for &j in events {
+            starts[group_of[j as usize] as usize + 1] += 1;
+        }
+        for g in 0..groups.len() {
+            starts[g + 1] += starts[g];
+        }
+        members.resize(events.len(), 0);
+        for &j in events {
+            let slot = &mut starts[group_of[j as usize] as usize];
+            members[*slot as usize] = j;
+            *slot += 1;
+        }
+        let mut begin = 0;
+        for (group, &end) in groups.iter().zip(starts.iter()) {
+            if end > begin {
+                tiles.add_group(group, &members[begin as usize..end as usize], acc);
+            }
+            begin = end;
+        }
+    }
+}
+
+/// The tiled layout's parts that every group reads, and the rows of the group being delivered.
+struct Tiles<'a, F, T> {
+    weights: &'a [F],
+    row_of: &'a [u32],
+    runs: &'a [TargetRun],
+    term: T,
+    rows: &'a mut Vec<usize>,
+    factors: &'a mut Vec<F>,
+}
+
+impl<F: Real, T: Term<F>> Tiles<'_, F, T> {
+    /// Delivers the events of some members of one group, run by run, in register-sized chunks.
+    #[inline(always)]
+    fn add_group(&mut self, group: &Group, members: &[u32], acc: &mut [F]) {
+        let width = group.width as usize;
+        self.rows.clear();
+        self.rows.extend(members.iter().map(|&j| group.weights + self.row_of[j as usize] as usize * width));
+        self.factors.clear();
+        self.factors.extend(members.iter().map(|&j| self.term.factor(j as usize)));
+        assert!(self.rows.last().is_none_or(|&row| row + width <= self.weights.len()));
+        for run in &self.runs[group.first_run as usize..group.end_run as usize] {
+            let (mut column, mut start, mut left) = (run.column as usize, run.start as usize, run.len as usize);
+            let stride = run.stride as usize;
+            for n in [64, 32, 16, 8, 4, 1] {
+                while left >= n {
+                    match n {
+                        64 => self.add_chunk::<64>(column, acc, start, stride),
+                        32 => self.add_chunk::<32>(column, acc, start, stride),
+                        16 => self.add_chunk::<16>(column, acc, start, stride),
+                        8 => self.add_chunk::<8>(column, acc, start, stride),
+                        4 => self.add_chunk::<4>(column, acc, start, stride),
+                        _ => self.add_chunk::<1>(column, acc, start, stride),
+                    }
+                    column += n;
+                    start += n * stride;
+                    left -= n;
+                }
+            }
+        }
+    }
+
+    /// Sums the weights at `column..column + N` of the rows in registers, then adds the sums to
+    /// the targets `start, start + stride, …` of `acc`. `column + N` lies within the group's width.
+    #[inline(always)]
+    fn add_chunk<const N: usize>(&self, column: usize, acc: &mut [F], start: usize, stride: usize) {
+        let mut sums = [F::zero(); N];
+        for (&row, &factor) in self.rows.iter().zip(self.factors.iter()) {
+            // SAFETY: `add_group` checked that every row of `width` weights lies inside `weights`,
+            // and the runs place `column + N` within `width`.
+            let weights = unsafe { &*(self.weights.as_ptr().add(row + column) as *const [F; N]) };
+            for k in 0..N {
+                sums[k] += T::term(weights[k], factor);
+            }
+        }
+        if stride == 1 {
+            let acc: &mut [F; N] = (&mut acc[start..start + N]).try_into().expect("a chunk of N targets");
+            for k in 0..N {
+                acc[k] += sums[k];
+            }
+        } else {
+            for (k, sum) in sums.into_iter().enumerate() {
+                acc[start + k * stride] += sum;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sprs::TriMat;
+
+    fn matrix(targets: usize, sources: usize, keep: impl Fn(usize, usize) -> bool) -> CsMat<f64> {
+        let mut tri = TriMat::new((targets, sources));
+        for c in 0..sources {
+            for r in 0..targets {
+                if keep(r, c) {
+                    tri.add_triplet(r, c, ((r * 7 + c * 3) as f64).sin());
+                }
+            }
+        }
+        tri.to_csc()
+    }
+
+    fn reference(m: &CsMat<f64>, values: &[f64], sources: &[u32]) -> Vec<f64> {
+        let mut out = vec![0.0; m.rows()];
+        for &j in sources {
+            for (r, &w) in m.outer_view(j as usize).expect("a column").iter() {
+                out[r] += w * values[j as usize];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_layout_delivers_the_same_sums() {
+        let cases = [
+            matrix(150, 90, |_, _| true),
+            matrix(128, 64, |r, c| r / 32 == c / 16),
+            matrix(128, 64, |r, c| r / 32 == c % 4 && r % 5 != 2),
+            matrix(70, 40, |r, c| (r + c) % 3 != 0),
+            matrix(33, 50, |r, c| r == c % 33),
+            matrix(90, 30, |r, c| r % 10 == c % 10 || r < 2),
+            matrix(96, 40, |r, c| r % 8 == c % 8),
+            matrix(1024, 64, |r, c| r % 16 == c % 16),
+            matrix(20, 10, |_, c| c % 2 == 0),
+        ];
+        for m in cases {
+            let tiles = ColumnTiles::new(&m);
+            let values: Vec<f64> = (0..m.cols()).map(|j| (j as f64 * 0.37).cos()).collect();
+            let ones = vec![1.0; m.cols()];
+            let mut scratch = TileScratch::default();
+            for sources in [
+                (0..m.cols() as u32).collect::<Vec<_>>(),
+                (0..m.cols() as u32).filter(|j| j % 3 != 1).collect(),
+                vec![],
+            ] {
+                let mut spikes = vec![0.0; m.rows()];
+                tiles.add_spikes(&sources, &mut scratch, &mut spikes);
+                let mut valued = vec![0.0; m.rows()];
+                tiles.add_values(&sources, &values, &mut scratch, &mut valued);
+                let (expected_spikes, expected_values) =
+                    (reference(&m, &ones, &sources), reference(&m, &values, &sources));
+                for r in 0..m.rows() {
+                    assert!((spikes[r] - expected_spikes[r]).abs() < 1e-12, "spikes, target {r}");
+                    assert!((valued[r] - expected_values[r]).abs() < 1e-12, "values, target {r}");
+                }
+            }
+        }
+    }
+
+    fn group_count(tiles: &ColumnTiles<f64>) -> Option<usize> {
+        match &tiles.layout {
+            Layout::Tiled { groups, .. } => Some(groups.len()),
+            Layout::Scatter { .. } => None,
+        }
+    }
+
+    #[test]
+    fn identical_fan_outs_share_one_group() {
+        assert_eq!(group_count(&ColumnTiles::new(&matrix(100, 80, |_, _| true))), Some(1));
+        assert_eq!(group_count(&ColumnTiles::new(&matrix(128, 64, |r, c| r / 32 == c / 16))), Some(4));
+        assert_eq!(group_count(&ColumnTiles::new(&matrix(128, 64, |r, c| r / 32 == c % 4))), Some(4));
+        assert_eq!(group_count(&ColumnTiles::new(&matrix(33, 50, |r, c| r == c % 33))), None);
+    }
+}
