@@ -1,7 +1,10 @@
 //! Synaptic events delivered per second by the event-delivery kernels, at spike density 0.5:
 //! a fully connected 1024×1024 linear block and a 3×3 convolution block (32→32 channels, 32×32).
+//! `engine_tiles` is the engine's register-tiled kernel; `generic_scatter` the plain scatter of
+//! `SynapseBlock::deliver_events`, one event at a time.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use signgd::engine::{ColumnTiles, TileScratch};
 use signgd::snn::{ConvBlock, SynapseBlock};
 use sprs::TriMat;
 
@@ -41,13 +44,24 @@ fn bench_block(c: &mut Criterion, name: &str, block: SynapseBlock<f32>) {
     let mut acc = vec![0.0f32; block.targets()];
     let mut group = c.benchmark_group("event_delivery");
     group.throughput(Throughput::Elements(events));
-    group.bench_function(name, |b| {
+    group.bench_function(format!("generic_scatter/{name}"), |b| {
         b.iter(|| {
             acc.fill(0.0);
             block.deliver_events(black_box(&fired), &mut acc);
             black_box(&acc);
         })
     });
+    if let SynapseBlock::Sparse { matrix } = &block {
+        let tiles = ColumnTiles::new(matrix);
+        let mut scratch = TileScratch::default();
+        group.bench_function(format!("engine_tiles/{name}"), |b| {
+            b.iter(|| {
+                acc.fill(0.0);
+                tiles.add_spikes(black_box(&fired), &mut scratch, &mut acc);
+                black_box(&acc);
+            })
+        });
+    }
     group.finish();
 }
 

@@ -21,6 +21,50 @@ pub(super) fn fire_and_update<F: Real>(
     v: &mut [F],
     fired: &mut Vec<u32>,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            return unsafe { fire_avx512(dynamics, kind, eta, x1, x2, v, fired) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return unsafe { fire_avx2(dynamics, kind, eta, x1, x2, v, fired) };
+        }
+    }
+    fire(dynamics, kind, eta, x1, x2, v, fired)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fire_avx512<F: Real>(
+    dynamics: Dynamics,
+    kind: NeuronKind,
+    eta: F,
+    x1: &[F],
+    x2: &[F],
+    v: &mut [F],
+    fired: &mut Vec<u32>,
+) {
+    fire(dynamics, kind, eta, x1, x2, v, fired)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn fire_avx2<F: Real>(
+    dynamics: Dynamics,
+    kind: NeuronKind,
+    eta: F,
+    x1: &[F],
+    x2: &[F],
+    v: &mut [F],
+    fired: &mut Vec<u32>,
+) {
+    fire(dynamics, kind, eta, x1, x2, v, fired)
+}
+
+#[inline(always)]
+fn fire<F: Real>(dynamics: Dynamics, kind: NeuronKind, eta: F, x1: &[F], x2: &[F], v: &mut [F], fired: &mut Vec<u32>) {
     fired.clear();
     let x2 = &x2[..v.len()];
     let x1 = &x1[..v.len()];
@@ -75,16 +119,24 @@ pub(super) fn fire_and_update<F: Real>(
 }
 
 /// Runs `rule(i, v_i) → (spike, new v_i)` over the neurons `first..first + v.len()` and appends
-/// the spiking ones to `fired`, without a branch per neuron.
+/// the spiking ones to `fired`: a vectorisable pass per chunk of neurons, then a branch-free pass
+/// listing its spikes.
 #[inline(always)]
 fn update<F: Real>(v: &mut [F], first: u32, fired: &mut Vec<u32>, rule: impl Fn(usize, F) -> (bool, F)) {
+    const CHUNK: usize = 64;
+    let mut spikes = [false; CHUNK];
     let mut count = fired.len();
     fired.resize(count + v.len(), 0);
-    for (i, v) in v.iter_mut().enumerate() {
-        let (spike, next) = rule(i, *v);
-        *v = next;
-        fired[count] = first + i as u32;
-        count += spike as usize;
+    for (c, v) in v.chunks_mut(CHUNK).enumerate() {
+        for (i, (v, spike)) in v.iter_mut().zip(spikes.iter_mut()).enumerate() {
+            let (s, next) = rule(c * CHUNK + i, *v);
+            *v = next;
+            *spike = s;
+        }
+        for (i, &spike) in spikes[..v.len()].iter().enumerate() {
+            fired[count] = first + (c * CHUNK + i) as u32;
+            count += spike as usize;
+        }
     }
     fired.truncate(count);
 }

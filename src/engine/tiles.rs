@@ -4,9 +4,9 @@
 //! registers across all the events of a group, so each target is loaded and stored once per
 //! group rather than once per event.
 //!
-//! Every target sums its events in ascending source order within a group and the groups in a
-//! fixed order, whatever the activity, the thread count or the CPU: no fused multiply-add is
-//! used, so the vector paths give the same bits as the scalar one.
+//! Every target sums its events in an order fixed by the active sources alone, whatever the
+//! thread count or the CPU: no fused multiply-add is used, so the vector paths give the same
+//! bits as the scalar one.
 
 use hashbrown::HashMap;
 use sprs::CsMat;
@@ -144,25 +144,79 @@ fn column_runs(rows: &[usize], runs: &mut Vec<TargetRun>) {
     }
 }
 
+/// Groups of the sources whose fan-outs have exactly the same runs: `(runs, members)` per group.
+fn exact_groups<F>(matrix: &CsMat<F>) -> (Vec<Vec<TargetRun>>, Vec<Vec<u32>>) {
+    let mut group_by_runs: HashMap<Vec<TargetRun>, usize> = HashMap::new();
+    let (mut shapes, mut members): (Vec<Vec<TargetRun>>, Vec<Vec<u32>>) = (Vec::new(), Vec::new());
+    let mut runs = Vec::new();
+    for (j, column) in matrix.outer_iterator().enumerate() {
+        column_runs(column.indices(), &mut runs);
+        let group = *group_by_runs.entry(runs.clone()).or_insert_with(|| {
+            shapes.push(runs.clone());
+            members.push(Vec::new());
+            shapes.len() - 1
+        });
+        members[group].push(j as u32);
+    }
+    (shapes, members)
+}
+
+/// Groups of the sources whose targets lie on the same residue class `start mod stride`, each
+/// covering the span of its members' targets with zero weights where a member has no synapse:
+/// the shape of a convolution composed with a layout change (a depthwise convolution over a
+/// channels-last map, say), where no two fan-outs are alike. `None` unless the zero weights stay
+/// below half of those stored.
+fn residue_groups<F>(matrix: &CsMat<F>) -> Option<(Vec<Vec<TargetRun>>, Vec<Vec<u32>>)> {
+    // Keyed by (stride, residue); sources without synapses form the group of stride 0.
+    let mut group_by_class: HashMap<(usize, usize), usize> = HashMap::new();
+    let (mut spans, mut members): (Vec<(usize, usize, usize)>, Vec<Vec<u32>>) = (Vec::new(), Vec::new());
+    for (j, column) in matrix.outer_iterator().enumerate() {
+        let rows = column.indices();
+        let (first, last) = (rows.first().copied().unwrap_or(0), rows.last().copied().unwrap_or(0));
+        let stride = rows.windows(2).fold(0, |g, w| gcd(g, w[1] - w[0])).max(1);
+        let stride = if rows.is_empty() { 0 } else { stride };
+        let group = *group_by_class.entry((stride, first.checked_rem(stride).unwrap_or(0))).or_insert_with(|| {
+            spans.push((stride, first, last));
+            members.push(Vec::new());
+            spans.len() - 1
+        });
+        let span = &mut spans[group];
+        (span.1, span.2) = (span.1.min(first), span.2.max(last));
+        members[group].push(j as u32);
+    }
+    let runs = |&(stride, first, last): &(usize, usize, usize)| match stride {
+        0 => vec![],
+        _ => vec![TargetRun {
+            start: first as u32,
+            len: ((last - first) / stride + 1) as u32,
+            stride: stride as u32,
+            column: 0,
+        }],
+    };
+    let shapes: Vec<Vec<TargetRun>> = spans.iter().map(runs).collect();
+    let stored: usize =
+        shapes.iter().zip(&members).map(|(s, m)| s.iter().map(|r| r.len as usize).sum::<usize>() * m.len()).sum();
+    (stored <= 2 * matrix.nnz()).then_some((shapes, members))
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 impl<F: Real> ColumnTiles<F> {
     /// Lays out a `[targets × sources]` matrix.
     pub fn new(matrix: &CsMat<F>) -> Self {
         let matrix = matrix.to_csc();
         let (targets, sources) = (matrix.rows(), matrix.cols());
-        let mut group_by_runs: HashMap<Vec<TargetRun>, u32> = HashMap::new();
-        let mut shapes: Vec<Vec<TargetRun>> = Vec::new();
-        let mut members: Vec<Vec<u32>> = Vec::new();
-        let mut group_of = Vec::with_capacity(sources);
-        let mut runs = Vec::new();
-        for (j, column) in matrix.outer_iterator().enumerate() {
-            column_runs(column.indices(), &mut runs);
-            let group = *group_by_runs.entry(runs.clone()).or_insert_with(|| {
-                shapes.push(runs.clone());
-                members.push(Vec::new());
-                shapes.len() as u32 - 1
-            });
-            members[group as usize].push(j as u32);
-            group_of.push(group);
+        let (mut shapes, mut members) = exact_groups(&matrix);
+        if shapes.len() * MIN_MEAN_GROUP > sources {
+            if let Some((residue_shapes, residue_members)) = residue_groups(&matrix) {
+                (shapes, members) = (residue_shapes, residue_members);
+            }
         }
         if shapes.len() * MIN_MEAN_GROUP > sources {
             return ColumnTiles {
@@ -178,7 +232,8 @@ impl<F: Real> ColumnTiles<F> {
         let consecutive = members.iter().all(|m| m.windows(2).all(|w| w[1] == w[0] + 1));
         let (mut groups, mut all_runs, mut weights, mut row_of) =
             (Vec::new(), Vec::new(), Vec::new(), vec![0; sources]);
-        for (shape, members) in shapes.iter().zip(&members) {
+        let mut group_of = vec![0; sources];
+        for (g, (shape, members)) in shapes.iter().zip(&members).enumerate() {
             let width: u32 = shape.iter().map(|r| r.len).sum();
             groups.push(Group {
                 first_run: all_runs.len() as u32,
@@ -189,6 +244,7 @@ impl<F: Real> ColumnTiles<F> {
             all_runs.extend_from_slice(shape);
             for (row, &j) in members.iter().enumerate() {
                 row_of[j as usize] = row as u32;
+                group_of[j as usize] = g as u32;
                 let start = weights.len();
                 weights.resize(start + width as usize, F::zero());
                 let column = matrix.outer_view(j as usize).expect("a column of the matrix");
@@ -333,12 +389,12 @@ impl<F: Real, T: Term<F>> Tiles<'_, F, T> {
             for n in [64, 32, 16, 8, 4, 1] {
                 while left >= n {
                     match n {
-                        64 => self.add_chunk::<64>(column, acc, start, stride),
-                        32 => self.add_chunk::<32>(column, acc, start, stride),
-                        16 => self.add_chunk::<16>(column, acc, start, stride),
-                        8 => self.add_chunk::<8>(column, acc, start, stride),
-                        4 => self.add_chunk::<4>(column, acc, start, stride),
-                        _ => self.add_chunk::<1>(column, acc, start, stride),
+                        64 => self.add_chunk::<64, 1>(column, acc, start, stride),
+                        32 => self.add_chunk::<32, 2>(column, acc, start, stride),
+                        16 => self.add_chunk::<16, 4>(column, acc, start, stride),
+                        8 => self.add_chunk::<8, 4>(column, acc, start, stride),
+                        4 => self.add_chunk::<4, 4>(column, acc, start, stride),
+                        _ => self.add_chunk::<1, 4>(column, acc, start, stride),
                     }
                     column += n;
                     start += n * stride;
@@ -350,15 +406,26 @@ impl<F: Real, T: Term<F>> Tiles<'_, F, T> {
 
     /// Sums the weights at `column..column + N` of the rows in registers, then adds the sums to
     /// the targets `start, start + stride, …` of `acc`. `column + N` lies within the group's width.
+    /// Narrow chunks keep `P` partial sums (row `r` goes to partial `r mod P`, combined in order)
+    /// so the additions do not wait on each other.
     #[inline(always)]
-    fn add_chunk<const N: usize>(&self, column: usize, acc: &mut [F], start: usize, stride: usize) {
-        let mut sums = [F::zero(); N];
-        for (&row, &factor) in self.rows.iter().zip(self.factors.iter()) {
-            // SAFETY: `add_group` checked that every row of `width` weights lies inside `weights`,
-            // and the runs place `column + N` within `width`.
-            let weights = unsafe { &*(self.weights.as_ptr().add(row + column) as *const [F; N]) };
+    fn add_chunk<const N: usize, const P: usize>(&self, column: usize, acc: &mut [F], start: usize, stride: usize) {
+        let mut partials = [[F::zero(); N]; P];
+        let rows = self.rows.chunks(P).zip(self.factors.chunks(P));
+        for (rows, factors) in rows {
+            for (p, (&row, &factor)) in rows.iter().zip(factors).enumerate() {
+                // SAFETY: `add_group` checked that every row of `width` weights lies inside
+                // `weights`, and the runs place `column + N` within `width`.
+                let weights = unsafe { &*(self.weights.as_ptr().add(row + column) as *const [F; N]) };
+                for k in 0..N {
+                    partials[p][k] += T::term(weights[k], factor);
+                }
+            }
+        }
+        let mut sums = partials[0];
+        for partial in &partials[1..] {
             for k in 0..N {
-                sums[k] += T::term(weights[k], factor);
+                sums[k] += partial[k];
             }
         }
         if stride == 1 {
@@ -411,8 +478,10 @@ mod tests {
             matrix(33, 50, |r, c| r == c % 33),
             matrix(90, 30, |r, c| r % 10 == c % 10 || r < 2),
             matrix(96, 40, |r, c| r % 8 == c % 8),
+            matrix(392, 392, |r, c| r % 8 == c % 8 && (r / 8).abs_diff(c / 8) <= 6),
             matrix(1024, 64, |r, c| r % 16 == c % 16),
             matrix(20, 10, |_, c| c % 2 == 0),
+            matrix(392, 400, |r, c| c < 392 && r % 8 == c % 8 && (r / 8).abs_diff(c / 8) <= 6),
         ];
         for m in cases {
             let tiles = ColumnTiles::new(&m);
@@ -451,5 +520,7 @@ mod tests {
         assert_eq!(group_count(&ColumnTiles::new(&matrix(128, 64, |r, c| r / 32 == c / 16))), Some(4));
         assert_eq!(group_count(&ColumnTiles::new(&matrix(128, 64, |r, c| r / 32 == c % 4))), Some(4));
         assert_eq!(group_count(&ColumnTiles::new(&matrix(33, 50, |r, c| r == c % 33))), None);
+        let windows = matrix(392, 392, |r, c| r % 8 == c % 8 && (r / 8).abs_diff(c / 8) <= 30);
+        assert_eq!(group_count(&ColumnTiles::new(&windows)), Some(8));
     }
 }
