@@ -58,10 +58,26 @@ where
     F: Real,
     L: Fn(usize, &mut [F]) + Sync,
 {
+    let simulator = Simulator::<F>::new(network, config)?;
+    simulate_prepared(&simulator, count, load, threads, progress)
+}
+
+/// [`simulate`] with a simulator already prepared (so that a caller can time preparation and
+/// simulation apart).
+pub fn simulate_prepared<F, L>(
+    simulator: &Simulator<F>,
+    count: usize,
+    load: L,
+    threads: usize,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<SimulationResult<F>, NetworkError>
+where
+    F: Real,
+    L: Fn(usize, &mut [F]) + Sync,
+{
     if threads == 0 {
         return Err(NetworkError::Setting("the number of threads must be at least 1".into()));
     }
-    let simulator = Simulator::<F>::new(network, config)?;
     let checkpoints = simulator.checkpoints().to_vec();
     let output_size = simulator.output_size();
     let input_size = simulator.input_size();
@@ -91,7 +107,7 @@ where
             outputs[at..at + output_size].copy_from_slice(values);
         }
     }
-    let mut counters = Counters::new(network.populations.len(), checkpoints.len());
+    let mut counters = Counters::new(simulator.populations(), checkpoints.len());
     for state in &states {
         counters.merge(&state.workspace.counters);
     }

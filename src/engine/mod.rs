@@ -1,16 +1,16 @@
 //! The event-driven simulator: per step, per population in topological order, deliver the
 //! events of the sources that spiked, add the constant drive, fire, update.
 
+mod conv_kernel;
 pub mod counters;
 mod fire;
-mod kernel;
 mod tiles;
 
 use serde::{Deserialize, Serialize};
 
+use conv_kernel::{ConvGather, ConvScratch};
 pub use counters::{ActivityCounts, Counters};
 use fire::fire_and_update;
-use kernel::{convolve_dense, ConvColumns};
 pub use tiles::{ColumnTiles, TileScratch};
 
 use crate::real::Real;
@@ -81,8 +81,8 @@ struct CompiledProjection<F> {
     dense: bool,
     /// Register-tiled layout of a sparse block.
     tiles: Option<ColumnTiles<F>>,
-    /// Rearranged kernel of a convolution block with enough output channels per group.
-    columns: Option<ConvColumns<F>>,
+    /// Rearranged kernel of a convolution block.
+    conv: Option<ConvGather<F>>,
     block: SynapseBlock<F>,
     fan_out: Vec<u32>,
     synapses: u64,
@@ -138,8 +138,8 @@ pub struct Workspace<F: Real> {
 
 /// Working space of the synapse kernels.
 struct Scratch<F> {
-    /// For the convolution kernels (as large as the largest convolution's output).
-    conv: Vec<F>,
+    /// For the convolution kernels.
+    conv: ConvScratch<F>,
     /// The indices of the non-zero elements of a real-valued source.
     nonzero: Vec<u32>,
     tiles: TileScratch<F>,
@@ -276,12 +276,20 @@ impl<F: Real> Simulator<F> {
         self.input_size
     }
 
+    /// Number of populations (relays included).
+    pub fn populations(&self) -> usize {
+        self.populations.len()
+    }
+
     /// Elements of scratch space the largest convolution block needs.
     fn scratch_len(&self) -> usize {
         let operands = self.populations.iter().flat_map(|p| &p.operands).chain([&self.readout]);
         operands
             .flat_map(|o| &o.projections)
-            .map(|p| if p.columns.is_some() { p.block.targets() } else { 0 })
+            .map(|p| match &p.block {
+                SynapseBlock::Conv(conv) => ConvGather::scratch_len(conv),
+                _ => 0,
+            })
             .max()
             .unwrap_or(0)
     }
@@ -306,7 +314,7 @@ impl<F: Real> Simulator<F> {
             readout_acc: vec![F::zero(); self.output_size],
             readout_input_product: vec![F::zero(); self.readout.input_ones.len()],
             scratch: Scratch {
-                conv: vec![F::zero(); self.scratch_len()],
+                conv: ConvScratch::new(self.scratch_len()),
                 nonzero: Vec::with_capacity(self.largest_source()),
                 tiles: TileScratch::default(),
                 shared: self.shared_sizes.iter().map(|&n| vec![F::zero(); n]).collect(),
@@ -428,29 +436,23 @@ struct Inputs<'a, F> {
 impl<F: Real> CompiledProjection<F> {
     /// Adds `A u` for a real-valued source vector `u`, skipping its zeros.
     fn add_dense(&self, values: &[F], scratch: &mut Scratch<F>, acc: &mut [F]) {
-        match (&self.tiles, &self.columns, &self.block) {
+        match (&self.tiles, &self.conv, &self.block) {
             (Some(tiles), _, _) => {
                 scratch.nonzero.clear();
                 let nonzero = values.iter().enumerate().filter(|(_, u)| **u != F::zero());
                 scratch.nonzero.extend(nonzero.map(|(j, _)| j as u32));
                 tiles.add_values(&scratch.nonzero, values, &mut scratch.tiles, acc)
             }
-            (_, Some(columns), SynapseBlock::Conv(conv)) => {
-                let active = values.iter().copied().enumerate().filter(|(_, u)| *u != F::zero());
-                columns.apply(conv, active, &mut scratch.conv, acc)
-            }
-            (_, _, SynapseBlock::Conv(conv)) => convolve_dense(conv, values, acc),
+            (_, Some(kernel), SynapseBlock::Conv(conv)) => kernel.add_values(conv, values, &mut scratch.conv, acc),
             (_, _, block) => block.multiply_add(values, acc),
         }
     }
 
     /// Adds `A s` for binary spikes, given as the ascending list of the sources that fired.
     fn add_spikes(&self, fired: &[u32], scratch: &mut Scratch<F>, acc: &mut [F]) {
-        match (&self.tiles, &self.columns, &self.block) {
+        match (&self.tiles, &self.conv, &self.block) {
             (Some(tiles), _, _) => tiles.add_spikes(fired, &mut scratch.tiles, acc),
-            (_, Some(columns), SynapseBlock::Conv(conv)) => {
-                columns.apply(conv, fired.iter().map(|&j| (j as usize, F::one())), &mut scratch.conv, acc)
-            }
+            (_, Some(kernel), SynapseBlock::Conv(conv)) => kernel.add_spikes(conv, fired, &mut scratch.conv, acc),
             (_, _, block) => block.deliver_events(fired, acc),
         }
     }
@@ -506,8 +508,8 @@ fn compile_operand<F: Real>(
                         SynapseBlock::Sparse { matrix } => Some(ColumnTiles::new(&matrix.map(|w| F::of(*w)))),
                         _ => None,
                     },
-                    columns: match p.block.cast::<F>() {
-                        SynapseBlock::Conv(conv) => ConvColumns::new(&conv),
+                    conv: match p.block.cast::<F>() {
+                        SynapseBlock::Conv(conv) => Some(ConvGather::new(&conv)),
                         _ => None,
                     },
                     block: p.block.cast(),
