@@ -144,8 +144,11 @@ fn column_runs(rows: &[usize], runs: &mut Vec<TargetRun>) {
     }
 }
 
-/// Groups of the sources whose fan-outs have exactly the same runs: `(runs, members)` per group.
-fn exact_groups<F>(matrix: &CsMat<F>) -> (Vec<Vec<TargetRun>>, Vec<Vec<u32>>) {
+/// Per group, its target runs; and per group, its member sources.
+type Grouping = (Vec<Vec<TargetRun>>, Vec<Vec<u32>>);
+
+/// Groups of the sources whose fan-outs have exactly the same runs.
+fn exact_groups<F>(matrix: &CsMat<F>) -> Grouping {
     let mut group_by_runs: HashMap<Vec<TargetRun>, usize> = HashMap::new();
     let (mut shapes, mut members): (Vec<Vec<TargetRun>>, Vec<Vec<u32>>) = (Vec::new(), Vec::new());
     let mut runs = Vec::new();
@@ -166,10 +169,11 @@ fn exact_groups<F>(matrix: &CsMat<F>) -> (Vec<Vec<TargetRun>>, Vec<Vec<u32>>) {
 /// the shape of a convolution composed with a layout change (a depthwise convolution over a
 /// channels-last map, say), where no two fan-outs are alike. `None` unless the zero weights stay
 /// below half of those stored.
-fn residue_groups<F>(matrix: &CsMat<F>) -> Option<(Vec<Vec<TargetRun>>, Vec<Vec<u32>>)> {
+fn residue_groups<F>(matrix: &CsMat<F>) -> Option<Grouping> {
     // Keyed by (stride, residue); sources without synapses form the group of stride 0.
     let mut group_by_class: HashMap<(usize, usize), usize> = HashMap::new();
-    let (mut spans, mut members): (Vec<(usize, usize, usize)>, Vec<Vec<u32>>) = (Vec::new(), Vec::new());
+    let mut spans: Vec<(usize, usize, usize)> = Vec::new();
+    let mut members: Vec<Vec<u32>> = Vec::new();
     for (j, column) in matrix.outer_iterator().enumerate() {
         let rows = column.indices();
         let (first, last) = (rows.first().copied().unwrap_or(0), rows.last().copied().unwrap_or(0));
