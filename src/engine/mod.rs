@@ -85,6 +85,8 @@ struct CompiledProjection<F> {
     conv: Option<ConvGather<F>>,
     block: SynapseBlock<F>,
     fan_out: Vec<u32>,
+    /// The fan-out every source has, when they all have the same.
+    uniform_fan_out: Option<u64>,
     synapses: u64,
     /// The slot of [`SharedProducts`] holding this projection's product when other operands
     /// receive the same block from the same source.
@@ -513,6 +515,10 @@ fn compile_operand<F: Real>(
                         _ => None,
                     },
                     block: p.block.cast(),
+                    uniform_fan_out: match fan_out.first() {
+                        Some(&first) if fan_out.iter().all(|&f| f == first) => Some(first as u64),
+                        _ => None,
+                    },
                     fan_out,
                     shared: None,
                 }
@@ -551,7 +557,10 @@ fn gather<F: Real>(
         if projection.dense {
             counts.dense_macs += projection.synapses;
         } else {
-            counts.synaptic_events += fired.iter().map(|&j| projection.fan_out[j as usize] as u64).sum::<u64>();
+            counts.synaptic_events += match projection.uniform_fan_out {
+                Some(fan_out) => fired.len() as u64 * fan_out,
+                None => fired.iter().map(|&j| projection.fan_out[j as usize] as u64).sum::<u64>(),
+            };
         }
         let Some(slot) = projection.shared else {
             projection.add_product(values, fired, scratch, acc);

@@ -23,6 +23,8 @@ const MIN_MEAN_GROUP: usize = 3;
 /// Sources sharing the same target runs.
 #[derive(Clone, Debug)]
 struct Group {
+    /// One past the group's last member.
+    end_source: u32,
     first_run: u32,
     end_run: u32,
     /// Targets per source (the runs' lengths summed): the row length of the weights.
@@ -203,6 +205,16 @@ fn residue_groups<F>(matrix: &CsMat<F>) -> Option<Grouping> {
     (stored <= 2 * matrix.nnz()).then_some((shapes, members))
 }
 
+/// A hash of a block of weights, to find groups whose weights repeat (a linear map applied to
+/// every token, say: one block serves them all).
+fn hash_weights<F: Real>(weights: &[F]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    weights.len().hash(&mut hasher);
+    weights.iter().for_each(|w| w.to_f64_lossless().to_bits().hash(&mut hasher));
+    hasher.finish()
+}
+
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
         a
@@ -237,9 +249,11 @@ impl<F: Real> ColumnTiles<F> {
         let (mut groups, mut all_runs, mut weights, mut row_of) =
             (Vec::new(), Vec::new(), Vec::new(), vec![0; sources]);
         let mut group_of = vec![0; sources];
+        let mut blocks_by_hash: HashMap<u64, Vec<(usize, usize)>> = HashMap::new();
         for (g, (shape, members)) in shapes.iter().zip(&members).enumerate() {
             let width: u32 = shape.iter().map(|r| r.len).sum();
             groups.push(Group {
+                end_source: members.last().map_or(0, |&j| j + 1),
                 first_run: all_runs.len() as u32,
                 end_run: (all_runs.len() + shape.len()) as u32,
                 width,
@@ -259,6 +273,18 @@ impl<F: Real> ColumnTiles<F> {
                         .expect("every target lies in a run");
                     weights[start + (run.column + position) as usize] = w;
                 }
+            }
+            let group = groups.last_mut().expect("the group just pushed");
+            let block = group.weights..weights.len();
+            let hash = hash_weights(&weights[block.clone()]);
+            let same = blocks_by_hash.entry(hash).or_default();
+            match same.iter().find(|&&(at, len)| len == block.len() && weights[at..at + len] == weights[block.clone()])
+            {
+                Some(&(at, _)) => {
+                    weights.truncate(block.start);
+                    group.weights = at;
+                }
+                None => same.push((block.start, block.len())),
             }
         }
         ColumnTiles {
@@ -337,8 +363,9 @@ impl<F: Real> ColumnTiles<F> {
             let mut i = 0;
             while i < events.len() {
                 let g = group_of[events[i] as usize];
-                let end = i + events[i..].partition_point(|&j| group_of[j as usize] == g);
-                tiles.add_group(&groups[g as usize], &events[i..end], acc);
+                let group = &groups[g as usize];
+                let end = i + events[i..].iter().take_while(|&&j| j < group.end_source).count();
+                tiles.add_group(group, &events[i..end], acc);
                 i = end;
             }
             return;
@@ -462,6 +489,17 @@ mod tests {
         tri.to_csc()
     }
 
+    /// One 32×16 matrix applied to each of 4 tokens: the same weights in every group.
+    fn per_token() -> CsMat<f64> {
+        let mut tri = TriMat::new((128, 64));
+        for c in 0..64 {
+            for r in (c / 16) * 32..(c / 16 + 1) * 32 {
+                tri.add_triplet(r, c, ((r % 32) as f64 * 0.3 + (c % 16) as f64).sin());
+            }
+        }
+        tri.to_csc()
+    }
+
     fn reference(m: &CsMat<f64>, values: &[f64], sources: &[u32]) -> Vec<f64> {
         let mut out = vec![0.0; m.rows()];
         for &j in sources {
@@ -486,6 +524,7 @@ mod tests {
             matrix(1024, 64, |r, c| r % 16 == c % 16),
             matrix(20, 10, |_, c| c % 2 == 0),
             matrix(392, 400, |r, c| c < 392 && r % 8 == c % 8 && (r / 8).abs_diff(c / 8) <= 6),
+            per_token(),
         ];
         for m in cases {
             let tiles = ColumnTiles::new(&m);
@@ -522,6 +561,8 @@ mod tests {
     fn identical_fan_outs_share_one_group() {
         assert_eq!(group_count(&ColumnTiles::new(&matrix(100, 80, |_, _| true))), Some(1));
         assert_eq!(group_count(&ColumnTiles::new(&matrix(128, 64, |r, c| r / 32 == c / 16))), Some(4));
+        let per_token = ColumnTiles::new(&per_token());
+        assert!(matches!(&per_token.layout, Layout::Tiled { weights, .. } if weights.len() == 16 * 32));
         assert_eq!(group_count(&ColumnTiles::new(&matrix(128, 64, |r, c| r / 32 == c % 4))), Some(4));
         assert_eq!(group_count(&ColumnTiles::new(&matrix(33, 50, |r, c| r == c % 33))), None);
         let windows = matrix(392, 392, |r, c| r % 8 == c % 8 && (r / 8).abs_diff(c / 8) <= 30);
