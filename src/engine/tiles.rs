@@ -29,8 +29,6 @@ struct Group {
     end_run: u32,
     /// Targets per source (the runs' lengths summed): the row length of the weights.
     width: u32,
-    /// Offset of the group's first weight.
-    weights: usize,
 }
 
 /// A run of `len` targets `start, start + stride, …`, at `column` within its group's rows.
@@ -61,8 +59,8 @@ pub struct ColumnTiles<F> {
 enum Layout<F> {
     Tiled {
         group_of: Vec<u32>,
-        /// The row of each source within its group's weights.
-        row_of: Vec<u32>,
+        /// The offset of each source's weight row (sources with equal rows share one).
+        row_of: Vec<usize>,
         groups: Vec<Group>,
         runs: Vec<TargetRun>,
         weights: Vec<F>,
@@ -73,6 +71,13 @@ enum Layout<F> {
     Scatter {
         indptr: Vec<usize>,
         indices: Vec<u32>,
+        weights: Vec<F>,
+    },
+    /// Every source reaches at most one target (a selection, as in max pooling). A source
+    /// without a target adds a zero weight to some target (its index modulo the targets), which
+    /// leaves that sum unchanged and spares a branch per event.
+    Single {
+        target_of: Vec<u32>,
         weights: Vec<F>,
     },
 }
@@ -90,6 +95,8 @@ pub struct TileScratch<F> {
 /// How an event's weight enters its targets: as it is (a binary spike) or times the source's
 /// real value.
 trait Term<F>: Copy {
+    /// Whether sources carry factors (real values) at all.
+    const VALUED: bool;
     /// The factor of source `j`.
     fn factor(self, j: usize) -> F;
     /// The contribution of `weight` from a source with factor `factor`.
@@ -100,6 +107,7 @@ trait Term<F>: Copy {
 struct Spike;
 
 impl<F: Real> Term<F> for Spike {
+    const VALUED: bool = false;
     #[inline(always)]
     fn factor(self, _: usize) -> F {
         F::one()
@@ -114,6 +122,7 @@ impl<F: Real> Term<F> for Spike {
 struct Valued<'a, F>(&'a [F]);
 
 impl<F: Real> Term<F> for Valued<'_, F> {
+    const VALUED: bool = true;
     #[inline(always)]
     fn factor(self, j: usize) -> F {
         self.0[j]
@@ -205,8 +214,8 @@ fn residue_groups<F>(matrix: &CsMat<F>) -> Option<Grouping> {
     (stored <= 2 * matrix.nnz()).then_some((shapes, members))
 }
 
-/// A hash of a block of weights, to find groups whose weights repeat (a linear map applied to
-/// every token, say: one block serves them all).
+/// A hash of a row of weights, to find the rows that repeat (a linear map applied to every token,
+/// say, or followed by an average: one copy serves them all).
 fn hash_weights<F: Real>(weights: &[F]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -228,6 +237,15 @@ impl<F: Real> ColumnTiles<F> {
     pub fn new(matrix: &CsMat<F>) -> Self {
         let matrix = matrix.to_csc();
         let (targets, sources) = (matrix.rows(), matrix.cols());
+        if targets > 0 && matrix.outer_iterator().all(|column| column.nnz() <= 1) {
+            let single = |column: sprs::CsVecView<F>| column.iter().next().map(|(t, &w)| (t as u32, w));
+            let (target_of, weights) = matrix
+                .outer_iterator()
+                .enumerate()
+                .map(|(j, c)| single(c).unwrap_or(((j % targets) as u32, F::zero())))
+                .unzip();
+            return ColumnTiles { targets, sources, layout: Layout::Single { target_of, weights } };
+        }
         let (mut shapes, mut members) = exact_groups(&matrix);
         if shapes.len() * MIN_MEAN_GROUP > sources {
             if let Some((residue_shapes, residue_members)) = residue_groups(&matrix) {
@@ -249,7 +267,8 @@ impl<F: Real> ColumnTiles<F> {
         let (mut groups, mut all_runs, mut weights, mut row_of) =
             (Vec::new(), Vec::new(), Vec::new(), vec![0; sources]);
         let mut group_of = vec![0; sources];
-        let mut blocks_by_hash: HashMap<u64, Vec<(usize, usize)>> = HashMap::new();
+        let mut rows_by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut row = Vec::new();
         for (g, (shape, members)) in shapes.iter().zip(&members).enumerate() {
             let width: u32 = shape.iter().map(|r| r.len).sum();
             groups.push(Group {
@@ -257,36 +276,33 @@ impl<F: Real> ColumnTiles<F> {
                 first_run: all_runs.len() as u32,
                 end_run: (all_runs.len() + shape.len()) as u32,
                 width,
-                weights: weights.len(),
             });
             all_runs.extend_from_slice(shape);
-            for (row, &j) in members.iter().enumerate() {
-                row_of[j as usize] = row as u32;
+            for &j in members {
                 group_of[j as usize] = g as u32;
-                let start = weights.len();
-                weights.resize(start + width as usize, F::zero());
+                row.clear();
+                row.resize(width as usize, F::zero());
                 let column = matrix.outer_view(j as usize).expect("a column of the matrix");
                 for (target, &w) in column.iter() {
                     let (run, position) = shape
                         .iter()
                         .find_map(|r| Some((r, r.position(target as u32)?)))
                         .expect("every target lies in a run");
-                    weights[start + (run.column + position) as usize] = w;
+                    row[(run.column + position) as usize] = w;
                 }
-            }
-            let group = groups.last_mut().expect("the group just pushed");
-            let block = group.weights..weights.len();
-            let hash = hash_weights(&weights[block.clone()]);
-            let same = blocks_by_hash.entry(hash).or_default();
-            match same.iter().find(|&&(at, len)| len == block.len() && weights[at..at + len] == weights[block.clone()])
-            {
-                Some(&(at, _)) => {
-                    weights.truncate(block.start);
-                    group.weights = at;
-                }
-                None => same.push((block.start, block.len())),
+                let same = rows_by_hash.entry(hash_weights(&row)).or_default();
+                row_of[j as usize] = match same.iter().find(|&&at| weights.get(at..at + row.len()) == Some(&row[..])) {
+                    Some(&at) => at,
+                    None => {
+                        same.push(weights.len());
+                        weights.extend_from_slice(&row);
+                        weights.len() - row.len()
+                    }
+                };
             }
         }
+        let row_fits = |j: usize| row_of[j] + groups[group_of[j] as usize].width as usize <= weights.len();
+        assert!((0..sources).all(row_fits), "every weight row lies inside the weights");
         ColumnTiles {
             targets,
             sources,
@@ -353,6 +369,12 @@ impl<F: Real> ColumnTiles<F> {
                 }
                 return;
             }
+            Layout::Single { target_of, weights } => {
+                for &j in events {
+                    acc[target_of[j as usize] as usize] += T::term(weights[j as usize], term.factor(j as usize));
+                }
+                return;
+            }
             Layout::Tiled { group_of, row_of, groups, runs, weights, consecutive } => {
                 (group_of, row_of, groups, runs, weights, *consecutive)
             }
@@ -397,7 +419,7 @@ impl<F: Real> ColumnTiles<F> {
 /// The tiled layout's parts that every group reads, and the rows of the group being delivered.
 struct Tiles<'a, F, T> {
     weights: &'a [F],
-    row_of: &'a [u32],
+    row_of: &'a [usize],
     runs: &'a [TargetRun],
     term: T,
     rows: &'a mut Vec<usize>,
@@ -408,12 +430,12 @@ impl<F: Real, T: Term<F>> Tiles<'_, F, T> {
     /// Delivers the events of some members of one group, run by run, in register-sized chunks.
     #[inline(always)]
     fn add_group(&mut self, group: &Group, members: &[u32], acc: &mut [F]) {
-        let width = group.width as usize;
         self.rows.clear();
-        self.rows.extend(members.iter().map(|&j| group.weights + self.row_of[j as usize] as usize * width));
+        self.rows.extend(members.iter().map(|&j| self.row_of[j as usize]));
         self.factors.clear();
-        self.factors.extend(members.iter().map(|&j| self.term.factor(j as usize)));
-        assert!(self.rows.last().is_none_or(|&row| row + width <= self.weights.len()));
+        if T::VALUED {
+            self.factors.extend(members.iter().map(|&j| self.term.factor(j as usize)));
+        }
         for run in &self.runs[group.first_run as usize..group.end_run as usize] {
             let (mut column, mut start, mut left) = (run.column as usize, run.start as usize, run.len as usize);
             let stride = run.stride as usize;
@@ -442,11 +464,11 @@ impl<F: Real, T: Term<F>> Tiles<'_, F, T> {
     #[inline(always)]
     fn add_chunk<const N: usize, const P: usize>(&self, column: usize, acc: &mut [F], start: usize, stride: usize) {
         let mut partials = [[F::zero(); N]; P];
-        let rows = self.rows.chunks(P).zip(self.factors.chunks(P));
-        for (rows, factors) in rows {
-            for (p, (&row, &factor)) in rows.iter().zip(factors).enumerate() {
-                // SAFETY: `add_group` checked that every row of `width` weights lies inside
-                // `weights`, and the runs place `column + N` within `width`.
+        for (c, rows) in self.rows.chunks(P).enumerate() {
+            for (p, &row) in rows.iter().enumerate() {
+                let factor = if T::VALUED { self.factors[c * P + p] } else { F::one() };
+                // SAFETY: `ColumnTiles::new` checked that every source's row of its group's width
+                // lies inside `weights`, and the runs place `column + N` within that width.
                 let weights = unsafe { &*(self.weights.as_ptr().add(row + column) as *const [F; N]) };
                 for k in 0..N {
                     partials[p][k] += T::term(weights[k], factor);
@@ -490,6 +512,16 @@ mod tests {
     }
 
     /// One 32×16 matrix applied to each of 4 tokens: the same weights in every group.
+    fn pooled() -> CsMat<f64> {
+        let mut tri = TriMat::new((10, 64));
+        for c in 0..64 {
+            for r in 0..10 {
+                tri.add_triplet(r, c, ((r * 3 + c % 8) as f64).cos() / 8.0);
+            }
+        }
+        tri.to_csc()
+    }
+
     fn per_token() -> CsMat<f64> {
         let mut tri = TriMat::new((128, 64));
         for c in 0..64 {
@@ -525,6 +557,8 @@ mod tests {
             matrix(20, 10, |_, c| c % 2 == 0),
             matrix(392, 400, |r, c| c < 392 && r % 8 == c % 8 && (r / 8).abs_diff(c / 8) <= 6),
             per_token(),
+            pooled(),
+            matrix(40, 50, |r, c| r == (c * 7) % 40 && c % 5 != 0),
         ];
         for m in cases {
             let tiles = ColumnTiles::new(&m);
@@ -553,7 +587,7 @@ mod tests {
     fn group_count(tiles: &ColumnTiles<f64>) -> Option<usize> {
         match &tiles.layout {
             Layout::Tiled { groups, .. } => Some(groups.len()),
-            Layout::Scatter { .. } => None,
+            Layout::Scatter { .. } | Layout::Single { .. } => None,
         }
     }
 
@@ -563,6 +597,8 @@ mod tests {
         assert_eq!(group_count(&ColumnTiles::new(&matrix(128, 64, |r, c| r / 32 == c / 16))), Some(4));
         let per_token = ColumnTiles::new(&per_token());
         assert!(matches!(&per_token.layout, Layout::Tiled { weights, .. } if weights.len() == 16 * 32));
+        let pooled = ColumnTiles::new(&pooled());
+        assert!(matches!(&pooled.layout, Layout::Tiled { weights, .. } if weights.len() == 80));
         assert_eq!(group_count(&ColumnTiles::new(&matrix(128, 64, |r, c| r / 32 == c % 4))), Some(4));
         assert_eq!(group_count(&ColumnTiles::new(&matrix(33, 50, |r, c| r == c % 33))), None);
         let windows = matrix(392, 392, |r, c| r % 8 == c % 8 && (r / 8).abs_diff(c / 8) <= 30);
