@@ -32,7 +32,7 @@ pub(super) fn fire_and_update<F: Real>(
             return unsafe { fire_avx2(dynamics, kind, eta, x1, x2, v, fired) };
         }
     }
-    fire(dynamics, kind, eta, x1, x2, v, fired)
+    fire::<F, Scalar>(dynamics, kind, eta, x1, x2, v, fired)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -46,7 +46,7 @@ unsafe fn fire_avx512<F: Real>(
     v: &mut [F],
     fired: &mut Vec<u32>,
 ) {
-    fire(dynamics, kind, eta, x1, x2, v, fired)
+    fire::<F, Compress>(dynamics, kind, eta, x1, x2, v, fired)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -60,16 +60,24 @@ unsafe fn fire_avx2<F: Real>(
     v: &mut [F],
     fired: &mut Vec<u32>,
 ) {
-    fire(dynamics, kind, eta, x1, x2, v, fired)
+    fire::<F, Scalar>(dynamics, kind, eta, x1, x2, v, fired)
 }
 
 #[inline(always)]
-fn fire<F: Real>(dynamics: Dynamics, kind: NeuronKind, eta: F, x1: &[F], x2: &[F], v: &mut [F], fired: &mut Vec<u32>) {
+fn fire<F: Real, L: ListSpikes>(
+    dynamics: Dynamics,
+    kind: NeuronKind,
+    eta: F,
+    x1: &[F],
+    x2: &[F],
+    v: &mut [F],
+    fired: &mut Vec<u32>,
+) {
     fired.clear();
     let x2 = &x2[..v.len()];
     let x1 = &x1[..v.len()];
     if dynamics == Dynamics::Subgradient {
-        return update(v, 0, fired, |i, v| {
+        return update::<F, L>(v, 0, fired, |i, v| {
             let spike = x1[i] - v > F::zero();
             let target = if spike { F::one() } else { F::zero() };
             (spike, v - eta * (v - target))
@@ -78,7 +86,7 @@ fn fire<F: Real>(dynamics: Dynamics, kind: NeuronKind, eta: F, x1: &[F], x2: &[F
     let step = |spike: bool, v: F| if spike { v - eta } else { v + eta };
     macro_rules! sign_gd {
         ($kind:expr) => {
-            update(v, 0, fired, |i, v| {
+            update::<F, L>(v, 0, fired, |i, v| {
                 let spike = $kind.fires(v, x1[i], x2[i]);
                 (spike, step(spike, v))
             })
@@ -99,7 +107,7 @@ fn fire<F: Real>(dynamics: Dynamics, kind: NeuronKind, eta: F, x1: &[F], x2: &[F
                 for (e, &x) in values.iter_mut().zip(x) {
                     *e = x * (F::one() / (F::one() + *e));
                 }
-                update(v, (c * GELU_CHUNK) as u32, fired, |i, v| {
+                update::<F, L>(v, (c * GELU_CHUNK) as u32, fired, |i, v| {
                     let spike = v > values[i];
                     (spike, step(spike, v))
                 });
@@ -122,7 +130,7 @@ fn fire<F: Real>(dynamics: Dynamics, kind: NeuronKind, eta: F, x1: &[F], x2: &[F
 /// the spiking ones to `fired`: a vectorisable pass per chunk of neurons, then a branch-free pass
 /// listing its spikes.
 #[inline(always)]
-fn update<F: Real>(v: &mut [F], first: u32, fired: &mut Vec<u32>, rule: impl Fn(usize, F) -> (bool, F)) {
+fn update<F: Real, L: ListSpikes>(v: &mut [F], first: u32, fired: &mut Vec<u32>, rule: impl Fn(usize, F) -> (bool, F)) {
     const CHUNK: usize = 64;
     let mut spikes = [false; CHUNK];
     let mut count = fired.len();
@@ -133,10 +141,59 @@ fn update<F: Real>(v: &mut [F], first: u32, fired: &mut Vec<u32>, rule: impl Fn(
             *v = next;
             *spike = s;
         }
-        for (i, &spike) in spikes[..v.len()].iter().enumerate() {
-            fired[count] = first + (c * CHUNK + i) as u32;
-            count += spike as usize;
-        }
+        count += L::list(&spikes[..v.len()], first + (c * CHUNK) as u32, &mut fired[count..]);
     }
     fired.truncate(count);
+}
+
+/// Writes the indices `first + i` of the set flags to the front of `out` (which has room for
+/// all of them) and returns how many there are.
+trait ListSpikes {
+    fn list(spikes: &[bool], first: u32, out: &mut [u32]) -> usize;
+}
+
+/// One index at a time, without a branch.
+struct Scalar;
+
+impl ListSpikes for Scalar {
+    #[inline(always)]
+    fn list(spikes: &[bool], first: u32, out: &mut [u32]) -> usize {
+        let mut count = 0;
+        for (i, &spike) in spikes.iter().enumerate() {
+            out[count] = first + i as u32;
+            count += spike as usize;
+        }
+        count
+    }
+}
+
+/// Sixteen indices at a time with the AVX-512 compressing store; only reached from code compiled
+/// for AVX-512.
+struct Compress;
+
+impl ListSpikes for Compress {
+    #[inline(always)]
+    fn list(spikes: &[bool], first: u32, out: &mut [u32]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::_mm512_setr_epi32;
+            use std::arch::x86_64::{_mm512_add_epi32, _mm512_mask_compressstoreu_epi32, _mm512_set1_epi32};
+            assert!(out.len() >= spikes.len());
+            let mut count = 0;
+            for (c, chunk) in spikes.chunks(16).enumerate() {
+                let mask = chunk.iter().enumerate().fold(0u16, |m, (i, &s)| m | (s as u16) << i);
+                // SAFETY: `Compress` is used only inside functions compiled with AVX-512F, and the
+                // store writes `mask.count_ones()` indices at `count`, within `out` (asserted).
+                unsafe {
+                    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+                    let indices = _mm512_add_epi32(_mm512_set1_epi32((first as usize + c * 16) as i32), lanes);
+                    _mm512_mask_compressstoreu_epi32(out.as_mut_ptr().add(count).cast(), mask, indices);
+                }
+                count += mask.count_ones() as usize;
+            }
+            count
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Scalar::list(spikes, first, out)
+    }
 }

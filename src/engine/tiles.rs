@@ -237,7 +237,8 @@ impl<F: Real> ColumnTiles<F> {
     pub fn new(matrix: &CsMat<F>) -> Self {
         let matrix = matrix.to_csc();
         let (targets, sources) = (matrix.rows(), matrix.cols());
-        if targets > 0 && matrix.outer_iterator().all(|column| column.nnz() <= 1) {
+        let selection = targets * 2 >= sources && matrix.outer_iterator().all(|column| column.nnz() <= 1);
+        if targets > 0 && selection {
             let single = |column: sprs::CsVecView<F>| column.iter().next().map(|(t, &w)| (t as u32, w));
             let (target_of, weights) = matrix
                 .outer_iterator()
@@ -464,16 +465,24 @@ impl<F: Real, T: Term<F>> Tiles<'_, F, T> {
     #[inline(always)]
     fn add_chunk<const N: usize, const P: usize>(&self, column: usize, acc: &mut [F], start: usize, stride: usize) {
         let mut partials = [[F::zero(); N]; P];
-        for (c, rows) in self.rows.chunks(P).enumerate() {
-            for (p, &row) in rows.iter().enumerate() {
-                let factor = if T::VALUED { self.factors[c * P + p] } else { F::one() };
-                // SAFETY: `ColumnTiles::new` checked that every source's row of its group's width
-                // lies inside `weights`, and the runs place `column + N` within that width.
-                let weights = unsafe { &*(self.weights.as_ptr().add(row + column) as *const [F; N]) };
-                for k in 0..N {
-                    partials[p][k] += T::term(weights[k], factor);
-                }
+        let add = |partial: &mut [F; N], row: usize, factor: F| {
+            // SAFETY: `ColumnTiles::new` checked that every source's row of its group's width lies
+            // inside `weights`, and the runs place `column + N` within that width.
+            let weights = unsafe { &*(self.weights.as_ptr().add(row + column) as *const [F; N]) };
+            for k in 0..N {
+                partial[k] += T::term(weights[k], factor);
             }
+        };
+        let factor = |i: usize| if T::VALUED { self.factors[i] } else { F::one() };
+        let full = self.rows.len() / P * P;
+        for (c, rows) in self.rows[..full].chunks_exact(P).enumerate() {
+            let rows: &[usize; P] = rows.try_into().expect("P rows");
+            for p in 0..P {
+                add(&mut partials[p], rows[p], factor(c * P + p));
+            }
+        }
+        for (p, &row) in self.rows[full..].iter().enumerate() {
+            add(&mut partials[p], row, factor(full + p));
         }
         let mut sums = partials[0];
         for partial in &partials[1..] {
