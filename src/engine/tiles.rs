@@ -29,6 +29,9 @@ struct Group {
     end_run: u32,
     /// Targets per source (the runs' lengths summed): the row length of the weights.
     width: u32,
+    /// The row every member has, when they all have the same (an average, say): the group then
+    /// adds that row times the number of events (or the sum of the values).
+    shared_row: Option<usize>,
 }
 
 /// A run of `len` targets `start, start + stride, …`, at `column` within its group's rows.
@@ -277,6 +280,7 @@ impl<F: Real> ColumnTiles<F> {
                 first_run: all_runs.len() as u32,
                 end_run: (all_runs.len() + shape.len()) as u32,
                 width,
+                shared_row: None,
             });
             all_runs.extend_from_slice(shape);
             for &j in members {
@@ -300,6 +304,12 @@ impl<F: Real> ColumnTiles<F> {
                         weights.len() - row.len()
                     }
                 };
+            }
+        }
+        for (group, members) in groups.iter_mut().zip(&members) {
+            let first = members.first().map(|&j| row_of[j as usize]);
+            if members.iter().all(|&j| Some(row_of[j as usize]) == first) {
+                group.shared_row = first;
             }
         }
         let row_fits = |j: usize| row_of[j] + groups[group_of[j] as usize].width as usize <= weights.len();
@@ -431,6 +441,19 @@ impl<F: Real, T: Term<F>> Tiles<'_, F, T> {
     /// Delivers the events of some members of one group, run by run, in register-sized chunks.
     #[inline(always)]
     fn add_group(&mut self, group: &Group, members: &[u32], acc: &mut [F]) {
+        if let Some(row) = group.shared_row {
+            let total = match T::VALUED {
+                true => members.iter().fold(F::zero(), |sum, &j| sum + self.term.factor(j as usize)),
+                false => F::of(members.len() as f64),
+            };
+            for run in &self.runs[group.first_run as usize..group.end_run as usize] {
+                let weights = &self.weights[row + run.column as usize..row + (run.column + run.len) as usize];
+                for (k, &w) in weights.iter().enumerate() {
+                    acc[run.start as usize + k * run.stride as usize] += w * total;
+                }
+            }
+            return;
+        }
         self.rows.clear();
         self.rows.extend(members.iter().map(|&j| self.row_of[j as usize]));
         self.factors.clear();
@@ -567,6 +590,7 @@ mod tests {
             matrix(392, 400, |r, c| c < 392 && r % 8 == c % 8 && (r / 8).abs_diff(c / 8) <= 6),
             per_token(),
             pooled(),
+            matrix(3, 40, |_, _| true).map(|_| 1.0 / 7.0),
             matrix(40, 50, |r, c| r == (c * 7) % 40 && c % 5 != 0),
         ];
         for m in cases {
