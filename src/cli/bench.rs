@@ -88,6 +88,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         "dense_macs_per_s": macs as f64 / snn_seconds,
         "ms_per_step": snn_seconds * 1e3 * threads as f64 / (images * args.timesteps as f64),
         "prepare_ms": prepare_seconds * 1e3,
+        "network_bytes": simulator.network_bytes(),
+        "worker_state_bytes": simulator.workspace().bytes(),
         "ann_images_per_s": images / ann_seconds,
         "peak_memory_bytes": peak_memory_bytes(),
     });
@@ -109,8 +111,16 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             prepare_seconds * 1e3
         );
         println!("ANN              {:.0} images/s (reference evaluator, same machine)", images / ann_seconds);
+        println!(
+            "engine memory    {:.2} MiB prepared network (shared) + {:.2} MiB state per worker",
+            simulator.network_bytes() as f64 / (1024.0 * 1024.0),
+            simulator.workspace().bytes() as f64 / (1024.0 * 1024.0)
+        );
         match peak_memory_bytes() {
-            Some(bytes) => println!("peak memory      {:.1} MiB", bytes as f64 / (1024.0 * 1024.0)),
+            Some(bytes) => println!(
+                "peak memory      {:.1} MiB (whole process: model, conversion, ANN evaluation included)",
+                bytes as f64 / (1024.0 * 1024.0)
+            ),
             None => println!("peak memory      unknown on this system"),
         }
     }

@@ -72,6 +72,14 @@ impl<F: Real> ConvScratch<F> {
             flat_values: Vec::new(),
         }
     }
+
+    /// Bytes the buffers hold.
+    pub fn bytes(&self) -> usize {
+        let f = std::mem::size_of::<F>();
+        (self.rows.capacity() + self.counts.capacity() + self.flat.capacity()) * 4
+            + (self.values.capacity() + self.flat_values.capacity()) * f
+            + self.taps.capacity() * 8
+    }
 }
 
 /// A convolution's kernel laid out `[group][tap][in channel of group][out channel of group]`, the
@@ -120,6 +128,13 @@ impl Shape {
             in_per_group: in_c / groups,
             out_per_group: out_c / groups,
         }
+    }
+}
+
+impl<F> ConvGather<F> {
+    /// Bytes of the rearranged kernel.
+    pub fn bytes(&self) -> usize {
+        self.weights.len() * std::mem::size_of::<F>()
     }
 }
 

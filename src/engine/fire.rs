@@ -197,3 +197,49 @@ impl ListSpikes for Compress {
         Scalar::list(spikes, first, out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snn::Elementwise;
+
+    #[test]
+    fn every_instruction_set_fires_the_same_neurons() {
+        let kinds = [
+            NeuronKind::Relu,
+            NeuronKind::Gelu { target: GeluTarget::Sigmoid },
+            NeuronKind::DivSqrt,
+            NeuronKind::Max,
+            NeuronKind::Elementwise { function: Elementwise::Tanh },
+        ];
+        for kind in kinds {
+            for dynamics in [Dynamics::SignGd, Dynamics::Subgradient] {
+                let n = 203;
+                let x1: Vec<f32> = (0..n).map(|i| (i as f32 * 0.71).sin() * 2.0).collect();
+                let x2: Vec<f32> = (0..n).map(|i| (i as f32 * 0.43).cos() + 1.2).collect();
+                let start: Vec<f32> = (0..n).map(|i| (i as f32 * 0.29).sin()).collect();
+                let (mut v_dispatched, mut v_portable) = (start.clone(), start);
+                let (mut fired_dispatched, mut fired_portable) = (Vec::new(), Vec::new());
+                fire_and_update(dynamics, kind, 0.1, &x1, &x2, &mut v_dispatched, &mut fired_dispatched);
+                fire::<f32, Scalar>(dynamics, kind, 0.1, &x1, &x2, &mut v_portable, &mut fired_portable);
+                assert_eq!(fired_dispatched, fired_portable, "{kind:?}");
+                assert!(!fired_portable.is_empty() && fired_portable.len() < n, "{kind:?}");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&v_dispatched), bits(&v_portable), "{kind:?}");
+                let expected: Vec<u32> = (0..n as u32)
+                    .filter(|&i| match dynamics {
+                        Dynamics::SignGd => kind.fires(
+                            (i as f32 * 0.29).sin(),
+                            x1[i as usize],
+                            if kind.arity() == 2 { x2[i as usize] } else { x1[i as usize] },
+                        ),
+                        Dynamics::Subgradient => x1[i as usize] - (i as f32 * 0.29).sin() > 0.0,
+                    })
+                    .collect();
+                if kind != (NeuronKind::Gelu { target: GeluTarget::Sigmoid }) {
+                    assert_eq!(fired_portable, expected, "{kind:?}");
+                }
+            }
+        }
+    }
+}

@@ -138,6 +138,30 @@ pub struct Workspace<F: Real> {
     pub counters: Counters,
 }
 
+impl<F: Real> Workspace<F> {
+    /// Bytes of this worker's state (estimates, accumulators, spike lists, kernel scratch).
+    pub fn bytes(&self) -> usize {
+        let f = std::mem::size_of::<F>();
+        let populations: usize = self
+            .populations
+            .iter()
+            .map(|p| {
+                let reals = p.x.iter().chain(&p.input_products).map(Vec::capacity).sum::<usize>()
+                    + p.acc.capacity()
+                    + p.v.capacity();
+                reals * f + p.fired.capacity() * 4
+            })
+            .sum();
+        let reals = self.encoder_estimate.capacity()
+            + self.encoder_emitted.capacity()
+            + self.readout_acc.capacity()
+            + self.readout_input_product.capacity()
+            + self.y.capacity()
+            + self.scratch.shared.iter().map(Vec::capacity).sum::<usize>();
+        populations + reals * f + self.encoder_fired.capacity() * 4 + self.scratch.conv.bytes()
+    }
+}
+
 /// Working space of the synapse kernels.
 struct Scratch<F> {
     /// For the convolution kernels.
@@ -276,6 +300,25 @@ impl<F: Real> Simulator<F> {
     /// Number of input elements.
     pub fn input_size(&self) -> usize {
         self.input_size
+    }
+
+    /// Bytes of the prepared network, shared by all workers: weights in every layout the kernels
+    /// read, indices, constants.
+    pub fn network_bytes(&self) -> usize {
+        let f = std::mem::size_of::<F>();
+        let operands = self.populations.iter().flat_map(|p| &p.operands).chain([&self.readout]);
+        let operand_bytes = |o: &CompiledOperand<F>| (o.bias.len() + o.offset.len() + o.input_ones.len()) * f;
+        let projection_bytes = |p: &CompiledProjection<F>| {
+            let block = match &p.block {
+                SynapseBlock::Sparse { matrix } => matrix.nnz() * (f + 8) + (matrix.cols() + 1) * 8,
+                SynapseBlock::Conv(conv) => (conv.kernel.len() + conv.target_scale.len()) * f,
+                SynapseBlock::Diagonal { scale } => scale.len() * f,
+            };
+            let kernels = p.tiles.as_ref().map_or(0, |t| t.bytes()) + p.conv.as_ref().map_or(0, |c| c.bytes());
+            block + kernels + p.fan_out.len() * 4
+        };
+        operands.map(|o| operand_bytes(o) + o.projections.iter().map(projection_bytes).sum::<usize>()).sum::<usize>()
+            + self.etas.len() * f
     }
 
     /// Number of populations (relays included).

@@ -331,6 +331,22 @@ impl<F: Real> ColumnTiles<F> {
         self.sources
     }
 
+    /// Bytes the layout holds (weights and indices).
+    pub fn bytes(&self) -> usize {
+        let f = std::mem::size_of::<F>();
+        match &self.layout {
+            Layout::Tiled { group_of, row_of, groups, runs, weights, .. } => {
+                group_of.len() * 4
+                    + row_of.len() * 8
+                    + groups.len() * std::mem::size_of::<Group>()
+                    + runs.len() * std::mem::size_of::<TargetRun>()
+                    + weights.len() * f
+            }
+            Layout::Scatter { indptr, indices, weights } => indptr.len() * 8 + indices.len() * 4 + weights.len() * f,
+            Layout::Single { target_of, weights } => target_of.len() * 4 + weights.len() * f,
+        }
+    }
+
     /// Adds the weights of every fired source (ascending indices) to `acc`.
     pub fn add_spikes(&self, fired: &[u32], scratch: &mut TileScratch<F>, acc: &mut [F]) {
         self.dispatch(fired, Spike, scratch, acc)
@@ -636,5 +652,23 @@ mod tests {
         assert_eq!(group_count(&ColumnTiles::new(&matrix(33, 50, |r, c| r == c % 33))), None);
         let windows = matrix(392, 392, |r, c| r % 8 == c % 8 && (r / 8).abs_diff(c / 8) <= 30);
         assert_eq!(group_count(&ColumnTiles::new(&windows)), Some(8));
+    }
+
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        for m in [matrix(150, 90, |_, _| true), per_token(), matrix(392, 392, |r, c| r % 8 == c % 8)] {
+            let m = m.map(|&w| w as f32);
+            let tiles = ColumnTiles::new(&m);
+            let fired: Vec<u32> = (0..m.cols() as u32).filter(|j| j % 3 != 1).collect();
+            let values: Vec<f32> = (0..m.cols()).map(|j| (j as f32 * 0.37).cos()).collect();
+            let mut scratch = TileScratch::default();
+            let (mut dispatched, mut portable) = (vec![0.0f32; m.rows()], vec![0.0f32; m.rows()]);
+            tiles.add_spikes(&fired, &mut scratch, &mut dispatched);
+            tiles.deliver(&fired, Spike, &mut scratch, &mut portable);
+            tiles.add_values(&fired, &values, &mut scratch, &mut dispatched);
+            tiles.deliver(&fired, Valued(&values), &mut scratch, &mut portable);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&dispatched), bits(&portable));
+        }
     }
 }
