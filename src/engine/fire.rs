@@ -77,8 +77,8 @@ fn fire<F: Real, L: ListSpikes>(
     let x2 = &x2[..v.len()];
     let x1 = &x1[..v.len()];
     if dynamics == Dynamics::Subgradient {
-        return update::<F, L>(v, 0, fired, |i, v| {
-            let spike = x1[i] - v > F::zero();
+        return update::<F, L>(v, x1, x2, 0, fired, |v, x1, _| {
+            let spike = x1 - v > F::zero();
             let target = if spike { F::one() } else { F::zero() };
             (spike, v - eta * (v - target))
         });
@@ -86,8 +86,8 @@ fn fire<F: Real, L: ListSpikes>(
     let step = |spike: bool, v: F| if spike { v - eta } else { v + eta };
     macro_rules! sign_gd {
         ($kind:expr) => {
-            update::<F, L>(v, 0, fired, |i, v| {
-                let spike = $kind.fires(v, x1[i], x2[i]);
+            update::<F, L>(v, x1, x2, 0, fired, |v, x1, x2| {
+                let spike = $kind.fires(v, x1, x2);
                 (spike, step(spike, v))
             })
         };
@@ -107,8 +107,8 @@ fn fire<F: Real, L: ListSpikes>(
                 for (e, &x) in values.iter_mut().zip(x) {
                     *e = x * (F::one() / (F::one() + *e));
                 }
-                update::<F, L>(v, (c * GELU_CHUNK) as u32, fired, |i, v| {
-                    let spike = v > values[i];
+                update::<F, L>(v, values, values, (c * GELU_CHUNK) as u32, fired, |v, gelu, _| {
+                    let spike = v > gelu;
                     (spike, step(spike, v))
                 });
             }
@@ -126,18 +126,26 @@ fn fire<F: Real, L: ListSpikes>(
     }
 }
 
-/// Runs `rule(i, v_i) → (spike, new v_i)` over the neurons `first..first + v.len()` and appends
-/// the spiking ones to `fired`: a vectorisable pass per chunk of neurons, then a branch-free pass
-/// listing its spikes.
+/// Runs `rule(v_i, x1_i, x2_i) → (spike, new v_i)` over the neurons `first..first + v.len()`
+/// and appends the spiking ones to `fired`: a vectorisable pass per chunk of neurons, then a
+/// branch-free pass listing its spikes.
 #[inline(always)]
-fn update<F: Real, L: ListSpikes>(v: &mut [F], first: u32, fired: &mut Vec<u32>, rule: impl Fn(usize, F) -> (bool, F)) {
+fn update<F: Real, L: ListSpikes>(
+    v: &mut [F],
+    x1: &[F],
+    x2: &[F],
+    first: u32,
+    fired: &mut Vec<u32>,
+    rule: impl Fn(F, F, F) -> (bool, F),
+) {
     const CHUNK: usize = 64;
     let mut spikes = [false; CHUNK];
     let mut count = fired.len();
     fired.resize(count + v.len(), 0);
-    for (c, v) in v.chunks_mut(CHUNK).enumerate() {
-        for (i, (v, spike)) in v.iter_mut().zip(spikes.iter_mut()).enumerate() {
-            let (s, next) = rule(c * CHUNK + i, *v);
+    let chunks = v.chunks_mut(CHUNK).zip(x1.chunks(CHUNK)).zip(x2.chunks(CHUNK));
+    for (c, ((v, x1), x2)) in chunks.enumerate() {
+        for (((v, spike), &x1), &x2) in v.iter_mut().zip(spikes.iter_mut()).zip(x1).zip(x2) {
+            let (s, next) = rule(*v, x1, x2);
             *v = next;
             *spike = s;
         }
@@ -177,11 +185,20 @@ impl ListSpikes for Compress {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::_mm512_setr_epi32;
+            use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_slli_epi16};
             use std::arch::x86_64::{_mm512_add_epi32, _mm512_mask_compressstoreu_epi32, _mm512_set1_epi32};
             assert!(out.len() >= spikes.len());
             let mut count = 0;
             for (c, chunk) in spikes.chunks(16).enumerate() {
-                let mask = chunk.iter().enumerate().fold(0u16, |m, (i, &s)| m | (s as u16) << i);
+                let mask = match <&[bool; 16]>::try_from(chunk) {
+                    // SAFETY: 16 bytes are read from a 16-element bool slice (bools are 0 or 1;
+                    // shifting each byte's low bit to its top bit lets movemask collect them).
+                    Ok(flags) => unsafe {
+                        let bytes = _mm_loadu_si128(flags.as_ptr() as *const __m128i);
+                        _mm_movemask_epi8(_mm_slli_epi16(bytes, 7)) as u16
+                    },
+                    Err(_) => chunk.iter().enumerate().fold(0u16, |m, (i, &s)| m | (s as u16) << i),
+                };
                 // SAFETY: `Compress` is used only inside functions compiled with AVX-512F, and the
                 // store writes `mask.count_ones()` indices at `count`, within `out` (asserted).
                 unsafe {
