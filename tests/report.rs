@@ -68,7 +68,7 @@ fn report_directory_end_to_end() {
     assert_eq!(json["inputs"], 8);
     assert_eq!(json["checkpoints"], serde_json::json!([8, 16]));
     let populations = json["populations"].as_array().unwrap();
-    assert_eq!(populations.len(), 11, "10 populations and the readout");
+    assert_eq!(populations.len(), 13, "12 populations (6 of them relays) and the readout");
     assert_eq!(populations.last().unwrap()["kind"], "readout");
     for p in populations {
         let checkpoints = p["checkpoints"].as_array().unwrap();
@@ -147,7 +147,7 @@ fn report_directory_end_to_end() {
     let (header, rows) = csv(&dir.join("populations.csv"));
     assert_eq!(&header[..6], ["index", "name", "kind", "neurons", "size", "timesteps"]);
     assert!(header.contains(&"synaptic_events".to_string()) && header.contains(&"firing_rate".to_string()));
-    assert_eq!(rows.len(), 11 * 2);
+    assert_eq!(rows.len(), 13 * 2);
     let (header, rows) = csv(&dir.join("accuracy.csv"));
     assert_eq!(header, ["timesteps", "snn_accuracy", "ann_accuracy", "agreement", "mean_abs_diff"]);
     assert_eq!(rows.len(), 2);

@@ -82,7 +82,8 @@ impl Lowering<'_> {
     fn compose(&mut self, node: &Node, position: usize, matrix: &CsMat<f64>) -> Result<Vec<Term>, ConvertError> {
         let form = self.input_form(node, position)?;
         let composed = form.transform(matrix);
-        if composition_pays(&form, &composed, matrix) {
+        let readers = self.graph.nodes.iter().filter(|n| n.inputs.contains(&node.inputs[position])).count();
+        if composition_pays(&form, &composed, matrix) && !relay_serves_readers(&form, &composed, matrix, readers) {
             return Ok(composed);
         }
         let relay = self.relay(node.inputs[position], &form);
@@ -175,6 +176,16 @@ fn composition_pays(form: &AffineForm, composed: &[Term], matrix: &CsMat<f64>) -
     let before: usize = form.terms.iter().map(|t| map_size(&t.map, form.size())).sum();
     let after: usize = composed.iter().map(|t| map_size(&t.map, matrix.rows())).sum();
     after <= matrix.nnz() + before
+}
+
+/// Whether a value read by several nodes is better kept as one relay than composed into each:
+/// when a reduction (few synapses, such as LayerNorm's mean) composed with the value's form holds
+/// almost as many synapses as the form itself, every reader would repeat the form's synapses,
+/// while a relay holds them once and each reader adds only its own map.
+fn relay_serves_readers(form: &AffineForm, composed: &[Term], matrix: &CsMat<f64>, readers: usize) -> bool {
+    let before: usize = form.terms.iter().map(|t| map_size(&t.map, form.size())).sum();
+    let after: usize = composed.iter().map(|t| map_size(&t.map, matrix.rows())).sum();
+    readers > 1 && after > 4 * matrix.nnz() && before / readers + matrix.nnz() < after
 }
 
 /// Number of synapses a map holds.
