@@ -15,9 +15,34 @@ use crate::model::{Graph, Node, Op};
 use crate::snn::{ConvBlock, Elementwise, Network, NeuronKind, Population, Source};
 
 /// Builds the spiking network of a graph whose nonlinearities are all neuron kinds.
+///
+/// A value becomes a relay when some reader finds composing it too costly; readers lowered
+/// before that one have already composed it. So the walk runs twice when relays were made, the
+/// second time making each of them a relay at its first reader.
 pub fn lower(graph: &Graph, options: &ConvertOptions) -> Result<Network, ConvertError> {
+    let first = lower_with(graph, options, &[])?;
+    if first.relayed.is_empty() {
+        return Ok(first.network);
+    }
+    Ok(lower_with(graph, options, &first.relayed)?.network)
+}
+
+/// A lowered network and the values that became relays.
+struct Lowered {
+    network: Network,
+    relayed: Vec<usize>,
+}
+
+fn lower_with(graph: &Graph, options: &ConvertOptions, relay_early: &[usize]) -> Result<Lowered, ConvertError> {
     let input_shape = graph.values[graph.input].shape.clone();
-    let mut lowering = Lowering { graph, forms: vec![None; graph.values.len()], populations: Vec::new(), input_shape };
+    let mut lowering = Lowering {
+        graph,
+        forms: vec![None; graph.values.len()],
+        populations: Vec::new(),
+        input_shape,
+        relay_early,
+        relayed: Vec::new(),
+    };
     lowering.forms[graph.input] = Some(AffineForm::source(Source::Input, &lowering.input_shape));
     for node in &graph.nodes {
         let out_shape = graph.values[node.output].shape.clone();
@@ -46,12 +71,13 @@ pub fn lower(graph: &Graph, options: &ConvertOptions) -> Result<Network, Convert
     let readout = to_operand(&output);
     let strip_batch =
         |shape: &[usize]| if shape.len() > 1 && shape[0] == 1 { shape[1..].to_vec() } else { shape.to_vec() };
-    Ok(Network {
+    let network = Network {
         input_shape: strip_batch(&lowering.input_shape),
         output_shape: strip_batch(&graph.values[graph.output].shape),
         populations: lowering.populations,
         readout,
-    })
+    };
+    Ok(Lowered { network, relayed: lowering.relayed })
 }
 
 /// State of the lowering walk: the affine form of every value computed so far, and the
@@ -61,6 +87,10 @@ struct Lowering<'g> {
     forms: Vec<Option<AffineForm>>,
     populations: Vec<Population>,
     input_shape: Vec<usize>,
+    /// Values to make relays at their first reader.
+    relay_early: &'g [usize],
+    /// Values made relays so far.
+    relayed: Vec<usize>,
 }
 
 impl Lowering<'_> {
@@ -82,8 +112,17 @@ impl Lowering<'_> {
     fn compose(&mut self, node: &Node, position: usize, matrix: &CsMat<f64>) -> Result<Vec<Term>, ConvertError> {
         let form = self.input_form(node, position)?;
         let composed = form.transform(matrix);
-        let readers = self.graph.nodes.iter().filter(|n| n.inputs.contains(&node.inputs[position])).count();
-        if composition_pays(&form, &composed, matrix) && !relay_serves_readers(&form, &composed, matrix, readers) {
+        let v = node.inputs[position];
+        let readers = self.graph.nodes.iter().filter(|n| n.inputs.contains(&v)).count();
+        let direct = matches!(form.terms.as_slice(), [] | [Term { map: LinearMap::Identity, .. }]);
+        // A form read from the input alone is cheap to compose: the float encoder's closed form
+        // computes it once per input.
+        let from_input = form.terms.iter().all(|t| t.source == Source::Input);
+        let early = self.relay_early.contains(&v) && !direct && !from_input;
+        if !early
+            && composition_pays(&form, &composed, matrix)
+            && !relay_serves_readers(&form, &composed, matrix, readers)
+        {
             return Ok(composed);
         }
         let relay = self.relay(node.inputs[position], &form);
@@ -105,6 +144,7 @@ impl Lowering<'_> {
             terms: vec![Term { source: Source::Population(self.populations.len() - 1), map: LinearMap::Identity }],
         };
         self.forms[v] = Some(relayed.clone());
+        self.relayed.push(v);
         relayed
     }
 
@@ -143,7 +183,7 @@ impl Lowering<'_> {
             let direct = |f: &AffineForm| matches!(f.terms.as_slice(), [Term { map: LinearMap::Identity, .. }]);
             if !direct(&form) && !form.terms.is_empty() {
                 let composed = form.transform(&matrix);
-                if composition_pays(&form, &composed, &matrix) {
+                if !self.relay_early.contains(&node.inputs[0]) && composition_pays(&form, &composed, &matrix) {
                     return Ok(AffineForm { bias, terms: composed });
                 }
                 form = self.relay(node.inputs[0], &form);

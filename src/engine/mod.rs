@@ -166,8 +166,9 @@ impl<F: Real> Workspace<F> {
 struct Scratch<F> {
     /// For the convolution kernels.
     conv: ConvScratch<F>,
-    /// The indices of the non-zero elements of a real-valued source.
-    nonzero: Vec<u32>,
+    /// `0, 1, 2, …`: the sources of a real-valued projection, every one read (as the dense
+    /// multiply-accumulates are counted).
+    every_source: Vec<u32>,
     tiles: TileScratch<F>,
     /// Products `A s` that several operands receive (the same block from the same source),
     /// computed once per step by the first operand that needs them.
@@ -360,7 +361,7 @@ impl<F: Real> Simulator<F> {
             readout_input_product: vec![F::zero(); self.readout.input_ones.len()],
             scratch: Scratch {
                 conv: ConvScratch::new(self.scratch_len()),
-                nonzero: Vec::with_capacity(self.largest_source()),
+                every_source: (0..self.largest_source() as u32).collect(),
                 tiles: TileScratch::default(),
                 shared: self.shared_sizes.iter().map(|&n| vec![F::zero(); n]).collect(),
                 computed_at: vec![0; self.shared_sizes.len()],
@@ -479,14 +480,11 @@ struct Inputs<'a, F> {
 }
 
 impl<F: Real> CompiledProjection<F> {
-    /// Adds `A u` for a real-valued source vector `u`, skipping its zeros.
+    /// Adds `A u` for a real-valued source vector `u`.
     fn add_dense(&self, values: &[F], scratch: &mut Scratch<F>, acc: &mut [F]) {
         match (&self.tiles, &self.conv, &self.block) {
             (Some(tiles), _, _) => {
-                scratch.nonzero.clear();
-                let nonzero = values.iter().enumerate().filter(|(_, u)| **u != F::zero());
-                scratch.nonzero.extend(nonzero.map(|(j, _)| j as u32));
-                tiles.add_values(&scratch.nonzero, values, &mut scratch.tiles, acc)
+                tiles.add_values(&scratch.every_source[..values.len()], values, &mut scratch.tiles, acc)
             }
             (_, Some(kernel), SynapseBlock::Conv(conv)) => kernel.add_values(conv, values, &mut scratch.conv, acc),
             (_, _, block) => block.multiply_add(values, acc),
