@@ -64,6 +64,11 @@ impl SimConfig {
 /// Sees the state of the simulation as it runs (for traces and diagnostics). Every method has
 /// an empty default; `()` observes nothing at no cost.
 pub trait Observer<F: Real> {
+    /// Whether [`Observer::encoder`] is of interest (the encoder's own state is then computed
+    /// even where the simulation does not need it).
+    fn observes_encoder(&self) -> bool {
+        true
+    }
     /// After the encoder's step `t`: the emitted values `u` and the estimate `e`.
     fn encoder(&mut self, _t: usize, _emitted: &[F], _estimate: &[F]) {}
     /// After population `index` updated at step `t`: operand estimates, fired neurons, output
@@ -73,7 +78,11 @@ pub trait Observer<F: Real> {
     fn readout(&mut self, _t: usize, _y: &[F]) {}
 }
 
-impl<F: Real> Observer<F> for () {}
+impl<F: Real> Observer<F> for () {
+    fn observes_encoder(&self) -> bool {
+        false
+    }
+}
 
 struct CompiledProjection<F> {
     source: Source,
@@ -431,14 +440,18 @@ impl<F: Real> Simulator<F> {
     }
 
     fn step<O: Observer<F>>(&self, ws: &mut Workspace<F>, input: &[F], t: usize, eta: F, observer: &mut O) {
-        self.encoder.step(input, eta, t == 1, &mut ws.encoder_estimate, &mut ws.encoder_emitted);
-        if self.encoder.is_binary() {
-            ws.encoder_fired.clear();
-            let fired = ws.encoder_emitted.iter().enumerate().filter(|(_, u)| **u > F::zero());
-            ws.encoder_fired.extend(fired.map(|(i, _)| i as u32));
-        }
-        observer.encoder(t, &ws.encoder_emitted, &ws.encoder_estimate);
         let closed_form = self.encoder.affine_coefficients(t, eta, &mut ws.encoder_gain);
+        // With the closed form no projection reads the encoder's outputs: they are computed only
+        // for an observer that looks at them.
+        if closed_form.is_none() || observer.observes_encoder() {
+            self.encoder.step(input, eta, t == 1, &mut ws.encoder_estimate, &mut ws.encoder_emitted);
+            if self.encoder.is_binary() {
+                ws.encoder_fired.clear();
+                let fired = ws.encoder_emitted.iter().enumerate().filter(|(_, u)| **u > F::zero());
+                ws.encoder_fired.extend(fired.map(|(i, _)| i as u32));
+            }
+            observer.encoder(t, &ws.encoder_emitted, &ws.encoder_estimate);
+        }
         let inputs = Inputs { emitted: &ws.encoder_emitted, fired: &ws.encoder_fired, closed_form, t };
         for (index, population) in self.populations.iter().enumerate() {
             let (earlier, rest) = ws.populations.split_at_mut(index);
@@ -487,6 +500,11 @@ impl<F: Real> CompiledProjection<F> {
                 tiles.add_values(&scratch.every_source[..values.len()], values, &mut scratch.tiles, acc)
             }
             (_, Some(kernel), SynapseBlock::Conv(conv)) => kernel.add_values(conv, values, &mut scratch.conv, acc),
+            (_, _, SynapseBlock::Diagonal { scale }) => {
+                for ((a, &w), &u) in acc.iter_mut().zip(scale).zip(values) {
+                    *a += w * u;
+                }
+            }
             (_, _, block) => block.multiply_add(values, acc),
         }
     }

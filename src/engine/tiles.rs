@@ -17,8 +17,12 @@ use crate::real::Real;
 /// either side merge (adding zero leaves a sum unchanged).
 const MAX_GAP: usize = 4;
 
-/// Below this many sources per group on average, plain scattering is faster than tiles.
+/// Below this many sources per group on average, plain scattering is faster than tiles, unless
+/// the fan-outs are at least [`MIN_WIDTH`] long on average (a broadcast, say).
 const MIN_MEAN_GROUP: usize = 3;
+
+/// Mean fan-out from which tiles pay even for groups of one source.
+const MIN_WIDTH: usize = 16;
 
 /// Sources sharing the same target runs.
 #[derive(Clone, Debug)]
@@ -256,7 +260,8 @@ impl<F: Real> ColumnTiles<F> {
                 (shapes, members) = (residue_shapes, residue_members);
             }
         }
-        if shapes.len() * MIN_MEAN_GROUP > sources {
+        let wide = matrix.nnz() >= MIN_WIDTH * sources;
+        if shapes.len() * MIN_MEAN_GROUP > sources && !wide {
             return ColumnTiles {
                 targets,
                 sources,
