@@ -7,6 +7,7 @@ mod fire;
 mod tiles;
 
 use serde::{Deserialize, Serialize};
+use sprs::CsMat;
 
 use conv_kernel::{ConvGather, ConvScratch};
 pub use counters::{ActivityCounts, Counters};
@@ -573,7 +574,11 @@ fn compile_operand<F: Real>(
                         SynapseBlock::Conv(conv) => Some(ConvGather::new(&conv)),
                         _ => None,
                     },
-                    block: p.block.cast(),
+                    // A sparse block lives on in its tiles; its matrix keeps only its shape.
+                    block: match &p.block {
+                        SynapseBlock::Sparse { matrix } => SynapseBlock::Sparse { matrix: CsMat::zero(matrix.shape()) },
+                        block => block.cast(),
+                    },
                     uniform_fan_out: match fan_out.first() {
                         Some(&first) if fan_out.iter().all(|&f| f == first) => Some(first as u64),
                         _ => None,
