@@ -14,13 +14,7 @@ fn half_of(n: usize) -> Vec<u32> {
 }
 
 fn linear_block(n: usize) -> SynapseBlock<f32> {
-    let mut tri = TriMat::new((n, n));
-    for c in 0..n {
-        for r in 0..n {
-            tri.add_triplet(r, c, ((r * 31 + c * 17) % 97) as f32 / 97.0 - 0.5);
-        }
-    }
-    SynapseBlock::Sparse { matrix: tri.to_csc() }
+    rectangular_block(n, n)
 }
 
 fn conv_block() -> SynapseBlock<f32> {
@@ -65,10 +59,42 @@ fn bench_block(c: &mut Criterion, name: &str, block: SynapseBlock<f32>) {
     group.finish();
 }
 
+/// The tile kernel on blocks of 256 targets and a growing number of sources: time should grow
+/// in proportion to the synapses (events per second constant).
+fn synapse_scaling(c: &mut Criterion) {
+    let mut group = c.benchmark_group("synapse_scaling");
+    for sources in [256, 512, 1024, 2048] {
+        let SynapseBlock::Sparse { matrix } = rectangular_block(256, sources) else { unreachable!() };
+        let tiles = ColumnTiles::new(&matrix);
+        let fired = half_of(sources);
+        let mut scratch = TileScratch::default();
+        let mut acc = vec![0.0f32; 256];
+        group.throughput(Throughput::Elements(fired.len() as u64 * 256));
+        group.bench_function(format!("engine_tiles/256x{sources}"), |b| {
+            b.iter(|| {
+                acc.fill(0.0);
+                tiles.add_spikes(black_box(&fired), &mut scratch, &mut acc);
+                black_box(&acc);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn rectangular_block(targets: usize, sources: usize) -> SynapseBlock<f32> {
+    let mut tri = TriMat::new((targets, sources));
+    for c in 0..sources {
+        for r in 0..targets {
+            tri.add_triplet(r, c, ((r * 31 + c * 17) % 97) as f32 / 97.0 - 0.5);
+        }
+    }
+    SynapseBlock::Sparse { matrix: tri.to_csc() }
+}
+
 fn delivery(c: &mut Criterion) {
     bench_block(c, "linear_1024x1024_density_0.5", linear_block(1024));
     bench_block(c, "conv3x3_32x32x32_density_0.5", conv_block());
 }
 
-criterion_group!(benches, delivery);
+criterion_group!(benches, delivery, synapse_scaling);
 criterion_main!(benches);
