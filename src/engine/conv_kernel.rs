@@ -5,6 +5,7 @@
 //! its terms in an order fixed by the active set alone, with separate multiplies and adds, so
 //! the result is the same bit for bit on every instruction set the kernel runs on.
 
+use super::isa::Isa;
 use crate::real::Real;
 use crate::snn::ConvBlock;
 
@@ -18,31 +19,6 @@ const DENSE: u8 = 2;
 
 /// Independent register sums per output channel, so that consecutive additions overlap.
 const BANKS: usize = 4;
-
-/// Instruction set the kernel was compiled for at run time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Isa {
-    Baseline,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-impl Isa {
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Baseline
-    }
-}
 
 /// Per-worker buffers of [`ConvGather`]: the active sources of one step, listed per input pixel
 /// and channel group.

@@ -5,6 +5,7 @@
 use crate::real::Real;
 use crate::snn::{GeluTarget, NeuronKind};
 
+use super::isa::Isa;
 use super::Dynamics;
 
 /// Neurons whose GELU values are computed together, so the exponentials vectorise.
@@ -13,6 +14,7 @@ const GELU_CHUNK: usize = 64;
 /// Fires and updates every neuron; `fired` receives the indices of those that emitted 1, in
 /// ascending order.
 pub(super) fn fire_and_update<F: Real>(
+    isa: Isa,
     dynamics: Dynamics,
     kind: NeuronKind,
     eta: F,
@@ -21,18 +23,15 @@ pub(super) fn fire_and_update<F: Real>(
     v: &mut [F],
     fired: &mut Vec<u32>,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { fire_avx512(dynamics, kind, eta, x1, x2, v, fired) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            return unsafe { fire_avx2(dynamics, kind, eta, x1, x2, v, fired) };
-        }
+    match isa {
+        Isa::Baseline => fire::<F, Scalar>(dynamics, kind, eta, x1, x2, v, fired),
+        // SAFETY: `Isa::detect` found the feature on this CPU.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { fire_avx512(dynamics, kind, eta, x1, x2, v, fired) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { fire_avx2(dynamics, kind, eta, x1, x2, v, fired) },
     }
-    fire::<F, Scalar>(dynamics, kind, eta, x1, x2, v, fired)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -237,7 +236,7 @@ mod tests {
                 let start: Vec<f32> = (0..n).map(|i| (i as f32 * 0.29).sin()).collect();
                 let (mut v_dispatched, mut v_portable) = (start.clone(), start);
                 let (mut fired_dispatched, mut fired_portable) = (Vec::new(), Vec::new());
-                fire_and_update(dynamics, kind, 0.1, &x1, &x2, &mut v_dispatched, &mut fired_dispatched);
+                fire_and_update(Isa::detect(), dynamics, kind, 0.1, &x1, &x2, &mut v_dispatched, &mut fired_dispatched);
                 fire::<f32, Scalar>(dynamics, kind, 0.1, &x1, &x2, &mut v_portable, &mut fired_portable);
                 assert_eq!(fired_dispatched, fired_portable, "{kind:?}");
                 assert!(!fired_portable.is_empty() && fired_portable.len() < n, "{kind:?}");

@@ -4,6 +4,7 @@
 mod conv_kernel;
 pub mod counters;
 mod fire;
+mod isa;
 mod tiles;
 
 use serde::{Deserialize, Serialize};
@@ -130,6 +131,8 @@ pub struct Simulator<F: Real> {
     output_size: usize,
     /// Targets of each shared product.
     shared_sizes: Vec<usize>,
+    /// The instruction set of the firing loops.
+    isa: isa::Isa,
 }
 
 /// Per-worker mutable state, allocated once and reused for every input.
@@ -255,6 +258,7 @@ impl<F: Real> Simulator<F> {
             input_size: network.input_size(),
             output_size: network.output_size(),
             shared_sizes: Vec::new(),
+            isa: isa::Isa::detect(),
         };
         simulator.share_products(network);
         Ok(simulator)
@@ -471,7 +475,8 @@ impl<F: Real> Simulator<F> {
                 charge(self.dynamics, operand, &state.acc, eta, x);
             }
             let x2 = state.x.get(1).unwrap_or(&state.x[0]);
-            fire_and_update(self.dynamics, population.kind, eta, &state.x[0], x2, &mut state.v, &mut state.fired);
+            let (v, fired) = (&mut state.v, &mut state.fired);
+            fire_and_update(self.isa, self.dynamics, population.kind, eta, &state.x[0], x2, v, fired);
             counts.spikes += state.fired.len() as u64;
             counts.neuron_updates += population.size as u64;
             observer.population(t, index, &state.x, &state.fired, &state.v);

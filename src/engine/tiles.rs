@@ -11,6 +11,7 @@
 use hashbrown::HashMap;
 use sprs::CsMat;
 
+use super::isa::Isa;
 use crate::real::Real;
 
 /// Gaps of at most this many targets inside a fan-out are stored as zero weights, so the runs on
@@ -61,6 +62,7 @@ pub struct ColumnTiles<F> {
     targets: usize,
     sources: usize,
     layout: Layout<F>,
+    isa: Isa,
 }
 
 enum Layout<F> {
@@ -252,7 +254,7 @@ impl<F: Real> ColumnTiles<F> {
                 .enumerate()
                 .map(|(j, c)| single(c).unwrap_or(((j % targets) as u32, F::zero())))
                 .unzip();
-            return ColumnTiles { targets, sources, layout: Layout::Single { target_of, weights } };
+            return ColumnTiles { targets, sources, layout: Layout::Single { target_of, weights }, isa: Isa::detect() };
         }
         let (mut shapes, mut members) = exact_groups(&matrix);
         if shapes.len() * MIN_MEAN_GROUP > sources {
@@ -270,6 +272,7 @@ impl<F: Real> ColumnTiles<F> {
                     indices: matrix.indices().iter().map(|&r| r as u32).collect(),
                     weights: matrix.data().to_vec(),
                 },
+                isa: Isa::detect(),
             };
         }
         let consecutive = members.iter().all(|m| m.windows(2).all(|w| w[1] == w[0] + 1));
@@ -323,6 +326,7 @@ impl<F: Real> ColumnTiles<F> {
             targets,
             sources,
             layout: Layout::Tiled { group_of, row_of, groups, runs: all_runs, weights, consecutive },
+            isa: Isa::detect(),
         }
     }
 
@@ -363,18 +367,15 @@ impl<F: Real> ColumnTiles<F> {
     }
 
     fn dispatch<T: Term<F>>(&self, events: &[u32], term: T, scratch: &mut TileScratch<F>, acc: &mut [F]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports the features the function is compiled for.
-                return unsafe { self.deliver_avx512(events, term, scratch, acc) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: as above.
-                return unsafe { self.deliver_avx2(events, term, scratch, acc) };
-            }
+        match self.isa {
+            Isa::Baseline => self.deliver(events, term, scratch, acc),
+            // SAFETY: `Isa::detect` found the feature on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { self.deliver_avx512(events, term, scratch, acc) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { self.deliver_avx2(events, term, scratch, acc) },
         }
-        self.deliver(events, term, scratch, acc)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -469,8 +470,15 @@ impl<F: Real, T: Term<F>> Tiles<'_, F, T> {
             };
             for run in &self.runs[group.first_run as usize..group.end_run as usize] {
                 let weights = &self.weights[row + run.column as usize..row + (run.column + run.len) as usize];
-                for (k, &w) in weights.iter().enumerate() {
-                    acc[run.start as usize + k * run.stride as usize] += w * total;
+                if run.stride == 1 {
+                    let targets = &mut acc[run.start as usize..run.start as usize + weights.len()];
+                    for (a, &w) in targets.iter_mut().zip(weights) {
+                        *a += w * total;
+                    }
+                } else {
+                    for (k, &w) in weights.iter().enumerate() {
+                        acc[run.start as usize + k * run.stride as usize] += w * total;
+                    }
                 }
             }
             return;
