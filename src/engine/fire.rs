@@ -11,18 +11,23 @@ use super::Dynamics;
 /// Neurons whose GELU values are computed together, so the exponentials vectorise.
 const GELU_CHUNK: usize = 64;
 
+/// How a population fires this step.
+#[derive(Clone, Copy)]
+pub(super) struct Firing<F> {
+    /// The instruction set of the loop.
+    pub isa: Isa,
+    /// signGD or the subgradient method.
+    pub dynamics: Dynamics,
+    /// The spike function.
+    pub kind: NeuronKind,
+    /// The step size.
+    pub eta: F,
+}
+
 /// Fires and updates every neuron; `fired` receives the indices of those that emitted 1, in
 /// ascending order.
-pub(super) fn fire_and_update<F: Real>(
-    isa: Isa,
-    dynamics: Dynamics,
-    kind: NeuronKind,
-    eta: F,
-    x1: &[F],
-    x2: &[F],
-    v: &mut [F],
-    fired: &mut Vec<u32>,
-) {
+pub(super) fn fire_and_update<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], fired: &mut Vec<u32>) {
+    let Firing { isa, dynamics, kind, eta } = how;
     match isa {
         Isa::Baseline => fire::<F, Scalar>(dynamics, kind, eta, x1, x2, v, fired),
         // SAFETY: `Isa::detect` found the feature on this CPU.
@@ -236,7 +241,8 @@ mod tests {
                 let start: Vec<f32> = (0..n).map(|i| (i as f32 * 0.29).sin()).collect();
                 let (mut v_dispatched, mut v_portable) = (start.clone(), start);
                 let (mut fired_dispatched, mut fired_portable) = (Vec::new(), Vec::new());
-                fire_and_update(Isa::detect(), dynamics, kind, 0.1, &x1, &x2, &mut v_dispatched, &mut fired_dispatched);
+                let how = Firing { isa: Isa::detect(), dynamics, kind, eta: 0.1 };
+                fire_and_update(how, &x1, &x2, &mut v_dispatched, &mut fired_dispatched);
                 fire::<f32, Scalar>(dynamics, kind, 0.1, &x1, &x2, &mut v_portable, &mut fired_portable);
                 assert_eq!(fired_dispatched, fired_portable, "{kind:?}");
                 assert!(!fired_portable.is_empty() && fired_portable.len() < n, "{kind:?}");

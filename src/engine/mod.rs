@@ -12,7 +12,7 @@ use sprs::CsMat;
 
 use conv_kernel::{ConvGather, ConvScratch};
 pub use counters::{ActivityCounts, Counters};
-use fire::fire_and_update;
+use fire::{fire_and_update, Firing};
 pub use tiles::{ColumnTiles, TileScratch};
 
 use crate::real::Real;
@@ -475,8 +475,8 @@ impl<F: Real> Simulator<F> {
                 charge(self.dynamics, operand, &state.acc, eta, x);
             }
             let x2 = state.x.get(1).unwrap_or(&state.x[0]);
-            let (v, fired) = (&mut state.v, &mut state.fired);
-            fire_and_update(self.isa, self.dynamics, population.kind, eta, &state.x[0], x2, v, fired);
+            let how = Firing { isa: self.isa, dynamics: self.dynamics, kind: population.kind, eta };
+            fire_and_update(how, &state.x[0], x2, &mut state.v, &mut state.fired);
             counts.spikes += state.fired.len() as u64;
             counts.neuron_updates += population.size as u64;
             observer.population(t, index, &state.x, &state.fired, &state.v);
