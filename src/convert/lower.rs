@@ -114,18 +114,15 @@ impl Lowering<'_> {
         let composed = form.transform(matrix);
         let v = node.inputs[position];
         let readers = self.graph.nodes.iter().filter(|n| n.inputs.contains(&v)).count();
-        let direct = matches!(form.terms.as_slice(), [] | [Term { map: LinearMap::Identity, .. }]);
         // A form read from the input alone is cheap to compose: the float encoder's closed form
         // computes it once per input.
         let from_input = form.terms.iter().all(|t| t.source == Source::Input);
-        let early = self.relay_early.contains(&v) && !direct && !from_input;
-        if !early
-            && composition_pays(&form, &composed, matrix)
-            && !relay_serves_readers(&form, &composed, matrix, readers)
-        {
+        let early = self.relay_early.contains(&v) && !is_direct(&form) && !from_input;
+        let sizes = Composition::of(&form, &composed, matrix);
+        if !early && sizes.pays() && !sizes.relay_serves(readers) {
             return Ok(composed);
         }
-        let relay = self.relay(node.inputs[position], &form);
+        let relay = self.relay(v, &form);
         Ok(relay.transform(matrix))
     }
 
@@ -180,10 +177,10 @@ impl Lowering<'_> {
                 .map_err(|e| ConvertError::node(node, &e, "check the convolution's attributes"))?;
             let matrix = conv_matrix(&conv);
             let mut form = inputs[0].clone();
-            let direct = |f: &AffineForm| matches!(f.terms.as_slice(), [Term { map: LinearMap::Identity, .. }]);
-            if !direct(&form) && !form.terms.is_empty() {
+            if !is_direct(&form) {
                 let composed = form.transform(&matrix);
-                if !self.relay_early.contains(&node.inputs[0]) && composition_pays(&form, &composed, &matrix) {
+                let pays = Composition::of(&form, &composed, &matrix).pays();
+                if !self.relay_early.contains(&node.inputs[0]) && pays {
                     return Ok(AffineForm { bias, terms: composed });
                 }
                 form = self.relay(node.inputs[0], &form);
@@ -210,22 +207,41 @@ impl Lowering<'_> {
     }
 }
 
-/// Whether `composed` (= `matrix` applied to `form`) holds no more synapses than the two maps
-/// apart; otherwise the form is better kept as a relay.
-fn composition_pays(form: &AffineForm, composed: &[Term], matrix: &CsMat<f64>) -> bool {
-    let before: usize = form.terms.iter().map(|t| map_size(&t.map, form.size())).sum();
-    let after: usize = composed.iter().map(|t| map_size(&t.map, matrix.rows())).sum();
-    after <= matrix.nnz() + before
+/// Whether a form is its one source unchanged, or a constant: nothing to compose or relay.
+fn is_direct(form: &AffineForm) -> bool {
+    matches!(form.terms.as_slice(), [] | [Term { map: LinearMap::Identity, .. }])
 }
 
-/// Whether a value read by several nodes is better kept as one relay than composed into each:
-/// when a reduction (few synapses, such as LayerNorm's mean) composed with the value's form holds
-/// almost as many synapses as the form itself, every reader would repeat the form's synapses,
-/// while a relay holds them once and each reader adds only its own map.
-fn relay_serves_readers(form: &AffineForm, composed: &[Term], matrix: &CsMat<f64>, readers: usize) -> bool {
-    let before: usize = form.terms.iter().map(|t| map_size(&t.map, form.size())).sum();
-    let after: usize = composed.iter().map(|t| map_size(&t.map, matrix.rows())).sum();
-    readers > 1 && after > 4 * matrix.nnz() && before / readers + matrix.nnz() < after
+/// Synapse counts of applying a matrix to a form: the form's maps, the composed maps, the matrix.
+struct Composition {
+    before: usize,
+    after: usize,
+    matrix: usize,
+}
+
+impl Composition {
+    /// The counts of `composed` (= `matrix` applied to `form`).
+    fn of(form: &AffineForm, composed: &[Term], matrix: &CsMat<f64>) -> Self {
+        Composition {
+            before: form.terms.iter().map(|t| map_size(&t.map, form.size())).sum(),
+            after: composed.iter().map(|t| map_size(&t.map, matrix.rows())).sum(),
+            matrix: matrix.nnz(),
+        }
+    }
+
+    /// Whether the composed maps hold no more synapses than the two maps apart; otherwise the
+    /// form is better kept as a relay.
+    fn pays(&self) -> bool {
+        self.after <= self.matrix + self.before
+    }
+
+    /// Whether a value read by `readers` nodes is better kept as one relay than composed into
+    /// each: when a reduction (few synapses, such as LayerNorm's mean) composed with the value's
+    /// form holds almost as many synapses as the form itself, every reader would repeat the
+    /// form's synapses, while a relay holds them once and each reader adds only its own map.
+    fn relay_serves(&self, readers: usize) -> bool {
+        readers > 1 && self.after > 4 * self.matrix && self.before / readers + self.matrix < self.after
+    }
 }
 
 /// Number of synapses a map holds.
