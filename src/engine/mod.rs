@@ -506,11 +506,6 @@ impl<F: Real> CompiledProjection<F> {
                 tiles.add_values(&scratch.every_source[..values.len()], values, &mut scratch.tiles, acc)
             }
             (_, Some(kernel), SynapseBlock::Conv(conv)) => kernel.add_values(conv, values, &mut scratch.conv, acc),
-            (_, _, SynapseBlock::Diagonal { scale }) => {
-                for ((a, &w), &u) in acc.iter_mut().zip(scale).zip(values) {
-                    *a += w * u;
-                }
-            }
             (_, _, block) => block.multiply_add(values, acc),
         }
     }

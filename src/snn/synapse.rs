@@ -137,8 +137,17 @@ impl<W: Real> SynapseBlock<W> {
 
     /// Adds `A u` for a dense real-valued source vector `u`.
     pub fn multiply_add(&self, u: &[W], acc: &mut [W]) {
-        for (j, &value) in u.iter().enumerate() {
-            self.add_column(j, value, acc);
+        match self {
+            SynapseBlock::Diagonal { scale } => {
+                for ((a, &value), &d) in acc.iter_mut().zip(u).zip(scale) {
+                    *a += value * d;
+                }
+            }
+            _ => {
+                for (j, &value) in u.iter().enumerate() {
+                    self.add_column(j, value, acc);
+                }
+            }
         }
     }
 
