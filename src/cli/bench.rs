@@ -75,6 +75,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let events: u64 = totals.iter().map(|c| c.synaptic_events).sum();
     let macs: u64 = totals.iter().map(|c| c.dense_macs).sum();
     let images = inputs.len() as f64;
+    let (network_bytes, worker_bytes) = (simulator.network_bytes(), simulator.workspace().bytes());
+    let peak_bytes = peak_memory_bytes();
     let report = serde_json::json!({
         "schema_version": 1,
         "model": args.model.display().to_string(),
@@ -88,10 +90,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         "dense_macs_per_s": macs as f64 / snn_seconds,
         "ms_per_step": snn_seconds * 1e3 * threads as f64 / (images * args.timesteps as f64),
         "prepare_ms": prepare_seconds * 1e3,
-        "network_bytes": simulator.network_bytes(),
-        "worker_state_bytes": simulator.workspace().bytes(),
+        "network_bytes": network_bytes,
+        "worker_state_bytes": worker_bytes,
         "ann_images_per_s": images / ann_seconds,
-        "peak_memory_bytes": peak_memory_bytes(),
+        "peak_memory_bytes": peak_bytes,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -113,10 +115,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         println!("ANN              {:.0} images/s (reference evaluator, same machine)", images / ann_seconds);
         println!(
             "engine memory    {:.2} MiB prepared network (shared) + {:.2} MiB state per worker",
-            simulator.network_bytes() as f64 / (1024.0 * 1024.0),
-            simulator.workspace().bytes() as f64 / (1024.0 * 1024.0)
+            network_bytes as f64 / (1024.0 * 1024.0),
+            worker_bytes as f64 / (1024.0 * 1024.0)
         );
-        match peak_memory_bytes() {
+        match peak_bytes {
             Some(bytes) => println!(
                 "peak memory      {:.1} MiB (whole process: model, conversion, ANN evaluation included)",
                 bytes as f64 / (1024.0 * 1024.0)
