@@ -18,17 +18,16 @@ fn linear_block(n: usize) -> SynapseBlock<f32> {
 }
 
 fn conv_block() -> SynapseBlock<f32> {
-    SynapseBlock::Conv(ConvBlock {
-        kernel: (0..32 * 32 * 9).map(|i| ((i * 13) % 29) as f32 / 29.0 - 0.5).collect(),
-        in_shape: [32, 32, 32],
-        out_shape: [32, 32, 32],
-        kernel_size: [3, 3],
-        strides: [1, 1],
-        pads: [1, 1],
-        dilations: [1, 1],
-        groups: 1,
-        target_scale: Vec::new(),
-    })
+    SynapseBlock::Conv(ConvBlock::new(
+        (0..32 * 32 * 9).map(|i| ((i * 13) % 29) as f32 / 29.0 - 0.5).collect(),
+        [32, 32, 32],
+        [32, 32, 32],
+        [3, 3],
+        [1, 1],
+        [1, 1],
+        [1, 1],
+        1,
+    ))
 }
 
 fn bench_block(c: &mut Criterion, name: &str, block: SynapseBlock<f32>) {

@@ -3,7 +3,8 @@
 
 use signgd::engine::{Dynamics, SimConfig, Simulator};
 use signgd::snn::{
-    ConvBlock, EncoderKind, Network, NetworkError, NeuronKind, Operand, Population, Schedule, Source, SynapseBlock,
+    ConvBlock, EncoderKind, Network, NetworkError, NeuronKind, Operand, Population, Scale, Schedule, Source,
+    SynapseBlock,
 };
 use sprs::TriMat;
 
@@ -51,17 +52,16 @@ fn conv(
     let [ci, h, w] = in_shape;
     let out = |n: usize| (n + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
     let kernel = (0..out_c * (ci / groups) * k * k).map(|i| ((i * 7919) % 23) as f64 / 11.0 - 1.0).collect();
-    ConvBlock {
+    ConvBlock::new(
         kernel,
         in_shape,
-        out_shape: [out_c, out(h), out(w)],
-        kernel_size: [k, k],
-        strides: [stride, stride],
-        pads: [pad, pad],
-        dilations: [dilation, dilation],
+        [out_c, out(h), out(w)],
+        [k, k],
+        [stride, stride],
+        [pad, pad],
+        [dilation, dilation],
         groups,
-        target_scale: Vec::new(),
-    }
+    )
 }
 
 #[test]
@@ -367,7 +367,7 @@ fn convolution_kernels_agree_with_sparse_matrices() {
 fn kernels_agree(out_first: usize, out_second: usize) {
     use signgd::convert::affine::conv_matrix;
     let mut first = conv([2, 6, 6], out_first, 3, 1, 1, 1, 2);
-    first.target_scale = (0..out_first * 36).map(|i| 0.5 + (i % 5) as f64 * 0.25).collect();
+    first.target_scale = Scale::Each((0..out_first * 36).map(|i| 0.5 + (i % 5) as f64 * 0.25).collect());
     let second = conv([out_first, 6, 6], out_second, 3, 2, 1, 1, 1);
     let build = |as_matrix: bool| {
         let block = |c: &ConvBlock| {

@@ -3,16 +3,13 @@
 
 use ndarray::{ArrayD, IxDyn};
 
-use sprs::CsMat;
-
-use super::affine::{
-    broadcast_indices, broadcast_matrix, conv_matrix, merge_term, to_operand, AffineForm, LinearMap, Term,
-};
+use super::affine::{broadcast_index, to_operand, AffineForm, Term};
+use super::compose::{compose, merge_term, Composed, SPARSE_BUDGET};
 use super::linear::linear_parts;
 use super::{ConvertError, ConvertOptions};
 use crate::model::eval::eval_op;
 use crate::model::{Graph, Node, Op};
-use crate::snn::{ConvBlock, Elementwise, Network, NeuronKind, Population, Source};
+use crate::snn::{ConvBlock, Elementwise, Network, NeuronKind, Population, Scale, SelectBlock, Source, SynapseBlock};
 
 /// Builds the spiking network of a graph whose nonlinearities are all neuron kinds.
 ///
@@ -44,7 +41,11 @@ fn lower_with(graph: &Graph, options: &ConvertOptions, relay_early: &[usize]) ->
         relayed: Vec::new(),
     };
     lowering.forms[graph.input] = Some(AffineForm::source(Source::Input, &lowering.input_shape));
-    for node in &graph.nodes {
+    let mut last_use = vec![0; graph.values.len()];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        node.inputs.iter().for_each(|&v| last_use[v] = i);
+    }
+    for (i, node) in graph.nodes.iter().enumerate() {
         let out_shape = graph.values[node.output].shape.clone();
         let form = match neuron_kind(graph, node, options)? {
             Some(kind) => {
@@ -64,6 +65,12 @@ fn lower_with(graph: &Graph, options: &ConvertOptions, relay_early: &[usize]) ->
             None => lowering.affine(node)?,
         };
         lowering.forms[node.output] = Some(form);
+        // A form no later node reads is dropped: forms hold index maps and factors per element.
+        for &v in &node.inputs {
+            if last_use[v] == i && v != graph.output {
+                lowering.forms[v] = None;
+            }
+        }
     }
     let output = lowering.forms[graph.output]
         .clone()
@@ -106,24 +113,28 @@ impl Lowering<'_> {
         }
     }
 
-    /// Applies `matrix` to input `position` of `node`. Where composing the maps would hold more
-    /// synapses than the two maps apart, the input becomes a relay first, and later readers of
-    /// the same value reuse that relay.
-    fn compose(&mut self, node: &Node, position: usize, matrix: &CsMat<f64>) -> Result<Vec<Term>, ConvertError> {
+    /// Applies `op` (a block from input `position` of `node` to its output) to that input's form.
+    /// Where composing would hold more synapses than the two maps apart, or has no structure and
+    /// exceeds the sparse budget, the input becomes a relay first, and later readers of the same
+    /// value reuse that relay.
+    fn compose(&mut self, node: &Node, position: usize, op: &SynapseBlock) -> Result<Vec<Term>, ConvertError> {
         let form = self.input_form(node, position)?;
-        let composed = form.transform(matrix);
         let v = node.inputs[position];
         let readers = self.graph.nodes.iter().filter(|n| n.inputs.contains(&v)).count();
         // A form read from the input alone is cheap to compose: the float encoder's closed form
         // computes it once per input.
         let from_input = form.terms.iter().all(|t| t.source == Source::Input);
-        let early = self.relay_early.contains(&v) && !is_direct(&form) && !from_input;
-        let sizes = Composition::of(&form, &composed, matrix);
-        if !early && sizes.pays() && !sizes.relay_serves(readers) {
-            return Ok(composed);
+        let early = self.relay_early.contains(&v) && !form.is_direct() && !from_input;
+        if !early {
+            if let Some(composed) = compose_form(&form, op) {
+                let sizes = Composition::of(&form, &composed, op);
+                if sizes.pays() && !sizes.relay_serves(readers) {
+                    return Ok(composed);
+                }
+            }
         }
         let relay = self.relay(v, &form);
-        Ok(relay.transform(matrix))
+        Ok(apply_to_direct(&relay, op))
     }
 
     /// Makes the value `v` (of form `form`) a relay population and returns its new form.
@@ -138,7 +149,11 @@ impl Lowering<'_> {
         });
         let relayed = AffineForm {
             bias: form.bias.clone(),
-            terms: vec![Term { source: Source::Population(self.populations.len() - 1), map: LinearMap::Identity }],
+            terms: vec![Term {
+                source: Source::Population(self.populations.len() - 1),
+                block: super::affine::identity(form.size()),
+                overlap: false,
+            }],
         };
         self.forms[v] = Some(relayed.clone());
         self.relayed.push(v);
@@ -151,12 +166,14 @@ impl Lowering<'_> {
         if form.bias.shape() == shape {
             return Ok(form);
         }
+        let index = broadcast_index(form.bias.shape(), shape);
+        let targets: usize = shape.iter().product();
         let bias_flat: Vec<f64> = form.bias.iter().copied().collect();
-        let bias = broadcast_indices(form.bias.shape(), shape).into_iter().map(|i| bias_flat[i]).collect();
-        let matrix = broadcast_matrix(form.bias.shape(), shape, |_| 1.0);
+        let bias = (0..targets).map(|i| bias_flat[index.get(i).expect("a broadcast has no holes")]).collect();
+        let op = SynapseBlock::Select(SelectBlock { targets, sources: form.size(), source: index, scale: Scale::One });
         Ok(AffineForm {
             bias: ArrayD::from_shape_vec(IxDyn(shape), bias).expect("broadcast size"),
-            terms: self.compose(node, position, &matrix)?,
+            terms: self.compose(node, position, &op)?,
         })
     }
 
@@ -175,19 +192,19 @@ impl Lowering<'_> {
         if let Op::Conv { .. } = node.op {
             let conv = conv_block(graph, node)
                 .map_err(|e| ConvertError::node(node, &e, "check the convolution's attributes"))?;
-            let matrix = conv_matrix(&conv);
+            let op = SynapseBlock::Conv(conv);
             let mut form = inputs[0].clone();
-            if !is_direct(&form) {
-                let composed = form.transform(&matrix);
-                let pays = Composition::of(&form, &composed, &matrix).pays();
-                if !self.relay_early.contains(&node.inputs[0]) && pays {
-                    return Ok(AffineForm { bias, terms: composed });
+            if !form.is_direct() {
+                if !self.relay_early.contains(&node.inputs[0]) {
+                    if let Some(composed) = compose_form(&form, &op) {
+                        if Composition::of(&form, &composed, &op).pays() {
+                            return Ok(AffineForm { bias, terms: composed });
+                        }
+                    }
                 }
                 form = self.relay(node.inputs[0], &form);
             }
-            let terms =
-                form.terms.iter().map(|t| Term { source: t.source, map: LinearMap::Conv(conv.clone()) }).collect();
-            return Ok(AffineForm { bias, terms });
+            return Ok(AffineForm { bias, terms: apply_to_direct(&form, &op) });
         }
         let parts = linear_parts(graph, node).map_err(|e| {
             ConvertError::node(
@@ -196,36 +213,66 @@ impl Lowering<'_> {
                 "only affine maps may connect two nonlinearities",
             )
         })?;
-        let size: usize = out_shape.iter().product();
         let mut terms: Vec<Term> = Vec::new();
-        for (position, matrix) in parts {
-            for term in self.compose(node, position, &matrix)? {
-                merge_term(&mut terms, term, size);
+        for (position, op) in parts {
+            for term in self.compose(node, position, &op)? {
+                merge_term(&mut terms, term);
             }
+        }
+        if let Some(term) = terms.iter().find(|t| t.block.stored_indices() as u64 > 2 * SPARSE_BUDGET) {
+            return Err(ConvertError::node(
+                node,
+                &format!(
+                    "its {} block would hold {} index entries",
+                    term.block.kind_name(),
+                    term.block.stored_indices()
+                ),
+                "simplify the model around this node",
+            ));
         }
         Ok(AffineForm { bias, terms })
     }
 }
 
-/// Whether a form is its one source unchanged, or a constant: nothing to compose or relay.
-fn is_direct(form: &AffineForm) -> bool {
-    matches!(form.terms.as_slice(), [] | [Term { map: LinearMap::Identity, .. }])
+/// `op` applied to every term of `form`, or `None` when a term's composition has no structure
+/// and exceeds the sparse budget.
+fn compose_form(form: &AffineForm, op: &SynapseBlock) -> Option<Vec<Term>> {
+    form.terms
+        .iter()
+        .map(|term| {
+            compose(op, &term.block).block().map(|block| Term { source: term.source, block, overlap: term.overlap })
+        })
+        .collect()
 }
 
-/// Synapse counts of applying a matrix to a form: the form's maps, the composed maps, the matrix.
+/// `op` applied to a form that is its one source unchanged (or a constant).
+fn apply_to_direct(form: &AffineForm, op: &SynapseBlock) -> Vec<Term> {
+    form.terms
+        .iter()
+        .map(|term| {
+            let block = match compose(op, &term.block) {
+                Composed::Structured(block) | Composed::Sparse(block) => block,
+                Composed::TooLarge { .. } => op.clone(),
+            };
+            Term { source: term.source, block, overlap: term.overlap }
+        })
+        .collect()
+}
+
+/// Synapse counts of applying an op to a form: the form's blocks, the composed blocks, the op.
 struct Composition {
-    before: usize,
-    after: usize,
-    matrix: usize,
+    before: u64,
+    after: u64,
+    matrix: u64,
 }
 
 impl Composition {
-    /// The counts of `composed` (= `matrix` applied to `form`).
-    fn of(form: &AffineForm, composed: &[Term], matrix: &CsMat<f64>) -> Self {
+    /// The counts of `composed` (= `op` applied to `form`).
+    fn of(form: &AffineForm, composed: &[Term], op: &SynapseBlock) -> Self {
         Composition {
-            before: form.terms.iter().map(|t| map_size(&t.map, form.size())).sum(),
-            after: composed.iter().map(|t| map_size(&t.map, matrix.rows())).sum(),
-            matrix: matrix.nnz(),
+            before: form.synapses(),
+            after: composed.iter().filter(|t| !t.overlap).map(|t| t.block.synapses()).sum(),
+            matrix: op.synapses(),
         }
     }
 
@@ -240,19 +287,8 @@ impl Composition {
     /// form holds almost as many synapses as the form itself, every reader would repeat the
     /// form's synapses, while a relay holds them once and each reader adds only its own map.
     fn relay_serves(&self, readers: usize) -> bool {
+        let readers = readers as u64;
         readers > 1 && self.after > 4 * self.matrix && self.before / readers + self.matrix < self.after
-    }
-}
-
-/// Number of synapses a map holds.
-fn map_size(map: &LinearMap, rows: usize) -> usize {
-    match map {
-        LinearMap::Identity => rows,
-        LinearMap::Conv(conv) => {
-            let block = crate::snn::SynapseBlock::Conv(conv.clone());
-            block.fan_out().iter().map(|&f| f as usize).sum()
-        }
-        LinearMap::Sparse(m) => m.nnz(),
     }
 }
 
@@ -318,15 +354,17 @@ pub fn conv_block(graph: &Graph, node: &Node) -> Result<ConvBlock, String> {
     if x.len() != 4 || y.len() != 4 || weight.ndim() != 4 {
         return Err(format!("only 2-D convolutions convert (input {x:?})"));
     }
-    Ok(ConvBlock {
-        kernel: weight.iter().copied().collect(),
-        in_shape: [x[1], x[2], x[3]],
-        out_shape: [y[1], y[2], y[3]],
-        kernel_size: [weight.shape()[2], weight.shape()[3]],
-        strides: *strides,
-        pads: [pads[0], pads[1]],
-        dilations: *dilations,
-        groups: *groups,
-        target_scale: Vec::new(),
-    })
+    if x[0] != 1 {
+        return Err(format!("only a batch of one converts (input {x:?})"));
+    }
+    Ok(ConvBlock::new(
+        weight.iter().copied().collect(),
+        [x[1], x[2], x[3]],
+        [y[1], y[2], y[3]],
+        [weight.shape()[2], weight.shape()[3]],
+        *strides,
+        [pads[0], pads[1]],
+        *dilations,
+        *groups,
+    ))
 }

@@ -3,6 +3,7 @@
 
 pub mod affine;
 pub mod batchnorm;
+pub mod compose;
 pub mod divsqrt;
 pub mod layernorm;
 pub mod linear;

@@ -7,7 +7,7 @@
 
 use super::isa::Isa;
 use crate::real::Real;
-use crate::snn::ConvBlock;
+use crate::snn::{ConvBlock, Scale};
 
 /// Largest run of output channels summed in registers, in bytes.
 const CHUNK_BYTES: usize = 128;
@@ -370,9 +370,9 @@ fn add_sums<F: Real>(conv: &ConvBlock<F>, sums: &[F], first: usize, p_out: usize
     let live = sums.len().min(out_c - first);
     for (k, &sum) in sums[..live].iter().enumerate() {
         let target = (first + k) * plane + p_out;
-        acc[target] += match conv.target_scale.get(target) {
-            Some(&scale) => sum * scale,
-            None => sum,
+        acc[target] += match &conv.target_scale {
+            Scale::One => sum,
+            scale => sum * scale.get(target),
         };
     }
 }
@@ -410,20 +410,20 @@ mod tests {
         let [ci, h, w] = in_shape;
         let out = |n: usize| (n + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
         let targets = out_c * out(h) * out(w);
-        ConvBlock {
-            kernel: (0..out_c * (ci / groups) * k * k).map(|i| F::of((i as f64 * 1.618).sin())).collect(),
+        let mut conv = ConvBlock::new(
+            (0..out_c * (ci / groups) * k * k).map(|i| F::of((i as f64 * 1.618).sin())).collect(),
             in_shape,
-            out_shape: [out_c, out(h), out(w)],
-            kernel_size: [k, k],
-            strides: [stride, stride],
-            pads: [pad, pad],
-            dilations: [dilation, dilation],
+            [out_c, out(h), out(w)],
+            [k, k],
+            [stride, stride],
+            [pad, pad],
+            [dilation, dilation],
             groups,
-            target_scale: match scaled {
-                true => (0..targets).map(|i| F::of(0.75 + 0.5 * (i as f64 * 0.7).cos())).collect(),
-                false => vec![],
-            },
+        );
+        if scaled {
+            conv.target_scale = Scale::Each((0..targets).map(|i| F::of(0.75 + 0.5 * (i as f64 * 0.7).cos())).collect());
         }
+        conv
     }
 
     /// Checks spikes (every third source fires, or none) and real values with zeros against

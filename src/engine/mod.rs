@@ -5,18 +5,22 @@ mod conv_kernel;
 pub mod counters;
 mod fire;
 mod isa;
+mod structured;
 mod tiles;
 
 use serde::{Deserialize, Serialize};
-use sprs::CsMat;
 
 use conv_kernel::{ConvGather, ConvScratch};
 pub use counters::{ActivityCounts, Counters};
 use fire::{fire_and_update, Firing};
+use structured::{add_selected, gather_logical, scatter_logical, DenseKernel, StructuredScratch};
 pub use tiles::{ColumnTiles, TileScratch};
 
 use crate::real::Real;
-use crate::snn::{EncoderKind, Network, NetworkError, NeuronKind, Operand, Schedule, Source, SynapseBlock};
+use crate::snn::{
+    ConvBlock, EncoderKind, Index, Network, NetworkError, NeuronKind, Operand, Scale, Schedule, SelectBlock, Source,
+    SynapseBlock,
+};
 
 /// The neuronal dynamics a network is simulated with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,15 +90,88 @@ impl<F: Real> Observer<F> for () {
     }
 }
 
+/// How a projection's product is computed.
+enum Kernel<F> {
+    /// A sparse block in its register-tiled layout.
+    Tiles(ColumnTiles<F>),
+    /// A convolution: the rearranged kernel, the geometry and target factors (an empty kernel),
+    /// and the index maps and source factors around it, if any.
+    Conv { gather: ConvGather<F>, geometry: Box<ConvBlock<F>>, around: Option<Box<Around<F>>> },
+    /// A matrix applied along an axis.
+    Dense(Box<DenseKernel<F>>),
+    /// Each target reads at most one source.
+    Select(SelectBlock<F>),
+    /// Elementwise factors.
+    Diagonal(Vec<F>),
+}
+
+/// The index maps and source factors of a convolution that does not read and write its own
+/// layout (the target factors are applied by the kernel itself).
+struct Around<F> {
+    source: Index,
+    source_scale: Scale<F>,
+    target: Index,
+    logical_sources: usize,
+    logical_targets: usize,
+}
+
+impl<F: Real> Kernel<F> {
+    fn new(block: &SynapseBlock, isa: isa::Isa) -> Self {
+        match block {
+            SynapseBlock::Sparse { matrix } => Kernel::Tiles(ColumnTiles::new(&matrix.map(|w| F::of(*w)))),
+            SynapseBlock::Conv(conv) => {
+                let mut geometry = conv.cast::<F>();
+                let gather = ConvGather::new(&geometry);
+                geometry.kernel = Vec::new();
+                let around = (!conv.is_plain() || !conv.target.is_identity()).then(|| {
+                    Box::new(Around {
+                        source: std::mem::replace(&mut geometry.source, Index::Identity),
+                        source_scale: std::mem::replace(&mut geometry.source_scale, Scale::One),
+                        target: std::mem::replace(&mut geometry.target, Index::Identity),
+                        logical_sources: conv.logical_sources(),
+                        logical_targets: conv.logical_targets(),
+                    })
+                });
+                Kernel::Conv { gather, geometry: Box::new(geometry), around }
+            }
+            SynapseBlock::Dense(dense) => Kernel::Dense(Box::new(DenseKernel::new(dense, isa))),
+            SynapseBlock::Select(select) => Kernel::Select(select.cast()),
+            SynapseBlock::Diagonal { scale } => Kernel::Diagonal(scale.iter().map(|&w| F::of(w)).collect()),
+        }
+    }
+
+    /// Whether the kernel reads spikes as a dense 0/1 vector rather than as a list.
+    fn reads_dense_spikes(&self) -> bool {
+        matches!(self, Kernel::Dense(_) | Kernel::Select(_) | Kernel::Conv { around: Some(_), .. })
+    }
+
+    /// Bytes of the prepared weights, index maps and factors.
+    fn bytes(&self) -> usize {
+        let f = std::mem::size_of::<F>();
+        match self {
+            Kernel::Tiles(tiles) => tiles.bytes(),
+            Kernel::Conv { gather, geometry, around } => {
+                gather.bytes()
+                    + geometry.target_scale.stored() * f
+                    + around.as_ref().map_or(0, |a| {
+                        (a.source.stored_entries() + a.target.stored_entries()) * 4 + a.source_scale.stored() * f
+                    })
+            }
+            Kernel::Dense(dense) => dense.bytes(),
+            Kernel::Select(select) => select.source.stored_entries() * 4 + select.scale.stored() * f,
+            Kernel::Diagonal(scale) => scale.len() * f,
+        }
+    }
+}
+
 struct CompiledProjection<F> {
     source: Source,
     /// The source emits real values (a real-valued encoder or a relay), read densely.
     dense: bool,
-    /// Register-tiled layout of a sparse block.
-    tiles: Option<ColumnTiles<F>>,
-    /// Rearranged kernel of a convolution block.
-    conv: Option<ConvGather<F>>,
-    block: SynapseBlock<F>,
+    kernel: Kernel<F>,
+    /// Number of source elements.
+    sources: usize,
+    /// The fan-out of each source, for a spiking source whose sources differ in fan-out.
     fan_out: Vec<u32>,
     /// The fan-out every source has, when they all have the same.
     uniform_fan_out: Option<u64>,
@@ -117,6 +194,8 @@ struct CompiledPopulation<F> {
     relay: bool,
     size: usize,
     operands: Vec<CompiledOperand<F>>,
+    /// Some kernel reads this population's spikes as a dense 0/1 vector.
+    dense_spikes: bool,
 }
 
 /// A network prepared for simulation in precision `F`. Immutable and shared by all workers.
@@ -141,6 +220,8 @@ pub struct Workspace<F: Real> {
     encoder_emitted: Vec<F>,
     encoder_fired: Vec<u32>,
     populations: Vec<PopulationState<F>>,
+    /// The accumulated input of one operand (shared by the populations, one at a time).
+    acc: Vec<F>,
     readout_acc: Vec<F>,
     readout_input_product: Vec<F>,
     scratch: Scratch<F>,
@@ -160,7 +241,7 @@ impl<F: Real> Workspace<F> {
             .iter()
             .map(|p| {
                 let reals = p.x.iter().chain(&p.input_products).map(Vec::capacity).sum::<usize>()
-                    + p.acc.capacity()
+                    + p.spikes.capacity()
                     + p.v.capacity();
                 reals * f + p.fired.capacity() * 4
             })
@@ -170,8 +251,13 @@ impl<F: Real> Workspace<F> {
             + self.readout_acc.capacity()
             + self.readout_input_product.capacity()
             + self.y.capacity()
+            + self.acc.capacity()
             + self.scratch.shared.iter().map(Vec::capacity).sum::<usize>();
-        populations + reals * f + self.encoder_fired.capacity() * 4 + self.scratch.conv.bytes()
+        populations
+            + reals * f
+            + (self.encoder_fired.capacity() + self.scratch.every_source.capacity()) * 4
+            + self.scratch.conv.bytes()
+            + self.scratch.structured.bytes()
     }
 }
 
@@ -183,6 +269,8 @@ struct Scratch<F> {
     /// multiply-accumulates are counted).
     every_source: Vec<u32>,
     tiles: TileScratch<F>,
+    /// For the dense, selection and mapped convolution kernels.
+    structured: StructuredScratch<F>,
     /// Products `A s` that several operands receive (the same block from the same source),
     /// computed once per step by the first operand that needs them.
     shared: Vec<Vec<F>>,
@@ -192,9 +280,10 @@ struct Scratch<F> {
 
 struct PopulationState<F> {
     x: Vec<Vec<F>>,
-    acc: Vec<F>,
     v: Vec<F>,
     fired: Vec<u32>,
+    /// The spikes of this step as 0/1 values (only where a kernel reads them so).
+    spikes: Vec<F>,
     /// Per operand, `A x` over the projections from the input, for the current input.
     input_products: Vec<Vec<F>>,
 }
@@ -238,19 +327,36 @@ impl<F: Real> Simulator<F> {
         }
         let etas = config.schedule.steps(steps)?.into_iter().map(F::of).collect();
         let units = network.unit_outputs();
-        let compile = |operand| compile_operand(network, operand, &units, config.encoder);
+        let isa = isa::Isa::detect();
+        let compile = |operand| compile_operand(network, operand, &units, config.encoder, isa);
+        let mut populations: Vec<CompiledPopulation<F>> = network
+            .populations
+            .iter()
+            .map(|p| CompiledPopulation {
+                kind: p.kind,
+                relay: p.kind.is_relay(),
+                size: p.size(),
+                operands: p.operands.iter().map(compile).collect(),
+                dense_spikes: false,
+            })
+            .collect();
+        let readout = compile(&network.readout);
+        let readers: Vec<Source> = populations
+            .iter()
+            .flat_map(|p| &p.operands)
+            .chain([&readout])
+            .flat_map(|o| &o.projections)
+            .filter(|p| !p.dense && p.kernel.reads_dense_spikes())
+            .map(|p| p.source)
+            .collect();
+        for source in readers {
+            if let Source::Population(q) = source {
+                populations[q].dense_spikes = true;
+            }
+        }
         let mut simulator = Simulator {
-            populations: network
-                .populations
-                .iter()
-                .map(|p| CompiledPopulation {
-                    kind: p.kind,
-                    relay: p.kind.is_relay(),
-                    size: p.size(),
-                    operands: p.operands.iter().map(compile).collect(),
-                })
-                .collect(),
-            readout: compile(&network.readout),
+            populations,
+            readout,
             etas,
             encoder: config.encoder,
             dynamics: config.dynamics,
@@ -258,7 +364,7 @@ impl<F: Real> Simulator<F> {
             input_size: network.input_size(),
             output_size: network.output_size(),
             shared_sizes: Vec::new(),
-            isa: isa::Isa::detect(),
+            isa,
         };
         simulator.share_products(network);
         Ok(simulator)
@@ -291,10 +397,14 @@ impl<F: Real> Simulator<F> {
         }
     }
 
-    /// The largest number of elements a source of any projection has.
+    /// The largest number of elements a source of a real-valued tiled projection has.
     fn largest_source(&self) -> usize {
-        let operands = self.populations.iter().flat_map(|p| &p.operands).chain([&self.readout]);
-        operands.flat_map(|o| &o.projections).map(|p| p.block.sources()).max().unwrap_or(0)
+        self.projections().filter(|p| matches!(p.kernel, Kernel::Tiles(_))).map(|p| p.sources).max().unwrap_or(0)
+    }
+
+    /// Every compiled projection, the readout's last.
+    fn projections(&self) -> impl Iterator<Item = &CompiledProjection<F>> {
+        self.populations.iter().flat_map(|p| &p.operands).chain([&self.readout]).flat_map(|o| &o.projections)
     }
 
     /// The sorted, deduplicated checkpoints.
@@ -323,15 +433,7 @@ impl<F: Real> Simulator<F> {
         let f = std::mem::size_of::<F>();
         let operands = self.populations.iter().flat_map(|p| &p.operands).chain([&self.readout]);
         let operand_bytes = |o: &CompiledOperand<F>| (o.bias.len() + o.offset.len() + o.input_ones.len()) * f;
-        let projection_bytes = |p: &CompiledProjection<F>| {
-            let block = match &p.block {
-                SynapseBlock::Sparse { matrix } => matrix.nnz() * (f + 8) + (matrix.cols() + 1) * 8,
-                SynapseBlock::Conv(conv) => (conv.kernel.len() + conv.target_scale.len()) * f,
-                SynapseBlock::Diagonal { scale } => scale.len() * f,
-            };
-            let kernels = p.tiles.as_ref().map_or(0, |t| t.bytes()) + p.conv.as_ref().map_or(0, |c| c.bytes());
-            block + kernels + p.fan_out.len() * 4
-        };
+        let projection_bytes = |p: &CompiledProjection<F>| p.kernel.bytes() + p.fan_out.len() * 4;
         operands.map(|o| operand_bytes(o) + o.projections.iter().map(projection_bytes).sum::<usize>()).sum::<usize>()
             + self.etas.len() * f
     }
@@ -343,11 +445,9 @@ impl<F: Real> Simulator<F> {
 
     /// Elements of scratch space the largest convolution block needs.
     fn scratch_len(&self) -> usize {
-        let operands = self.populations.iter().flat_map(|p| &p.operands).chain([&self.readout]);
-        operands
-            .flat_map(|o| &o.projections)
-            .map(|p| match &p.block {
-                SynapseBlock::Conv(conv) => ConvGather::scratch_len(conv),
+        self.projections()
+            .map(|p| match &p.kernel {
+                Kernel::Conv { geometry, .. } => ConvGather::scratch_len(geometry),
                 _ => 0,
             })
             .max()
@@ -364,19 +464,21 @@ impl<F: Real> Simulator<F> {
                 .populations
                 .iter()
                 .map(|p| PopulationState {
-                    x: vec![vec![F::zero(); p.size]; p.operands.len()],
-                    acc: vec![F::zero(); p.size],
+                    x: vec![vec![F::zero(); p.size]; if p.relay { 0 } else { p.operands.len() }],
                     v: vec![F::zero(); p.size],
-                    fired: Vec::with_capacity(p.size),
+                    fired: Vec::with_capacity(if p.relay { 0 } else { p.size }),
+                    spikes: vec![F::zero(); if p.dense_spikes { p.size } else { 0 }],
                     input_products: p.operands.iter().map(|o| vec![F::zero(); o.input_ones.len()]).collect(),
                 })
                 .collect(),
+            acc: vec![F::zero(); self.populations.iter().map(|p| p.size).max().unwrap_or(0)],
             readout_acc: vec![F::zero(); self.output_size],
             readout_input_product: vec![F::zero(); self.readout.input_ones.len()],
             scratch: Scratch {
                 conv: ConvScratch::new(self.scratch_len()),
                 every_source: (0..self.largest_source() as u32).collect(),
                 tiles: TileScratch::default(),
+                structured: StructuredScratch::default(),
                 shared: self.shared_sizes.iter().map(|&n| vec![F::zero(); n]).collect(),
                 computed_at: vec![0; self.shared_sizes.len()],
             },
@@ -433,11 +535,14 @@ impl<F: Real> Simulator<F> {
         input_product(&self.readout, input, &mut ws.scratch, &mut ws.readout_input_product);
         for (population, state) in self.populations.iter().zip(&mut ws.populations) {
             for (j, operand) in population.operands.iter().enumerate() {
-                state.x[j].copy_from_slice(&operand.bias);
+                if let Some(x) = state.x.get_mut(j) {
+                    x.copy_from_slice(&operand.bias);
+                }
                 input_product(operand, input, &mut ws.scratch, &mut state.input_products[j]);
             }
             state.v.fill(F::zero());
             state.fired.clear();
+            state.spikes.fill(F::zero());
         }
         ws.y.copy_from_slice(&self.readout.bias);
         ws.scratch.computed_at.fill(0);
@@ -469,14 +574,19 @@ impl<F: Real> Simulator<F> {
                 observer.population(t, index, &state.x, &state.fired, &state.v);
                 continue;
             }
+            let acc = &mut ws.acc[..population.size];
             for (j, (operand, x)) in population.operands.iter().zip(state.x.iter_mut()).enumerate() {
                 let input_product = &state.input_products[j];
-                gather(operand, &inputs, input_product, earlier, &mut state.acc, counts, &mut ws.scratch);
-                charge(self.dynamics, operand, &state.acc, eta, x);
+                gather(operand, &inputs, input_product, earlier, acc, counts, &mut ws.scratch);
+                charge(self.dynamics, operand, acc, eta, x);
             }
             let x2 = state.x.get(1).unwrap_or(&state.x[0]);
             let how = Firing { isa: self.isa, dynamics: self.dynamics, kind: population.kind, eta };
             fire_and_update(how, &state.x[0], x2, &mut state.v, &mut state.fired);
+            if population.dense_spikes {
+                state.spikes.fill(F::zero());
+                state.fired.iter().for_each(|&j| state.spikes[j as usize] = F::one());
+            }
             counts.spikes += state.fired.len() as u64;
             counts.neuron_updates += population.size as u64;
             observer.population(t, index, &state.x, &state.fired, &state.v);
@@ -501,32 +611,73 @@ struct Inputs<'a, F> {
 impl<F: Real> CompiledProjection<F> {
     /// Adds `A u` for a real-valued source vector `u`.
     fn add_dense(&self, values: &[F], scratch: &mut Scratch<F>, acc: &mut [F]) {
-        match (&self.tiles, &self.conv, &self.block) {
-            (Some(tiles), _, _) => {
+        match &self.kernel {
+            Kernel::Tiles(tiles) => {
                 tiles.add_values(&scratch.every_source[..values.len()], values, &mut scratch.tiles, acc)
             }
-            (_, Some(kernel), SynapseBlock::Conv(conv)) => kernel.add_values(conv, values, &mut scratch.conv, acc),
-            (_, _, block) => block.multiply_add(values, acc),
+            Kernel::Conv { gather, geometry, around: None } => {
+                gather.add_values(geometry, values, &mut scratch.conv, acc)
+            }
+            Kernel::Conv { gather, geometry, around: Some(around) } => {
+                add_conv_around(gather, geometry, around, values, scratch, acc)
+            }
+            Kernel::Dense(dense) => dense.add(values, false, &mut scratch.structured, acc),
+            Kernel::Select(select) => add_selected(select, values, acc),
+            Kernel::Diagonal(scale) => acc.iter_mut().zip(values).zip(scale).for_each(|((a, &v), &d)| *a += v * d),
         }
     }
 
-    /// Adds `A s` for binary spikes, given as the ascending list of the sources that fired.
-    fn add_spikes(&self, fired: &[u32], scratch: &mut Scratch<F>, acc: &mut [F]) {
-        match (&self.tiles, &self.conv, &self.block) {
-            (Some(tiles), _, _) => tiles.add_spikes(fired, &mut scratch.tiles, acc),
-            (_, Some(kernel), SynapseBlock::Conv(conv)) => kernel.add_spikes(conv, fired, &mut scratch.conv, acc),
-            (_, _, block) => block.deliver_events(fired, acc),
+    /// Adds `A s` for binary spikes, given as the ascending list of the sources that fired and,
+    /// for the kernels that read them so, as a dense 0/1 vector.
+    fn add_spikes(&self, fired: &[u32], spikes: &[F], scratch: &mut Scratch<F>, acc: &mut [F]) {
+        match &self.kernel {
+            Kernel::Tiles(tiles) => tiles.add_spikes(fired, &mut scratch.tiles, acc),
+            Kernel::Conv { gather, geometry, around: None } => {
+                gather.add_spikes(geometry, fired, &mut scratch.conv, acc)
+            }
+            Kernel::Conv { gather, geometry, around: Some(around) } => {
+                add_conv_around(gather, geometry, around, spikes, scratch, acc)
+            }
+            Kernel::Dense(dense) => dense.add(spikes, true, &mut scratch.structured, acc),
+            Kernel::Select(select) => add_selected(select, spikes, acc),
+            Kernel::Diagonal(scale) => fired.iter().for_each(|&j| acc[j as usize] += scale[j as usize]),
         }
     }
 
     /// Adds this step's product of the projection to `acc`.
-    fn add_product(&self, values: &[F], fired: &[u32], scratch: &mut Scratch<F>, acc: &mut [F]) {
+    fn add_product(&self, values: &[F], fired: &[u32], spikes: &[F], scratch: &mut Scratch<F>, acc: &mut [F]) {
         if self.dense {
             self.add_dense(values, scratch, acc)
         } else {
-            self.add_spikes(fired, scratch, acc)
+            self.add_spikes(fired, spikes, scratch, acc)
         }
     }
+}
+
+/// A convolution reading and writing through index maps: the logical sources are gathered
+/// (with their factors), convolved, and the logical targets scattered.
+fn add_conv_around<F: Real>(
+    gather: &ConvGather<F>,
+    geometry: &ConvBlock<F>,
+    around: &Around<F>,
+    values: &[F],
+    scratch: &mut Scratch<F>,
+    acc: &mut [F],
+) {
+    let mut logical_in = std::mem::take(&mut scratch.structured.logical_in);
+    logical_in.resize(around.logical_sources, F::zero());
+    gather_logical(&around.source, &around.source_scale, values, &mut logical_in);
+    if around.target.is_identity() {
+        gather.add_values(geometry, &logical_in, &mut scratch.conv, acc);
+    } else {
+        let mut logical_out = std::mem::take(&mut scratch.structured.logical_out);
+        logical_out.clear();
+        logical_out.resize(around.logical_targets, F::zero());
+        gather.add_values(geometry, &logical_in, &mut scratch.conv, &mut logical_out);
+        scatter_logical(&around.target, &Scale::One, &logical_out, acc);
+        scratch.structured.logical_out = logical_out;
+    }
+    scratch.structured.logical_in = logical_in;
 }
 
 /// `A x` over the input projections of `operand`, once per input.
@@ -542,6 +693,7 @@ fn compile_operand<F: Real>(
     operand: &Operand,
     units: &[Vec<f64>],
     encoder: EncoderKind,
+    isa: isa::Isa,
 ) -> CompiledOperand<F> {
     let mut input_ones = Vec::new();
     if operand.projections.iter().any(|p| p.source == Source::Input) {
@@ -558,32 +710,27 @@ fn compile_operand<F: Real>(
             .projections
             .iter()
             .map(|p| {
-                let fan_out = p.block.fan_out();
+                let dense = match p.source {
+                    Source::Input => !encoder.is_binary(),
+                    Source::Population(q) => network.populations[q].kind.is_relay(),
+                };
+                // An overlapping block's synapses are counted with the block they overlap.
+                let fan_out = if p.overlap { vec![0; p.block.sources()] } else { p.block.fan_out() };
+                let synapses = fan_out.iter().map(|&f| f as u64).sum();
+                let uniform_fan_out = match fan_out.first() {
+                    Some(&first) if fan_out.iter().all(|&f| f == first) => Some(first as u64),
+                    _ => None,
+                };
                 CompiledProjection {
                     source: p.source,
-                    dense: match p.source {
-                        Source::Input => !encoder.is_binary(),
-                        Source::Population(q) => network.populations[q].kind.is_relay(),
-                    },
-                    synapses: fan_out.iter().map(|&f| f as u64).sum(),
-                    tiles: match &p.block {
-                        SynapseBlock::Sparse { matrix } => Some(ColumnTiles::new(&matrix.map(|w| F::of(*w)))),
-                        _ => None,
-                    },
-                    conv: match p.block.cast::<F>() {
-                        SynapseBlock::Conv(conv) => Some(ConvGather::new(&conv)),
-                        _ => None,
-                    },
-                    // A sparse block lives on in its tiles; its matrix keeps only its shape.
-                    block: match &p.block {
-                        SynapseBlock::Sparse { matrix } => SynapseBlock::Sparse { matrix: CsMat::zero(matrix.shape()) },
-                        block => block.cast(),
-                    },
-                    uniform_fan_out: match fan_out.first() {
-                        Some(&first) if fan_out.iter().all(|&f| f == first) => Some(first as u64),
-                        _ => None,
-                    },
-                    fan_out,
+                    dense,
+                    kernel: Kernel::new(&p.block, isa),
+                    sources: p.block.sources(),
+                    // Real-valued sources count every synapse every step; a uniform fan-out
+                    // needs no table.
+                    fan_out: if dense || uniform_fan_out.is_some() { Vec::new() } else { fan_out },
+                    uniform_fan_out,
+                    synapses,
                     shared: None,
                 }
             })
@@ -614,9 +761,9 @@ fn gather<F: Real>(
             counts.dense_macs += projection.synapses;
             continue;
         }
-        let (values, fired): (&[F], &[u32]) = match projection.source {
-            Source::Input => (inputs.emitted, inputs.fired),
-            Source::Population(p) => (&populations[p].v, &populations[p].fired),
+        let (values, fired, spikes): (&[F], &[u32], &[F]) = match projection.source {
+            Source::Input => (inputs.emitted, inputs.fired, inputs.emitted),
+            Source::Population(p) => (&populations[p].v, &populations[p].fired, &populations[p].spikes),
         };
         if projection.dense {
             counts.dense_macs += projection.synapses;
@@ -627,13 +774,13 @@ fn gather<F: Real>(
             };
         }
         let Some(slot) = projection.shared else {
-            projection.add_product(values, fired, scratch, acc);
+            projection.add_product(values, fired, spikes, scratch, acc);
             continue;
         };
         let mut product = std::mem::take(&mut scratch.shared[slot]);
         if scratch.computed_at[slot] != inputs.t {
             product.fill(F::zero());
-            projection.add_product(values, fired, scratch, &mut product);
+            projection.add_product(values, fired, spikes, scratch, &mut product);
             scratch.computed_at[slot] = inputs.t;
         }
         acc.iter_mut().zip(&product).for_each(|(a, &p)| *a += p);

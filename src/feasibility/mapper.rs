@@ -174,7 +174,7 @@ fn build_unit<'a>(
     let mut counts = vec![0usize; neurons + 1];
     let mut stored_weights = 0u64;
     let mut conv = None;
-    for projection in operands.iter().flat_map(|o| &o.projections) {
+    for projection in operands.iter().flat_map(|o| &o.projections).filter(|p| !p.overlap) {
         for_each_edge(&projection.block, |t, _| counts[t + 1] += 1);
         stored_weights += projection.block.stored_weights() as u64;
         if let SynapseBlock::Conv(c) = &projection.block {
@@ -192,7 +192,7 @@ fn build_unit<'a>(
     let ptr = counts;
     let mut fill = ptr.clone();
     let mut sources = vec![0u32; ptr[neurons]];
-    for projection in operands.iter().flat_map(|o| &o.projections) {
+    for projection in operands.iter().flat_map(|o| &o.projections).filter(|p| !p.overlap) {
         let base = global(projection.source);
         for_each_edge(&projection.block, |t, s| {
             sources[fill[t]] = (base + s) as u32;
@@ -213,22 +213,7 @@ fn build_unit<'a>(
 
 /// Calls `visit(target, source)` for every synapse of a block.
 fn for_each_edge(block: &SynapseBlock, mut visit: impl FnMut(usize, usize)) {
-    match block {
-        SynapseBlock::Sparse { matrix } => {
-            for j in 0..matrix.cols() {
-                let range = matrix.indptr().outer_inds_sz(j);
-                for &row in &matrix.indices()[range] {
-                    visit(row, j);
-                }
-            }
-        }
-        SynapseBlock::Conv(conv) => {
-            for j in 0..block.sources() {
-                conv.for_each_synapse(j, |t, _| visit(t, j));
-            }
-        }
-        SynapseBlock::Diagonal { scale } => (0..scale.len()).for_each(|i| visit(i, i)),
-    }
+    block.for_each_synapse(|t, s, _| visit(t, s));
 }
 
 /// Where a unit went.

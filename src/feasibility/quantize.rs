@@ -2,7 +2,7 @@
 //! `scale = max|w| / (2^(N−1) − 1)`, `w ← round(w / scale) · scale` (round half away from zero).
 //! Constants (the drive c) are neuron state, not weights, and stay as they are.
 
-use crate::snn::{Network, Operand, SynapseBlock};
+use crate::snn::{Matrix, Network, Operand, SynapseBlock};
 
 /// What quantisation did to a network.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -33,14 +33,30 @@ pub fn scale_for(weights: &[f64], bits: u32) -> f64 {
     max / levels
 }
 
-/// Quantises a block in place to `bits` bits (2 ≤ bits ≤ 32).
+/// Quantises a block in place to `bits` bits (2 ≤ bits ≤ 32): the sparse matrix, the kernel,
+/// the dense matrix, or the selection's factors. The per-element factors of convolutions and
+/// dense blocks (ReLU normalisation, LayerNorm's γ) are per-neuron gains, like the drive c, and
+/// stay as they are.
 pub fn quantize_block(block: &mut SynapseBlock, bits: u32, stats: &mut QuantizeStats) {
     assert!((2..=32).contains(&bits), "weight bits must be 2..=32");
+    let mut dense_rows = Vec::new();
     let weights: &mut [f64] = match block {
         SynapseBlock::Sparse { matrix } => matrix.data_mut(),
         SynapseBlock::Conv(conv) => &mut conv.kernel,
+        SynapseBlock::Dense(dense) => {
+            dense_rows = dense.matrix.to_rows(dense.outputs, dense.inputs);
+            &mut dense_rows
+        }
+        SynapseBlock::Select(select) => select.scale.values_mut(),
         SynapseBlock::Diagonal { scale } => scale,
     };
+    quantize_weights(weights, bits, stats);
+    if let SynapseBlock::Dense(dense) = block {
+        dense.matrix = Matrix::owned(dense.outputs, dense.inputs, dense_rows);
+    }
+}
+
+fn quantize_weights(weights: &mut [f64], bits: u32, stats: &mut QuantizeStats) {
     let scale = scale_for(weights, bits);
     let max = scale * ((1u64 << (bits - 1)) - 1) as f64;
     for w in weights.iter_mut() {

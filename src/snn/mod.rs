@@ -13,7 +13,7 @@ use thiserror::Error;
 pub use codec::EncoderKind;
 pub use neuron::{Elementwise, GeluTarget, NeuronKind};
 pub use schedule::Schedule;
-pub use synapse::{ConvBlock, SynapseBlock};
+pub use synapse::{ConvBlock, DenseBlock, Index, Matrix, Scale, SelectBlock, SynapseBlock, Weights};
 
 /// A structural problem with a spiking network, a schedule or a simulation setting.
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -54,6 +54,11 @@ pub struct Projection {
     pub source: Source,
     /// The weights.
     pub block: SynapseBlock,
+    /// Every synapse of this block joins a source and a target that another projection of the
+    /// same operand from the same source already joins (a residual connection next to a token
+    /// mixing matrix): its weights add to those synapses, which are counted once, there.
+    #[serde(default)]
+    pub overlap: bool,
 }
 
 /// One operand of a population: `z = Σ_projections A_p u_p + c`, the ANN's own affine map.
@@ -73,7 +78,7 @@ impl Operand {
 
     /// Adds a projection from `source` through `block`.
     pub fn with(mut self, source: Source, block: SynapseBlock) -> Self {
-        self.projections.push(Projection { source, block });
+        self.projections.push(Projection { source, block, overlap: false });
         self
     }
 

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Network, Operand, Source, SynapseBlock};
+use super::{Network, Operand, Projection, Source};
 
 /// One projection's structure.
 #[derive(Clone, Debug, Serialize)]
@@ -65,8 +65,7 @@ impl NetworkSummary {
             Source::Input => "input".to_string(),
             Source::Population(p) => network.populations[p].name.clone(),
         };
-        let operand =
-            |o: &Operand| o.projections.iter().map(|p| projection(&p.block, name(p.source))).collect::<Vec<_>>();
+        let operand = |o: &Operand| o.projections.iter().map(|p| projection(p, name(p.source))).collect::<Vec<_>>();
         let populations: Vec<PopulationSummary> = network
             .populations
             .iter()
@@ -94,12 +93,16 @@ impl NetworkSummary {
     }
 }
 
-fn projection(block: &SynapseBlock, source: String) -> ProjectionSummary {
-    let fan_out = block.fan_out();
-    let fan_in = block.fan_in();
+fn projection(projection: &Projection, source: String) -> ProjectionSummary {
+    let block = &projection.block;
+    // An overlapping block's synapses are those of another block, counted there.
+    let (fan_out, fan_in) = match projection.overlap {
+        true => (Vec::new(), Vec::new()),
+        false => (block.fan_out(), block.fan_in()),
+    };
     ProjectionSummary {
         source,
-        block: block.kind_name().to_string(),
+        block: if projection.overlap { format!("{} (overlap)", block.kind_name()) } else { block.kind_name().into() },
         synapses: fan_out.iter().map(|&f| f as u64).sum(),
         stored_weights: block.stored_weights(),
         max_fan_in: fan_in.into_iter().max().unwrap_or(0),

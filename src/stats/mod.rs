@@ -79,7 +79,9 @@ pub fn population_infos(network: &Network) -> Vec<PopulationInfo> {
         let mut synapses = 0u64;
         let mut stored = 0u64;
         for projection in operands.iter().flat_map(|o| &o.projections) {
-            synapses += projection.block.fan_out().iter().map(|&f| f as u64).sum::<u64>();
+            if !projection.overlap {
+                synapses += projection.block.synapses();
+            }
             stored += projection.block.stored_weights() as u64;
         }
         (synapses, stored)

@@ -1,0 +1,283 @@
+//! Kernels of the structured blocks: dense matrices applied along an axis, elementwise selections,
+//! and the index maps and factors that surround a convolution or a matrix. They read a source as
+//! a dense vector (0/1 for spikes, real values for relays and the encoder) and skip zeros, so
+//! inactive sources cost only the test. Every target sums its terms in an order fixed by the
+//! active sources alone, with separate multiplies and adds: the same bits on every instruction
+//! set and thread count.
+
+use super::isa::Isa;
+use crate::real::Real;
+use crate::snn::{DenseBlock, Index, Scale, SelectBlock};
+
+/// Output features summed together in registers, in bytes.
+const CHUNK_BYTES: usize = 256;
+
+/// Per-worker buffers of the structured kernels.
+#[derive(Default)]
+pub struct StructuredScratch<F> {
+    /// A block's logical sources (after its index map and factors).
+    pub(super) logical_in: Vec<F>,
+    /// A block's logical targets (before its index map).
+    pub(super) logical_out: Vec<F>,
+    /// The active inputs of one token: index and value.
+    active: Vec<(u32, F)>,
+}
+
+impl<F: Real> StructuredScratch<F> {
+    /// Bytes the buffers hold.
+    pub fn bytes(&self) -> usize {
+        (self.logical_in.capacity() + self.logical_out.capacity()) * std::mem::size_of::<F>()
+            + self.active.capacity() * std::mem::size_of::<(u32, F)>()
+    }
+}
+
+/// Writes `out[e] = values[source(e)] · scale[e]` (0 where the map has a hole).
+pub(super) fn gather_logical<F: Real>(source: &Index, scale: &Scale<F>, values: &[F], out: &mut [F]) {
+    let count = out.len();
+    match (source, scale) {
+        (Index::Identity, Scale::One) => out.copy_from_slice(&values[..count]),
+        (Index::Identity, _) => out.iter_mut().zip(values).enumerate().for_each(|(e, (o, &v))| *o = v * scale.get(e)),
+        _ => source.for_each(count, |e, p| out[e] = p.map_or(F::zero(), |p| values[p] * scale.get(e))),
+    }
+}
+
+/// Adds `out[t] · scale[t]` into `acc[target(t)]`.
+pub(super) fn scatter_logical<F: Real>(target: &Index, scale: &Scale<F>, out: &[F], acc: &mut [F]) {
+    match (target, scale) {
+        (Index::Identity, Scale::One) => acc.iter_mut().zip(out).for_each(|(a, &y)| *a += y),
+        (Index::Identity, _) => acc.iter_mut().zip(out).enumerate().for_each(|(t, (a, &y))| *a += y * scale.get(t)),
+        _ => target.for_each(out.len(), |t, p| {
+            if let Some(p) = p {
+                acc[p] += out[t] * scale.get(t);
+            }
+        }),
+    }
+}
+
+/// A dense block prepared for simulation: its matrix copied once into the simulation's
+/// precision, laid out `[input k][output n]` with the outputs padded to whole register chunks.
+pub struct DenseKernel<F> {
+    outer: usize,
+    inputs: usize,
+    outputs: usize,
+    inner: usize,
+    rows: Vec<F>,
+    row_len: usize,
+    chunk: usize,
+    source: Index,
+    source_scale: Scale<F>,
+    target: Index,
+    target_scale: Scale<F>,
+    isa: Isa,
+}
+
+impl<F: Real> DenseKernel<F> {
+    /// Prepares `block`.
+    pub fn new(block: &DenseBlock, isa: Isa) -> Self {
+        let chunk = (CHUNK_BYTES / std::mem::size_of::<F>()).min(block.outputs.next_power_of_two()).max(1);
+        let row_len = block.outputs.div_ceil(chunk) * chunk;
+        let mut rows = vec![F::zero(); block.inputs * row_len];
+        for n in 0..block.outputs {
+            for k in 0..block.inputs {
+                rows[k * row_len + n] = F::of(block.matrix.get(n, k));
+            }
+        }
+        DenseKernel {
+            outer: block.outer,
+            inputs: block.inputs,
+            outputs: block.outputs,
+            inner: block.inner,
+            rows,
+            row_len,
+            chunk,
+            source: block.source.clone(),
+            source_scale: block.source_scale.cast(),
+            target: block.target.clone(),
+            target_scale: block.target_scale.cast(),
+            isa,
+        }
+    }
+
+    /// Bytes of the prepared matrix and maps.
+    pub fn bytes(&self) -> usize {
+        let f = std::mem::size_of::<F>();
+        self.rows.len() * f
+            + (self.source.stored_entries() + self.target.stored_entries()) * 4
+            + (self.source_scale.stored() + self.target_scale.stored()) * f
+    }
+
+    /// Logical source and target counts (for scratch sizes).
+    pub fn logical_sizes(&self) -> (usize, usize) {
+        (self.outer * self.inputs * self.inner, self.outer * self.outputs * self.inner)
+    }
+
+    /// Adds `A u` to `acc` for the physical source values `values` (0/1 for spikes).
+    pub fn add(&self, values: &[F], binary: bool, scratch: &mut StructuredScratch<F>, acc: &mut [F]) {
+        let (sources, targets) = self.logical_sizes();
+        let direct_in = matches!((&self.source, &self.source_scale), (Index::Identity, Scale::One));
+        let mut logical_in = std::mem::take(&mut scratch.logical_in);
+        let x: &[F] = if direct_in {
+            &values[..sources]
+        } else {
+            logical_in.resize(sources, F::zero());
+            gather_logical(&self.source, &self.source_scale, values, &mut logical_in);
+            &logical_in
+        };
+        // Without factors, a spike adds the weight row as it is.
+        let ones = binary && self.source_scale.is_one();
+        let mut y = std::mem::take(&mut scratch.logical_out);
+        y.clear();
+        y.resize(targets, F::zero());
+        match self.isa {
+            Isa::Baseline => self.product(x, ones, &mut scratch.active, &mut y),
+            // SAFETY: `Isa::detect` found the feature on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { self.product_avx2(x, ones, &mut scratch.active, &mut y) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { self.product_avx512(x, ones, &mut scratch.active, &mut y) },
+        }
+        scatter_logical(&self.target, &self.target_scale, &y, acc);
+        scratch.logical_in = logical_in;
+        scratch.logical_out = y;
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn product_avx2(&self, x: &[F], ones: bool, active: &mut Vec<(u32, F)>, y: &mut [F]) {
+        self.product(x, ones, active, y)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn product_avx512(&self, x: &[F], ones: bool, active: &mut Vec<(u32, F)>, y: &mut [F]) {
+        self.product(x, ones, active, y)
+    }
+
+    /// `y = W x` on logical tensors.
+    #[inline(always)]
+    fn product(&self, x: &[F], ones: bool, active: &mut Vec<(u32, F)>, y: &mut [F]) {
+        let (k_len, n_len, inner) = (self.inputs, self.outputs, self.inner);
+        if inner > 1 {
+            for o in 0..self.outer {
+                let yo = &mut y[o * n_len * inner..(o + 1) * n_len * inner];
+                for (k, xk) in x[o * k_len * inner..(o + 1) * k_len * inner].chunks_exact(inner).enumerate() {
+                    if xk.iter().all(|&v| v == F::zero()) {
+                        continue;
+                    }
+                    let row = &self.rows[k * self.row_len..k * self.row_len + n_len];
+                    for (yn, &w) in yo.chunks_exact_mut(inner).zip(row) {
+                        yn.iter_mut().zip(xk).for_each(|(y, &v)| *y += w * v);
+                    }
+                }
+            }
+            return;
+        }
+        for (o, yo) in y.chunks_exact_mut(n_len).enumerate() {
+            active.clear();
+            let xo = &x[o * k_len..(o + 1) * k_len];
+            active.extend(xo.iter().enumerate().filter(|(_, &v)| v != F::zero()).map(|(k, &v)| (k as u32, v)));
+            match self.chunk {
+                1 => self.token::<1>(active, ones, yo),
+                2 => self.token::<2>(active, ones, yo),
+                4 => self.token::<4>(active, ones, yo),
+                8 => self.token::<8>(active, ones, yo),
+                16 => self.token::<16>(active, ones, yo),
+                32 => self.token::<32>(active, ones, yo),
+                64 => self.token::<64>(active, ones, yo),
+                n => unreachable!("chunk of {n} outputs"),
+            }
+        }
+    }
+
+    /// One token's outputs, `N` at a time held in registers over all its active inputs.
+    #[inline(always)]
+    fn token<const N: usize>(&self, active: &[(u32, F)], ones: bool, y: &mut [F]) {
+        for c0 in (0..self.outputs).step_by(N) {
+            let mut banks = [[F::zero(); N]; 2];
+            let row = |k: u32| -> &[F; N] { self.rows[k as usize * self.row_len + c0..][..N].try_into().unwrap() };
+            let mut pairs = active.chunks_exact(2);
+            for pair in &mut pairs {
+                for (bank, &(k, v)) in banks.iter_mut().zip(pair) {
+                    let w = row(k);
+                    if ones {
+                        bank.iter_mut().zip(w).for_each(|(s, &w)| *s += w);
+                    } else {
+                        bank.iter_mut().zip(w).for_each(|(s, &w)| *s += v * w);
+                    }
+                }
+            }
+            if let [(k, v)] = pairs.remainder() {
+                let w = row(*k);
+                if ones {
+                    banks[0].iter_mut().zip(w).for_each(|(s, &w)| *s += w);
+                } else {
+                    banks[0].iter_mut().zip(w).for_each(|(s, &w)| *s += *v * w);
+                }
+            }
+            let live = N.min(self.outputs - c0);
+            for (k, out) in y[c0..c0 + live].iter_mut().enumerate() {
+                *out = banks[0][k] + banks[1][k];
+            }
+        }
+    }
+}
+
+/// Adds `A u` of a selection block to `acc` for the physical source values `values`.
+pub(super) fn add_selected<F: Real>(block: &SelectBlock<F>, values: &[F], acc: &mut [F]) {
+    match (&block.source, &block.scale) {
+        (Index::Identity, Scale::One) => acc.iter_mut().zip(values).for_each(|(a, &v)| *a += v),
+        (Index::Identity, Scale::Each(scale)) => {
+            acc.iter_mut().zip(values).zip(scale).for_each(|((a, &v), &s)| *a += v * s)
+        }
+        (source, scale) => source.for_each(block.targets, |t, p| {
+            if let Some(p) = p {
+                acc[t] += values[p] * scale.get(t);
+            }
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snn::{Matrix, SynapseBlock};
+
+    fn block(outer: usize, inputs: usize, outputs: usize, inner: usize, mapped: bool) -> DenseBlock {
+        let weights: Vec<f64> = (0..inputs * outputs).map(|i| ((i as f64) * 0.37).sin()).collect();
+        let mut dense = DenseBlock::new(outer, inputs, outputs, inner, Matrix::owned(outputs, inputs, weights));
+        if mapped {
+            let sources = dense.logical_sources();
+            let targets = dense.logical_targets();
+            dense.source = Index::fit(&[sources], |e| Some(sources - 1 - e));
+            dense.source_scale = Scale::Each((0..sources).map(|e| 0.5 + (e % 3) as f64).collect());
+            dense.target = Index::fit(&[targets], |t| (t % 5 != 3).then_some(targets - 1 - t));
+            dense.target_scale = Scale::Uniform(1.5);
+        }
+        dense
+    }
+
+    #[test]
+    fn matches_the_reference_product() {
+        for (outer, inputs, outputs, inner) in [(3, 7, 5, 1), (2, 40, 70, 1), (2, 6, 3, 4), (1, 33, 1, 1)] {
+            for mapped in [false, true] {
+                let dense = block(outer, inputs, outputs, inner, mapped);
+                let kernel = DenseKernel::<f64>::new(&dense, Isa::detect());
+                let mut scratch = StructuredScratch::default();
+                let values: Vec<f64> =
+                    (0..dense.sources).map(|j| if j % 3 == 0 { 0.0 } else { (j as f64 * 1.1).cos() }).collect();
+                let spikes: Vec<f64> = (0..dense.sources).map(|j| ((j * 7) % 3 == 1) as u8 as f64).collect();
+                let generic = SynapseBlock::Dense(dense.clone());
+                for (input, binary) in [(&values, false), (&spikes, true)] {
+                    let mut expected = vec![0.25; dense.targets];
+                    generic.multiply_add(input, &mut expected);
+                    let mut got = vec![0.25; dense.targets];
+                    kernel.add(input, binary, &mut scratch, &mut got);
+                    for (g, e) in got.iter().zip(&expected) {
+                        assert!((g - e).abs() < 1e-12, "{outer}×{inputs}→{outputs}×{inner}: {g} vs {e}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Index maps: where each logical element of a block reads or writes its physical element.
+//! Layout changes (transposes, slices, reshapes, broadcasts, padding, concatenation) become index
+//! maps of the blocks that read or write through them, never matrices. Strided maps take no memory
+//! beyond their shape; tables take one `u32` per logical element (neurons, never synapses).
+
+use serde::{Deserialize, Serialize};
+
+/// The table entry of a logical element that reads or writes nothing (padding, a dropped output).
+pub const NONE: u32 = u32::MAX;
+
+/// A map from logical elements `0..n` (row-major over a logical shape) to physical elements.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Index {
+    /// Logical element `i` is physical element `i`.
+    Identity,
+    /// Logical multi-index `j` over `shape` is physical element `offset + Σ j[a] · strides[a]`
+    /// (a stride of 0 repeats an element: a broadcast).
+    Strided {
+        /// Logical shape (its product is the number of logical elements).
+        shape: Vec<usize>,
+        /// Physical step per logical axis.
+        strides: Vec<usize>,
+        /// Physical element of logical element 0.
+        offset: usize,
+    },
+    /// One physical element per logical element, [`NONE`] for none.
+    Table {
+        /// The physical elements.
+        entries: Vec<u32>,
+    },
+}
+
+impl Index {
+    /// Builds the map `logical element → map(logical)` over `shape` in its most compact form:
+    /// the identity, a strided map (checked on every element), or a table.
+    pub fn fit(shape: &[usize], map: impl Fn(usize) -> Option<usize>) -> Index {
+        let count: usize = shape.iter().product();
+        let entries: Vec<u32> = (0..count).map(|i| map(i).map_or(NONE, |p| p as u32)).collect();
+        Index::from_entries(shape, entries)
+    }
+
+    /// The most compact form of a table over `shape`.
+    pub fn from_entries(shape: &[usize], entries: Vec<u32>) -> Index {
+        if entries.iter().enumerate().all(|(i, &p)| p as usize == i) {
+            return Index::Identity;
+        }
+        match strided_fit(shape, &entries) {
+            Some(strided) => strided,
+            None => Index::Table { entries },
+        }
+    }
+
+    /// A strided map, reduced to the identity where it is one.
+    pub fn strided(shape: Vec<usize>, strides: Vec<usize>, offset: usize) -> Index {
+        let index = Index::Strided { shape, strides, offset };
+        if index.is_identity() {
+            Index::Identity
+        } else {
+            index
+        }
+    }
+
+    /// Whether logical element `i` is physical element `i` for every `i`.
+    pub fn is_identity(&self) -> bool {
+        match self {
+            Index::Identity => true,
+            Index::Strided { shape, strides, offset } => {
+                *offset == 0 && {
+                    let mut expected = 1;
+                    shape.iter().zip(strides).rev().all(|(&n, &s)| {
+                        let ok = n == 1 || s == expected;
+                        expected *= n;
+                        ok
+                    })
+                }
+            }
+            Index::Table { entries } => entries.iter().enumerate().all(|(i, &p)| p as usize == i),
+        }
+    }
+
+    /// The physical element of logical element `i` (`None` where it reads or writes nothing).
+    pub fn get(&self, i: usize) -> Option<usize> {
+        match self {
+            Index::Identity => Some(i),
+            Index::Strided { shape, strides, offset } => {
+                let mut rest = i;
+                let mut physical = *offset;
+                for (&n, &s) in shape.iter().zip(strides).rev() {
+                    physical += (rest % n) * s;
+                    rest /= n;
+                }
+                Some(physical)
+            }
+            Index::Table { entries } => entries.get(i).and_then(|&p| (p != NONE).then_some(p as usize)),
+        }
+    }
+
+    /// Calls `visit(logical, physical)` for the first `count` logical elements, in order.
+    #[inline]
+    pub fn for_each(&self, count: usize, mut visit: impl FnMut(usize, Option<usize>)) {
+        match self {
+            Index::Identity => (0..count).for_each(|i| visit(i, Some(i))),
+            Index::Table { entries } => {
+                for (i, &p) in entries[..count].iter().enumerate() {
+                    visit(i, (p != NONE).then_some(p as usize));
+                }
+            }
+            Index::Strided { shape, strides, offset } => {
+                let rank = shape.len();
+                if rank == 0 {
+                    if count > 0 {
+                        visit(0, Some(*offset));
+                    }
+                    return;
+                }
+                let (inner, inner_stride) = (shape[rank - 1], strides[rank - 1]);
+                let mut counter = vec![0usize; rank];
+                let mut base = *offset;
+                let mut i = 0;
+                while i < count {
+                    for k in 0..inner.min(count - i) {
+                        visit(i + k, Some(base + k * inner_stride));
+                    }
+                    i += inner;
+                    // Advance the outer axes like an odometer.
+                    let mut axis = rank - 1;
+                    while axis > 0 {
+                        axis -= 1;
+                        counter[axis] += 1;
+                        base += strides[axis];
+                        if counter[axis] < shape[axis] {
+                            break;
+                        }
+                        base -= strides[axis] * shape[axis];
+                        counter[axis] = 0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The map as a table of `count` entries.
+    pub fn to_entries(&self, count: usize) -> Vec<u32> {
+        let mut entries = vec![NONE; count];
+        self.for_each(count, |i, p| entries[i] = p.map_or(NONE, |p| p as u32));
+        entries
+    }
+
+    /// `self ∘ inner` over `shape`: logical element `j` of the result is `self(inner(j))`.
+    pub fn after(&self, inner: &Index, shape: &[usize]) -> Index {
+        match (self, inner) {
+            (Index::Identity, _) => inner.clone(),
+            (_, Index::Identity) if matches!(self, Index::Strided { shape: s, .. } if s.as_slice() == shape) => {
+                self.clone()
+            }
+            _ => {
+                let count: usize = shape.iter().product();
+                let mut entries = inner.to_entries(count);
+                for p in entries.iter_mut().filter(|p| **p != NONE) {
+                    *p = self.get(*p as usize).map_or(NONE, |q| q as u32);
+                }
+                Index::from_entries(shape, entries)
+            }
+        }
+    }
+
+    /// The inverse of an injective map from `count` logical elements into `physical` elements:
+    /// for each physical element, the logical element that maps to it. `None` when two logical
+    /// elements share a physical one (the map is not injective).
+    pub fn inverse(&self, count: usize, physical: usize) -> Option<Vec<u32>> {
+        let mut inverse = vec![NONE; physical];
+        let mut injective = true;
+        self.for_each(count, |i, p| {
+            if let Some(p) = p {
+                match inverse.get_mut(p) {
+                    Some(slot) if *slot == NONE => *slot = i as u32,
+                    _ => injective = false,
+                }
+            }
+        });
+        injective.then_some(inverse)
+    }
+
+    /// Whether some logical element reads or writes nothing.
+    pub fn has_holes(&self) -> bool {
+        matches!(self, Index::Table { entries } if entries.contains(&NONE))
+    }
+
+    /// Number of `u32` entries the map stores.
+    pub fn stored_entries(&self) -> usize {
+        match self {
+            Index::Table { entries } => entries.len(),
+            _ => 0,
+        }
+    }
+
+    /// The largest physical element the first `count` logical elements reach, plus one (0 for
+    /// none): the physical size the map needs.
+    pub fn span(&self, count: usize) -> usize {
+        match self {
+            Index::Identity => count,
+            Index::Strided { shape, strides, offset } => {
+                if count == 0 || shape.contains(&0) {
+                    return 0;
+                }
+                offset + shape.iter().zip(strides).map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1
+            }
+            Index::Table { entries } => {
+                entries[..count].iter().filter(|&&p| p != NONE).map(|&p| p as usize + 1).max().unwrap_or(0)
+            }
+        }
+    }
+}
+
+/// The strided map over `shape` that equals `entries` everywhere, if there is one.
+fn strided_fit(shape: &[usize], entries: &[u32]) -> Option<Index> {
+    let count: usize = shape.iter().product();
+    if count != entries.len() || count == 0 || entries.contains(&NONE) {
+        return None;
+    }
+    let offset = entries[0] as usize;
+    let mut strides = vec![0usize; shape.len()];
+    let mut unit = 1;
+    for axis in (0..shape.len()).rev() {
+        if shape[axis] > 1 {
+            strides[axis] = (entries[unit] as usize).checked_sub(offset)?;
+        }
+        unit *= shape[axis];
+    }
+    let candidate = Index::Strided { shape: shape.to_vec(), strides, offset };
+    let mut matches = true;
+    candidate.for_each(count, |i, p| matches &= p == Some(entries[i] as usize));
+    matches.then_some(candidate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(index: &Index, count: usize) -> Vec<Option<usize>> {
+        (0..count).map(|i| index.get(i)).collect()
+    }
+
+    #[test]
+    fn a_transpose_fits_a_strided_map() {
+        // [2, 3] → transposed [3, 2]: logical (j0, j1) reads physical j1 * 3 + j0.
+        let index = Index::fit(&[3, 2], |i| Some((i % 2) * 3 + i / 2));
+        assert_eq!(index, Index::Strided { shape: vec![3, 2], strides: vec![1, 3], offset: 0 });
+        assert_eq!(all(&index, 6), [0, 3, 1, 4, 2, 5].map(Some));
+        let mut seen = Vec::new();
+        index.for_each(6, |i, p| seen.push((i, p.unwrap())));
+        assert_eq!(seen, vec![(0, 0), (1, 3), (2, 1), (3, 4), (4, 2), (5, 5)]);
+        assert_eq!(index.inverse(6, 6).unwrap(), vec![0, 2, 4, 1, 3, 5]);
+    }
+
+    #[test]
+    fn broadcasts_slices_and_holes() {
+        let broadcast = Index::fit(&[2, 3], |i| Some(i / 3));
+        assert_eq!(broadcast, Index::Strided { shape: vec![2, 3], strides: vec![1, 0], offset: 0 });
+        assert!(broadcast.inverse(6, 2).is_none());
+        let slice = Index::fit(&[2, 2], |i| Some(5 + (i / 2) * 4 + (i % 2) * 2));
+        assert_eq!(slice.get(3), Some(11));
+        assert_eq!(slice.span(4), 12);
+        let padded = Index::fit(&[4], |i| (i > 0 && i < 3).then_some(i - 1));
+        assert_eq!(padded, Index::Table { entries: vec![NONE, 0, 1, NONE] });
+        assert_eq!(Index::fit(&[5], Some), Index::Identity);
+        assert!(Index::strided(vec![2, 1, 3], vec![3, 7, 1], 0).is_identity());
+    }
+
+    #[test]
+    fn composition_reads_through_both_maps() {
+        let transpose = Index::fit(&[3, 2], |i| Some((i % 2) * 3 + i / 2));
+        let back = Index::fit(&[2, 3], |i| Some((i % 3) * 2 + i / 3));
+        assert_eq!(transpose.after(&back, &[2, 3]), Index::Identity);
+        let table = Index::Table { entries: vec![2, NONE, 0] };
+        assert_eq!(all(&transpose.after(&table, &[3]), 3), vec![Some(1), None, Some(0)]);
+    }
+}
