@@ -11,8 +11,8 @@ use crate::snn::synapse::NONE;
 use crate::snn::{ConvBlock, DenseBlock, Index, Matrix, Scale, SelectBlock, SynapseBlock};
 
 /// Largest explicit sparse composition built, in paths (products of a weight of one block with
-/// a weight of the other): about 16.8 million, a few hundred megabytes as a sparse matrix.
-pub const SPARSE_BUDGET: u64 = 1 << 24;
+/// a weight of the other): about 4.2 million, at most 64 MiB as a sparse matrix.
+pub const SPARSE_BUDGET: u64 = 1 << 22;
 
 /// The result of composing two blocks.
 pub enum Composed {

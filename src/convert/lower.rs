@@ -183,9 +183,14 @@ impl Lowering<'_> {
         let out_shape = &graph.values[node.output].shape;
         let inputs: Vec<AffineForm> =
             (0..node.inputs.len()).map(|i| self.input_form(node, i)).collect::<Result<_, _>>()?;
-        let biases: Vec<&ArrayD<f64>> = inputs.iter().map(|f| &f.bias).collect();
-        let bias = eval_op::<f64>(&node.op, &biases, out_shape)
-            .map_err(|e| ConvertError::node(node, &e, "check the model's shapes"))?;
+        let bias = match weighted_bias(graph, node, &inputs) {
+            Some(bias) => bias,
+            None => {
+                let biases: Vec<&ArrayD<f64>> = inputs.iter().map(|f| &f.bias).collect();
+                eval_op::<f64>(&node.op, &biases, out_shape)
+            }
+        }
+        .map_err(|e| ConvertError::node(node, &e, "check the model's shapes"))?;
         if matches!(node.op, Op::Reshape) {
             return Ok(AffineForm { bias, terms: inputs[0].terms.clone() });
         }
@@ -232,6 +237,52 @@ impl Lowering<'_> {
         }
         Ok(AffineForm { bias, terms })
     }
+}
+
+/// The constant part of a convolution's or a matrix product's output, from its block (which
+/// reads the weights where the model stores them) and its own bias: `A c_in + b`. `None` for
+/// other ops.
+fn weighted_bias(graph: &Graph, node: &Node, inputs: &[AffineForm]) -> Option<Result<ArrayD<f64>, String>> {
+    let out_shape = &graph.values[node.output].shape;
+    let size: usize = out_shape.iter().product();
+    let constant = |i: usize| node.inputs.get(i).and_then(|&v| graph.constant(v));
+    let (position, block, own): (usize, SynapseBlock, Vec<f64>) = match &node.op {
+        Op::Conv { .. } => {
+            let conv = match conv_block(graph, node) {
+                Ok(conv) => conv,
+                Err(e) => return Some(Err(e)),
+            };
+            let plane = size / conv.out_shape[0];
+            let own = match constant(2) {
+                Some(b) => b.iter().flat_map(|&b| std::iter::repeat_n(b, plane)).collect(),
+                None => vec![0.0; size],
+            };
+            (0, SynapseBlock::Conv(conv), own)
+        }
+        Op::MatMul | Op::Gemm { .. } => {
+            let parts = match linear_parts(graph, node) {
+                Ok(parts) => parts,
+                Err(e) => return Some(Err(e)),
+            };
+            let [(position, block)] = <[_; 1]>::try_from(parts).ok()?;
+            let own = match (&node.op, constant(2)) {
+                (Op::Gemm { beta, .. }, Some(c)) => {
+                    let index = super::affine::broadcast_index(c.shape(), out_shape);
+                    let flat: Vec<f64> = c.iter().copied().collect();
+                    (0..size).map(|i| beta * flat[index.get(i).expect("a broadcast has no holes")]).collect()
+                }
+                _ => vec![0.0; size],
+            };
+            (position, block, own)
+        }
+        _ => return None,
+    };
+    let input: Vec<f64> = inputs[position].bias.iter().copied().collect();
+    let mut out = own;
+    if input.iter().any(|&c| c != 0.0) {
+        block.multiply_add(&input, &mut out);
+    }
+    Some(ArrayD::from_shape_vec(ndarray::IxDyn(out_shape), out).map_err(|e| e.to_string()))
 }
 
 /// `op` applied to every term of `form`, or `None` when a term's composition has no structure
