@@ -32,7 +32,7 @@ fn images(count: usize) -> Vec<Vec<f64>> {
 }
 
 fn evaluate(operand: &Operand, sources: &dyn Fn(Source) -> Vec<f64>) -> Vec<f64> {
-    let mut z = operand.bias.clone();
+    let mut z = operand.bias.to_vec();
     for projection in &operand.projections {
         projection.block.multiply_add(&sources(projection.source), &mut z);
     }

@@ -310,7 +310,7 @@ fn malformed_networks_are_refused() {
     expect_error(&wrong_block, "maps 3 sources to 3 targets, but the input has 2 elements and the operand 2");
 
     let mut wrong_bias = good.clone();
-    wrong_bias.populations[0].operands[1].bias = vec![0.0; 5];
+    wrong_bias.populations[0].operands[1].bias = vec![0.0; 5].into();
     expect_error(&wrong_bias, "operand 2 has 5 constants for 2 neurons");
 
     let mut forward_reference = good.clone();
@@ -322,7 +322,9 @@ fn malformed_networks_are_refused() {
     expect_error(&missing, "population 7, which does not exist");
 
     let mut nan = good.clone();
-    nan.readout.bias[1] = f64::NAN;
+    let mut bias = nan.readout.bias.to_vec();
+    bias[1] = f64::NAN;
+    nan.readout.bias = bias.into();
     expect_error(&nan, "constant 1 is NaN");
 
     let mut bad_conv = single(NeuronKind::Relu, 8);

@@ -136,6 +136,6 @@ fn layernorm8_const() {
     let case = GoldenCase::load("layernorm8_const");
     let b = case.param("lin.bias");
     let mean = b.iter().sum::<f64>() / b.len() as f64;
-    let centred = Operand::new(b.iter().map(|b| b - mean).collect()).with(Source::Input, sparse(8, 8, &[]));
+    let centred = Operand::new(b.iter().map(|b| b - mean).collect::<Vec<f64>>()).with(Source::Input, sparse(8, 8, &[]));
     replay(&case, &layernorm8(&case, centred));
 }

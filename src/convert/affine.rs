@@ -96,7 +96,7 @@ pub fn to_operand(form: &AffineForm) -> Operand {
             Projection { source: term.source, block, overlap: term.overlap }
         })
         .collect();
-    Operand { bias: form.bias.iter().copied().collect(), projections }
+    Operand { bias: form.bias.iter().copied().collect::<Vec<f64>>().into(), projections }
 }
 
 /// The diagonal of a square matrix whose every column holds exactly its diagonal entry.

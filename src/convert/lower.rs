@@ -9,7 +9,10 @@ use super::linear::linear_parts;
 use super::{ConvertError, ConvertOptions};
 use crate::model::eval::eval_op;
 use crate::model::{Graph, Node, Op};
-use crate::snn::{ConvBlock, Elementwise, Network, NeuronKind, Population, Scale, SelectBlock, Source, SynapseBlock};
+use crate::snn::{
+    Constants, ConvBlock, Elementwise, Network, NeuronKind, Operand, Population, Scale, SelectBlock, Source,
+    SynapseBlock,
+};
 
 /// Builds the spiking network of a graph whose nonlinearities are all neuron kinds.
 ///
@@ -51,8 +54,7 @@ fn lower_with(graph: &Graph, options: &ConvertOptions, relay_early: &[usize]) ->
             Some(kind) => {
                 let mut operands = Vec::new();
                 for position in 0..kind.arity() {
-                    let form = lowering.broadcast_input(node, position, &out_shape)?;
-                    operands.push(to_operand(&form));
+                    operands.push(lowering.operand(node, position, &out_shape)?);
                 }
                 lowering.populations.push(Population {
                     name: node.name.clone(),
@@ -160,21 +162,20 @@ impl Lowering<'_> {
         relayed
     }
 
-    /// Input `position` of `node` broadcast to `shape` (an operand of an elementwise neuron).
-    fn broadcast_input(&mut self, node: &Node, position: usize, shape: &[usize]) -> Result<AffineForm, ConvertError> {
+    /// Input `position` of `node` broadcast to `shape`: an operand of an elementwise neuron. A
+    /// broadcast keeps the constants of the input once, read through the broadcast's map.
+    fn operand(&mut self, node: &Node, position: usize, shape: &[usize]) -> Result<Operand, ConvertError> {
         let form = self.input_form(node, position)?;
         if form.bias.shape() == shape {
-            return Ok(form);
+            return Ok(to_operand(&form));
         }
         let index = broadcast_index(form.bias.shape(), shape);
         let targets: usize = shape.iter().product();
-        let bias_flat: Vec<f64> = form.bias.iter().copied().collect();
-        let bias = (0..targets).map(|i| bias_flat[index.get(i).expect("a broadcast has no holes")]).collect();
+        let bias = Constants::broadcast(form.bias.iter().copied().collect(), index.clone(), targets);
         let op = SynapseBlock::Select(SelectBlock { targets, sources: form.size(), source: index, scale: Scale::One });
-        Ok(AffineForm {
-            bias: ArrayD::from_shape_vec(IxDyn(shape), bias).expect("broadcast size"),
-            terms: self.compose(node, position, &op)?,
-        })
+        let terms = self.compose(node, position, &op)?;
+        let operand = to_operand(&AffineForm { bias: ArrayD::zeros(IxDyn(&[0])), terms });
+        Ok(Operand { bias, projections: operand.projections })
     }
 
     /// The form of an affine node's output from its inputs' forms.

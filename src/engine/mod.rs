@@ -704,7 +704,7 @@ fn compile_operand<F: Real>(
     }
     CompiledOperand {
         input_ones: input_ones.into_iter().map(F::of).collect(),
-        bias: operand.bias.iter().map(|&c| F::of(c)).collect(),
+        bias: operand.bias.to_vec().into_iter().map(F::of).collect(),
         offset: network.operand_offset(operand, units).into_iter().map(F::of).collect(),
         projections: operand
             .projections

@@ -2,6 +2,7 @@
 //! the readout. Built by the converter, run by the [`crate::engine`], inspected by reports.
 
 pub mod codec;
+pub mod constants;
 pub mod neuron;
 pub mod schedule;
 pub mod summary;
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use codec::EncoderKind;
+pub use constants::Constants;
 pub use neuron::{Elementwise, GeluTarget, NeuronKind};
 pub use schedule::Schedule;
 pub use synapse::{ConvBlock, DenseBlock, Index, Matrix, Scale, SelectBlock, SynapseBlock, Weights};
@@ -65,15 +67,15 @@ pub struct Projection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Operand {
     /// The constant c (the map's value when every source emits 0), one per neuron.
-    pub bias: Vec<f64>,
+    pub bias: Constants,
     /// The sources and their blocks of A.
     pub projections: Vec<Projection>,
 }
 
 impl Operand {
     /// An operand with bias `bias` and no projections yet.
-    pub fn new(bias: Vec<f64>) -> Self {
-        Operand { bias, projections: Vec::new() }
+    pub fn new(bias: impl Into<Constants>) -> Self {
+        Operand { bias: bias.into(), projections: Vec::new() }
     }
 
     /// Adds a projection from `source` through `block`.
@@ -106,7 +108,7 @@ impl Operand {
     /// The constant offset `o = A 1 + 2 c` of SPEC.md §2, for an operand whose sources all
     /// emit 0/1 spikes (no relay among them; [`Network::operand_offset`] handles relays).
     pub fn offset(&self) -> Vec<f64> {
-        self.response_to_ones().iter().zip(&self.bias).map(|(a, c)| a + 2.0 * c).collect()
+        self.response_to_ones().iter().enumerate().map(|(t, a)| a + 2.0 * self.bias.get(t)).collect()
     }
 }
 
@@ -198,7 +200,7 @@ impl Network {
             };
             projection.block.multiply_add(source, &mut response);
         }
-        response.iter().zip(&operand.bias).map(|(a, c)| a + 2.0 * c).collect()
+        response.iter().enumerate().map(|(t, a)| a + 2.0 * operand.bias.get(t)).collect()
     }
 
     /// Checks that every population has the operands its kind needs, that every block fits its
@@ -238,8 +240,12 @@ impl Network {
         if operand.len() != size {
             return Err(format!("{what} has {} constants for {size} neurons", operand.len()));
         }
-        if let Some(i) = operand.bias.iter().position(|c| !c.is_finite()) {
-            return Err(format!("{what}: constant {i} is {}", operand.bias[i]));
+        let (values, map) = operand.bias.parts();
+        if map.span(size) > values.len() || map.has_holes() {
+            return Err(format!("{what}: the constants' map reaches beyond its {} values", values.len()));
+        }
+        if let Some((i, c)) = operand.bias.non_finite() {
+            return Err(format!("{what}: constant {i} is {c}"));
         }
         for projection in &operand.projections {
             let name = match projection.source {

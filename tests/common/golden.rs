@@ -120,7 +120,7 @@ pub fn replay(case: &GoldenCase, network: &Network) {
         &network.operand_offset(&network.readout, &network.unit_outputs()),
         &floats(&decoder["offset"]),
     );
-    assert_close(&format!("{name} decoder bias"), &network.readout.bias, &floats(&decoder["bias(y_init)"]));
+    assert_close(&format!("{name} decoder bias"), &network.readout.bias.to_vec(), &floats(&decoder["bias(y_init)"]));
 
     let encoder = case.json["encoder"].as_array().unwrap();
     assert_eq!(encoder.len(), steps);
@@ -145,7 +145,7 @@ pub fn replay(case: &GoldenCase, network: &Network) {
         {
             let offset_ours = network.operand_offset(&ours.operands[j], &network.unit_outputs());
             assert_close(&format!("{name} pop {p} operand {j} offset"), &offset_ours, offset);
-            assert_close(&format!("{name} pop {p} operand {j} bias"), &ours.operands[j].bias, &bias);
+            assert_close(&format!("{name} pop {p} operand {j} bias"), &ours.operands[j].bias.to_vec(), &bias);
         }
         let golden_steps = golden["steps"].as_array().unwrap();
         assert_eq!(golden_steps.len(), steps);
