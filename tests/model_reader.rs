@@ -61,7 +61,7 @@ fn legacy_dynamic_batch_shape_chain_folds() {
     assert_eq!(g.values[g.output].shape, vec![1, 3]);
     let x = input(&[1, 1, 4, 4], |i| i as f64 / 16.0);
     let y = g.evaluate(&x).unwrap();
-    let w = g.constant(g.nodes[1].inputs[1]).unwrap();
+    let w = g.constant(g.nodes[1].inputs[1]).unwrap().to_f64();
     let want0: f64 = (0..16).map(|i| x.as_slice().unwrap()[i] * w[[0, i]]).sum::<f64>() + 0.5;
     assert!((y[[0, 0]] - want0).abs() < 1e-12);
     // with an explicit batch

@@ -1,7 +1,7 @@
 //! The linear part of each affine op, as a sparse matrix per activation input
 //! (rows: output elements, columns: that input's elements, both row-major).
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
 use sprs::CsMat;
 
 use super::affine::{broadcast_indices, broadcast_matrix, matrix, strides};
@@ -12,11 +12,11 @@ use crate::model::{Graph, Node, Op};
 /// `(input position, matrix)`. `Err` names what makes the node not affine.
 pub fn linear_parts(graph: &Graph, node: &Node) -> Result<Vec<(usize, CsMat<f64>)>, String> {
     let shape = |i: usize| graph.values[node.inputs[i]].shape.clone();
-    let constant = |i: usize| node.inputs.get(i).and_then(|&v| graph.constant(v));
-    let is_activation = |i: usize| constant(i).is_none();
+    let constant = |i: usize| node.inputs.get(i).and_then(|&v| graph.constant(v)).map(|c| c.to_f64());
+    let is_activation = |i: usize| !graph.is_constant(node.inputs[i]);
     let out_shape = graph.values[node.output].shape.clone();
     let activations: Vec<usize> = (0..node.inputs.len()).filter(|&i| is_activation(i)).collect();
-    let broadcast_const = |c: &ArrayD<f64>| -> Vec<f64> {
+    let broadcast_const = |c: &CowArray<f64, IxDyn>| -> Vec<f64> {
         let flat: Vec<f64> = c.iter().copied().collect();
         broadcast_indices(c.shape(), &out_shape).into_iter().map(|i| flat[i]).collect()
     };
@@ -31,27 +31,27 @@ pub fn linear_parts(graph: &Graph, node: &Node) -> Result<Vec<(usize, CsMat<f64>
         Op::Neg => vec![(0, broadcast_matrix(&shape(0), &out_shape, |_| -1.0))],
         Op::Mul => {
             let (act, other) = single_activation(&activations, "a product of two activations is a neuron")?;
-            let scale = broadcast_const(constant(other).ok_or("missing constant factor")?);
+            let scale = broadcast_const(&constant(other).ok_or("missing constant factor")?);
             vec![(act, broadcast_matrix(&shape(act), &out_shape, |r| scale[r]))]
         }
         Op::Div => {
             if activations != [0] {
                 return Err("only division by a constant is affine".into());
             }
-            let scale = broadcast_const(constant(1).ok_or("missing constant divisor")?);
+            let scale = broadcast_const(&constant(1).ok_or("missing constant divisor")?);
             vec![(0, broadcast_matrix(&shape(0), &out_shape, |r| 1.0 / scale[r]))]
         }
         Op::MatMul => {
             let (act, other) = single_activation(&activations, "a product of two activations is a neuron")?;
             let weights = constant(other).ok_or("missing constant matrix")?;
-            vec![(act, matmul(&shape(act), weights, act == 0, &out_shape)?)]
+            vec![(act, matmul(&shape(act), &weights, act == 0, &out_shape)?)]
         }
         Op::Gemm { alpha, trans_a, trans_b, .. } => {
             if activations != [0] {
                 return Err("Gemm converts only with a constant B and C".into());
             }
             let b = constant(1).ok_or("missing constant B")?;
-            vec![(0, gemm(&shape(0), b, *alpha, *trans_a, *trans_b, &out_shape)?)]
+            vec![(0, gemm(&shape(0), &b, *alpha, *trans_a, *trans_b, &out_shape)?)]
         }
         Op::ReduceMean { axes, .. } => vec![(0, reduce(&shape(0), axes, true))],
         Op::ReduceSum { axes, .. } => vec![(0, reduce(&shape(0), axes, false))],
@@ -119,8 +119,8 @@ fn gather_parts(graph: &Graph, node: &Node) -> Result<Vec<(usize, CsMat<f64>)>, 
         .map(|(i, &v)| {
             let value = &graph.values[v];
             match (&value.constant, is_data(i)) {
-                (Some(c), false) => c.clone(),
-                (Some(c), true) => ArrayD::zeros(c.raw_dim()),
+                (Some(c), false) => c.to_f64().into_owned(),
+                (Some(c), true) => ArrayD::zeros(IxDyn(c.shape())),
                 (None, _) => {
                     let n: usize = value.shape.iter().product();
                     bases.push((i, next, n));
@@ -133,7 +133,7 @@ fn gather_parts(graph: &Graph, node: &Node) -> Result<Vec<(usize, CsMat<f64>)>, 
             }
         })
         .collect();
-    let refs: Vec<&ArrayD<f64>> = inputs.iter().collect();
+    let refs: Vec<ArrayViewD<f64>> = inputs.iter().map(|a| a.view()).collect();
     let out_shape = &graph.values[node.output].shape;
     let numbered = eval_op::<f64>(&op, &refs, out_shape)?;
     let rows = numbered.len();
@@ -154,7 +154,7 @@ fn gather_parts(graph: &Graph, node: &Node) -> Result<Vec<(usize, CsMat<f64>)>, 
 /// `x @ W` (`activation_first`) or `W @ x` with numpy batch broadcasting.
 fn matmul(
     x_shape: &[usize],
-    w: &ArrayD<f64>,
+    w: &CowArray<f64, IxDyn>,
     activation_first: bool,
     out_shape: &[usize],
 ) -> Result<CsMat<f64>, String> {
@@ -217,7 +217,7 @@ fn matmul(
 
 fn gemm(
     a_shape: &[usize],
-    b: &ArrayD<f64>,
+    b: &CowArray<f64, IxDyn>,
     alpha: f64,
     trans_a: bool,
     trans_b: bool,

@@ -1,7 +1,7 @@
 //! The last pass: nonlinear nodes become populations of signGD neurons, everything between
 //! them is lowered into synapse blocks and constants (SPEC.md §4, steps 6 and 7).
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use sprs::CsMat;
 
@@ -99,7 +99,7 @@ impl Lowering<'_> {
         let v = node.inputs[position];
         match (&self.forms[v], self.graph.constant(v)) {
             (Some(form), _) => Ok(form.clone()),
-            (None, Some(c)) => Ok(AffineForm::constant(c.clone())),
+            (None, Some(c)) => Ok(AffineForm::constant(c.to_f64().into_owned())),
             (None, None) => {
                 Err(ConvertError::node(node, "reads a value that no earlier node produced", "re-export the model"))
             }
@@ -166,7 +166,7 @@ impl Lowering<'_> {
         let out_shape = &graph.values[node.output].shape;
         let inputs: Vec<AffineForm> =
             (0..node.inputs.len()).map(|i| self.input_form(node, i)).collect::<Result<_, _>>()?;
-        let biases: Vec<&ArrayD<f64>> = inputs.iter().map(|f| &f.bias).collect();
+        let biases: Vec<ArrayViewD<f64>> = inputs.iter().map(|f| f.bias.view()).collect();
         let bias = eval_op::<f64>(&node.op, &biases, out_shape)
             .map_err(|e| ConvertError::node(node, &e, "check the model's shapes"))?;
         if matches!(node.op, Op::Reshape) {
@@ -319,7 +319,7 @@ pub fn conv_block(graph: &Graph, node: &Node) -> Result<ConvBlock, String> {
         return Err(format!("only 2-D convolutions convert (input {x:?})"));
     }
     Ok(ConvBlock {
-        kernel: weight.iter().copied().collect(),
+        kernel: weight.iter_f64().collect(),
         in_shape: [x[1], x[2], x[3]],
         out_shape: [y[1], y[2], y[3]],
         kernel_size: [weight.shape()[2], weight.shape()[3]],
