@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
+use prost::bytes::{Buf, Bytes};
 use prost::Message;
 
 use super::canonical;
@@ -111,7 +112,8 @@ pub fn read_onnx_with_limits(
     limits: ReadLimits,
 ) -> Result<Graph, ModelError> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
-    read_impl(&bytes, input_shape, &path.display().to_string(), path.parent(), limits)
+    // Decoding a shared buffer makes every `raw_data` a slice of it rather than a copy.
+    read_impl(Bytes::from(bytes), input_shape, &path.display().to_string(), path.parent(), limits)
 }
 
 /// Reads an ONNX model from bytes; `origin` names it in error messages. Tensors stored as
@@ -131,18 +133,18 @@ pub fn read_onnx_bytes_with_limits(
 }
 
 fn read_impl(
-    bytes: &[u8],
+    bytes: impl Buf,
     input_shape: Option<&[usize]>,
     origin: &str,
     base_dir: Option<&Path>,
     limits: ReadLimits,
 ) -> Result<Graph, ModelError> {
     let decode = |detail: String| ModelError::Decode { origin: origin.into(), detail };
-    if bytes.is_empty() {
+    if !bytes.has_remaining() {
         return Err(decode("the file is empty".into()));
     }
-    let model = ModelProto::decode(bytes).map_err(|e| decode(format!("protobuf decoding failed: {e}")))?;
-    let graph = match &model.graph {
+    let mut model = ModelProto::decode(bytes).map_err(|e| decode(format!("protobuf decoding failed: {e}")))?;
+    let graph = match &mut model.graph {
         Some(g) if model.ir_version > 0 || !model.opset_import.is_empty() => g,
         _ => return Err(decode("no ONNX graph found in the file".into())),
     };
@@ -164,19 +166,19 @@ fn read_impl(
         limits,
         total: 0,
     };
-    // Initializers.
+    // Initializers, each released once it is a constant of the graph.
     let mut init_names = HashSet::new();
-    for t in &graph.initializer {
-        let (data, is_int) = r.tensor(t)?;
+    for t in std::mem::take(&mut graph.initializer) {
+        let (data, is_int) = r.tensor(&t)?;
         let id = r.g.add_constant(t.name.clone(), data);
         if is_int {
             r.ints.insert(id);
         }
         r.names.insert(t.name.clone(), id);
-        init_names.insert(t.name.as_str());
+        init_names.insert(t.name);
     }
     // The activation input.
-    let inputs: Vec<_> = graph.input.iter().filter(|i| !init_names.contains(i.name.as_str())).collect();
+    let inputs: Vec<_> = graph.input.iter().filter(|i| !init_names.contains(&i.name)).collect();
     if inputs.len() != 1 {
         return Err(r.invalid(format!(
             "the model has {} non-initializer inputs ({}); only single-input models are supported",
