@@ -451,3 +451,25 @@ fn mutated_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn external_data_range_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.onnx");
+    let raw: Vec<u8> = [9f32, 1., 2., 3., 4., 9.].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.path().join("m.bin"), raw).unwrap();
+    let with_range = |offset: &str, length: &str| {
+        let mut m = external_model("m.bin");
+        let entries = &mut m.graph.as_mut().unwrap().initializer[0].external_data;
+        for (key, value) in [("offset", offset), ("length", length)] {
+            entries.push(StringStringEntryProto { key: key.into(), value: value.into() });
+        }
+        std::fs::write(&path, encode(&m)).unwrap();
+        read_onnx(&path, None)
+    };
+    let g = with_range("4", "16").unwrap();
+    let w = g.constant(g.nodes[0].inputs[1]).unwrap();
+    assert_eq!(w.as_f32().unwrap().iter().copied().collect::<Vec<_>>(), vec![1., 2., 3., 4.]);
+    let e = with_range("12", "16").unwrap_err().to_string();
+    assert!(e.contains("range 12+16 lies outside") && e.contains("(24 bytes)"), "{e}");
+}

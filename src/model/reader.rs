@@ -3,6 +3,7 @@
 //! canonicalisation and dead-node removal.
 
 use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
@@ -455,17 +456,22 @@ impl<'a> Reader<'a> {
         if !path.is_file() {
             return Err(err(format!("external data file {} not found", path.display())));
         }
-        let bytes = std::fs::read(&path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+        let cannot_read = |e: std::io::Error| err(format!("cannot read {}: {e}", path.display()));
+        let mut file = std::fs::File::open(&path).map_err(cannot_read)?;
+        let size = usize::try_from(file.metadata().map_err(cannot_read)?.len()).unwrap_or(usize::MAX);
         let offset: usize = get("offset").map_or(Ok(0), |s| s.parse()).map_err(|_| err("bad offset".into()))?;
         let length: usize = match get("length") {
             Some(s) => s.parse().map_err(|_| err("bad length".into()))?,
-            None => bytes.len().saturating_sub(offset),
+            None => size.saturating_sub(offset),
         };
-        let end = offset.checked_add(length).filter(|&e| e <= bytes.len()).ok_or_else(|| {
-            err(format!("range {offset}+{length} lies outside {} ({} bytes)", path.display(), bytes.len()))
-        })?;
+        offset
+            .checked_add(length)
+            .filter(|&e| e <= size)
+            .ok_or_else(|| err(format!("range {offset}+{length} lies outside {} ({size} bytes)", path.display())))?;
         let _ = count;
-        Ok(bytes[offset..end].to_vec())
+        let mut bytes = vec![0; length];
+        file.seek(SeekFrom::Start(offset as u64)).and_then(|_| file.read_exact(&mut bytes)).map_err(cannot_read)?;
+        Ok(bytes)
     }
 
     fn input_shape(
