@@ -3,6 +3,7 @@
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 
+use ndarray::{ArrayViewD, CowArray, IxDyn};
 use num_traits::{Float, FromPrimitive, NumAssign};
 
 /// A floating-point type the engine and the evaluator run in: `f32` for speed, `f64` for parity
@@ -19,6 +20,13 @@ pub trait Real: Float + FromPrimitive + NumAssign + Sum + Default + Debug + Disp
 
     /// The error function.
     fn erf(self) -> Self;
+
+    /// Single-precision values in this precision: borrowed when `Self` is `f32`, widened otherwise.
+    fn from_f32_view(values: ArrayViewD<'_, f32>) -> CowArray<'_, Self, IxDyn>;
+
+    /// Double-precision values in this precision: borrowed when `Self` is `f64`, rounded to
+    /// nearest otherwise (as [`Real::of`]).
+    fn from_f64_view(values: ArrayViewD<'_, f64>) -> CowArray<'_, Self, IxDyn>;
 
     /// Replaces every element by its exponential (inlined, so it vectorises for its caller's CPU
     /// features). `f64` calls the correctly rounded library
@@ -40,6 +48,12 @@ impl Real for f32 {
     }
     fn erf(self) -> Self {
         libm_erf(self as f64) as f32
+    }
+    fn from_f32_view(values: ArrayViewD<'_, f32>) -> CowArray<'_, Self, IxDyn> {
+        values.into()
+    }
+    fn from_f64_view(values: ArrayViewD<'_, f64>) -> CowArray<'_, Self, IxDyn> {
+        values.mapv(|v| v as f32).into()
     }
     #[inline(always)]
     fn exp_in_place(values: &mut [Self]) {
@@ -78,6 +92,12 @@ impl Real for f64 {
     }
     fn erf(self) -> Self {
         libm_erf(self)
+    }
+    fn from_f32_view(values: ArrayViewD<'_, f32>) -> CowArray<'_, Self, IxDyn> {
+        values.mapv(|v| v as f64).into()
+    }
+    fn from_f64_view(values: ArrayViewD<'_, f64>) -> CowArray<'_, Self, IxDyn> {
+        values.into()
     }
 }
 

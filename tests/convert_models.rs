@@ -67,7 +67,7 @@ fn every_fixture_converts_and_reconstructs_the_ann_exactly() {
             let value = |v: usize| -> Vec<f64> {
                 match (&values[v], converted.constant(v)) {
                     (Some(a), _) => a.iter().copied().collect(),
-                    (None, Some(c)) => c.iter().copied().collect(),
+                    (None, Some(c)) => c.iter_f64().collect(),
                     _ => panic!("{name}: value {v} not computed"),
                 }
             };

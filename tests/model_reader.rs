@@ -61,7 +61,7 @@ fn legacy_dynamic_batch_shape_chain_folds() {
     assert_eq!(g.values[g.output].shape, vec![1, 3]);
     let x = input(&[1, 1, 4, 4], |i| i as f64 / 16.0);
     let y = g.evaluate(&x).unwrap();
-    let w = g.constant(g.nodes[1].inputs[1]).unwrap();
+    let w = g.constant(g.nodes[1].inputs[1]).unwrap().to_f64();
     let want0: f64 = (0..16).map(|i| x.as_slice().unwrap()[i] * w[[0, i]]).sum::<f64>() + 0.5;
     assert!((y[[0, 0]] - want0).abs() < 1e-12);
     // with an explicit batch
@@ -450,4 +450,75 @@ fn mutated_bytes_never_panic() {
             let _ = g.evaluate(&x);
         }
     }
+}
+
+#[test]
+fn external_data_range_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.onnx");
+    let raw: Vec<u8> = [9f32, 1., 2., 3., 4., 9.].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.path().join("m.bin"), raw).unwrap();
+    let with_range = |offset: &str, length: &str| {
+        let mut m = external_model("m.bin");
+        let entries = &mut m.graph.as_mut().unwrap().initializer[0].external_data;
+        for (key, value) in [("offset", offset), ("length", length)] {
+            entries.push(StringStringEntryProto { key: key.into(), value: value.into() });
+        }
+        std::fs::write(&path, encode(&m)).unwrap();
+        read_onnx(&path, None)
+    };
+    let g = with_range("4", "16").unwrap();
+    let w = g.constant(g.nodes[0].inputs[1]).unwrap();
+    assert_eq!(w.as_f32().unwrap().iter().copied().collect::<Vec<_>>(), vec![1., 2., 3., 4.]);
+    let e = with_range("12", "16").unwrap_err().to_string();
+    assert!(e.contains("range 12+16 lies outside") && e.contains("(24 bytes)"), "{e}");
+}
+
+/// Float initializers stay single precision (also through data movement); arithmetic on them is
+/// folded in double precision; integers are double precision; clones share the data.
+#[test]
+fn constants_keep_their_stored_precision() {
+    let nodes = vec![
+        node("Transpose", &["Wt"], &["W"], vec![]),
+        node("Add", &["Ba", "Bb"], &["B"], vec![]),
+        node("Cast", &["I"], &["F"], vec![attr_i("to", 1)]),
+        node("MatMul", &["x", "W"], &["h"], vec![]),
+        node("Add", &["h", "B"], &["s"], vec![]),
+        node("Mul", &["s", "F"], &["y"], vec![]),
+    ];
+    let gp = graph(
+        nodes,
+        vec![value_info_fixed("x", &[1, 3])],
+        vec![value_info_fixed("y", &[1, 2])],
+        vec![
+            tensor_f32_raw("Wt", &[2, 3], &[0.1, 0.2, 0.3, -1., -2., -3.]),
+            tensor_f32("Ba", &[2], &[0.1, 0.7]),
+            tensor_f32("Bb", &[2], &[0.2, 0.0]),
+            tensor_i64("I", &[1], &[3]),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.onnx");
+    std::fs::write(&path, encode(&model(gp, 17))).unwrap();
+    let g = read_onnx(&path, None).unwrap();
+    assert_eq!(ops(&g), vec!["MatMul", "Add", "Mul"]);
+    let w = g.constant(g.nodes[0].inputs[1]).unwrap();
+    assert_eq!(w.shape(), &[3, 2]);
+    assert_eq!(w.as_f32().unwrap().iter().copied().collect::<Vec<_>>(), vec![0.1, -1., 0.2, -2., 0.3, -3.]);
+    let b = g.constant(g.nodes[1].inputs[1]).unwrap();
+    assert_eq!(
+        b.as_f64().unwrap().iter().copied().collect::<Vec<_>>(),
+        vec![0.1f32 as f64 + 0.2f32 as f64, 0.7f32 as f64]
+    );
+    let f = g.constant(g.nodes[2].inputs[1]).unwrap();
+    assert_eq!(f.as_f32().unwrap().iter().copied().collect::<Vec<_>>(), vec![3.0]);
+    let copy = g.clone();
+    assert_eq!(copy.constant(g.nodes[0].inputs[1]).unwrap().as_f32().unwrap().as_ptr(), w.as_f32().unwrap().as_ptr());
+    let x = input(&[1, 3], |i| i as f64 + 1.0);
+    let y = g.evaluate(&x).unwrap();
+    let want = |j: usize, bias: f64| 3.0 * ((1..=3).map(|i| i as f64 * w.to_f64()[[i - 1, j]]).sum::<f64>() + bias);
+    let expected = vec![want(0, 0.1f32 as f64 + 0.2f32 as f64), want(1, 0.7f32 as f64)];
+    assert_close(&y, &ArrayD::from_shape_vec(IxDyn(&[1, 2]), expected).unwrap(), 1e-12);
+    let y32 = g.evaluate(&x.mapv(|v| v as f32)).unwrap();
+    assert_close(&y, &y32.mapv(|v| v as f64), 1e-5);
 }

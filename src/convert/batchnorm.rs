@@ -19,11 +19,11 @@ pub fn fold(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), ConvertErr
             continue;
         }
         let params: Option<Vec<Vec<f64>>> =
-            bn.inputs[1..5].iter().map(|&v| graph.constant(v).map(|c| c.iter().copied().collect())).collect();
+            bn.inputs[1..5].iter().map(|&v| graph.constant(v).map(|c| c.iter_f64().collect())).collect();
         let Some(params) = params else { continue };
         let (gamma, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
         let conv = graph.nodes[conv_index].clone();
-        let Some(weight) = graph.constant(conv.inputs[1]).cloned() else { continue };
+        let Some(weight) = graph.constant(conv.inputs[1]).map(|w| w.to_f64().into_owned()) else { continue };
         let channels = weight.shape()[0];
         if gamma.len() != channels {
             continue;
@@ -34,7 +34,7 @@ pub fn fold(graph: &mut Graph, notes: &mut Vec<String>) -> Result<(), ConvertErr
             slice.mapv_inplace(|w| w * scale[c]);
         }
         let bias: Vec<f64> = match conv.inputs.get(2).and_then(|&b| graph.constant(b)) {
-            Some(b) => b.iter().copied().collect(),
+            Some(b) => b.iter_f64().collect(),
             None => vec![0.0; channels],
         };
         let folded_bias: Vec<f64> = (0..channels).map(|c| (bias[c] - mean[c]) * scale[c] + beta[c]).collect();

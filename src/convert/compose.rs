@@ -3,7 +3,7 @@
 //! after a selection, two matrices along the same axis); anything else becomes an explicit
 //! sparse matrix, built only within [`SPARSE_BUDGET`].
 
-use ndarray::ArrayD;
+use ndarray::ArrayViewD;
 use sprs::CsMat;
 
 use super::affine::{broadcast_indices, to_csr, Term};
@@ -283,7 +283,7 @@ fn covers(big: &SynapseBlock, small: &SynapseBlock) -> bool {
 /// matrix (rows: output elements, columns: `x`'s elements), refused beyond [`SPARSE_BUDGET`].
 pub fn batched_matmul(
     x_shape: &[usize],
-    w: &ArrayD<f64>,
+    w: &ArrayViewD<f64>,
     activation_first: bool,
     out_shape: &[usize],
 ) -> Result<CsMat<f64>, String> {

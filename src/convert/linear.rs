@@ -3,13 +3,13 @@
 //! map for data movement and elementwise factors, a convolution, a matrix applied along an axis
 //! for MatMul, Gemm and reductions. An explicit sparse matrix only where none of these fits.
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use sprs::CsMat;
 
 use super::affine::{broadcast_index, strides};
 use super::lower::conv_block;
 use crate::model::eval::eval_op;
-use crate::model::{Graph, Node, Op};
+use crate::model::{Graph, Node, Op, Tensor};
 use crate::snn::synapse::NONE;
 use crate::snn::{ConvBlock, DenseBlock, Index, Matrix, Scale, SelectBlock, SynapseBlock, Weights};
 
@@ -18,12 +18,12 @@ use crate::snn::{ConvBlock, DenseBlock, Index, Matrix, Scale, SelectBlock, Synap
 pub fn linear_parts(graph: &Graph, node: &Node) -> Result<Vec<(usize, SynapseBlock)>, String> {
     let shape = |i: usize| graph.values[node.inputs[i]].shape.clone();
     let constant = |i: usize| node.inputs.get(i).and_then(|&v| graph.constant(v));
-    let is_activation = |i: usize| constant(i).is_none();
+    let is_activation = |i: usize| !graph.is_constant(node.inputs[i]);
     let out_shape = graph.values[node.output].shape.clone();
     let out_size: usize = out_shape.iter().product();
     let activations: Vec<usize> = (0..node.inputs.len()).filter(|&i| is_activation(i)).collect();
-    let broadcast_const = |c: &ArrayD<f64>| -> Vec<f64> {
-        let flat: Vec<f64> = c.iter().copied().collect();
+    let broadcast_const = |c: &Tensor| -> Vec<f64> {
+        let flat: Vec<f64> = c.iter_f64().collect();
         let index = broadcast_index(c.shape(), &out_shape);
         (0..out_size).map(|i| flat[index.get(i).expect("a broadcast has no holes")]).collect()
     };
@@ -80,9 +80,7 @@ pub fn linear_parts(graph: &Graph, node: &Node) -> Result<Vec<(usize, SynapseBlo
         }
         Op::BatchNorm { epsilon } => {
             let get = |i: usize| {
-                constant(i)
-                    .map(|c| c.iter().copied().collect::<Vec<f64>>())
-                    .ok_or("BatchNorm parameters must be constants")
+                constant(i).map(|c| c.iter_f64().collect::<Vec<f64>>()).ok_or("BatchNorm parameters must be constants")
             };
             let (gamma, var) = (get(1)?, get(4)?);
             let s = shape(0);
@@ -167,8 +165,8 @@ fn numbered_parts(graph: &Graph, node: &Node) -> Result<Vec<(usize, SynapseBlock
         .map(|(i, &v)| {
             let value = &graph.values[v];
             match (&value.constant, is_data(i)) {
-                (Some(c), false) => c.clone(),
-                (Some(c), true) => ArrayD::zeros(c.raw_dim()),
+                (Some(c), false) => c.to_f64().into_owned(),
+                (Some(c), true) => ArrayD::zeros(IxDyn(c.shape())),
                 (None, _) => {
                     let n: usize = value.shape.iter().product();
                     bases.push((i, next, n));
@@ -180,9 +178,9 @@ fn numbered_parts(graph: &Graph, node: &Node) -> Result<Vec<(usize, SynapseBlock
             }
         })
         .collect();
-    let refs: Vec<&ArrayD<f64>> = inputs.iter().collect();
+    let views: Vec<ArrayViewD<f64>> = inputs.iter().map(|a| a.view()).collect();
     let out_shape = &graph.values[node.output].shape;
-    let numbered = eval_op::<f64>(&op, &refs, out_shape)?;
+    let numbered = eval_op::<f64>(&op, &views, out_shape)?;
     let mut entries: Vec<Vec<u32>> = bases.iter().map(|_| vec![NONE; numbered.len()]).collect();
     for (row, &number) in numbered.iter().enumerate() {
         if number < 0.5 {
@@ -207,19 +205,12 @@ fn numbered_parts(graph: &Graph, node: &Node) -> Result<Vec<(usize, SynapseBlock
 
 /// `x @ W` (`activation_first`) or `W @ x` with numpy batch broadcasting: a matrix applied along
 /// an axis when `W` is one matrix, an explicit sparse matrix when it is a batch of them.
-fn matmul(
-    x_shape: &[usize],
-    w: &ArrayD<f64>,
-    activation_first: bool,
-    out_shape: &[usize],
-) -> Result<SynapseBlock, String> {
+fn matmul(x_shape: &[usize], w: &Tensor, activation_first: bool, out_shape: &[usize]) -> Result<SynapseBlock, String> {
     let out_size: usize = out_shape.iter().product();
     let w_batch: usize = w.shape().iter().rev().skip(2).product();
     if w_batch == 1 && w.ndim() >= 1 {
         let matrix_shape: Vec<usize> = w.shape().iter().copied().skip(w.ndim().saturating_sub(2)).collect();
-        let weights = Weights::F64(
-            w.to_shape(ndarray::IxDyn(&matrix_shape)).map_err(|e| e.to_string())?.to_owned().into_shared(),
-        );
+        let weights = shared_weights(w);
         let x_size: usize = x_shape.iter().product();
         let (outer, inputs, outputs, inner, matrix) = if activation_first {
             // x [..., K] @ W [K, N] (W 1-D: [K], N = 1).
@@ -247,13 +238,13 @@ fn matmul(
         }
         return Ok(SynapseBlock::Dense(DenseBlock::new(outer, inputs, outputs, inner, matrix)));
     }
-    super::compose::batched_matmul(x_shape, w, activation_first, out_shape)
+    super::compose::batched_matmul(x_shape, &w.to_f64().view(), activation_first, out_shape)
         .map(|matrix: CsMat<f64>| SynapseBlock::Sparse { matrix: matrix.to_csc() })
 }
 
 fn gemm(
     a_shape: &[usize],
-    b: &ArrayD<f64>,
+    b: &Tensor,
     alpha: f64,
     trans_a: bool,
     trans_b: bool,
@@ -268,7 +259,7 @@ fn gemm(
     if (trans_b && (b0 != n || b1 != k)) || (!trans_b && (b0 != k || b1 != n)) {
         return Err(format!("Gemm shapes {a_shape:?} and {:?} do not fit", b.shape()));
     }
-    let weights = Weights::F64(b.to_owned().into_shared());
+    let weights = shared_weights(b);
     let matrix = match trans_b {
         true => Matrix { weights, offset: 0, output_stride: k, input_stride: 1 },
         false => Matrix { weights, offset: 0, output_stride: 1, input_stride: n },
@@ -279,6 +270,14 @@ fn gemm(
     }
     dense.target_scale = Scale::uniform(alpha);
     Ok(SynapseBlock::Dense(dense))
+}
+
+/// The weights of a constant tensor, shared with the graph (no copy), in their stored precision.
+fn shared_weights(tensor: &Tensor) -> Weights {
+    match tensor {
+        Tensor::F32(a) => Weights::F32(a.clone()),
+        Tensor::F64(a) => Weights::F64(a.clone()),
+    }
 }
 
 /// A mean (or sum) over `axes`: a one-row matrix with one shared weight, applied along the

@@ -1,7 +1,7 @@
 //! The last pass: nonlinear nodes become populations of signGD neurons, everything between
 //! them is lowered into synapse blocks and constants (SPEC.md §4, steps 6 and 7).
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use super::affine::{broadcast_index, to_operand, AffineForm, Term};
 use super::compose::{compose, merge_term, Composed, SPARSE_BUDGET};
@@ -108,7 +108,7 @@ impl Lowering<'_> {
         let v = node.inputs[position];
         match (&self.forms[v], self.graph.constant(v)) {
             (Some(form), _) => Ok(form.clone()),
-            (None, Some(c)) => Ok(AffineForm::constant(c.clone())),
+            (None, Some(c)) => Ok(AffineForm::constant(c.to_f64().into_owned())),
             (None, None) => {
                 Err(ConvertError::node(node, "reads a value that no earlier node produced", "re-export the model"))
             }
@@ -187,7 +187,7 @@ impl Lowering<'_> {
         let bias = match weighted_bias(graph, node, &inputs) {
             Some(bias) => bias,
             None => {
-                let biases: Vec<&ArrayD<f64>> = inputs.iter().map(|f| &f.bias).collect();
+                let biases: Vec<ArrayViewD<f64>> = inputs.iter().map(|f| f.bias.view()).collect();
                 eval_op::<f64>(&node.op, &biases, out_shape)
             }
         }
@@ -255,7 +255,7 @@ fn weighted_bias(graph: &Graph, node: &Node, inputs: &[AffineForm]) -> Option<Re
             };
             let plane = size / conv.out_shape[0];
             let own = match constant(2) {
-                Some(b) => b.iter().flat_map(|&b| std::iter::repeat_n(b, plane)).collect(),
+                Some(b) => b.iter_f64().flat_map(|b| std::iter::repeat_n(b, plane)).collect(),
                 None => vec![0.0; size],
             };
             (0, SynapseBlock::Conv(conv), own)
@@ -269,7 +269,7 @@ fn weighted_bias(graph: &Graph, node: &Node, inputs: &[AffineForm]) -> Option<Re
             let own = match (&node.op, constant(2)) {
                 (Op::Gemm { beta, .. }, Some(c)) => {
                     let index = super::affine::broadcast_index(c.shape(), out_shape);
-                    let flat: Vec<f64> = c.iter().copied().collect();
+                    let flat: Vec<f64> = c.iter_f64().collect();
                     (0..size).map(|i| beta * flat[index.get(i).expect("a broadcast has no holes")]).collect()
                 }
                 _ => vec![0.0; size],
@@ -410,7 +410,7 @@ pub fn conv_block(graph: &Graph, node: &Node) -> Result<ConvBlock, String> {
         return Err(format!("only a batch of one converts (input {x:?})"));
     }
     Ok(ConvBlock::new(
-        weight.iter().copied().collect(),
+        weight.iter_f64().collect(),
         [x[1], x[2], x[3]],
         [y[1], y[2], y[3]],
         [weight.shape()[2], weight.shape()[3]],

@@ -103,10 +103,10 @@ pub fn convert(graph: &Graph, options: &ConvertOptions) -> Result<Conversion, Co
 /// naming the tensor, the first bad element and a node that reads it: such a network cannot be
 /// simulated, and the problem lies in the model, not in the conversion.
 fn check_finite(graph: &Graph) -> Result<(), ConvertError> {
-    use ndarray::Dimension;
     for (id, value) in graph.values.iter().enumerate() {
         let Some(data) = &value.constant else { continue };
-        let Some((index, bad)) = data.indexed_iter().find(|(_, v)| !v.is_finite()) else { continue };
+        let Some((flat, bad)) = data.iter_f64().enumerate().find(|(_, v)| !v.is_finite()) else { continue };
+        let index = unravel(flat, data.shape());
         let reader = graph
             .nodes
             .iter()
@@ -115,10 +115,20 @@ fn check_finite(graph: &Graph) -> Result<(), ConvertError> {
         return Err(ConvertError::Graph(format!(
             "weight tensor '{}' holds {bad} at index {:?}{reader}; a spiking network needs finite weights: check the trained model for NaN/infinite parameters and export it again",
             value.name,
-            index.slice()
+            index
         )));
     }
     Ok(())
+}
+
+/// The multi-index of the `flat`-th element (row-major) of an array of `shape`.
+fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    for (i, &d) in index.iter_mut().zip(shape).rev() {
+        *i = flat % d;
+        flat /= d;
+    }
+    index
 }
 
 /// Ends a pass: removes the nodes it replaced (by index), re-sorts the graph after the nodes it

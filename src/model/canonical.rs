@@ -8,6 +8,7 @@ use ndarray::{ArrayD, IxDyn};
 
 use super::graph::{Graph, Op, ValueId};
 use super::infer::broadcast;
+use super::tensor::Tensor;
 
 const SQRT2: f64 = std::f64::consts::SQRT_2;
 const FRAC_1_SQRT2: f64 = std::f64::consts::FRAC_1_SQRT_2;
@@ -41,7 +42,7 @@ pub fn canonicalize(g: &mut Graph) -> usize {
 fn scalar(g: &Graph, v: ValueId) -> Option<f64> {
     let c = g.constant(v)?;
     if c.len() == 1 {
-        c.iter().next().copied()
+        c.iter_f64().next()
     } else {
         None
     }
@@ -267,12 +268,15 @@ fn fuse_layernorm(g: &mut Graph, m1: usize) -> bool {
 }
 
 /// Reshapes a per-feature constant to the normalised shape, if it broadcasts there.
-fn param(g: &Graph, c: ValueId, norm: &[usize]) -> Option<ArrayD<f64>> {
+fn param(g: &Graph, c: ValueId, norm: &[usize]) -> Option<Tensor> {
     let a = g.constant(c)?;
     if broadcast(norm, a.shape()).ok()? != norm {
         return None;
     }
-    Some(a.broadcast(IxDyn(norm))?.as_standard_layout().into_owned())
+    if a.shape() == norm {
+        return Some(a.clone());
+    }
+    Some(a.to_f64().broadcast(IxDyn(norm))?.as_standard_layout().into_owned().into())
 }
 
 fn finish_layernorm(g: &mut Graph, x: ValueId, k: usize, eps: f64, div: usize, nrm: ValueId) -> bool {
@@ -299,7 +303,7 @@ fn finish_layernorm(g: &mut Graph, x: ValueId, k: usize, eps: f64, div: usize, n
         return false;
     }
     let name = g.nodes[last].name.clone();
-    let gamma = gamma.unwrap_or_else(|| ArrayD::from_elem(IxDyn(&norm), 1.0));
+    let gamma = gamma.unwrap_or_else(|| ArrayD::from_elem(IxDyn(&norm), 1.0).into());
     let gv = g.add_constant(format!("{name}/layernorm_scale"), gamma);
     let mut inputs = vec![x, gv];
     if let Some(b) = beta {

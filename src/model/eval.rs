@@ -1,9 +1,11 @@
-//! Dense reference evaluator over `ndarray::ArrayD<F>`, generic over the element type.
+//! Dense reference evaluator over `ndarray` arrays, generic over the element type. Constants
+//! are read in place through [`Tensor::view`](super::tensor::Tensor::view), converted only for
+//! the op that reads them when the evaluation precision differs from the stored one.
 
-use ndarray::{concatenate, s, Array2, Array3, ArrayD, ArrayViewD, Axis, Ix4, IxDyn, Slice, Zip};
+use ndarray::{concatenate, s, Array2, Array3, ArrayD, ArrayViewD, Axis, CowArray, Ix4, IxDyn, Slice, Zip};
 
 use super::error::ModelError;
-use super::graph::{Graph, Op};
+use super::graph::{Graph, Op, ValueId};
 use super::infer::{broadcast, matmul_shape};
 use crate::real::Real;
 
@@ -19,23 +21,23 @@ impl Graph {
                 }
             }
         }
-        self.run(input, |values, i| {
+        let mut values = self.run(input, |values, i| {
             for &x in &self.nodes[i].inputs {
-                if last_use[x] == i && x != self.output && self.values[x].constant.is_none() {
+                if last_use[x] == i && x != self.output {
                     values[x] = None;
                 }
             }
-        })
-        .and_then(|mut values| {
-            values
-                .get_mut(self.output)
-                .and_then(Option::take)
-                .ok_or_else(|| self.eval_err("output", "graph output was never computed"))
-        })
+        })?;
+        match (values.get_mut(self.output).and_then(Option::take), self.constant(self.output)) {
+            (Some(out), _) => Ok(out),
+            (None, Some(c)) => Ok(c.view::<F>().into_owned()),
+            (None, None) => Err(self.eval_err("output", "graph output was never computed")),
+        }
     }
 
-    /// Evaluates the graph and returns every value, indexed by [`crate::model::ValueId`]
-    /// (constants converted to `F`; values no node computes are `None`).
+    /// Evaluates the graph and returns every computed value, indexed by
+    /// [`crate::model::ValueId`]: the input and every node output. Constants are `None` (read
+    /// them with [`Graph::constant`]), as are values no node computes.
     pub fn evaluate_all<F: Real>(&self, input: &ArrayD<F>) -> Result<Vec<Option<ArrayD<F>>>, ModelError> {
         self.run(input, |_, _| {})
     }
@@ -44,13 +46,20 @@ impl Graph {
         ModelError::Eval { node: node.into(), op: "-".into(), detail: detail.into() }
     }
 
+    /// A computed value, or a constant in precision `F`.
+    fn operand<'a, F: Real>(&'a self, values: &'a [Option<ArrayD<F>>], x: ValueId) -> Option<CowArray<'a, F, IxDyn>> {
+        match values.get(x).and_then(Option::as_ref) {
+            Some(a) => Some(a.view().into()),
+            None => self.constant(x).map(|c| c.view::<F>()),
+        }
+    }
+
     fn run<F: Real>(
         &self,
         input: &ArrayD<F>,
         mut after: impl FnMut(&mut Vec<Option<ArrayD<F>>>, usize),
     ) -> Result<Vec<Option<ArrayD<F>>>, ModelError> {
-        let mut values: Vec<Option<ArrayD<F>>> =
-            self.values.iter().map(|v| v.constant.as_ref().map(|c| c.mapv(F::of))).collect();
+        let mut values: Vec<Option<ArrayD<F>>> = vec![None; self.values.len()];
         let inp = self.values.get(self.input).ok_or_else(|| self.eval_err("input", "graph input id out of range"))?;
         if input.shape() != inp.shape.as_slice() {
             return Err(self.eval_err(
@@ -63,15 +72,16 @@ impl Graph {
             let err = |detail: String| ModelError::Eval { node: n.name.clone(), op: n.op.name().into(), detail };
             let mut ins = Vec::with_capacity(n.inputs.len());
             for &x in &n.inputs {
-                match values.get(x).and_then(Option::as_ref) {
+                match self.operand(&values, x) {
                     Some(a) => ins.push(a),
                     None => {
                         return Err(err(format!("input value {x} is not available (graph not topologically sorted?)")))
                     }
                 }
             }
+            let views: Vec<ArrayViewD<F>> = ins.iter().map(|a| a.view()).collect();
             let out_shape = &self.values.get(n.output).ok_or_else(|| err("output id out of range".into()))?.shape;
-            let out = eval_op(&n.op, &ins, out_shape).map_err(err)?;
+            let out = eval_op(&n.op, &views, out_shape).map_err(err)?;
             if out.shape() != out_shape.as_slice() {
                 return Err(err(format!("computed shape {:?} but the graph declares {:?}", out.shape(), out_shape)));
             }
@@ -82,14 +92,14 @@ impl Graph {
     }
 }
 
-fn arity<F>(inputs: &[&ArrayD<F>], lo: usize, hi: usize) -> Result<(), String> {
+fn arity<F>(inputs: &[ArrayViewD<F>], lo: usize, hi: usize) -> Result<(), String> {
     if inputs.len() < lo || inputs.len() > hi {
         return Err(format!("expected {lo}..={hi} inputs, got {}", inputs.len()));
     }
     Ok(())
 }
 
-fn zip2<F: Real>(a: &ArrayD<F>, b: &ArrayD<F>, f: impl Fn(F, F) -> F) -> Result<ArrayD<F>, String> {
+fn zip2<F: Real>(a: &ArrayViewD<F>, b: &ArrayViewD<F>, f: impl Fn(F, F) -> F) -> Result<ArrayD<F>, String> {
     let shape = broadcast(a.shape(), b.shape())?;
     let av = a.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?;
     let bv = b.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?;
@@ -106,25 +116,25 @@ fn shaped<F: Real>(shape: &[usize], data: Vec<F>) -> Result<ArrayD<F>, String> {
 
 /// Applies one op to evaluated inputs. `out_shape` is the declared output shape (used by
 /// `Reshape` and `Expand`).
-pub fn eval_op<F: Real>(op: &Op, inputs: &[&ArrayD<F>], out_shape: &[usize]) -> Result<ArrayD<F>, String> {
+pub fn eval_op<F: Real>(op: &Op, inputs: &[ArrayViewD<F>], out_shape: &[usize]) -> Result<ArrayD<F>, String> {
     let unary = |f: &dyn Fn(F) -> F| -> Result<ArrayD<F>, String> {
         arity(inputs, 1, 1)?;
         Ok(inputs[0].mapv(f))
     };
     let binary = |f: &dyn Fn(F, F) -> F| -> Result<ArrayD<F>, String> {
         arity(inputs, 2, 2)?;
-        zip2(inputs[0], inputs[1], f)
+        zip2(&inputs[0], &inputs[1], f)
     };
     let half = F::of(0.5);
     let one = F::one();
     match op {
         Op::Conv { strides, pads, dilations, groups } => {
             arity(inputs, 2, 3)?;
-            conv2d(inputs[0], inputs[1], inputs.get(2).copied(), *strides, *pads, *dilations, *groups)
+            conv2d(&inputs[0], &inputs[1], inputs.get(2), *strides, *pads, *dilations, *groups)
         }
         Op::MatMul => {
             arity(inputs, 2, 2)?;
-            matmul(inputs[0], inputs[1])
+            matmul(&inputs[0], &inputs[1])
         }
         Op::Gemm { alpha, beta, trans_a, trans_b } => {
             arity(inputs, 2, 3)?;
@@ -143,7 +153,7 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[&ArrayD<F>], out_shape: &[usize]) -> 
             let mut y = y.into_dyn();
             if let Some(c) = inputs.get(2) {
                 let be = F::of(*beta);
-                y = zip2(&y, c, |p, q| p + be * q)?;
+                y = zip2(&y.view(), c, |p, q| p + be * q)?;
             }
             Ok(y)
         }
@@ -192,22 +202,27 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[&ArrayD<F>], out_shape: &[usize]) -> 
         }
         Op::ReduceMean { axes, keepdims } | Op::ReduceSum { axes, keepdims } => {
             arity(inputs, 1, 1)?;
-            let x = inputs[0];
+            let x = &inputs[0];
             if axes.iter().any(|&a| a >= x.ndim()) {
                 return Err(format!("reduction axes {axes:?} out of range"));
             }
             let mut sorted = axes.clone();
             sorted.sort_unstable();
             sorted.dedup();
-            let mut y = x.clone();
+            let mut y: Option<ArrayD<F>> = None;
             let mut count = 1usize;
             for &a in sorted.iter().rev() {
                 count *= x.shape()[a];
-                y = y.sum_axis(Axis(a));
+                let mut sum = match y {
+                    Some(y) => y.sum_axis(Axis(a)),
+                    None => x.sum_axis(Axis(a)),
+                };
                 if *keepdims {
-                    y = y.insert_axis(Axis(a));
+                    sum = sum.insert_axis(Axis(a));
                 }
+                y = Some(sum);
             }
+            let mut y = y.unwrap_or_else(|| x.to_owned());
             if matches!(op, Op::ReduceMean { .. }) {
                 let c = F::of(count as f64);
                 y.mapv_inplace(|v| v / c);
@@ -216,13 +231,13 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[&ArrayD<F>], out_shape: &[usize]) -> 
         }
         Op::LayerNorm { axis, epsilon } => {
             arity(inputs, 2, 3)?;
-            let x = inputs[0];
+            let x = &inputs[0];
             if *axis >= x.ndim() {
                 return Err(format!("LayerNorm axis {axis} out of range"));
             }
             let inner: usize = x.shape()[*axis..].iter().product();
             let outer: usize = x.shape()[..*axis].iter().product();
-            let mut y = Array2::from_shape_vec((outer, inner), std_vec(&x.view())).map_err(|e| e.to_string())?;
+            let mut y = Array2::from_shape_vec((outer, inner), std_vec(x)).map_err(|e| e.to_string())?;
             let eps = F::of(*epsilon);
             let n = F::of(inner as f64);
             for mut row in y.rows_mut() {
@@ -232,15 +247,15 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[&ArrayD<F>], out_shape: &[usize]) -> 
                 row.mapv_inplace(|v| (v - mean) / d);
             }
             let y = shaped(x.shape(), y.into_raw_vec_and_offset().0)?;
-            let y = zip2(&y, inputs[1], |a, b| a * b)?;
+            let y = zip2(&y.view(), &inputs[1], |a, b| a * b)?;
             match inputs.get(2) {
-                Some(b) => zip2(&y, b, |a, b| a + b),
+                Some(b) => zip2(&y.view(), b, |a, b| a + b),
                 None => Ok(y),
             }
         }
         Op::BatchNorm { epsilon } => {
             arity(inputs, 5, 5)?;
-            let x = inputs[0];
+            let x = &inputs[0];
             if x.ndim() < 2 {
                 return Err("BatchNorm expects rank >= 2".into());
             }
@@ -260,12 +275,12 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[&ArrayD<F>], out_shape: &[usize]) -> 
         }
         Op::MaxPool { kernel, strides, pads, dilations, .. } => {
             arity(inputs, 1, 1)?;
-            pool(inputs[0], out_shape, *kernel, *strides, *pads, *dilations, PoolKind::Max)
+            pool(&inputs[0], out_shape, *kernel, *strides, *pads, *dilations, PoolKind::Max)
         }
         Op::AveragePool { kernel, strides, pads, count_include_pad, .. } => {
             arity(inputs, 1, 1)?;
             pool(
-                inputs[0],
+                &inputs[0],
                 out_shape,
                 *kernel,
                 *strides,
@@ -276,7 +291,7 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[&ArrayD<F>], out_shape: &[usize]) -> 
         }
         Op::GlobalAveragePool => {
             arity(inputs, 1, 1)?;
-            let x = inputs[0];
+            let x = &inputs[0];
             if x.ndim() < 3 {
                 return Err("GlobalAveragePool expects rank >= 3".into());
             }
@@ -285,7 +300,7 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[&ArrayD<F>], out_shape: &[usize]) -> 
         }
         Op::Reshape => {
             arity(inputs, 1, 1)?;
-            shaped(out_shape, std_vec(&inputs[0].view()))
+            shaped(out_shape, std_vec(&inputs[0]))
         }
         Op::Expand => {
             arity(inputs, 1, 1)?;
@@ -296,7 +311,7 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[&ArrayD<F>], out_shape: &[usize]) -> 
         }
         Op::Transpose { perm } => {
             arity(inputs, 1, 1)?;
-            let x = inputs[0];
+            let x = &inputs[0];
             let mut seen = vec![false; x.ndim()];
             if perm.len() != x.ndim() || perm.iter().any(|&p| p >= x.ndim() || std::mem::replace(&mut seen[p], true)) {
                 return Err(format!("invalid permutation {perm:?}"));
@@ -307,14 +322,13 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[&ArrayD<F>], out_shape: &[usize]) -> 
             if inputs.is_empty() {
                 return Err("Concat needs inputs".into());
             }
-            let views: Vec<ArrayViewD<F>> = inputs.iter().map(|a| a.view()).collect();
-            concatenate(Axis(*axis), &views)
+            concatenate(Axis(*axis), inputs)
                 .map(|a| a.as_standard_layout().into_owned())
                 .map_err(|e| format!("cannot concatenate: {e}"))
         }
         Op::Slice { starts, ends, axes, steps } => {
             arity(inputs, 1, 1)?;
-            let x = inputs[0];
+            let x = &inputs[0];
             if starts.len() != axes.len() || ends.len() != axes.len() || steps.len() != axes.len() {
                 return Err("Slice lists have different lengths".into());
             }
@@ -335,7 +349,7 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[&ArrayD<F>], out_shape: &[usize]) -> 
         }
         Op::Gather { axis, indices } => {
             arity(inputs, 1, 1)?;
-            let x = inputs[0];
+            let x = &inputs[0];
             if *axis >= x.ndim() {
                 return Err(format!("Gather axis {axis} out of range"));
             }
@@ -355,7 +369,7 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[&ArrayD<F>], out_shape: &[usize]) -> 
         }
         Op::Pad { pads, value } => {
             arity(inputs, 1, 1)?;
-            let x = inputs[0];
+            let x = &inputs[0];
             if pads.len() != x.ndim() {
                 return Err("Pad rank mismatch".into());
             }
@@ -371,7 +385,7 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[&ArrayD<F>], out_shape: &[usize]) -> 
     }
 }
 
-fn matmul<F: Real>(a: &ArrayD<F>, b: &ArrayD<F>) -> Result<ArrayD<F>, String> {
+fn matmul<F: Real>(a: &ArrayViewD<F>, b: &ArrayViewD<F>) -> Result<ArrayD<F>, String> {
     let out_shape = matmul_shape(a.shape(), b.shape())?;
     let a2 = if a.ndim() == 1 { a.view().insert_axis(Axis(0)) } else { a.view() };
     let b2 = if b.ndim() == 1 { b.view().insert_axis(Axis(1)) } else { b.view() };
@@ -404,9 +418,9 @@ fn matmul<F: Real>(a: &ArrayD<F>, b: &ArrayD<F>) -> Result<ArrayD<F>, String> {
 
 #[allow(clippy::too_many_arguments)]
 fn conv2d<F: Real>(
-    x: &ArrayD<F>,
-    w: &ArrayD<F>,
-    bias: Option<&ArrayD<F>>,
+    x: &ArrayViewD<F>,
+    w: &ArrayViewD<F>,
+    bias: Option<&ArrayViewD<F>>,
     strides: [usize; 2],
     pads: [usize; 4],
     dil: [usize; 2],
@@ -420,7 +434,8 @@ fn conv2d<F: Real>(
     let (oh, ow) = (shape[2], shape[3]);
     let mg = m / groups;
     let kk = cg * kh * kw;
-    let wmat = Array2::from_shape_vec((m, kk), std_vec(&w.view())).map_err(|e| e.to_string())?;
+    let w = w.as_standard_layout();
+    let wmat = w.view().into_shape_with_order((m, kk)).map_err(|e| e.to_string())?;
     let bias: Option<Vec<F>> = bias.map(|b| b.iter().copied().collect());
     if bias.as_ref().is_some_and(|b| b.len() != m) {
         return Err("Conv bias length differs from output channels".into());
@@ -472,7 +487,7 @@ enum PoolKind {
 }
 
 fn pool<F: Real>(
-    x: &ArrayD<F>,
+    x: &ArrayViewD<F>,
     out_shape: &[usize],
     kernel: [usize; 2],
     strides: [usize; 2],

@@ -7,6 +7,7 @@ use ndarray::ArrayD;
 
 use super::error::ModelError;
 use super::infer;
+use super::tensor::Tensor;
 
 /// Index of a [`Value`] in [`Graph::values`].
 pub type ValueId = usize;
@@ -19,7 +20,7 @@ pub struct Value {
     /// Static shape.
     pub shape: Vec<usize>,
     /// The data, for constants (initializers, `Constant` nodes, folded subgraphs).
-    pub constant: Option<ArrayD<f64>>,
+    pub constant: Option<Tensor>,
 }
 
 /// A node: one canonical op, its inputs and its single output.
@@ -311,8 +312,9 @@ impl Graph {
         self.values.len() - 1
     }
 
-    /// Adds a constant value (its shape is the array's shape) and returns its id.
-    pub fn add_constant(&mut self, name: impl Into<String>, data: ArrayD<f64>) -> ValueId {
+    /// Adds a constant value (its shape is the data's shape) and returns its id.
+    pub fn add_constant(&mut self, name: impl Into<String>, data: impl Into<Tensor>) -> ValueId {
+        let data = data.into();
         let shape = data.shape().to_vec();
         self.values.push(Value { name: name.into(), shape, constant: Some(data) });
         self.values.len() - 1
@@ -353,7 +355,7 @@ impl Graph {
     }
 
     /// The constant data of a value, if it is a constant.
-    pub fn constant(&self, v: ValueId) -> Option<&ArrayD<f64>> {
+    pub fn constant(&self, v: ValueId) -> Option<&Tensor> {
         self.values.get(v).and_then(|x| x.constant.as_ref())
     }
 

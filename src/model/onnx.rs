@@ -242,9 +242,9 @@ pub struct TensorProto {
     /// Tensor name.
     #[prost(string, tag = "8")]
     pub name: String,
-    /// Raw little-endian data.
-    #[prost(bytes = "vec", tag = "9")]
-    pub raw_data: Vec<u8>,
+    /// Raw little-endian data (a slice of the decoded buffer when that is a `Bytes`).
+    #[prost(bytes = "bytes", tag = "9")]
+    pub raw_data: prost::bytes::Bytes,
     /// Double data.
     #[prost(double, repeated, tag = "10")]
     pub double_data: Vec<f64>,
@@ -408,12 +408,12 @@ pub mod builder {
 
     /// A float tensor stored in `raw_data` (little-endian).
     pub fn tensor_f32_raw(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
-        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         TensorProto {
             name: name.into(),
             dims: dims.to_vec(),
             data_type: data_type::FLOAT,
-            raw_data: raw,
+            raw_data: raw.into(),
             ..Default::default()
         }
     }

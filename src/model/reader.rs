@@ -3,9 +3,11 @@
 //! canonicalisation and dead-node removal.
 
 use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
+use prost::bytes::{Buf, Bytes};
 use prost::Message;
 
 use super::canonical;
@@ -15,6 +17,7 @@ use super::graph::{Graph, Op, ValueId};
 use super::infer::{self, broadcast};
 use super::onnx::tensor_shape_proto::dimension;
 use super::onnx::{data_type, type_proto, AttributeProto, ModelProto, NodeProto, TensorProto};
+use super::tensor::Tensor;
 
 /// Largest number of elements accepted for any tensor (initializer or inferred value).
 pub const MAX_ELEMENTS: usize = 1 << 31;
@@ -110,7 +113,8 @@ pub fn read_onnx_with_limits(
     limits: ReadLimits,
 ) -> Result<Graph, ModelError> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
-    read_impl(&bytes, input_shape, &path.display().to_string(), path.parent(), limits)
+    // Decoding a shared buffer makes every `raw_data` a slice of it rather than a copy.
+    read_impl(Bytes::from(bytes), input_shape, &path.display().to_string(), path.parent(), limits)
 }
 
 /// Reads an ONNX model from bytes; `origin` names it in error messages. Tensors stored as
@@ -130,18 +134,18 @@ pub fn read_onnx_bytes_with_limits(
 }
 
 fn read_impl(
-    bytes: &[u8],
+    bytes: impl Buf,
     input_shape: Option<&[usize]>,
     origin: &str,
     base_dir: Option<&Path>,
     limits: ReadLimits,
 ) -> Result<Graph, ModelError> {
     let decode = |detail: String| ModelError::Decode { origin: origin.into(), detail };
-    if bytes.is_empty() {
+    if !bytes.has_remaining() {
         return Err(decode("the file is empty".into()));
     }
-    let model = ModelProto::decode(bytes).map_err(|e| decode(format!("protobuf decoding failed: {e}")))?;
-    let graph = match &model.graph {
+    let mut model = ModelProto::decode(bytes).map_err(|e| decode(format!("protobuf decoding failed: {e}")))?;
+    let graph = match &mut model.graph {
         Some(g) if model.ir_version > 0 || !model.opset_import.is_empty() => g,
         _ => return Err(decode("no ONNX graph found in the file".into())),
     };
@@ -163,19 +167,19 @@ fn read_impl(
         limits,
         total: 0,
     };
-    // Initializers.
+    // Initializers, each released once it is a constant of the graph.
     let mut init_names = HashSet::new();
-    for t in &graph.initializer {
-        let (arr, is_int) = r.tensor(t)?;
-        let id = r.g.add_constant(t.name.clone(), arr);
+    for t in std::mem::take(&mut graph.initializer) {
+        let (data, is_int) = r.tensor(&t)?;
+        let id = r.g.add_constant(t.name.clone(), data);
         if is_int {
             r.ints.insert(id);
         }
         r.names.insert(t.name.clone(), id);
-        init_names.insert(t.name.as_str());
+        init_names.insert(t.name);
     }
     // The activation input.
-    let inputs: Vec<_> = graph.input.iter().filter(|i| !init_names.contains(i.name.as_str())).collect();
+    let inputs: Vec<_> = graph.input.iter().filter(|i| !init_names.contains(&i.name)).collect();
     if inputs.len() != 1 {
         return Err(r.invalid(format!(
             "the model has {} non-initializer inputs ({}); only single-input models are supported",
@@ -288,6 +292,78 @@ fn half_to_f64(bits: u16) -> f64 {
     }
 }
 
+/// The little-endian elements of `raw` (of type `dt`, `width` bytes each) as `f64`.
+fn raw_f64(dt: i32, raw: &[u8], width: usize) -> Vec<f64> {
+    raw.chunks_exact(width)
+        .map(|c| match dt {
+            data_type::FLOAT => f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
+            data_type::INT32 => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
+            data_type::UINT32 => u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
+            data_type::DOUBLE => f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+            data_type::INT64 => i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64,
+            data_type::UINT64 => u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64,
+            data_type::INT8 => c[0] as i8 as f64,
+            data_type::UINT8 => c[0] as f64,
+            data_type::BOOL => (c[0] != 0) as u8 as f64,
+            data_type::INT16 => i16::from_le_bytes([c[0], c[1]]) as f64,
+            data_type::UINT16 => u16::from_le_bytes([c[0], c[1]]) as f64,
+            data_type::FLOAT16 => half_to_f64(u16::from_le_bytes([c[0], c[1]])),
+            _ => f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64,
+        })
+        .collect()
+}
+
+/// The elements of a tensor stored in its typed fields (no `raw_data`) as `f64`.
+fn typed_f64(t: &TensorProto) -> Vec<f64> {
+    match t.data_type {
+        data_type::FLOAT => t.float_data.iter().map(|&v| v as f64).collect(),
+        data_type::DOUBLE => t.double_data.clone(),
+        data_type::INT64 => t.int64_data.iter().map(|&v| v as f64).collect(),
+        data_type::UINT32 | data_type::UINT64 => t.uint64_data.iter().map(|&v| v as f64).collect(),
+        data_type::FLOAT16 => t.int32_data.iter().map(|&v| half_to_f64(v as u16)).collect(),
+        data_type::BFLOAT16 => t.int32_data.iter().map(|&v| f32::from_bits((v as u32 & 0xffff) << 16) as f64).collect(),
+        data_type::BOOL => t.int32_data.iter().map(|&v| (v != 0) as u8 as f64).collect(),
+        _ => t.int32_data.iter().map(|&v| v as f64).collect(),
+    }
+}
+
+/// `data` as an array of `shape` (the tensor's `dims`), refusing a count that does not fit.
+fn shaped<T>(shape: &[usize], dims: &[i64], data: Vec<T>) -> Result<ArrayD<T>, String> {
+    let count: usize = shape.iter().product();
+    if data.len() != count {
+        return Err(format!("has {} values but dims {dims:?} need {count}", data.len()));
+    }
+    ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| e.to_string())
+}
+
+/// Folds `op` over constant inputs. Data movement of single-precision constants stays single
+/// precision (it is exact); everything else is computed in double precision.
+fn fold(op: &Op, inputs: &[&Tensor], shape: &[usize]) -> Result<Tensor, String> {
+    let moves_data = match op {
+        Op::Reshape | Op::Transpose { .. } | Op::Concat { .. } | Op::Slice { .. } | Op::Gather { .. } | Op::Expand => {
+            true
+        }
+        Op::Pad { value, .. } => *value as f32 as f64 == *value,
+        _ => false,
+    };
+    if moves_data && inputs.iter().all(|t| t.as_f32().is_some()) {
+        let arrays: Vec<CowArray<f32, IxDyn>> = inputs.iter().map(|t| t.view::<f32>()).collect();
+        let views: Vec<ArrayViewD<f32>> = arrays.iter().map(|a| a.view()).collect();
+        return eval_op(op, &views, shape).map(Tensor::from);
+    }
+    let arrays: Vec<CowArray<f64, IxDyn>> = inputs.iter().map(|t| t.to_f64()).collect();
+    let views: Vec<ArrayViewD<f64>> = arrays.iter().map(|a| a.view()).collect();
+    eval_op(op, &views, shape).map(Tensor::from)
+}
+
+/// `t` rounded to single precision (as a cast to `FLOAT` does).
+fn to_f32(t: Tensor) -> Tensor {
+    match t {
+        Tensor::F64(a) => Tensor::from(a.mapv(|v| v as f32)),
+        single => single,
+    }
+}
+
 impl<'a> Reader<'a> {
     fn invalid(&self, detail: String) -> ModelError {
         ModelError::Invalid { origin: self.origin.into(), detail }
@@ -302,8 +378,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Decodes a tensor into an f64 array; returns whether its element type is an integer type.
-    fn tensor(&mut self, t: &TensorProto) -> Result<(ArrayD<f64>, bool), ModelError> {
+    /// Decodes a tensor: `FLOAT` data stays single precision, every other element type becomes
+    /// `f64`. Returns whether its element type is an integer type.
+    fn tensor(&mut self, t: &TensorProto) -> Result<(Tensor, bool), ModelError> {
         let origin = self.origin;
         let bad =
             |d: String| ModelError::Invalid { origin: origin.into(), detail: format!("tensor '{}': {d}", t.name) };
@@ -338,52 +415,28 @@ impl<'a> Reader<'a> {
             data_type::INT16 | data_type::UINT16 | data_type::FLOAT16 | data_type::BFLOAT16 => 2,
             _ => return Err(bad(format!("unsupported element type {} ({})", dt, data_type::name(dt)))),
         };
-        let data: Vec<f64> = if !raw.is_empty() {
-            if raw.len() != count * width {
-                return Err(bad(format!(
-                    "raw data has {} bytes, dims {:?} of {} need {}",
-                    raw.len(),
-                    t.dims,
-                    data_type::name(dt),
-                    count * width
-                )));
-            }
-            raw.chunks_exact(width)
-                .map(|c| match dt {
-                    data_type::FLOAT => f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
-                    data_type::INT32 => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
-                    data_type::UINT32 => u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
-                    data_type::DOUBLE => f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
-                    data_type::INT64 => i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64,
-                    data_type::UINT64 => u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64,
-                    data_type::INT8 => c[0] as i8 as f64,
-                    data_type::UINT8 => c[0] as f64,
-                    data_type::BOOL => (c[0] != 0) as u8 as f64,
-                    data_type::INT16 => i16::from_le_bytes([c[0], c[1]]) as f64,
-                    data_type::UINT16 => u16::from_le_bytes([c[0], c[1]]) as f64,
-                    data_type::FLOAT16 => half_to_f64(u16::from_le_bytes([c[0], c[1]])),
-                    _ => f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64,
-                })
-                .collect()
-        } else {
-            match dt {
-                data_type::FLOAT => t.float_data.iter().map(|&v| v as f64).collect(),
-                data_type::DOUBLE => t.double_data.clone(),
-                data_type::INT64 => t.int64_data.iter().map(|&v| v as f64).collect(),
-                data_type::UINT32 | data_type::UINT64 => t.uint64_data.iter().map(|&v| v as f64).collect(),
-                data_type::FLOAT16 => t.int32_data.iter().map(|&v| half_to_f64(v as u16)).collect(),
-                data_type::BFLOAT16 => {
-                    t.int32_data.iter().map(|&v| f32::from_bits((v as u32 & 0xffff) << 16) as f64).collect()
-                }
-                data_type::BOOL => t.int32_data.iter().map(|&v| (v != 0) as u8 as f64).collect(),
-                _ => t.int32_data.iter().map(|&v| v as f64).collect(),
-            }
-        };
-        if data.len() != count {
-            return Err(bad(format!("has {} values but dims {:?} need {count}", data.len(), t.dims)));
+        if !raw.is_empty() && raw.len() != count * width {
+            return Err(bad(format!(
+                "raw data has {} bytes, dims {:?} of {} need {}",
+                raw.len(),
+                t.dims,
+                data_type::name(dt),
+                count * width
+            )));
         }
-        let arr = ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| bad(e.to_string()))?;
-        Ok((arr, !data_type::is_float(dt)))
+        let tensor = if dt == data_type::FLOAT {
+            let data: Vec<f32> = if raw.is_empty() {
+                t.float_data.clone()
+            } else {
+                raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            };
+            Tensor::from(shaped(&shape, &t.dims, data).map_err(bad)?)
+        } else if raw.is_empty() {
+            Tensor::from(shaped(&shape, &t.dims, typed_f64(t)).map_err(bad)?)
+        } else {
+            Tensor::from(shaped(&shape, &t.dims, raw_f64(dt, raw, width)).map_err(bad)?)
+        };
+        Ok((tensor, !data_type::is_float(dt)))
     }
 
     /// Loads the bytes of an externally stored tensor, if the file is next to the model.
@@ -403,17 +456,22 @@ impl<'a> Reader<'a> {
         if !path.is_file() {
             return Err(err(format!("external data file {} not found", path.display())));
         }
-        let bytes = std::fs::read(&path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+        let cannot_read = |e: std::io::Error| err(format!("cannot read {}: {e}", path.display()));
+        let mut file = std::fs::File::open(&path).map_err(cannot_read)?;
+        let size = usize::try_from(file.metadata().map_err(cannot_read)?.len()).unwrap_or(usize::MAX);
         let offset: usize = get("offset").map_or(Ok(0), |s| s.parse()).map_err(|_| err("bad offset".into()))?;
         let length: usize = match get("length") {
             Some(s) => s.parse().map_err(|_| err("bad length".into()))?,
-            None => bytes.len().saturating_sub(offset),
+            None => size.saturating_sub(offset),
         };
-        let end = offset.checked_add(length).filter(|&e| e <= bytes.len()).ok_or_else(|| {
-            err(format!("range {offset}+{length} lies outside {} ({} bytes)", path.display(), bytes.len()))
-        })?;
+        offset
+            .checked_add(length)
+            .filter(|&e| e <= size)
+            .ok_or_else(|| err(format!("range {offset}+{length} lies outside {} ({size} bytes)", path.display())))?;
         let _ = count;
-        Ok(bytes[offset..end].to_vec())
+        let mut bytes = vec![0; length];
+        file.seek(SeekFrom::Start(offset as u64)).and_then(|_| file.read_exact(&mut bytes)).map_err(cannot_read)?;
+        Ok(bytes)
     }
 
     fn input_shape(
@@ -563,7 +621,7 @@ impl<'a> Reader<'a> {
         self.input(n, i)?.ok_or_else(|| self.unsupported(n, format!("required input {i} is missing")))
     }
 
-    fn cst(&self, n: &NodeProto, i: usize, what: &str) -> Result<Option<ArrayD<f64>>, ModelError> {
+    fn cst(&self, n: &NodeProto, i: usize, what: &str) -> Result<Option<Tensor>, ModelError> {
         match self.input(n, i)? {
             None => Ok(None),
             Some(v) => match self.g.constant(v) {
@@ -577,7 +635,7 @@ impl<'a> Reader<'a> {
     }
 
     fn cst_ints(&self, n: &NodeProto, i: usize, what: &str) -> Result<Option<Vec<i64>>, ModelError> {
-        Ok(self.cst(n, i, what)?.map(|a| a.iter().map(|&v| f64_to_i64(v)).collect()))
+        Ok(self.cst(n, i, what)?.map(|a| a.iter_f64().map(f64_to_i64).collect()))
     }
 
     fn shape(&self, v: ValueId) -> &[usize] {
@@ -609,9 +667,10 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    fn bind_const(&mut self, n: &NodeProto, a: ArrayD<f64>, is_int: bool) -> Result<(), ModelError> {
+    fn bind_const(&mut self, n: &NodeProto, a: impl Into<Tensor>, is_int: bool) -> Result<(), ModelError> {
         let name = self.out_name(n)?;
-        let a = if is_int { a.mapv(f64::trunc) } else { a };
+        let a = a.into();
+        let a = if is_int { Tensor::from(a.to_f64().mapv(f64::trunc)) } else { a };
         let v = self.g.add_constant(name, a);
         if is_int {
             self.ints.insert(v);
@@ -632,9 +691,9 @@ impl<'a> Reader<'a> {
         let shape = infer::output_shape(&op, &shapes, hint.as_deref()).map_err(|d| self.unsupported(n, d))?;
         self.charge(&shape).map_err(|d| self.unsupported(n, d))?;
         if inputs.iter().all(|&i| self.g.is_constant(i)) {
-            let arrs: Vec<&ArrayD<f64>> = inputs.iter().map(|&i| self.g.constant(i).expect("constant")).collect();
-            let out = eval_op(&op, &arrs, &shape)
-                .map_err(|d| self.unsupported(n, format!("constant folding failed: {d}")))?;
+            let arrs: Vec<&Tensor> = inputs.iter().map(|&i| self.g.constant(i).expect("constant")).collect();
+            let out =
+                fold(&op, &arrs, &shape).map_err(|d| self.unsupported(n, format!("constant folding failed: {d}")))?;
             let data_int = match op {
                 Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Max | Op::Neg | Op::Abs => {
                     inputs.iter().all(|i| self.ints.contains(i))
@@ -648,7 +707,7 @@ impl<'a> Reader<'a> {
                 | Op::Pad { .. } => inputs.iter().all(|i| self.ints.contains(i)),
                 _ => false,
             };
-            let out = if data_int { out.mapv(f64::trunc) } else { out };
+            let out = if data_int { Tensor::from(out.to_f64().mapv(f64::trunc)) } else { out };
             let v = self.g.add_constant(name.to_string(), out);
             if data_int {
                 self.ints.insert(v);
@@ -759,12 +818,12 @@ impl<'a> Reader<'a> {
                 }
                 match (self.g.constant(x).cloned(), to_int) {
                     (Some(c), Some(t)) => {
-                        let c = if t == data_type::BOOL { c.mapv(|v| (v != 0.0) as u8 as f64) } else { c };
+                        let c = if t == data_type::BOOL { c.to_f64().mapv(|v| (v != 0.0) as u8 as f64).into() } else { c };
                         self.bind_const(n, c, true)
                     }
                     (Some(c), None) => {
                         let to = attr_i(n, "to", 1) as i32;
-                        let c = if op == "Cast" && to == data_type::FLOAT { c.mapv(|v| v as f32 as f64) } else { c };
+                        let c = if op == "Cast" && to == data_type::FLOAT { to_f32(c) } else { c };
                         self.bind_const(n, c, false)
                     }
                     (None, None) => self.finish(n, x),
@@ -779,19 +838,21 @@ impl<'a> Reader<'a> {
                     let t = a.t.as_ref().ok_or_else(|| self.unsupported(n, "attribute 'value' has no tensor"))?;
                     self.tensor(t)?
                 } else if let Some(a) = attr(n, "value_float") {
-                    (ArrayD::from_elem(IxDyn(&[]), a.f as f64), false)
+                    (ArrayD::from_elem(IxDyn(&[]), a.f as f64).into(), false)
                 } else if let Some(a) = attr(n, "value_floats") {
                     (
                         ArrayD::from_shape_vec(IxDyn(&[a.floats.len()]), a.floats.iter().map(|&v| v as f64).collect())
-                            .expect("1-D"),
+                            .expect("1-D")
+                            .into(),
                         false,
                     )
                 } else if let Some(a) = attr(n, "value_int") {
-                    (ArrayD::from_elem(IxDyn(&[]), a.i as f64), true)
+                    (ArrayD::from_elem(IxDyn(&[]), a.i as f64).into(), true)
                 } else if let Some(a) = attr(n, "value_ints") {
                     (
                         ArrayD::from_shape_vec(IxDyn(&[a.ints.len()]), a.ints.iter().map(|&v| v as f64).collect())
-                            .expect("1-D"),
+                            .expect("1-D")
+                            .into(),
                         true,
                     )
                 } else {
@@ -806,7 +867,7 @@ impl<'a> Reader<'a> {
                 let x = self.req(n, 0)?;
                 let s: Vec<f64> = self.shape(x).iter().map(|&d| d as f64).collect();
                 if op == "Size" {
-                    return self.bind_const(n, ArrayD::from_elem(IxDyn(&[]), s.iter().product()), true);
+                    return self.bind_const(n, ArrayD::from_elem(IxDyn(&[]), s.iter().product::<f64>()), true);
                 }
                 let r = s.len() as i64;
                 let norm = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
@@ -825,7 +886,7 @@ impl<'a> Reader<'a> {
                 let (val, is_int) = match attr(n, "value").and_then(|a| a.t.as_ref()) {
                     Some(t) => {
                         let (a, i) = self.tensor(t)?;
-                        (a.iter().next().copied().unwrap_or(0.0), i)
+                        (a.iter_f64().next().unwrap_or(0.0), i)
                     }
                     None => (0.0, false),
                 };
@@ -834,7 +895,7 @@ impl<'a> Reader<'a> {
             "Range" => {
                 let get = |i: usize, w: &str| -> Result<f64, ModelError> {
                     let a = self.cst(n, i, w)?.ok_or_else(|| self.unsupported(n, format!("missing {w}")))?;
-                    a.iter().next().copied().ok_or_else(|| self.unsupported(n, format!("empty {w}")))
+                    a.iter_f64().next().ok_or_else(|| self.unsupported(n, format!("empty {w}")))
                 };
                 let (s, l, d) = (get(0, "start")?, get(1, "limit")?, get(2, "delta")?);
                 let count = if d == 0.0 { f64::NAN } else { ((l - s) / d).ceil().max(0.0) };
@@ -860,10 +921,11 @@ impl<'a> Reader<'a> {
                 } else {
                     2
                 };
-                let mut arrs = Vec::new();
+                let mut tensors = Vec::new();
                 for i in 0..k {
-                    arrs.push(self.cst(n, i, "data")?.ok_or_else(|| self.unsupported(n, "missing input"))?);
+                    tensors.push(self.cst(n, i, "data")?.ok_or_else(|| self.unsupported(n, "missing input"))?);
                 }
+                let arrs: Vec<CowArray<f64, IxDyn>> = tensors.iter().map(Tensor::to_f64).collect();
                 let out_shape = arrs[1..]
                     .iter()
                     .try_fold(arrs[0].shape().to_vec(), |s, a| broadcast(&s, a.shape()))
@@ -871,7 +933,7 @@ impl<'a> Reader<'a> {
                 self.charge(&out_shape).map_err(|d| self.unsupported(n, d))?;
                 let out = match op {
                     "Not" => arrs[0].mapv(|v| (v == 0.0) as u8 as f64),
-                    "Equal" => eval_op(&Op::Sub, &[&arrs[0], &arrs[1]], &[])
+                    "Equal" => eval_op(&Op::Sub, &[arrs[0].view(), arrs[1].view()], &[])
                         .map_err(|d| self.unsupported(n, d))?
                         .mapv(|v| (v == 0.0) as u8 as f64),
                     _ => {
@@ -937,7 +999,7 @@ impl<'a> Reader<'a> {
                 let ec = self.cst(n, 1, "exponent")?.expect("required");
                 if !self.g.is_constant(x)
                     && ec.len() == 1
-                    && ec.iter().next() == Some(&2.0)
+                    && ec.iter_f64().next() == Some(2.0)
                     && broadcast(self.shape(x), ec.shape()).ok().as_deref() == Some(self.shape(x))
                 {
                     return self.emit(n, Op::Square, vec![x], None);
@@ -1293,7 +1355,7 @@ impl<'a> Reader<'a> {
                 let axis = self.axis(n, attr_i(n, "axis", 0), s.len())?;
                 let d = s[axis] as i64;
                 let mut bad = None;
-                let indices = idx.mapv(|v| {
+                let indices = idx.to_f64().mapv(|v| {
                     let i = f64_to_i64(v);
                     let j = if i < 0 { i + d } else { i };
                     if j < 0 || j >= d {
@@ -1319,7 +1381,7 @@ impl<'a> Reader<'a> {
                     Some(p) => (p, attr_f(n, "value", 0.0)),
                     None => {
                         let p = self.cst_ints(n, 1, "pads")?.ok_or_else(|| self.unsupported(n, "missing pads"))?;
-                        let v = self.cst(n, 2, "constant_value")?.and_then(|a| a.iter().next().copied()).unwrap_or(0.0);
+                        let v = self.cst(n, 2, "constant_value")?.and_then(|a| a.iter_f64().next()).unwrap_or(0.0);
                         (p, v)
                     }
                 };
