@@ -182,43 +182,55 @@ impl Lowering<'_> {
     fn affine(&mut self, node: &Node) -> Result<AffineForm, ConvertError> {
         let graph = self.graph;
         let out_shape = &graph.values[node.output].shape;
-        let inputs: Vec<AffineForm> =
-            (0..node.inputs.len()).map(|i| self.input_form(node, i)).collect::<Result<_, _>>()?;
-        let bias = match weighted_bias(graph, node, &inputs) {
-            Some(bias) => bias,
-            None => {
-                let biases: Vec<ArrayViewD<f64>> = inputs.iter().map(|f| f.bias.view()).collect();
-                eval_op::<f64>(&node.op, &biases, out_shape)
-            }
-        }
-        .map_err(|e| ConvertError::node(node, &e, "check the model's shapes"))?;
+        let shape_error = |e: String| ConvertError::node(node, &e, "check the model's shapes");
         if matches!(node.op, Op::Reshape) {
-            return Ok(AffineForm { bias, terms: inputs[0].terms.clone() });
+            let form = self.input_form(node, 0)?;
+            let bias = eval_op::<f64>(&node.op, &[form.bias.view()], out_shape).map_err(shape_error)?;
+            return Ok(AffineForm { bias, terms: form.terms });
         }
-        if let Op::Conv { .. } = node.op {
-            let conv = conv_block(graph, node)
-                .map_err(|e| ConvertError::node(node, &e, "check the convolution's attributes"))?;
-            let op = SynapseBlock::Conv(conv);
-            let mut form = inputs[0].clone();
+        let parts = match node.op {
+            Op::Conv { .. } => vec![(
+                0,
+                SynapseBlock::Conv(
+                    conv_block(graph, node)
+                        .map_err(|e| ConvertError::node(node, &e, "check the convolution's attributes"))?,
+                ),
+            )],
+            _ => linear_parts(graph, node).map_err(|e| {
+                ConvertError::node(
+                    node,
+                    &format!("cannot be converted: {e}"),
+                    "only affine maps may connect two nonlinearities",
+                )
+            })?,
+        };
+        // A convolution's or a matrix product's weights are not read as forms (they are large).
+        let bias = match (&node.op, parts.as_slice()) {
+            (Op::Conv { .. } | Op::MatMul | Op::Gemm { .. }, [(position, block)]) => {
+                let input = self.input_form(node, *position)?;
+                weighted_bias(graph, node, block, &input.bias).map_err(shape_error)?
+            }
+            _ => {
+                let inputs: Vec<AffineForm> =
+                    (0..node.inputs.len()).map(|i| self.input_form(node, i)).collect::<Result<_, _>>()?;
+                let biases: Vec<ArrayViewD<f64>> = inputs.iter().map(|f| f.bias.view()).collect();
+                eval_op::<f64>(&node.op, &biases, out_shape).map_err(shape_error)?
+            }
+        };
+        if let (Op::Conv { .. }, [(_, op)]) = (&node.op, parts.as_slice()) {
+            let mut form = self.input_form(node, 0)?;
             if !form.is_direct() {
                 if !self.relay_early.contains(&node.inputs[0]) {
-                    if let Some(composed) = compose_form(&form, &op) {
-                        if Composition::of(&form, &composed, &op).pays() {
+                    if let Some(composed) = compose_form(&form, op) {
+                        if Composition::of(&form, &composed, op).pays() {
                             return Ok(AffineForm { bias, terms: composed });
                         }
                     }
                 }
                 form = self.relay(node.inputs[0], &form);
             }
-            return Ok(AffineForm { bias, terms: apply_to_direct(&form, &op) });
+            return Ok(AffineForm { bias, terms: apply_to_direct(&form, op) });
         }
-        let parts = linear_parts(graph, node).map_err(|e| {
-            ConvertError::node(
-                node,
-                &format!("cannot be converted: {e}"),
-                "only affine maps may connect two nonlinearities",
-            )
-        })?;
         let mut terms: Vec<Term> = Vec::new();
         for (position, op) in parts {
             for term in self.compose(node, position, &op)? {
@@ -241,49 +253,28 @@ impl Lowering<'_> {
 }
 
 /// The constant part of a convolution's or a matrix product's output, from its block (which
-/// reads the weights where the model stores them) and its own bias: `A c_in + b`. `None` for
-/// other ops.
-fn weighted_bias(graph: &Graph, node: &Node, inputs: &[AffineForm]) -> Option<Result<ArrayD<f64>, String>> {
+/// reads the weights where the model stores them) and its own bias: `A c_in + b`.
+fn weighted_bias(graph: &Graph, node: &Node, block: &SynapseBlock, input: &ArrayD<f64>) -> Result<ArrayD<f64>, String> {
     let out_shape = &graph.values[node.output].shape;
     let size: usize = out_shape.iter().product();
     let constant = |i: usize| node.inputs.get(i).and_then(|&v| graph.constant(v));
-    let (position, block, own): (usize, SynapseBlock, Vec<f64>) = match &node.op {
-        Op::Conv { .. } => {
-            let conv = match conv_block(graph, node) {
-                Ok(conv) => conv,
-                Err(e) => return Some(Err(e)),
-            };
-            let plane = size / conv.out_shape[0];
-            let own = match constant(2) {
-                Some(b) => b.iter_f64().flat_map(|b| std::iter::repeat_n(b, plane)).collect(),
-                None => vec![0.0; size],
-            };
-            (0, SynapseBlock::Conv(conv), own)
+    let mut out = match (&node.op, constant(2)) {
+        (Op::Conv { .. }, Some(b)) => {
+            let plane = size / b.len().max(1);
+            b.iter_f64().flat_map(|b| std::iter::repeat_n(b, plane)).collect()
         }
-        Op::MatMul | Op::Gemm { .. } => {
-            let parts = match linear_parts(graph, node) {
-                Ok(parts) => parts,
-                Err(e) => return Some(Err(e)),
-            };
-            let [(position, block)] = <[_; 1]>::try_from(parts).ok()?;
-            let own = match (&node.op, constant(2)) {
-                (Op::Gemm { beta, .. }, Some(c)) => {
-                    let index = super::affine::broadcast_index(c.shape(), out_shape);
-                    let flat: Vec<f64> = c.iter_f64().collect();
-                    (0..size).map(|i| beta * flat[index.get(i).expect("a broadcast has no holes")]).collect()
-                }
-                _ => vec![0.0; size],
-            };
-            (position, block, own)
+        (Op::Gemm { beta, .. }, Some(c)) => {
+            let index = broadcast_index(c.shape(), out_shape);
+            let flat: Vec<f64> = c.iter_f64().collect();
+            (0..size).map(|i| beta * flat[index.get(i).expect("a broadcast has no holes")]).collect()
         }
-        _ => return None,
+        _ => vec![0.0; size],
     };
-    let input: Vec<f64> = inputs[position].bias.iter().copied().collect();
-    let mut out = own;
+    let input: Vec<f64> = input.iter().copied().collect();
     if input.iter().any(|&c| c != 0.0) {
         block.multiply_add(&input, &mut out);
     }
-    Some(ArrayD::from_shape_vec(ndarray::IxDyn(out_shape), out).map_err(|e| e.to_string()))
+    ArrayD::from_shape_vec(IxDyn(out_shape), out).map_err(|e| e.to_string())
 }
 
 /// `op` applied to every term of `form`, or `None` when a term's composition has no structure

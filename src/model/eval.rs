@@ -5,8 +5,9 @@
 use ndarray::{concatenate, s, Array2, Array3, ArrayD, ArrayViewD, Axis, CowArray, Ix4, IxDyn, Slice, Zip};
 
 use super::error::ModelError;
-use super::graph::{Graph, Op, ValueId};
+use super::graph::{Graph, Node, Op, ValueId};
 use super::infer::{broadcast, matmul_shape};
+use super::tensor::Tensor;
 use crate::real::Real;
 
 impl Graph {
@@ -70,6 +71,11 @@ impl Graph {
         values[self.input] = Some(input.clone());
         for (i, n) in self.nodes.iter().enumerate() {
             let err = |detail: String| ModelError::Eval { node: n.name.clone(), op: n.op.name().into(), detail };
+            if let Some(out) = self.blocked_product(n, &values) {
+                values[n.output] = Some(out.map_err(err)?);
+                after(&mut values, i);
+                continue;
+            }
             let mut ins = Vec::with_capacity(n.inputs.len());
             for &x in &n.inputs {
                 match self.operand(&values, x) {
@@ -89,6 +95,71 @@ impl Graph {
             after(&mut values, i);
         }
         Ok(values)
+    }
+}
+
+/// Weights of more elements than this, stored in another precision than an evaluation's, are
+/// converted a block of outputs at a time: a large float32 matrix evaluated in double precision
+/// is never copied whole.
+const BLOCKED_WEIGHTS: usize = 1 << 22;
+
+/// Elements of converted weights per block.
+const WEIGHT_BLOCK: usize = 1 << 20;
+
+impl Graph {
+    /// `x @ W` (MatMul) or `Gemm(x, W, C)` with a large constant `W` stored in another precision
+    /// than `F`, evaluated a block of output columns at a time; `None` for any other node.
+    fn blocked_product<F: Real>(&self, n: &Node, values: &[Option<ArrayD<F>>]) -> Option<Result<ArrayD<F>, String>> {
+        let transposed = match n.op {
+            Op::MatMul => false,
+            Op::Gemm { trans_a: false, trans_b, .. } => trans_b,
+            _ => return None,
+        };
+        let x = values.get(*n.inputs.first()?)?.as_ref()?;
+        let w = self.constant(*n.inputs.get(1)?)?;
+        let converted = matches!((w, F::NAME), (Tensor::F32(_), "f64") | (Tensor::F64(_), "f32"));
+        if !converted || w.len() <= BLOCKED_WEIGHTS || w.ndim() != 2 {
+            return None;
+        }
+        let out_shape = &self.values[n.output].shape;
+        let (k, columns) = if transposed { (w.shape()[1], w.shape()[0]) } else { (w.shape()[0], w.shape()[1]) };
+        if out_shape.last() != Some(&columns) {
+            return None;
+        }
+        let c = match n.inputs.get(2) {
+            Some(&c) => match self.operand(values, c) {
+                Some(c) => Some(match c.broadcast(IxDyn(out_shape)) {
+                    Some(b) => b.to_owned(),
+                    None => return Some(Err(format!("Gemm's C of shape {:?} does not broadcast", c.shape()))),
+                }),
+                None => return None,
+            },
+            None => None,
+        };
+        let mut out = ArrayD::<F>::zeros(IxDyn(out_shape));
+        let last = Axis(out_shape.len() - 1);
+        let step = (WEIGHT_BLOCK / k.max(1)).max(1);
+        for start in (0..columns).step_by(step) {
+            let range = start..(start + step).min(columns);
+            let weight_axis = Axis(if transposed { 0 } else { 1 });
+            let block: ArrayD<F> = match w {
+                Tensor::F32(a) => a.slice_axis(weight_axis, Slice::from(range.clone())).mapv(|v| F::of(v as f64)),
+                Tensor::F64(a) => a.slice_axis(weight_axis, Slice::from(range.clone())).mapv(F::of),
+            };
+            let mut block_shape = out_shape.clone();
+            *block_shape.last_mut().expect("a matrix product has axes") = range.len();
+            let mut inputs = vec![x.view(), block.view()];
+            let c_block = c.as_ref().map(|c| c.slice_axis(last, Slice::from(range.clone())).to_owned());
+            if let Some(c_block) = &c_block {
+                inputs.push(c_block.view());
+            }
+            let y = match eval_op(&n.op, &inputs, &block_shape) {
+                Ok(y) => y,
+                Err(e) => return Some(Err(e)),
+            };
+            out.slice_axis_mut(last, Slice::from(range)).assign(&y);
+        }
+        Some(Ok(out))
     }
 }
 
