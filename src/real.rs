@@ -6,6 +6,8 @@ use std::iter::Sum;
 use ndarray::{ArrayViewD, CowArray, IxDyn};
 use num_traits::{Float, FromPrimitive, NumAssign};
 
+use crate::snn::Weights;
+
 /// A floating-point type the engine and the evaluator run in: `f32` for speed, `f64` for parity
 /// with the reference implementation. One generic code path serves both.
 pub trait Real: Float + FromPrimitive + NumAssign + Sum + Default + Debug + Display + Send + Sync + 'static {
@@ -27,6 +29,9 @@ pub trait Real: Float + FromPrimitive + NumAssign + Sum + Default + Debug + Disp
     /// Double-precision values in this precision: borrowed when `Self` is `f64`, rounded to
     /// nearest otherwise (as [`Real::of`]).
     fn from_f64_view(values: ArrayViewD<'_, f64>) -> CowArray<'_, Self, IxDyn>;
+
+    /// The stored weights, in memory order, when they are stored in this precision.
+    fn stored_slice(weights: &Weights) -> Option<&[Self]>;
 
     /// Replaces every element by its exponential (inlined, so it vectorises for its caller's CPU
     /// features). `f64` calls the correctly rounded library
@@ -54,6 +59,9 @@ impl Real for f32 {
     }
     fn from_f64_view(values: ArrayViewD<'_, f64>) -> CowArray<'_, Self, IxDyn> {
         values.mapv(|v| v as f32).into()
+    }
+    fn stored_slice(weights: &Weights) -> Option<&[Self]> {
+        weights.as_f32()
     }
     #[inline(always)]
     fn exp_in_place(values: &mut [Self]) {
@@ -98,6 +106,9 @@ impl Real for f64 {
     }
     fn from_f64_view(values: ArrayViewD<'_, f64>) -> CowArray<'_, Self, IxDyn> {
         values.into()
+    }
+    fn stored_slice(weights: &Weights) -> Option<&[Self]> {
+        weights.as_f64()
     }
 }
 

@@ -349,7 +349,7 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
         network.output_size()
     );
     // Refuse unusable settings (IF neurons on a non-ReLU network, …) before any long work.
-    Simulator::<F>::new(&network, &settings.config).with_context(|| match args.neuron {
+    let simulator = Simulator::<F>::new(&network, &settings.config).with_context(|| match args.neuron {
         NeuronArg::If => "--neuron if".to_string(),
         NeuronArg::Signgd => "cannot simulate".to_string(),
     })?;
@@ -378,10 +378,9 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     // SNN, once to the largest checkpoint.
     let started = Instant::now();
     let bar = progress_bar(data.samples, "SNN");
-    let result = runner::simulate::<F, _>(&network, &settings.config, data.samples, load, settings.threads, &|n| {
-        bar.inc(n as u64)
-    })
-    .context("simulating the SNN")?;
+    let result = runner::simulate_prepared(&simulator, data.samples, load, settings.threads, &|n| bar.inc(n as u64))
+        .context("simulating the SNN")?;
+    drop(simulator);
     bar.finish_and_clear();
     let snn_time = started.elapsed();
 

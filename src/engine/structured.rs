@@ -7,7 +7,7 @@
 
 use super::isa::Isa;
 use crate::real::Real;
-use crate::snn::{DenseBlock, Index, Scale, SelectBlock};
+use crate::snn::{DenseBlock, Index, Scale, SelectBlock, Weights};
 
 /// Output features summed together in registers, in bytes.
 const CHUNK_BYTES: usize = 256;
@@ -54,16 +54,46 @@ pub(super) fn scatter_logical<F: Real>(target: &Index, scale: &Scale<F>, out: &[
     }
 }
 
-/// A dense block prepared for simulation: its matrix copied once into the simulation's
-/// precision, laid out `[input k][output n]` with the outputs padded to whole register chunks.
+/// The matrix of a dense kernel: the model's own storage when it is in the simulation's
+/// precision and laid out along an axis the kernels read, a prepared copy otherwise.
+enum Rows<F> {
+    Owned(Vec<F>),
+    Shared { weights: Weights, offset: usize },
+}
+
+impl<F: Real> Rows<F> {
+    fn slice(&self) -> &[F] {
+        match self {
+            Rows::Owned(rows) => rows,
+            Rows::Shared { weights, offset } => {
+                &F::stored_slice(weights).expect("shared weights are in the simulation's precision")[*offset..]
+            }
+        }
+    }
+}
+
+/// How the matrix is laid out.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// `[input k][output n]`, rows `row_len` apart, `chunk` (dividing the row) outputs summed
+    /// together in registers over a token's active inputs: events are skipped.
+    SourceMajor { row_len: usize, chunk: usize },
+    /// `[output n][input k]`, rows `row_len` apart: each output is a dot product over all inputs
+    /// in sixteen fixed partial sums (a spike or a zero adds nothing).
+    TargetMajor { row_len: usize },
+}
+
+/// Partial sums of a dot product, whatever the vector width: the same bits on every CPU.
+const LANES: usize = 16;
+
+/// A dense block prepared for simulation.
 pub struct DenseKernel<F> {
     outer: usize,
     inputs: usize,
     outputs: usize,
     inner: usize,
-    rows: Vec<F>,
-    row_len: usize,
-    chunk: usize,
+    rows: Rows<F>,
+    layout: Layout,
     source: Index,
     source_scale: Scale<F>,
     target: Index,
@@ -71,25 +101,46 @@ pub struct DenseKernel<F> {
     isa: Isa,
 }
 
+/// The largest power of two at most `limit` that divides `n`.
+fn dividing_chunk(n: usize, limit: usize) -> usize {
+    let mut chunk = 1;
+    while chunk * 2 <= limit && n % (chunk * 2) == 0 {
+        chunk *= 2;
+    }
+    chunk
+}
+
 impl<F: Real> DenseKernel<F> {
-    /// Prepares `block`.
+    /// Prepares `block`, sharing the model's weights where their precision and layout allow.
     pub fn new(block: &DenseBlock, isa: Isa) -> Self {
-        let chunk = (CHUNK_BYTES / std::mem::size_of::<F>()).min(block.outputs.next_power_of_two()).max(1);
-        let row_len = block.outputs.div_ceil(chunk) * chunk;
-        let mut rows = vec![F::zero(); block.inputs * row_len];
-        for n in 0..block.outputs {
-            for k in 0..block.inputs {
-                rows[k * row_len + n] = F::of(block.matrix.get(n, k));
+        let m = &block.matrix;
+        let limit = CHUNK_BYTES / std::mem::size_of::<F>();
+        let shared = F::stored_slice(&m.weights).is_some() && block.inputs > 0 && block.outputs > 0;
+        let (rows, layout) = if shared && m.output_stride == 1 && m.input_stride >= block.outputs {
+            let chunk = dividing_chunk(block.outputs, limit);
+            let layout = Layout::SourceMajor { row_len: m.input_stride, chunk };
+            (Rows::Shared { weights: m.weights.clone(), offset: m.offset }, layout)
+        } else if shared && m.input_stride == 1 && m.output_stride >= block.inputs && block.outputs > 1 {
+            let layout = Layout::TargetMajor { row_len: m.output_stride };
+            (Rows::Shared { weights: m.weights.clone(), offset: m.offset }, layout)
+        } else {
+            let chunk = limit.min(block.outputs.next_power_of_two()).max(1);
+            let row_len = block.outputs.div_ceil(chunk) * chunk;
+            let mut rows = vec![F::zero(); block.inputs * row_len];
+            for n in 0..block.outputs {
+                for k in 0..block.inputs {
+                    rows[k * row_len + n] = F::of(m.get(n, k));
+                }
             }
-        }
+            (Rows::Owned(rows), Layout::SourceMajor { row_len, chunk })
+        };
         DenseKernel {
             outer: block.outer,
             inputs: block.inputs,
             outputs: block.outputs,
             inner: block.inner,
             rows,
-            row_len,
-            chunk,
+            layout,
             source: block.source.clone(),
             source_scale: block.source_scale.cast(),
             target: block.target.clone(),
@@ -98,11 +149,14 @@ impl<F: Real> DenseKernel<F> {
         }
     }
 
-    /// Bytes of the prepared matrix and maps.
+    /// Bytes the kernel holds of its own (shared weights are the model's).
     pub fn bytes(&self) -> usize {
         let f = std::mem::size_of::<F>();
-        self.rows.len() * f
-            + (self.source.stored_entries() + self.target.stored_entries()) * 4
+        let rows = match &self.rows {
+            Rows::Owned(rows) => rows.len() * f,
+            Rows::Shared { .. } => 0,
+        };
+        rows + (self.source.stored_entries() + self.target.stored_entries()) * 4
             + (self.source_scale.stored() + self.target_scale.stored()) * f
     }
 
@@ -157,68 +211,111 @@ impl<F: Real> DenseKernel<F> {
     /// `y = W x` on logical tensors.
     #[inline(always)]
     fn product(&self, x: &[F], ones: bool, active: &mut Vec<(u32, F)>, y: &mut [F]) {
+        let rows = self.rows.slice();
         let (k_len, n_len, inner) = (self.inputs, self.outputs, self.inner);
-        if inner > 1 {
-            for o in 0..self.outer {
-                let yo = &mut y[o * n_len * inner..(o + 1) * n_len * inner];
-                for (k, xk) in x[o * k_len * inner..(o + 1) * k_len * inner].chunks_exact(inner).enumerate() {
-                    if xk.iter().all(|&v| v == F::zero()) {
-                        continue;
-                    }
-                    let row = &self.rows[k * self.row_len..k * self.row_len + n_len];
-                    for (yn, &w) in yo.chunks_exact_mut(inner).zip(row) {
-                        yn.iter_mut().zip(xk).for_each(|(y, &v)| *y += w * v);
+        match self.layout {
+            Layout::TargetMajor { row_len } if inner == 1 => {
+                for (xo, yo) in x.chunks_exact(k_len).zip(y.chunks_exact_mut(n_len)) {
+                    for (n, out) in yo.iter_mut().enumerate() {
+                        *out = dot(&rows[n * row_len..n * row_len + k_len], xo);
                     }
                 }
             }
-            return;
-        }
-        for (o, yo) in y.chunks_exact_mut(n_len).enumerate() {
-            active.clear();
-            let xo = &x[o * k_len..(o + 1) * k_len];
-            active.extend(xo.iter().enumerate().filter(|(_, &v)| v != F::zero()).map(|(k, &v)| (k as u32, v)));
-            match self.chunk {
-                1 => self.token::<1>(active, ones, yo),
-                2 => self.token::<2>(active, ones, yo),
-                4 => self.token::<4>(active, ones, yo),
-                8 => self.token::<8>(active, ones, yo),
-                16 => self.token::<16>(active, ones, yo),
-                32 => self.token::<32>(active, ones, yo),
-                64 => self.token::<64>(active, ones, yo),
-                n => unreachable!("chunk of {n} outputs"),
+            Layout::TargetMajor { row_len } => {
+                for (xo, yo) in x.chunks_exact(k_len * inner).zip(y.chunks_exact_mut(n_len * inner)) {
+                    for (n, yn) in yo.chunks_exact_mut(inner).enumerate() {
+                        for (&w, xk) in rows[n * row_len..n * row_len + k_len].iter().zip(xo.chunks_exact(inner)) {
+                            yn.iter_mut().zip(xk).for_each(|(y, &v)| *y += w * v);
+                        }
+                    }
+                }
+            }
+            Layout::SourceMajor { row_len, .. } if inner > 1 => {
+                for (xo, yo) in x.chunks_exact(k_len * inner).zip(y.chunks_exact_mut(n_len * inner)) {
+                    for (k, xk) in xo.chunks_exact(inner).enumerate() {
+                        if xk.iter().all(|&v| v == F::zero()) {
+                            continue;
+                        }
+                        let row = &rows[k * row_len..k * row_len + n_len];
+                        for (yn, &w) in yo.chunks_exact_mut(inner).zip(row) {
+                            yn.iter_mut().zip(xk).for_each(|(y, &v)| *y += w * v);
+                        }
+                    }
+                }
+            }
+            Layout::SourceMajor { row_len, chunk } => {
+                for (xo, yo) in x.chunks_exact(k_len).zip(y.chunks_exact_mut(n_len)) {
+                    active.clear();
+                    active.extend(xo.iter().enumerate().filter(|(_, &v)| v != F::zero()).map(|(k, &v)| (k as u32, v)));
+                    match chunk {
+                        1 => token::<F, 1>(rows, row_len, active, ones, yo),
+                        2 => token::<F, 2>(rows, row_len, active, ones, yo),
+                        4 => token::<F, 4>(rows, row_len, active, ones, yo),
+                        8 => token::<F, 8>(rows, row_len, active, ones, yo),
+                        16 => token::<F, 16>(rows, row_len, active, ones, yo),
+                        32 => token::<F, 32>(rows, row_len, active, ones, yo),
+                        64 => token::<F, 64>(rows, row_len, active, ones, yo),
+                        n => unreachable!("chunk of {n} outputs"),
+                    }
+                }
             }
         }
     }
+}
 
-    /// One token's outputs, `N` at a time held in registers over all its active inputs.
-    #[inline(always)]
-    fn token<const N: usize>(&self, active: &[(u32, F)], ones: bool, y: &mut [F]) {
-        for c0 in (0..self.outputs).step_by(N) {
-            let mut banks = [[F::zero(); N]; 2];
-            let row = |k: u32| -> &[F; N] { self.rows[k as usize * self.row_len + c0..][..N].try_into().unwrap() };
-            let mut pairs = active.chunks_exact(2);
-            for pair in &mut pairs {
-                for (bank, &(k, v)) in banks.iter_mut().zip(pair) {
-                    let w = row(k);
-                    if ones {
-                        bank.iter_mut().zip(w).for_each(|(s, &w)| *s += w);
-                    } else {
-                        bank.iter_mut().zip(w).for_each(|(s, &w)| *s += v * w);
-                    }
-                }
-            }
-            if let [(k, v)] = pairs.remainder() {
-                let w = row(*k);
+/// `Σ w[k] x[k]` in [`LANES`] partial sums (element `k` into sum `k mod LANES`) added in a
+/// fixed tree.
+#[inline(always)]
+fn dot<F: Real>(w: &[F], x: &[F]) -> F {
+    let mut sums = [F::zero(); LANES];
+    let mut wc = w.chunks_exact(LANES);
+    let mut xc = x.chunks_exact(LANES);
+    for (wl, xl) in (&mut wc).zip(&mut xc) {
+        for j in 0..LANES {
+            sums[j] += wl[j] * xl[j];
+        }
+    }
+    for (j, (&w, &x)) in wc.remainder().iter().zip(xc.remainder()).enumerate() {
+        sums[j] += w * x;
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for j in 0..width {
+            sums[j] = sums[j] + sums[j + width];
+        }
+    }
+    sums[0]
+}
+
+/// One token's outputs, `N` at a time held in registers over all its active inputs.
+#[inline(always)]
+fn token<F: Real, const N: usize>(rows: &[F], row_len: usize, active: &[(u32, F)], ones: bool, y: &mut [F]) {
+    for c0 in (0..y.len()).step_by(N) {
+        let mut banks = [[F::zero(); N]; 2];
+        let row = |k: u32| -> &[F; N] { rows[k as usize * row_len + c0..][..N].try_into().unwrap() };
+        let mut pairs = active.chunks_exact(2);
+        for pair in &mut pairs {
+            for (bank, &(k, v)) in banks.iter_mut().zip(pair) {
+                let w = row(k);
                 if ones {
-                    banks[0].iter_mut().zip(w).for_each(|(s, &w)| *s += w);
+                    bank.iter_mut().zip(w).for_each(|(s, &w)| *s += w);
                 } else {
-                    banks[0].iter_mut().zip(w).for_each(|(s, &w)| *s += *v * w);
+                    bank.iter_mut().zip(w).for_each(|(s, &w)| *s += v * w);
                 }
             }
-            let live = N.min(self.outputs - c0);
-            for (k, out) in y[c0..c0 + live].iter_mut().enumerate() {
-                *out = banks[0][k] + banks[1][k];
+        }
+        if let [(k, v)] = pairs.remainder() {
+            let w = row(*k);
+            if ones {
+                banks[0].iter_mut().zip(w).for_each(|(s, &w)| *s += w);
+            } else {
+                banks[0].iter_mut().zip(w).for_each(|(s, &w)| *s += *v * w);
             }
+        }
+        let live = N.min(y.len() - c0);
+        for (k, out) in y[c0..c0 + live].iter_mut().enumerate() {
+            *out = banks[0][k] + banks[1][k];
         }
     }
 }
@@ -241,11 +338,20 @@ pub(super) fn add_selected<F: Real>(block: &SelectBlock<F>, values: &[F], acc: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snn::{Matrix, SynapseBlock};
+    use crate::snn::{Matrix, SynapseBlock, Weights};
 
-    fn block(outer: usize, inputs: usize, outputs: usize, inner: usize, mapped: bool) -> DenseBlock {
+    fn block(outer: usize, inputs: usize, outputs: usize, inner: usize, mapped: bool, layout: usize) -> DenseBlock {
         let weights: Vec<f64> = (0..inputs * outputs).map(|i| ((i as f64) * 0.37).sin()).collect();
-        let mut dense = DenseBlock::new(outer, inputs, outputs, inner, Matrix::owned(outputs, inputs, weights));
+        // Row-major [n][k], or [k][n] (x @ W), or a copy with every weight at a stride of two.
+        let matrix = match layout {
+            0 => Matrix::owned(outputs, inputs, weights),
+            1 => Matrix { weights: Weights::from_f64(weights), offset: 0, output_stride: 1, input_stride: outputs },
+            _ => {
+                let spread = weights.iter().flat_map(|&w| [w, 0.0]).collect();
+                Matrix { weights: Weights::from_f64(spread), offset: 0, output_stride: 2 * inputs, input_stride: 2 }
+            }
+        };
+        let mut dense = DenseBlock::new(outer, inputs, outputs, inner, matrix);
         if mapped {
             let sources = dense.logical_sources();
             let targets = dense.logical_targets();
@@ -259,9 +365,10 @@ mod tests {
 
     #[test]
     fn matches_the_reference_product() {
-        for (outer, inputs, outputs, inner) in [(3, 7, 5, 1), (2, 40, 70, 1), (2, 6, 3, 4), (1, 33, 1, 1)] {
+        let cases = [(3, 7, 5, 1), (2, 40, 70, 1), (2, 6, 3, 4), (1, 33, 1, 1), (2, 50, 96, 1), (1, 37, 19, 3)];
+        for ((outer, inputs, outputs, inner), layout) in cases.into_iter().flat_map(|c| (0..3).map(move |l| (c, l))) {
             for mapped in [false, true] {
-                let dense = block(outer, inputs, outputs, inner, mapped);
+                let dense = block(outer, inputs, outputs, inner, mapped, layout);
                 let kernel = DenseKernel::<f64>::new(&dense, Isa::detect());
                 let mut scratch = StructuredScratch::default();
                 let values: Vec<f64> =

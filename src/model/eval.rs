@@ -468,11 +468,19 @@ fn matmul<F: Real>(a: &ArrayViewD<F>, b: &ArrayViewD<F>) -> Result<ArrayD<F>, St
     ash.extend([m, k]);
     let mut bsh = batch.clone();
     bsh.extend([k, n]);
+    if b2.ndim() == 2 && nb > 1 && a2.shape()[..a2.ndim() - 2].iter().product::<usize>() == nb {
+        // One matrix for every row of a batch: a single product.
+        let am = a2.as_standard_layout();
+        let am = am.view().into_shape_with_order((nb * m, k)).map_err(|e| e.to_string())?;
+        let bm = b2.view().into_dimensionality::<ndarray::Ix2>().map_err(|e| e.to_string())?;
+        return shaped(&out_shape, am.dot(&bm).into_raw_vec_and_offset().0);
+    }
     let av = a2.broadcast(IxDyn(&ash)).ok_or("broadcast failed")?;
     let bv = b2.broadcast(IxDyn(&bsh)).ok_or("broadcast failed")?;
     let out = if nb == 1 {
-        let am = Array2::from_shape_vec((m, k), std_vec(&av)).map_err(|e| e.to_string())?;
-        let bm = Array2::from_shape_vec((k, n), std_vec(&bv)).map_err(|e| e.to_string())?;
+        let (am, bm) = (av.as_standard_layout(), bv.as_standard_layout());
+        let am = am.view().into_shape_with_order((m, k)).map_err(|e| e.to_string())?;
+        let bm = bm.view().into_shape_with_order((k, n)).map_err(|e| e.to_string())?;
         am.dot(&bm).into_raw_vec_and_offset().0
     } else {
         let a3 = Array3::from_shape_vec((nb, m, k), std_vec(&av)).map_err(|e| e.to_string())?;

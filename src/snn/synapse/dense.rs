@@ -207,15 +207,33 @@ impl<W: Real> DenseBlock<W> {
         });
     }
 
-    /// `y = W x` on logical tensors, reading the weights where they are stored.
+    /// `y = W x` on logical tensors, reading the weights where they are stored: along the rows
+    /// of the storage (an update per input when outputs are adjacent, a dot product per output
+    /// otherwise).
     fn product<S: Copy + Into<f64>>(&self, storage: &[S], x: &[W], y: &mut [W]) {
         let m = &self.matrix;
         let weight = |n: usize, k: usize| W::of(storage[m.offset + n * m.output_stride + k * m.input_stride].into());
         let (k_len, n_len, inner) = (self.inputs, self.outputs, self.inner);
-        for o in 0..self.outer {
-            let xo = &x[o * k_len * inner..(o + 1) * k_len * inner];
-            let yo = &mut y[o * n_len * inner..(o + 1) * n_len * inner];
-            if inner == 1 {
+        for (xo, yo) in x.chunks_exact(k_len * inner).zip(y.chunks_exact_mut(n_len * inner)) {
+            if m.output_stride == 1 && m.input_stride > 0 && inner == 1 {
+                for (k, &v) in xo.iter().enumerate() {
+                    if v != W::zero() {
+                        let row = &storage[m.offset + k * m.input_stride..][..n_len];
+                        yo.iter_mut().zip(row).for_each(|(y, &w)| *y += W::of(w.into()) * v);
+                    }
+                }
+            } else if m.output_stride == 1 && m.input_stride > 0 {
+                for (k, xk) in xo.chunks_exact(inner).enumerate() {
+                    if xk.iter().all(|&v| v == W::zero()) {
+                        continue;
+                    }
+                    let row = &storage[m.offset + k * m.input_stride..][..n_len];
+                    for (yn, &w) in yo.chunks_exact_mut(inner).zip(row) {
+                        let w = W::of(w.into());
+                        yn.iter_mut().zip(xk).for_each(|(y, &v)| *y += w * v);
+                    }
+                }
+            } else if inner == 1 {
                 for (n, yn) in yo.iter_mut().enumerate() {
                     *yn = xo.iter().enumerate().fold(W::zero(), |s, (k, &v)| s + weight(n, k) * v);
                 }
