@@ -130,7 +130,7 @@ impl Lowering<'_> {
         if !early {
             if let Some(composed) = compose_form(&form, op) {
                 let sizes = Composition::of(&form, &composed, op);
-                if sizes.pays() && !sizes.relay_serves(readers) {
+                if sizes.pays(from_input) && !sizes.relay_serves(readers) {
                     return Ok(composed);
                 }
             }
@@ -222,7 +222,8 @@ impl Lowering<'_> {
             if !form.is_direct() {
                 if !self.relay_early.contains(&node.inputs[0]) {
                     if let Some(composed) = compose_form(&form, op) {
-                        if Composition::of(&form, &composed, op).pays() {
+                        let from_input = form.terms.iter().all(|t| t.source == Source::Input);
+                        if Composition::of(&form, &composed, op).pays(from_input) {
                             return Ok(AffineForm { bias, terms: composed });
                         }
                     }
@@ -302,27 +303,38 @@ fn apply_to_direct(form: &AffineForm, op: &SynapseBlock) -> Vec<Term> {
         .collect()
 }
 
-/// Synapse counts of applying an op to a form: the form's blocks, the composed blocks, the op.
+/// Synapses and shared weights (parameters, not per-element factors) of applying an op to a
+/// form: the form's blocks, the composed blocks, the op.
 struct Composition {
     before: u64,
     after: u64,
     matrix: u64,
+    stored_before: u64,
+    stored_after: u64,
+    stored_matrix: u64,
 }
 
 impl Composition {
     /// The counts of `composed` (= `op` applied to `form`).
     fn of(form: &AffineForm, composed: &[Term], op: &SynapseBlock) -> Self {
+        let stored = |terms: &[Term]| terms.iter().map(|t| t.block.parameters() as u64).sum();
         Composition {
             before: form.synapses(),
             after: composed.iter().filter(|t| !t.overlap).map(|t| t.block.synapses()).sum(),
             matrix: op.synapses(),
+            stored_before: stored(&form.terms),
+            stored_after: stored(composed),
+            stored_matrix: op.parameters() as u64,
         }
     }
 
-    /// Whether the composed maps hold no more synapses than the two maps apart; otherwise the
-    /// form is better kept as a relay.
-    fn pays(&self) -> bool {
+    /// Whether the composed maps hold no more synapses (work per step) and no more shared
+    /// weights than the two maps apart; otherwise the form is better kept as a relay. Weights
+    /// composed onto the input cost nothing per step (the float encoder's closed form computes
+    /// them once per input), so there only the synapses count.
+    fn pays(&self, from_input: bool) -> bool {
         self.after <= self.matrix + self.before
+            && (from_input || self.stored_after <= self.stored_matrix + self.stored_before)
     }
 
     /// Whether a value read by `readers` nodes is better kept as one relay than composed into

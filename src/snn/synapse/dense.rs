@@ -32,6 +32,13 @@ impl Matrix {
         self.weights.get(self.offset + n * self.output_stride + k * self.input_stride)
     }
 
+    /// Number of weights the matrix reads from its storage for `outputs × inputs` (a zero stride
+    /// repeats a weight: a mean reads one).
+    pub fn stored(&self, outputs: usize, inputs: usize) -> usize {
+        let along = |stride: usize, extent: usize| if stride == 0 { 1 } else { extent };
+        along(self.output_stride, outputs) * along(self.input_stride, inputs)
+    }
+
     /// A matrix of `outputs × inputs` f64 values, row-major.
     pub fn owned(outputs: usize, inputs: usize, values: Vec<f64>) -> Self {
         debug_assert_eq!(values.len(), outputs * inputs);
@@ -106,9 +113,9 @@ impl<W: Real> DenseBlock<W> {
         self.outer * self.outputs * self.inner
     }
 
-    /// Number of weights of the matrix.
+    /// Number of weights of the matrix in its storage.
     pub fn matrix_weights(&self) -> usize {
-        self.inputs * self.outputs
+        self.matrix.stored(self.outputs, self.inputs)
     }
 
     /// Per `(outer, inner)` token, how many of its logical targets (`live_targets`) and sources

@@ -84,6 +84,17 @@ impl<W: Real> SynapseBlock<W> {
         }
     }
 
+    /// Number of shared weights the block stores (the sparse matrix, the kernel, the dense
+    /// matrix), without the per-element factors, which grow with the neurons, not the model.
+    pub fn parameters(&self) -> usize {
+        match self {
+            SynapseBlock::Sparse { matrix } => matrix.nnz(),
+            SynapseBlock::Conv(conv) => conv.kernel.len(),
+            SynapseBlock::Dense(dense) => dense.matrix_weights(),
+            SynapseBlock::Select(_) | SynapseBlock::Diagonal { .. } => 0,
+        }
+    }
+
     /// Number of index entries the block stores for its addressing.
     pub fn stored_indices(&self) -> usize {
         match self {
