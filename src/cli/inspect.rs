@@ -4,12 +4,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
+use rand::{Rng, SeedableRng};
 
 use super::model_limits;
 use clap::Args;
 use ndarray::{ArrayD, IxDyn};
+use signgd::convert::verify::{reconstruction, Reconstruction};
 use signgd::convert::{convert, ConvertOptions};
+use signgd::data::{read_inputs, LoadLimits};
 use signgd::model::reader::read_onnx_with_limits;
 use signgd::snn::summary::{NetworkSummary, ProjectionSummary};
 use signgd::snn::GeluTarget;
@@ -27,6 +30,24 @@ pub struct InspectArgs {
     /// before anything is allocated).
     #[arg(long, value_name = "N", default_value_t = signgd::model::reader::MAX_TOTAL_ELEMENTS)]
     max_model_elements: usize,
+    /// Also check the reconstruction identity (SPEC §2): with every source at its ANN value, each
+    /// operand's synapses and constants give the ANN's value at that node. Uses the first input
+    /// of --data (also for ReLU calibration), or a fixed pseudo-random input in [0, 1).
+    #[arg(long)]
+    verify: bool,
+    /// Input for --verify (.npy, .npz or IDX; the first sample is used).
+    #[arg(long, value_name = "FILE", requires = "verify")]
+    data: Option<PathBuf>,
+    /// Precision of the network's products in --verify.
+    #[arg(long, value_enum, default_value = "f32", requires = "verify")]
+    precision: Precision,
+}
+
+/// Precision of the reconstruction check.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Precision {
+    F32,
+    F64,
 }
 
 /// Reads, converts and describes the model; exit code 1 with the reason when it is refused.
@@ -34,9 +55,24 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
     let graph = read_onnx_with_limits(&args.model, None, model_limits(args.max_model_elements))
         .with_context(|| format!("cannot read {}", args.model.display()))?;
     let input_shape = graph.values[graph.input].shape.clone();
+    let check_input = match args.verify {
+        true => Some(verify_input(&args, &input_shape)?),
+        false => None,
+    };
     // Structure does not depend on calibration: one zero input gives every ReLU scale 1.
-    let options = ConvertOptions { gelu: GeluTarget::Sigmoid, calibration: vec![ArrayD::zeros(IxDyn(&input_shape))] };
+    let calibration = check_input.clone().unwrap_or_else(|| ArrayD::zeros(IxDyn(&input_shape)));
+    let options = ConvertOptions { gelu: GeluTarget::Sigmoid, calibration: vec![calibration] };
     let conversion = convert(&graph, &options);
+    let check = match (&conversion, &check_input) {
+        (Ok(c), Some(x)) => Some(
+            match args.precision {
+                Precision::F32 => reconstruction::<f32>(c, x),
+                Precision::F64 => reconstruction::<f64>(c, x),
+            }
+            .context("checking the reconstruction identity")?,
+        ),
+        _ => None,
+    };
     if args.json {
         let value = match &conversion {
             Ok(c) => serde_json::json!({
@@ -49,6 +85,7 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
                 })).collect::<Vec<_>>(),
                 "passes": c.notes,
                 "network": NetworkSummary::of(&c.network),
+                "reconstruction": check,
                 "refused": null,
             }),
             Err(e) => {
@@ -62,6 +99,9 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
         match &conversion {
             Ok(c) => print_network(&c.notes, &NetworkSummary::of(&c.network)),
             Err(e) => println!("\nrefused: {e}"),
+        }
+        if let Some(check) = &check {
+            print_check(check);
         }
     }
     Ok(if conversion.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -94,6 +134,43 @@ fn print_network(notes: &[String], summary: &NetworkSummary) {
         "decoder",
         summary.output_shape.iter().product::<usize>(),
         describe(&summary.readout)
+    );
+}
+
+/// The input of `--verify`: the first sample of `--data`, or a fixed pseudo-random one.
+fn verify_input(args: &InspectArgs, shape: &[usize]) -> Result<ArrayD<f64>> {
+    let count: usize = shape.iter().product();
+    let values = match &args.data {
+        Some(path) => {
+            let limits = LoadLimits { max_samples: Some(1), ..LoadLimits::default() };
+            let data = read_inputs(path, limits).with_context(|| format!("cannot read {}", path.display()))?;
+            ensure!(
+                data.samples > 0 && data.sample_len() == count,
+                "{}: --verify needs one input of {count} values (the model's input {shape:?}), the file has samples of {}",
+                path.display(),
+                data.sample_len()
+            );
+            data.sample(0).to_vec()
+        }
+        None => {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+            (0..count).map(|_| rng.gen::<f64>()).collect()
+        }
+    };
+    Ok(ArrayD::from_shape_vec(IxDyn(shape), values)?)
+}
+
+fn print_check(check: &Reconstruction) {
+    let Some(worst) = check.worst() else { return };
+    println!(
+        "\nreconstruction identity ({}): {} operands, worst error relative to |c| + Σ|A||u| {:.2e} at `{}` operand {} (max |error| {:.3e}, max |value| {:.3e})",
+        check.precision,
+        check.operands.len(),
+        worst.relative_error,
+        worst.population,
+        worst.operand,
+        worst.max_error,
+        worst.max_value
     );
 }
 

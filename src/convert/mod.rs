@@ -12,6 +12,7 @@ pub mod matmul;
 pub mod maxpool;
 pub mod relu_norm;
 pub mod softmax;
+pub mod verify;
 
 use ndarray::ArrayD;
 use thiserror::Error;

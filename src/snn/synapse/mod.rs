@@ -245,6 +245,40 @@ impl<W: Real> SynapseBlock<W> {
         }
     }
 
+    /// The same block with every weight and factor replaced by its absolute value (`|A|`, for
+    /// bounds on the rounding error of `A u`). A dense block's matrix becomes a copy.
+    pub fn absolute(&self) -> SynapseBlock<W> {
+        let abs_scale = |scale: &Scale<W>| match scale {
+            Scale::One => Scale::One,
+            Scale::Uniform(w) => Scale::Uniform(w.abs()),
+            Scale::Each(values) => Scale::Each(values.iter().map(|w| w.abs()).collect()),
+        };
+        match self {
+            SynapseBlock::Sparse { matrix } => SynapseBlock::Sparse { matrix: matrix.map(|w| w.abs()) },
+            SynapseBlock::Conv(conv) => SynapseBlock::Conv(ConvBlock {
+                kernel: conv.kernel.iter().map(|w| w.abs()).collect(),
+                target_scale: abs_scale(&conv.target_scale),
+                source_scale: abs_scale(&conv.source_scale),
+                ..conv.clone()
+            }),
+            SynapseBlock::Dense(dense) => {
+                let rows = dense.matrix.to_rows(dense.outputs, dense.inputs);
+                SynapseBlock::Dense(DenseBlock {
+                    matrix: Matrix::owned(dense.outputs, dense.inputs, rows.into_iter().map(f64::abs).collect()),
+                    source_scale: abs_scale(&dense.source_scale),
+                    target_scale: abs_scale(&dense.target_scale),
+                    ..dense.clone()
+                })
+            }
+            SynapseBlock::Select(select) => {
+                SynapseBlock::Select(SelectBlock { scale: abs_scale(&select.scale), ..select.clone() })
+            }
+            SynapseBlock::Diagonal { scale } => {
+                SynapseBlock::Diagonal { scale: scale.iter().map(|w| w.abs()).collect() }
+            }
+        }
+    }
+
     /// Checks internal consistency: storage, geometry, index maps, finite weights.
     pub fn validate(&self) -> Result<(), NetworkError> {
         let weights: &[W] = match self {
