@@ -75,6 +75,11 @@ pub trait Observer<F: Real> {
     fn observes_encoder(&self) -> bool {
         true
     }
+    /// Whether [`Observer::population`] is of interest (broadcast operands are then written out
+    /// per neuron for it).
+    fn observes_populations(&self) -> bool {
+        true
+    }
     /// After the encoder's step `t`: the emitted values `u` and the estimate `e`.
     fn encoder(&mut self, _t: usize, _emitted: &[F], _estimate: &[F]) {}
     /// After population `index` updated at step `t`: operand estimates, fired neurons, output
@@ -86,6 +91,9 @@ pub trait Observer<F: Real> {
 
 impl<F: Real> Observer<F> for () {
     fn observes_encoder(&self) -> bool {
+        false
+    }
+    fn observes_populations(&self) -> bool {
         false
     }
 }
@@ -187,6 +195,17 @@ struct CompiledOperand<F> {
     projections: Vec<CompiledProjection<F>>,
     /// `A 1` over the projections from the input (empty when there are none).
     input_ones: Vec<F>,
+    /// For an operand every neuron of which reads one element of a smaller vector (a broadcast,
+    /// as in a product neuron of attention), the element each neuron reads: the estimates are
+    /// kept once per element. `None`: one estimate per neuron.
+    broadcast: Option<Index>,
+}
+
+impl<F> CompiledOperand<F> {
+    /// Number of estimates the operand keeps.
+    fn len(&self) -> usize {
+        self.bias.len()
+    }
 }
 
 struct CompiledPopulation<F> {
@@ -196,6 +215,8 @@ struct CompiledPopulation<F> {
     operands: Vec<CompiledOperand<F>>,
     /// Some kernel reads this population's spikes as a dense 0/1 vector.
     dense_spikes: bool,
+    /// Some kernel, or a fan-out count, reads this population's spikes as a list.
+    listed_spikes: bool,
 }
 
 /// A network prepared for simulation in precision `F`. Immutable and shared by all workers.
@@ -222,6 +243,10 @@ pub struct Workspace<F: Real> {
     populations: Vec<PopulationState<F>>,
     /// The accumulated input of one operand (shared by the populations, one at a time).
     acc: Vec<F>,
+    /// The neurons that fired in the population just updated (shared, one population at a time).
+    fired: Vec<u32>,
+    /// Per operand, the estimates of a broadcast operand repeated for every neuron.
+    expanded: Vec<Vec<F>>,
     readout_acc: Vec<F>,
     readout_input_product: Vec<F>,
     scratch: Scratch<F>,
@@ -240,10 +265,8 @@ impl<F: Real> Workspace<F> {
             .populations
             .iter()
             .map(|p| {
-                let reals = p.x.iter().chain(&p.input_products).map(Vec::capacity).sum::<usize>()
-                    + p.spikes.capacity()
-                    + p.v.capacity();
-                reals * f + p.fired.capacity() * 4
+                let reals = p.x.iter().chain(&p.input_products).map(Vec::capacity).sum::<usize>() + p.v.capacity();
+                reals * f + p.fired.capacity() * 4 + p.bits.capacity() * 8
             })
             .sum();
         let reals = self.encoder_estimate.capacity()
@@ -252,10 +275,12 @@ impl<F: Real> Workspace<F> {
             + self.readout_input_product.capacity()
             + self.y.capacity()
             + self.acc.capacity()
+            + self.expanded.iter().map(Vec::capacity).sum::<usize>()
+            + self.scratch.spikes.capacity()
             + self.scratch.shared.iter().map(Vec::capacity).sum::<usize>();
         populations
             + reals * f
-            + (self.encoder_fired.capacity() + self.scratch.every_source.capacity()) * 4
+            + (self.encoder_fired.capacity() + self.fired.capacity() + self.scratch.every_source.capacity()) * 4
             + self.scratch.conv.bytes()
             + self.scratch.structured.bytes()
     }
@@ -271,6 +296,8 @@ struct Scratch<F> {
     tiles: TileScratch<F>,
     /// For the dense, selection and mapped convolution kernels.
     structured: StructuredScratch<F>,
+    /// A source's spikes as 0/1 values, for the kernels that read them so.
+    spikes: Vec<F>,
     /// Products `A s` that several operands receive (the same block from the same source),
     /// computed once per step by the first operand that needs them.
     shared: Vec<Vec<F>>,
@@ -279,11 +306,15 @@ struct Scratch<F> {
 }
 
 struct PopulationState<F> {
+    /// Per operand, its estimates (one per element of a broadcast operand).
     x: Vec<Vec<F>>,
     v: Vec<F>,
+    /// The neurons that fired this step (kept only where a reader needs the list).
     fired: Vec<u32>,
-    /// The spikes of this step as 0/1 values (only where a kernel reads them so).
-    spikes: Vec<F>,
+    /// The spikes of this step, one bit per neuron (kept only where a kernel reads them densely).
+    bits: Vec<u64>,
+    /// How many neurons fired this step.
+    count: usize,
     /// Per operand, `A x` over the projections from the input, for the current input.
     input_products: Vec<Vec<F>>,
 }
@@ -338,20 +369,22 @@ impl<F: Real> Simulator<F> {
                 size: p.size(),
                 operands: p.operands.iter().map(compile).collect(),
                 dense_spikes: false,
+                listed_spikes: false,
             })
             .collect();
         let readout = compile(&network.readout);
-        let readers: Vec<Source> = populations
+        let readers: Vec<(Source, bool, bool)> = populations
             .iter()
             .flat_map(|p| &p.operands)
             .chain([&readout])
             .flat_map(|o| &o.projections)
-            .filter(|p| !p.dense && p.kernel.reads_dense_spikes())
-            .map(|p| p.source)
+            .filter(|p| !p.dense)
+            .map(|p| (p.source, p.kernel.reads_dense_spikes(), !p.kernel.reads_dense_spikes() || !p.fan_out.is_empty()))
             .collect();
-        for source in readers {
+        for (source, dense, listed) in readers {
             if let Source::Population(q) = source {
-                populations[q].dense_spikes = true;
+                populations[q].dense_spikes |= dense;
+                populations[q].listed_spikes |= listed;
             }
         }
         let mut simulator = Simulator {
@@ -464,14 +497,22 @@ impl<F: Real> Simulator<F> {
                 .populations
                 .iter()
                 .map(|p| PopulationState {
-                    x: vec![vec![F::zero(); p.size]; if p.relay { 0 } else { p.operands.len() }],
+                    x: if p.relay { Vec::new() } else { p.operands.iter().map(|o| vec![F::zero(); o.len()]).collect() },
                     v: vec![F::zero(); p.size],
-                    fired: Vec::with_capacity(if p.relay { 0 } else { p.size }),
-                    spikes: vec![F::zero(); if p.dense_spikes { p.size } else { 0 }],
+                    fired: Vec::new(),
+                    bits: vec![0; if p.dense_spikes { p.size.div_ceil(64) } else { 0 }],
+                    count: 0,
                     input_products: p.operands.iter().map(|o| vec![F::zero(); o.input_ones.len()]).collect(),
                 })
                 .collect(),
             acc: vec![F::zero(); self.populations.iter().map(|p| p.size).max().unwrap_or(0)],
+            fired: Vec::with_capacity(self.populations.iter().map(|p| p.size).max().unwrap_or(0)),
+            expanded: (0..2)
+                .map(|j| {
+                    let broadcast = |p: &&CompiledPopulation<F>| p.operands.get(j).is_some_and(|o| o.broadcast.is_some());
+                    vec![F::zero(); self.populations.iter().filter(broadcast).map(|p| p.size).max().unwrap_or(0)]
+                })
+                .collect(),
             readout_acc: vec![F::zero(); self.output_size],
             readout_input_product: vec![F::zero(); self.readout.input_ones.len()],
             scratch: Scratch {
@@ -479,6 +520,7 @@ impl<F: Real> Simulator<F> {
                 every_source: (0..self.largest_source() as u32).collect(),
                 tiles: TileScratch::default(),
                 structured: StructuredScratch::default(),
+                spikes: vec![F::zero(); self.populations.iter().filter(|p| p.dense_spikes).map(|p| p.size).max().unwrap_or(0)],
                 shared: self.shared_sizes.iter().map(|&n| vec![F::zero(); n]).collect(),
                 computed_at: vec![0; self.shared_sizes.len()],
             },
@@ -542,7 +584,8 @@ impl<F: Real> Simulator<F> {
             }
             state.v.fill(F::zero());
             state.fired.clear();
-            state.spikes.fill(F::zero());
+            state.bits.fill(0);
+            state.count = 0;
         }
         ws.y.copy_from_slice(&self.readout.bias);
         ws.scratch.computed_at.fill(0);
@@ -571,25 +614,45 @@ impl<F: Real> Simulator<F> {
                 let operand = &population.operands[0];
                 let input_product = &state.input_products[0];
                 gather(operand, &inputs, input_product, earlier, &mut state.v, counts, &mut ws.scratch);
-                observer.population(t, index, &state.x, &state.fired, &state.v);
+                if observer.observes_populations() {
+                    observer.population(t, index, &state.x, &[], &state.v);
+                }
                 continue;
             }
-            let acc = &mut ws.acc[..population.size];
             for (j, (operand, x)) in population.operands.iter().zip(state.x.iter_mut()).enumerate() {
+                let acc = &mut ws.acc[..operand.len()];
                 let input_product = &state.input_products[j];
                 gather(operand, &inputs, input_product, earlier, acc, counts, &mut ws.scratch);
                 charge(self.dynamics, operand, acc, eta, x);
+                if let Some(index) = &operand.broadcast {
+                    let expanded = &mut ws.expanded[j][..population.size];
+                    index.for_each(population.size, |t, q| expanded[t] = x[q.expect("a broadcast has no holes")]);
+                }
             }
-            let x2 = state.x.get(1).unwrap_or(&state.x[0]);
+            let operand = |j: usize| -> &[F] {
+                match population.operands[j].broadcast {
+                    Some(_) => &ws.expanded[j][..population.size],
+                    None => &state.x[j],
+                }
+            };
+            let (x1, x2) = (operand(0), operand(population.operands.len() - 1));
             let how = Firing { isa: self.isa, dynamics: self.dynamics, kind: population.kind, eta };
-            fire_and_update(how, &state.x[0], x2, &mut state.v, &mut state.fired);
-            if population.dense_spikes {
-                state.spikes.fill(F::zero());
-                state.fired.iter().for_each(|&j| state.spikes[j as usize] = F::one());
+            fire_and_update(how, x1, x2, &mut state.v, &mut ws.fired);
+            state.count = ws.fired.len();
+            if population.listed_spikes {
+                state.fired.clear();
+                state.fired.extend_from_slice(&ws.fired);
             }
-            counts.spikes += state.fired.len() as u64;
+            if population.dense_spikes {
+                state.bits.fill(0);
+                ws.fired.iter().for_each(|&j| state.bits[j as usize / 64] |= 1 << (j % 64));
+            }
+            counts.spikes += state.count as u64;
             counts.neuron_updates += population.size as u64;
-            observer.population(t, index, &state.x, &state.fired, &state.v);
+            if observer.observes_populations() {
+                let estimates: Vec<Vec<F>> = (0..population.operands.len()).map(|j| operand(j).to_vec()).collect();
+                observer.population(t, index, &estimates, &ws.fired, &state.v);
+            }
         }
         let readout_input = &ws.readout_input_product;
         let counts = &mut ws.counters.readout;
@@ -695,25 +758,51 @@ fn compile_operand<F: Real>(
     encoder: EncoderKind,
     isa: isa::Isa,
 ) -> CompiledOperand<F> {
+    let compact = broadcast_form(operand);
+    let (blocks, bias, broadcast) = match &compact {
+        Some((blocks, bias, index)) => (blocks.clone(), bias.clone(), Some(index.clone())),
+        None => (operand.projections.iter().map(|p| p.block.clone()).collect(), operand.bias.to_vec(), None),
+    };
     let mut input_ones = Vec::new();
     if operand.projections.iter().any(|p| p.source == Source::Input) {
-        input_ones = vec![0.0; operand.len()];
-        for projection in operand.projections.iter().filter(|p| p.source == Source::Input) {
-            projection.block.multiply_add(&vec![1.0; projection.block.sources()], &mut input_ones);
+        input_ones = vec![0.0; bias.len()];
+        for (block, _) in blocks.iter().zip(&operand.projections).filter(|(_, p)| p.source == Source::Input) {
+            block.multiply_add(&vec![1.0; block.sources()], &mut input_ones);
         }
     }
+    let offset = match &compact {
+        None => network.operand_offset(operand, units),
+        Some(_) => {
+            let mut response = vec![0.0; bias.len()];
+            for (block, projection) in blocks.iter().zip(&operand.projections) {
+                let ones;
+                let source = match projection.source {
+                    Source::Input => {
+                        ones = vec![1.0; block.sources()];
+                        &ones
+                    }
+                    Source::Population(p) => &units[p],
+                };
+                block.multiply_add(source, &mut response);
+            }
+            response.iter().zip(&bias).map(|(a, c)| a + 2.0 * c).collect()
+        }
+    };
     CompiledOperand {
         input_ones: input_ones.into_iter().map(F::of).collect(),
-        bias: operand.bias.to_vec().into_iter().map(F::of).collect(),
-        offset: network.operand_offset(operand, units).into_iter().map(F::of).collect(),
+        bias: bias.into_iter().map(F::of).collect(),
+        offset: offset.into_iter().map(F::of).collect(),
+        broadcast,
         projections: operand
             .projections
             .iter()
-            .map(|p| {
+            .zip(&blocks)
+            .map(|(p, kernel_block)| {
                 let dense = match p.source {
                     Source::Input => !encoder.is_binary(),
                     Source::Population(q) => network.populations[q].kind.is_relay(),
                 };
+                // Counts are the network's: each neuron's synapses, whatever the kernel computes.
                 // An overlapping block's synapses are counted with the block they overlap.
                 let fan_out = if p.overlap { vec![0; p.block.sources()] } else { p.block.fan_out() };
                 let synapses = fan_out.iter().map(|&f| f as u64).sum();
@@ -724,7 +813,7 @@ fn compile_operand<F: Real>(
                 CompiledProjection {
                     source: p.source,
                     dense,
-                    kernel: Kernel::new(&p.block, isa),
+                    kernel: Kernel::new(kernel_block, isa),
                     sources: p.block.sources(),
                     // Real-valued sources count every synapse every step; a uniform fan-out
                     // needs no table.
@@ -736,6 +825,36 @@ fn compile_operand<F: Real>(
             })
             .collect(),
     }
+}
+
+/// An operand whose neurons each read one element of smaller vectors through one broadcast map
+/// (its constants and every projection a selection through that map, with one factor): the
+/// blocks and constants per element, and the map. `None` for any other operand.
+fn broadcast_form(operand: &Operand) -> Option<(Vec<SynapseBlock>, Vec<f64>, Index)> {
+    let (values, index) = operand.bias.parts();
+    if index.is_identity() || operand.projections.is_empty() {
+        return None;
+    }
+    let blocks = operand
+        .projections
+        .iter()
+        .map(|p| match &p.block {
+            SynapseBlock::Select(select)
+                if &select.source == index
+                    && select.sources == values.len()
+                    && matches!(select.scale, Scale::One | Scale::Uniform(_)) =>
+            {
+                Some(SynapseBlock::Select(SelectBlock {
+                    targets: values.len(),
+                    sources: values.len(),
+                    source: Index::Identity,
+                    scale: select.scale.clone(),
+                }))
+            }
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((blocks, values.to_vec(), index.clone()))
 }
 
 /// Accumulates `A u` for one operand into `acc`: events from spiking sources, products from
@@ -761,30 +880,46 @@ fn gather<F: Real>(
             counts.dense_macs += projection.synapses;
             continue;
         }
-        let (values, fired, spikes): (&[F], &[u32], &[F]) = match projection.source {
-            Source::Input => (inputs.emitted, inputs.fired, inputs.emitted),
-            Source::Population(p) => (&populations[p].v, &populations[p].fired, &populations[p].spikes),
+        let (values, fired, count): (&[F], &[u32], usize) = match projection.source {
+            Source::Input => (inputs.emitted, inputs.fired, inputs.fired.len()),
+            Source::Population(p) => (&populations[p].v, &populations[p].fired, populations[p].count),
         };
         if projection.dense {
             counts.dense_macs += projection.synapses;
         } else {
             counts.synaptic_events += match projection.uniform_fan_out {
-                Some(fan_out) => fired.len() as u64 * fan_out,
+                Some(fan_out) => count as u64 * fan_out,
                 None => fired.iter().map(|&j| projection.fan_out[j as usize] as u64).sum::<u64>(),
             };
         }
+        let mut spikes = std::mem::take(&mut scratch.spikes);
+        let spike_values: &[F] = match projection.source {
+            Source::Population(p) if !projection.dense && projection.kernel.reads_dense_spikes() => {
+                let n = projection.sources;
+                let bits = &populations[p].bits;
+                for (chunk, &word) in spikes[..n].chunks_mut(64).zip(bits) {
+                    for (k, s) in chunk.iter_mut().enumerate() {
+                        *s = if word >> k & 1 == 1 { F::one() } else { F::zero() };
+                    }
+                }
+                &spikes[..n]
+            }
+            _ => inputs.emitted,
+        };
         let Some(slot) = projection.shared else {
-            projection.add_product(values, fired, spikes, scratch, acc);
+            projection.add_product(values, fired, spike_values, scratch, acc);
+            scratch.spikes = spikes;
             continue;
         };
         let mut product = std::mem::take(&mut scratch.shared[slot]);
         if scratch.computed_at[slot] != inputs.t {
             product.fill(F::zero());
-            projection.add_product(values, fired, spikes, scratch, &mut product);
+            projection.add_product(values, fired, spike_values, scratch, &mut product);
             scratch.computed_at[slot] = inputs.t;
         }
         acc.iter_mut().zip(&product).for_each(|(a, &p)| *a += p);
         scratch.shared[slot] = product;
+        scratch.spikes = spikes;
     }
 }
 
