@@ -123,8 +123,20 @@ struct Around<F> {
     logical_targets: usize,
 }
 
+/// Blocks of at most this many synapses (other than plain convolutions) are delivered from the
+/// register-tiled layout of their explicit matrix: for small blocks it is the fastest kernel, and
+/// its memory stays bounded.
+const TILED_SYNAPSES: u64 = 1 << 21;
+
 impl<F: Real> Kernel<F> {
     fn new(block: &SynapseBlock, isa: isa::Isa) -> Self {
+        let plain_conv = matches!(block, SynapseBlock::Conv(conv) if conv.is_plain() && conv.target.is_identity());
+        let small = !matches!(block, SynapseBlock::Sparse { .. } | SynapseBlock::Diagonal { .. });
+        if small && !plain_conv && block.synapses() <= TILED_SYNAPSES {
+            let mut triplets = sprs::TriMat::new((block.targets(), block.sources()));
+            block.for_each_synapse(|target, source, w| triplets.add_triplet(target, source, F::of(w)));
+            return Kernel::Tiles(ColumnTiles::new(&triplets.to_csc()));
+        }
         match block {
             SynapseBlock::Sparse { matrix } => Kernel::Tiles(ColumnTiles::new(&matrix.map(|w| F::of(*w)))),
             SynapseBlock::Conv(conv) => {
