@@ -8,6 +8,7 @@ pub mod convert;
 pub mod data;
 pub mod engine;
 pub mod feasibility;
+pub mod memory;
 pub mod model;
 pub mod real;
 pub mod report;

@@ -338,6 +338,7 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     };
     let conversion = convert(&graph, &options).with_context(|| format!("cannot convert {}", args.model.display()))?;
     let network = conversion.network;
+    signgd::memory::release_free_memory();
     let conversion_time = started.elapsed();
     let raster_population = match &args.report {
         Some(_) => Some(raster_population(&network, args.raster_population.as_deref())?),
@@ -353,6 +354,7 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
         NeuronArg::If => "--neuron if".to_string(),
         NeuronArg::Signgd => "cannot simulate".to_string(),
     })?;
+    signgd::memory::release_free_memory();
     let checkpoints = settings.checkpoints.len();
     let total_outputs = checkpoints.saturating_mul(data.samples).saturating_mul(output_size);
     ensure!(

@@ -156,8 +156,12 @@ impl<F: Real> ConvGather<F> {
     /// Elements `scratch` must hold room for (see [`ConvScratch::new`]).
     pub fn scratch_len(conv: &ConvBlock<F>) -> usize {
         let s = Shape::of(conv);
-        let (_, _, row_len) = Self::layout(&s);
-        (s.in_c * s.in_h * s.in_w).max(s.in_h * s.in_w * row_len)
+        match Self::layout(&s) {
+            // Channels-last values, each repeated for the output channels it feeds.
+            (true, _, row_len) => s.in_h * s.in_w * row_len,
+            // The active sources listed per pixel and channel group.
+            (false, _, _) => s.in_c * s.in_h * s.in_w,
+        }
     }
 
     /// Writes the source values channels-last, each repeated for the output channels it feeds.

@@ -22,20 +22,22 @@ pub(super) struct Firing<F> {
     pub kind: NeuronKind,
     /// The step size.
     pub eta: F,
+    /// The index of the first neuron of the slice being fired (spikes are listed from it).
+    pub first: u32,
 }
 
-/// Fires and updates every neuron; `fired` receives the indices of those that emitted 1, in
-/// ascending order.
+/// Fires and updates every neuron of a slice; `fired` receives, appended in ascending order,
+/// the indices (from `how.first`) of those that emitted 1.
 pub(super) fn fire_and_update<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], fired: &mut Vec<u32>) {
-    let Firing { isa, dynamics, kind, eta } = how;
+    let Firing { isa, dynamics, kind, eta, first } = how;
     match isa {
-        Isa::Baseline => fire::<F, Scalar>(dynamics, kind, eta, x1, x2, v, fired),
+        Isa::Baseline => fire::<F, Scalar>(dynamics, kind, eta, first, x1, x2, v, fired),
         // SAFETY: `Isa::detect` found the feature on this CPU.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { fire_avx512(dynamics, kind, eta, x1, x2, v, fired) },
+        Isa::Avx512 => unsafe { fire_avx512(dynamics, kind, eta, first, x1, x2, v, fired) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { fire_avx2(dynamics, kind, eta, x1, x2, v, fired) },
+        Isa::Avx2 => unsafe { fire_avx2(dynamics, kind, eta, first, x1, x2, v, fired) },
     }
 }
 
@@ -45,12 +47,13 @@ unsafe fn fire_avx512<F: Real>(
     dynamics: Dynamics,
     kind: NeuronKind,
     eta: F,
+    first: u32,
     x1: &[F],
     x2: &[F],
     v: &mut [F],
     fired: &mut Vec<u32>,
 ) {
-    fire::<F, Compress>(dynamics, kind, eta, x1, x2, v, fired)
+    fire::<F, Compress>(dynamics, kind, eta, first, x1, x2, v, fired)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -59,12 +62,13 @@ unsafe fn fire_avx2<F: Real>(
     dynamics: Dynamics,
     kind: NeuronKind,
     eta: F,
+    first: u32,
     x1: &[F],
     x2: &[F],
     v: &mut [F],
     fired: &mut Vec<u32>,
 ) {
-    fire::<F, Scalar>(dynamics, kind, eta, x1, x2, v, fired)
+    fire::<F, Scalar>(dynamics, kind, eta, first, x1, x2, v, fired)
 }
 
 #[inline(always)]
@@ -72,16 +76,16 @@ fn fire<F: Real, L: ListSpikes>(
     dynamics: Dynamics,
     kind: NeuronKind,
     eta: F,
+    first: u32,
     x1: &[F],
     x2: &[F],
     v: &mut [F],
     fired: &mut Vec<u32>,
 ) {
-    fired.clear();
     let x2 = &x2[..v.len()];
     let x1 = &x1[..v.len()];
     if dynamics == Dynamics::Subgradient {
-        return update::<F, L>(v, x1, x2, 0, fired, |v, x1, _| {
+        return update::<F, L>(v, x1, x2, first, fired, |v, x1, _| {
             let spike = x1 - v > F::zero();
             let target = if spike { F::one() } else { F::zero() };
             (spike, v - eta * (v - target))
@@ -90,7 +94,7 @@ fn fire<F: Real, L: ListSpikes>(
     let step = |spike: bool, v: F| if spike { v - eta } else { v + eta };
     macro_rules! sign_gd {
         ($kind:expr) => {
-            update::<F, L>(v, x1, x2, 0, fired, |v, x1, x2| {
+            update::<F, L>(v, x1, x2, first, fired, |v, x1, x2| {
                 let spike = $kind.fires(v, x1, x2);
                 (spike, step(spike, v))
             })
@@ -111,7 +115,7 @@ fn fire<F: Real, L: ListSpikes>(
                 for (e, &x) in values.iter_mut().zip(x) {
                     *e = x * (F::one() / (F::one() + *e));
                 }
-                update::<F, L>(v, values, values, (c * GELU_CHUNK) as u32, fired, |v, gelu, _| {
+                update::<F, L>(v, values, values, first + (c * GELU_CHUNK) as u32, fired, |v, gelu, _| {
                     let spike = v > gelu;
                     (spike, step(spike, v))
                 });
@@ -241,9 +245,9 @@ mod tests {
                 let start: Vec<f32> = (0..n).map(|i| (i as f32 * 0.29).sin()).collect();
                 let (mut v_dispatched, mut v_portable) = (start.clone(), start);
                 let (mut fired_dispatched, mut fired_portable) = (Vec::new(), Vec::new());
-                let how = Firing { isa: Isa::detect(), dynamics, kind, eta: 0.1 };
+                let how = Firing { isa: Isa::detect(), dynamics, kind, eta: 0.1, first: 0 };
                 fire_and_update(how, &x1, &x2, &mut v_dispatched, &mut fired_dispatched);
-                fire::<f32, Scalar>(dynamics, kind, 0.1, &x1, &x2, &mut v_portable, &mut fired_portable);
+                fire::<f32, Scalar>(dynamics, kind, 0.1, 0, &x1, &x2, &mut v_portable, &mut fired_portable);
                 assert_eq!(fired_dispatched, fired_portable, "{kind:?}");
                 assert!(!fired_portable.is_empty() && fired_portable.len() < n, "{kind:?}");
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

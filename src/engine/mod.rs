@@ -19,7 +19,7 @@ pub use tiles::{ColumnTiles, TileScratch};
 use crate::real::Real;
 use crate::snn::{
     ConvBlock, EncoderKind, Index, Network, NetworkError, NeuronKind, Operand, Scale, Schedule, SelectBlock, Source,
-    SynapseBlock,
+    SynapseBlock, UnitOutputs,
 };
 
 /// The neuronal dynamics a network is simulated with.
@@ -123,6 +123,9 @@ struct Around<F> {
     logical_targets: usize,
 }
 
+/// Neurons fired together when some operand is kept per element and written out per neuron.
+const FIRE_SLICE: usize = 4096;
+
 /// Blocks of at most this many synapses (other than plain convolutions) are delivered from the
 /// register-tiled layout of their explicit matrix: for small blocks it is the fastest kernel, and
 /// its memory stays bounded.
@@ -131,7 +134,9 @@ const TILED_SYNAPSES: u64 = 1 << 21;
 impl<F: Real> Kernel<F> {
     fn new(block: &SynapseBlock, isa: isa::Isa) -> Self {
         let plain_conv = matches!(block, SynapseBlock::Conv(conv) if conv.is_plain() && conv.target.is_identity());
-        let small = !matches!(block, SynapseBlock::Sparse { .. } | SynapseBlock::Diagonal { .. });
+        // Selections through a map are as fast without an explicit matrix.
+        let small = matches!(block, SynapseBlock::Dense(_) | SynapseBlock::Conv(_))
+            || matches!(block, SynapseBlock::Select(select) if matches!(select.source, Index::Table { .. }));
         if small && !plain_conv && block.synapses() <= TILED_SYNAPSES {
             let mut triplets = sprs::TriMat::new((block.targets(), block.sources()));
             block.for_each_synapse(|target, source, w| triplets.add_triplet(target, source, F::of(w)));
@@ -517,14 +522,12 @@ impl<F: Real> Simulator<F> {
                     input_products: p.operands.iter().map(|o| vec![F::zero(); o.input_ones.len()]).collect(),
                 })
                 .collect(),
-            acc: vec![F::zero(); self.populations.iter().map(|p| p.size).max().unwrap_or(0)],
+            acc: vec![F::zero(); self.populations.iter().flat_map(|p| &p.operands).map(|o| o.len()).max().unwrap_or(0)],
             fired: Vec::with_capacity(self.populations.iter().map(|p| p.size).max().unwrap_or(0)),
-            expanded: (0..2)
-                .map(|j| {
-                    let broadcast = |p: &&CompiledPopulation<F>| p.operands.get(j).is_some_and(|o| o.broadcast.is_some());
-                    vec![F::zero(); self.populations.iter().filter(broadcast).map(|p| p.size).max().unwrap_or(0)]
-                })
-                .collect(),
+            expanded: {
+                let broadcast = self.populations.iter().any(|p| p.operands.iter().any(|o| o.broadcast.is_some()));
+                vec![vec![F::zero(); if broadcast { FIRE_SLICE } else { 0 }]; 2]
+            },
             readout_acc: vec![F::zero(); self.output_size],
             readout_input_product: vec![F::zero(); self.readout.input_ones.len()],
             scratch: Scratch {
@@ -532,7 +535,10 @@ impl<F: Real> Simulator<F> {
                 every_source: (0..self.largest_source() as u32).collect(),
                 tiles: TileScratch::default(),
                 structured: StructuredScratch::default(),
-                spikes: vec![F::zero(); self.populations.iter().filter(|p| p.dense_spikes).map(|p| p.size).max().unwrap_or(0)],
+                spikes: vec![
+                    F::zero();
+                    self.populations.iter().filter(|p| p.dense_spikes).map(|p| p.size).max().unwrap_or(0)
+                ],
                 shared: self.shared_sizes.iter().map(|&n| vec![F::zero(); n]).collect(),
                 computed_at: vec![0; self.shared_sizes.len()],
             },
@@ -636,20 +642,30 @@ impl<F: Real> Simulator<F> {
                 let input_product = &state.input_products[j];
                 gather(operand, &inputs, input_product, earlier, acc, counts, &mut ws.scratch);
                 charge(self.dynamics, operand, acc, eta, x);
-                if let Some(index) = &operand.broadcast {
-                    let expanded = &mut ws.expanded[j][..population.size];
-                    index.for_each(population.size, |t, q| expanded[t] = x[q.expect("a broadcast has no holes")]);
+            }
+            ws.fired.clear();
+            let how = Firing { isa: self.isa, dynamics: self.dynamics, kind: population.kind, eta, first: 0 };
+            let last = population.operands.len() - 1;
+            if population.operands.iter().all(|o| o.broadcast.is_none()) {
+                fire_and_update(how, &state.x[0], &state.x[last], &mut state.v, &mut ws.fired);
+            } else {
+                // Operands kept per element are written out per neuron a slice at a time.
+                for start in (0..population.size).step_by(FIRE_SLICE) {
+                    let end = (start + FIRE_SLICE).min(population.size);
+                    for (j, operand) in population.operands.iter().enumerate() {
+                        let slice = &mut ws.expanded[j][..end - start];
+                        match &operand.broadcast {
+                            Some(index) => index.for_each_in(start, end, |t, q| {
+                                slice[t - start] = state.x[j][q.expect("a broadcast has no holes")]
+                            }),
+                            None => slice.copy_from_slice(&state.x[j][start..end]),
+                        }
+                    }
+                    let how = Firing { first: start as u32, ..how };
+                    let (x1, x2) = (&ws.expanded[0][..end - start], &ws.expanded[last][..end - start]);
+                    fire_and_update(how, x1, x2, &mut state.v[start..end], &mut ws.fired);
                 }
             }
-            let operand = |j: usize| -> &[F] {
-                match population.operands[j].broadcast {
-                    Some(_) => &ws.expanded[j][..population.size],
-                    None => &state.x[j],
-                }
-            };
-            let (x1, x2) = (operand(0), operand(population.operands.len() - 1));
-            let how = Firing { isa: self.isa, dynamics: self.dynamics, kind: population.kind, eta };
-            fire_and_update(how, x1, x2, &mut state.v, &mut ws.fired);
             state.count = ws.fired.len();
             if population.listed_spikes {
                 state.fired.clear();
@@ -662,7 +678,15 @@ impl<F: Real> Simulator<F> {
             counts.spikes += state.count as u64;
             counts.neuron_updates += population.size as u64;
             if observer.observes_populations() {
-                let estimates: Vec<Vec<F>> = (0..population.operands.len()).map(|j| operand(j).to_vec()).collect();
+                let estimates: Vec<Vec<F>> = population
+                    .operands
+                    .iter()
+                    .zip(&state.x)
+                    .map(|(operand, x)| match &operand.broadcast {
+                        Some(index) => (0..population.size).map(|t| x[index.get(t).expect("no holes")]).collect(),
+                        None => x.clone(),
+                    })
+                    .collect();
                 observer.population(t, index, &estimates, &ws.fired, &state.v);
             }
         }
@@ -766,7 +790,7 @@ fn input_product<F: Real>(operand: &CompiledOperand<F>, input: &[F], scratch: &m
 fn compile_operand<F: Real>(
     network: &Network,
     operand: &Operand,
-    units: &[Vec<f64>],
+    units: &UnitOutputs,
     encoder: EncoderKind,
     isa: isa::Isa,
 ) -> CompiledOperand<F> {
@@ -787,15 +811,7 @@ fn compile_operand<F: Real>(
         Some(_) => {
             let mut response = vec![0.0; bias.len()];
             for (block, projection) in blocks.iter().zip(&operand.projections) {
-                let ones;
-                let source = match projection.source {
-                    Source::Input => {
-                        ones = vec![1.0; block.sources()];
-                        &ones
-                    }
-                    Source::Population(p) => &units[p],
-                };
-                block.multiply_add(source, &mut response);
+                block.multiply_add(&units.of(projection.source)[..block.sources()], &mut response);
             }
             response.iter().zip(&bias).map(|(a, c)| a + 2.0 * c).collect()
         }

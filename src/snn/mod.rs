@@ -132,6 +132,25 @@ impl Population {
     }
 }
 
+/// What every source emits when every neuron and the encoder emit 1 (see
+/// [`Network::unit_outputs`]).
+pub struct UnitOutputs {
+    /// Per population, a relay's response (`None` for neurons, which emit 1).
+    relays: Vec<Option<Vec<f64>>>,
+    /// Ones, as many as the largest source has elements.
+    ones: Vec<f64>,
+}
+
+impl UnitOutputs {
+    /// The output of `source` (at least as long as the source; ones for neurons and the input).
+    pub fn of(&self, source: Source) -> &[f64] {
+        match source {
+            Source::Population(p) => self.relays.get(p).and_then(Option::as_deref).unwrap_or(&self.ones),
+            Source::Input => &self.ones,
+        }
+    }
+}
+
 /// A spiking network: encoder input, populations in topological order, and the readout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Network {
@@ -164,41 +183,31 @@ impl Network {
         }
     }
 
-    /// What each population emits when every neuron and the encoder emit 1: ones for neurons,
-    /// and for a relay its linear response to those ones.
-    pub fn unit_outputs(&self) -> Vec<Vec<f64>> {
-        let mut units: Vec<Vec<f64>> = Vec::with_capacity(self.populations.len());
-        let input = vec![1.0; self.input_size()];
+    /// What each source emits when every neuron and the encoder emit 1: ones for neurons and
+    /// the input, and for a relay its linear response to those ones.
+    pub fn unit_outputs(&self) -> UnitOutputs {
+        let largest = self.populations.iter().map(Population::size).chain([self.input_size()]).max().unwrap_or(0);
+        let mut units = UnitOutputs { relays: Vec::with_capacity(self.populations.len()), ones: vec![1.0; largest] };
         for population in &self.populations {
-            let unit = if population.kind.is_relay() {
+            let unit = population.kind.is_relay().then(|| {
                 let mut acc = vec![0.0; population.size()];
                 for projection in population.operands.iter().flat_map(|o| &o.projections) {
-                    let source = match projection.source {
-                        Source::Input => &input,
-                        Source::Population(p) => &units[p],
-                    };
+                    let source = &units.of(projection.source)[..projection.block.sources()];
                     projection.block.multiply_add(source, &mut acc);
                 }
                 acc
-            } else {
-                vec![1.0; population.size()]
-            };
-            units.push(unit);
+            });
+            units.relays.push(unit);
         }
         units
     }
 
     /// The constant offset `o = A 1 + 2 c` of an operand, with `units` from
     /// [`Network::unit_outputs`] standing for "every source emits 1".
-    pub fn operand_offset(&self, operand: &Operand, units: &[Vec<f64>]) -> Vec<f64> {
+    pub fn operand_offset(&self, operand: &Operand, units: &UnitOutputs) -> Vec<f64> {
         let mut response = vec![0.0; operand.len()];
-        let input = vec![1.0; self.input_size()];
         for projection in &operand.projections {
-            let source = match projection.source {
-                Source::Input => &input,
-                Source::Population(p) => &units[p],
-            };
-            projection.block.multiply_add(source, &mut response);
+            projection.block.multiply_add(&units.of(projection.source)[..projection.block.sources()], &mut response);
         }
         response.iter().enumerate().map(|(t, a)| a + 2.0 * operand.bias.get(t)).collect()
     }

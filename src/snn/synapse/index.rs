@@ -98,30 +98,45 @@ impl Index {
 
     /// Calls `visit(logical, physical)` for the first `count` logical elements, in order.
     #[inline]
-    pub fn for_each(&self, count: usize, mut visit: impl FnMut(usize, Option<usize>)) {
+    pub fn for_each(&self, count: usize, visit: impl FnMut(usize, Option<usize>)) {
+        self.for_each_in(0, count, visit)
+    }
+
+    /// Calls `visit(logical, physical)` for the logical elements `start..end`, in order.
+    #[inline]
+    pub fn for_each_in(&self, start: usize, end: usize, mut visit: impl FnMut(usize, Option<usize>)) {
         match self {
-            Index::Identity => (0..count).for_each(|i| visit(i, Some(i))),
+            Index::Identity => (start..end).for_each(|i| visit(i, Some(i))),
             Index::Table { entries } => {
-                for (i, &p) in entries[..count].iter().enumerate() {
-                    visit(i, (p != NONE).then_some(p as usize));
+                for (i, &p) in entries[start..end].iter().enumerate() {
+                    visit(start + i, (p != NONE).then_some(p as usize));
                 }
             }
             Index::Strided { shape, strides, offset } => {
                 let rank = shape.len();
                 if rank == 0 {
-                    if count > 0 {
+                    if start == 0 && end > 0 {
                         visit(0, Some(*offset));
                     }
                     return;
                 }
                 let (inner, inner_stride) = (shape[rank - 1], strides[rank - 1]);
+                // The multi-index of the first element of `start`'s innermost run.
                 let mut counter = vec![0usize; rank];
+                let mut rest = start / inner;
                 let mut base = *offset;
-                let mut i = 0;
-                while i < count {
-                    for k in 0..inner.min(count - i) {
+                for axis in (0..rank - 1).rev() {
+                    counter[axis] = rest % shape[axis];
+                    base += counter[axis] * strides[axis];
+                    rest /= shape[axis];
+                }
+                let mut i = start - start % inner;
+                let mut skip = start % inner;
+                while i < end {
+                    for k in skip..inner.min(end - i) {
                         visit(i + k, Some(base + k * inner_stride));
                     }
+                    skip = 0;
                     i += inner;
                     // Advance the outer axes like an odometer.
                     let mut axis = rank - 1;
@@ -251,6 +266,15 @@ mod tests {
         let mut seen = Vec::new();
         index.for_each(6, |i, p| seen.push((i, p.unwrap())));
         assert_eq!(seen, vec![(0, 0), (1, 3), (2, 1), (3, 4), (4, 2), (5, 5)]);
+        let mut part = Vec::new();
+        index.for_each_in(1, 4, |i, p| part.push((i, p.unwrap())));
+        assert_eq!(part, vec![(1, 3), (2, 1), (3, 4)]);
+        let cube = Index::Strided { shape: vec![3, 4, 5], strides: vec![1, 3, 12], offset: 7 };
+        for (a, b) in [(0, 60), (7, 8), (13, 41), (55, 60)] {
+            let mut got = Vec::new();
+            cube.for_each_in(a, b, |i, p| got.push((i, p)));
+            assert_eq!(got, (a..b).map(|i| (i, cube.get(i))).collect::<Vec<_>>(), "{a}..{b}");
+        }
         assert_eq!(index.inverse(6, 6).unwrap(), vec![0, 2, 4, 1, 3, 5]);
     }
 
