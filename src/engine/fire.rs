@@ -29,59 +29,32 @@ pub(super) struct Firing<F> {
 /// Fires and updates every neuron of a slice; `fired` receives, appended in ascending order,
 /// the indices (from `how.first`) of those that emitted 1.
 pub(super) fn fire_and_update<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], fired: &mut Vec<u32>) {
-    let Firing { isa, dynamics, kind, eta, first } = how;
-    match isa {
-        Isa::Baseline => fire::<F, Scalar>(dynamics, kind, eta, first, x1, x2, v, fired),
+    match how.isa {
+        Isa::Baseline => fire::<F, Scalar>(how, x1, x2, v, fired),
         // SAFETY: `Isa::detect` found the feature on this CPU.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { fire_avx512(dynamics, kind, eta, first, x1, x2, v, fired) },
+        Isa::Avx512 => unsafe { fire_avx512(how, x1, x2, v, fired) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { fire_avx2(dynamics, kind, eta, first, x1, x2, v, fired) },
+        Isa::Avx2 => unsafe { fire_avx2(how, x1, x2, v, fired) },
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn fire_avx512<F: Real>(
-    dynamics: Dynamics,
-    kind: NeuronKind,
-    eta: F,
-    first: u32,
-    x1: &[F],
-    x2: &[F],
-    v: &mut [F],
-    fired: &mut Vec<u32>,
-) {
-    fire::<F, Compress>(dynamics, kind, eta, first, x1, x2, v, fired)
+unsafe fn fire_avx512<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], fired: &mut Vec<u32>) {
+    fire::<F, Compress>(how, x1, x2, v, fired)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn fire_avx2<F: Real>(
-    dynamics: Dynamics,
-    kind: NeuronKind,
-    eta: F,
-    first: u32,
-    x1: &[F],
-    x2: &[F],
-    v: &mut [F],
-    fired: &mut Vec<u32>,
-) {
-    fire::<F, Scalar>(dynamics, kind, eta, first, x1, x2, v, fired)
+unsafe fn fire_avx2<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], fired: &mut Vec<u32>) {
+    fire::<F, Scalar>(how, x1, x2, v, fired)
 }
 
 #[inline(always)]
-fn fire<F: Real, L: ListSpikes>(
-    dynamics: Dynamics,
-    kind: NeuronKind,
-    eta: F,
-    first: u32,
-    x1: &[F],
-    x2: &[F],
-    v: &mut [F],
-    fired: &mut Vec<u32>,
-) {
+fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], fired: &mut Vec<u32>) {
+    let Firing { dynamics, kind, eta, first, .. } = how;
     let x2 = &x2[..v.len()];
     let x1 = &x1[..v.len()];
     if dynamics == Dynamics::Subgradient {
@@ -247,7 +220,13 @@ mod tests {
                 let (mut fired_dispatched, mut fired_portable) = (Vec::new(), Vec::new());
                 let how = Firing { isa: Isa::detect(), dynamics, kind, eta: 0.1, first: 0 };
                 fire_and_update(how, &x1, &x2, &mut v_dispatched, &mut fired_dispatched);
-                fire::<f32, Scalar>(dynamics, kind, 0.1, 0, &x1, &x2, &mut v_portable, &mut fired_portable);
+                fire::<f32, Scalar>(
+                    Firing { isa: Isa::Baseline, ..how },
+                    &x1,
+                    &x2,
+                    &mut v_portable,
+                    &mut fired_portable,
+                );
                 assert_eq!(fired_dispatched, fired_portable, "{kind:?}");
                 assert!(!fired_portable.is_empty() && fired_portable.len() < n, "{kind:?}");
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

@@ -104,7 +104,7 @@ pub struct DenseKernel<F> {
 /// The largest power of two at most `limit` that divides `n`.
 fn dividing_chunk(n: usize, limit: usize) -> usize {
     let mut chunk = 1;
-    while chunk * 2 <= limit && n % (chunk * 2) == 0 {
+    while chunk * 2 <= limit && n.is_multiple_of(chunk * 2) {
         chunk *= 2;
     }
     chunk
@@ -282,7 +282,7 @@ fn dot<F: Real>(w: &[F], x: &[F]) -> F {
     while width > 1 {
         width /= 2;
         for j in 0..width {
-            sums[j] = sums[j] + sums[j + width];
+            sums[j] += sums[j + width];
         }
     }
     sums[0]
