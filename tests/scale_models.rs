@@ -124,9 +124,11 @@ fn structured_kernels_agree_with_sparse_matrices() {
         let (_, input, _, conversion) = load(name);
         let config = SimConfig::reference(vec![4, 16]);
         let x: Vec<f64> = input.iter().copied().collect();
-        let structured = simulate_inputs::<f64>(&conversion.network, &config, &[x.clone()], 2, &|_| {}).unwrap();
+        let structured =
+            simulate_inputs::<f64>(&conversion.network, &config, std::slice::from_ref(&x), 2, &|_| {}).unwrap();
         let sparse =
-            simulate_inputs::<f64>(&as_sparse(&conversion.network), &config, &[x.clone()], 1, &|_| {}).unwrap();
+            simulate_inputs::<f64>(&as_sparse(&conversion.network), &config, std::slice::from_ref(&x), 1, &|_| {})
+                .unwrap();
         for (a, b) in structured.outputs.iter().zip(&sparse.outputs) {
             assert!((a - b).abs() <= 1e-9 * (1.0 + b.abs()), "{name}: structured {a} vs sparse {b}");
         }
