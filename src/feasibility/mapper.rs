@@ -10,7 +10,7 @@
 //! with a suggestion, and the neuron is placed on a core of its own so the count of cores stays
 //! meaningful.
 //!
-//! Everything is counted from the structure of the synapse blocks ([`reach`]), in memory
+//! Everything is counted from the structure of the synapse blocks (see `reach`), in memory
 //! proportional to the neurons and time proportional to the neurons times the kernel taps of a
 //! convolution, never to the synapses.
 //!
@@ -19,11 +19,11 @@
 
 mod reach;
 
-use reach::Reader;
+use reach::{Footprint, Reader};
 
 use super::profile::{MemoryModel, Profile, SpikeKind, TwoOperand};
 use super::{PopulationPlacement, Requirement, TargetReport, Violation};
-use crate::snn::{Network, NeuronKind, Operand, Projection, Source, SynapseBlock};
+use crate::snn::{Network, NeuronKind, Operand, Source, SynapseBlock};
 
 /// Settings of a mapping.
 #[derive(Clone, Debug)]
@@ -106,8 +106,8 @@ impl<'a> Mapper<'a> {
                 neurons: unit.neurons,
                 compartments_per_neuron: cost,
                 cores: placement.cores,
-                max_fan_in: unit.max_fan_in,
-                max_synapses_per_neuron: unit.max_synapses as u64,
+                max_fan_in: unit.max_fan_in as u32,
+                max_synapses_per_neuron: unit.max_synapses,
                 synapses: unit.total_synapses,
             })
             .collect();
@@ -137,13 +137,11 @@ struct Unit<'a> {
     two_operands: bool,
     /// What the neurons read, one reader per source.
     readers: Vec<Reader<'a>>,
-    /// Synapses reaching each neuron.
-    synapses: Vec<u32>,
-    /// Distinct source neurons of each neuron.
-    distinct: Vec<u32>,
+    /// Per reader: whether it brings any synapse.
+    feeds: Vec<bool>,
     total_synapses: u64,
-    max_synapses: u32,
-    max_fan_in: u32,
+    max_synapses: u64,
+    max_fan_in: u64,
     stored_weights: u64,
     /// Input channels and kernel of the widest convolution feeding it, for suggestions.
     conv: Option<(usize, usize, usize)>,
@@ -152,21 +150,33 @@ struct Unit<'a> {
 impl<'a> Unit<'a> {
     fn new(name: String, kind: String, neurons: usize, two_operands: bool, operands: &'a [Operand]) -> Self {
         let readers = Reader::of(operands);
-        let synapses = synapses_per_neuron(operands, neurons);
-        let distinct = distinct_per_neuron(&readers, neurons);
+        let mut feeds = vec![false; readers.len()];
+        let (mut total_synapses, mut max_synapses, mut max_fan_in) = (0, 0, 0);
+        let mut footprint = Footprint::new(&readers);
+        for t in 0..neurons {
+            footprint.read(&readers, t);
+            total_synapses += footprint.synapses;
+            max_synapses = max_synapses.max(footprint.synapses);
+            max_fan_in = max_fan_in.max(footprint.distinct);
+            footprint.keys.iter().for_each(|&(r, _, live)| feeds[r as usize] |= live > 0);
+        }
         Unit {
             name,
             kind,
             neurons,
             two_operands,
-            total_synapses: synapses.iter().map(|&s| s as u64).sum(),
-            max_synapses: synapses.iter().copied().max().unwrap_or(0),
-            max_fan_in: distinct.iter().copied().max().unwrap_or(0),
-            stored_weights: counted(operands).map(|p| p.block.stored_weights() as u64).sum(),
-            conv: widest_conv(operands),
             readers,
-            synapses,
-            distinct,
+            feeds,
+            total_synapses,
+            max_synapses,
+            max_fan_in,
+            stored_weights: operands
+                .iter()
+                .flat_map(|o| &o.projections)
+                .filter(|p| !p.overlap)
+                .map(|p| p.block.stored_weights() as u64)
+                .sum(),
+            conv: widest_conv(operands),
         }
     }
 
@@ -180,44 +190,10 @@ impl<'a> Unit<'a> {
     }
 }
 
-/// The projections whose synapses count (not marked as overlapping another).
-fn counted(operands: &[Operand]) -> impl Iterator<Item = &Projection> {
-    operands.iter().flat_map(|o| &o.projections).filter(|p| !p.overlap)
-}
-
-/// Synapses reaching each of `neurons` targets: the sum of the blocks' fan-in.
-fn synapses_per_neuron(operands: &[Operand], neurons: usize) -> Vec<u32> {
-    let mut synapses = vec![0u32; neurons];
-    for projection in counted(operands) {
-        synapses.iter_mut().zip(projection.block.fan_in()).for_each(|(s, f)| *s += f);
-    }
-    synapses
-}
-
-/// Distinct source neurons of each of `neurons` targets: the live sources of the keys each
-/// reads, keys visited twice by one neuron counted once.
-fn distinct_per_neuron(readers: &[Reader<'_>], neurons: usize) -> Vec<u32> {
-    let mut distinct = vec![0u32; neurons];
-    for reader in readers {
-        let mut seen = if reader.repeats() { vec![u32::MAX; reader.keys()] } else { Vec::new() };
-        for (t, count) in distinct.iter_mut().enumerate() {
-            reader.for_each_key(t, |key, live| {
-                if !reader.repeats() {
-                    *count += live;
-                } else if seen[key] != t as u32 {
-                    seen[key] = t as u32;
-                    *count += live;
-                }
-            });
-        }
-    }
-    distinct
-}
-
 /// Input channels per group and kernel of the convolution with the most taps per neuron.
 fn widest_conv(operands: &[Operand]) -> Option<(usize, usize, usize)> {
     let mut widest = None;
-    for projection in counted(operands) {
+    for projection in operands.iter().flat_map(|o| &o.projections).filter(|p| !p.overlap) {
         if let SynapseBlock::Conv(c) = &projection.block {
             let per_group = c.in_shape[0] / c.groups.max(1);
             if widest.is_none_or(|(ci, kh, kw): (usize, usize, usize)| {
@@ -271,11 +247,10 @@ fn place_all_split(
 
 /// Which keys of a unit's readers are on the core being filled, and how many cores read each.
 struct Marks {
-    /// Per reader and key: the last core that read the key, or a trial mark.
+    /// Per reader and key: the last core that read the key.
     stamps: Vec<Vec<u32>>,
     /// Per reader and key: the cores that read it.
     reached: Vec<Vec<u32>>,
-    trials: u32,
 }
 
 impl Marks {
@@ -283,37 +258,23 @@ impl Marks {
         Marks {
             stamps: unit.readers.iter().map(|r| vec![u32::MAX; r.keys()]).collect(),
             reached: unit.readers.iter().map(|r| vec![0; r.keys()]).collect(),
-            trials: 0,
         }
     }
 
-    /// Source neurons of neuron `t` not yet on `core`.
-    fn new_sources(&mut self, unit: &Unit<'_>, t: usize, core: u32) -> u64 {
-        // Trial marks have the high bit set and never equal the initial u32::MAX.
-        self.trials = (self.trials + 1) % 0x7FFF_FFFE;
-        let trial = 0x8000_0000 | self.trials;
-        let mut new = 0u64;
-        for (reader, stamps) in unit.readers.iter().zip(&mut self.stamps) {
-            reader.for_each_key(t, |key, live| {
-                let mark = &mut stamps[key];
-                if *mark != core && *mark != trial {
-                    *mark = trial;
-                    new += live as u64;
-                }
-            });
-        }
-        new
+    /// Source neurons of the neuron read into `footprint` not yet on `core`.
+    fn new_sources(&self, footprint: &Footprint, core: u32) -> u64 {
+        let off_core = |&&(r, key, _): &&(u32, u32, u32)| self.stamps[r as usize][key as usize] != core;
+        footprint.keys.iter().filter(off_core).map(|&(_, _, live)| live as u64).sum()
     }
 
-    /// Puts the source neurons of neuron `t` on `core`.
-    fn commit(&mut self, unit: &Unit<'_>, t: usize, core: u32) {
-        for ((reader, stamps), reached) in unit.readers.iter().zip(&mut self.stamps).zip(&mut self.reached) {
-            reader.for_each_key(t, |key, _| {
-                if stamps[key] != core {
-                    stamps[key] = core;
-                    reached[key] += 1;
-                }
-            });
+    /// Puts the source neurons of the neuron read into `footprint` on `core`.
+    fn commit(&mut self, footprint: &Footprint, core: u32) {
+        for &(r, key, _) in &footprint.keys {
+            let stamp = &mut self.stamps[r as usize][key as usize];
+            if *stamp != core {
+                *stamp = core;
+                self.reached[r as usize][key as usize] += 1;
+            }
         }
     }
 }
@@ -334,6 +295,7 @@ fn place_split(
     let memory_cap = profile.synapses_in(profile.synaptic_memory_bytes_per_core);
     let shared_memory = profile.memory_model == MemoryModel::PerStoredWeight;
     let mut marks = Marks::new(unit);
+    let mut footprint = Footprint::new(&unit.readers);
     let mut starts = Vec::new();
     let (mut core, mut neurons, mut axons, mut memory, mut outputs) = (0u32, 0u64, 0u64, 0u64, 0u64);
     let mut empty = true;
@@ -347,9 +309,10 @@ fn place_split(
         bump(3, cost);
     }
     for (t, &own_out) in dest.iter().enumerate() {
-        let own_memory = if shared_memory { unit.stored_weights } else { unit.synapses[t] as u64 };
+        footprint.read(&unit.readers, t);
+        let own_memory = if shared_memory { unit.stored_weights } else { footprint.synapses };
         let own_out = own_out as u64;
-        let fan_in = unit.distinct[t] as u64;
+        let fan_in = footprint.distinct;
         if fan_in > axon_cap {
             bump(0, fan_in);
         }
@@ -360,13 +323,13 @@ fn place_split(
             bump(2, own_out);
         }
         loop {
-            let new = marks.new_sources(unit, t, core);
+            let new = marks.new_sources(&footprint, core);
             let fits = neurons + cost <= neuron_cap
                 && axons + new <= axon_cap
                 && (shared_memory || memory + own_memory <= memory_cap)
                 && outputs + own_out <= out_cap;
             if fits || empty {
-                marks.commit(unit, t, core);
+                marks.commit(&footprint, core);
                 if empty {
                     starts.push(t as u32);
                 }
@@ -437,7 +400,7 @@ fn suggestion(slot: usize, unit: &Unit<'_>, cost: u64, profile: &Profile, cap: u
                 cap / (kh * kw) as u64
             ),
             _ => {
-                let fan_in = unit.max_fan_in as u64;
+                let fan_in = unit.max_fan_in;
                 format!(
                     "split each neuron's {fan_in} inputs into {} groups of ≤ {cap} (partial-sum populations whose outputs the neuron adds)",
                     fan_in.div_ceil(cap)
@@ -492,7 +455,8 @@ fn neuron_fan_out(unit: &Unit<'_>, dest: &[u32], profile: &Profile) -> Option<Vi
 
 /// The destination cores of every core of every population: per consumer core, the distinct
 /// keys its neurons read, each expanded to its sources' cores. Time proportional to the sources
-/// reaching each consumer core (once per source and consumer when populations are not split).
+/// reaching each consumer core; a consumer on one core reading a population on one core makes
+/// one pair if any synapse joins them.
 struct CoreFanOut {
     /// Per population and core: distinct (consumer, core) pairs it feeds.
     pairs: Vec<Vec<u64>>,
@@ -511,41 +475,56 @@ impl CoreFanOut {
         let mut fan_out =
             CoreFanOut { pairs: per_core(0), last: per_core(u64::MAX), consumers: vec![Vec::new(); populations] };
         for (c, consumer) in units.iter().enumerate() {
-            for reader in &consumer.readers {
-                if let Source::Population(u) = reader.source {
-                    fan_out.add(c, consumer, reader, &placements[c], &placements[u], u);
+            let sources = |r: usize| match consumer.readers[r].source {
+                Source::Population(u) => Some(u),
+                Source::Input => None,
+            };
+            let whole = placements[c].cores <= 1
+                && (0..consumer.readers.len()).filter_map(sources).all(|u| placements[u].cores <= 1);
+            if whole {
+                for (r, u) in (0..consumer.readers.len()).filter_map(|r| Some((r, sources(r)?))) {
+                    if consumer.feeds[r] {
+                        fan_out.pairs[u][0] += 1;
+                        fan_out.consumers[u].push(c);
+                    }
                 }
+            } else {
+                fan_out.add(c, consumer, placements);
             }
         }
         fan_out
     }
 
-    /// Adds the pairs that `reader` of consumer `c` (placed at `to`) makes with population `u`
-    /// (placed at `from`).
-    fn add(&mut self, c: usize, consumer: &Unit<'_>, reader: &Reader<'_>, to: &Placement, from: &Placement, u: usize) {
-        let mut stamps = vec![u32::MAX; reader.keys()];
-        let mut any = false;
-        let (pairs, last) = (&mut self.pairs[u], &mut self.last[u]);
+    /// Adds the pairs that consumer `c`'s cores make with the populations it reads.
+    fn add(&mut self, c: usize, consumer: &Unit<'_>, placements: &[Placement]) {
+        let mut stamps: Vec<Vec<u32>> = consumer.readers.iter().map(|r| vec![u32::MAX; r.keys()]).collect();
+        let mut footprint = Footprint::new(&consumer.readers);
         for t in 0..consumer.neurons {
-            let core = to.core_of(t) as u32;
+            let core = placements[c].core_of(t) as u32;
             let pair = ((c as u64) << 32) | core as u64;
-            reader.for_each_key(t, |key, _| {
-                if stamps[key] == core {
-                    return;
+            footprint.read(&consumer.readers, t);
+            for &(r, key, _) in &footprint.keys {
+                let reader = &consumer.readers[r as usize];
+                let Source::Population(u) = reader.source else { continue };
+                let stamp = &mut stamps[r as usize][key as usize];
+                if *stamp == core {
+                    continue;
                 }
-                stamps[key] = core;
-                reader.for_each_source(key, |p| {
-                    any = true;
-                    let source_core = from.core_of(p);
+                *stamp = core;
+                let (pairs, last) = (&mut self.pairs[u], &mut self.last[u]);
+                reader.for_each_source(key as usize, |p| {
+                    let source_core = placements[u].core_of(p);
                     if last[source_core] != pair {
                         last[source_core] = pair;
                         pairs[source_core] += 1;
                     }
                 });
-            });
+            }
         }
-        if any {
-            self.consumers[u].push(c);
+        for (r, reader) in consumer.readers.iter().enumerate() {
+            if let (Source::Population(u), true) = (reader.source, consumer.feeds[r]) {
+                self.consumers[u].push(c);
+            }
         }
     }
 }

@@ -12,8 +12,9 @@
 //!
 //! A block whose source map reads an element twice (a broadcast), an explicit sparse matrix, and
 //! several blocks from the same source into one population are read source by source instead:
-//! their keys are the physical sources themselves, visited once per synapse (a sparse matrix is
-//! bounded by the conversion's budget; the others are elementwise selections in practice).
+//! their keys are the physical sources themselves, visited once per synapse. A sparse matrix is
+//! bounded by the conversion's budget; several blocks from one source are, in the converted
+//! models, the two selections of a max pooling; no converted model has the first case.
 
 use crate::snn::{ConvBlock, DenseBlock, Index, Operand, SelectBlock, Source, SynapseBlock};
 
@@ -52,11 +53,6 @@ impl<'a> Reader<'a> {
         Reader { source, sources: blocks[0].sources(), reaches, expanded }
     }
 
-    /// Whether a neuron may visit the same key twice.
-    pub fn repeats(&self) -> bool {
-        self.expanded
-    }
-
     /// Size of the key space.
     pub fn keys(&self) -> usize {
         if self.expanded {
@@ -66,14 +62,15 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Calls `visit(key, live sources behind it)` for every key physical target `t` reads.
+    /// Calls `visit(key, live sources behind it)` for every key physical target `t` reads (a key
+    /// twice where the reader is expanded and two synapses join the same pair).
     #[inline]
-    pub fn for_each_key(&self, t: usize, mut visit: impl FnMut(usize, u32)) {
+    fn for_each_key(&self, t: usize, cursors: &mut [Cursor], mut visit: impl FnMut(usize, u32)) {
         if !self.expanded {
-            return self.reaches[0].for_each_key(t, visit);
+            return self.reaches[0].for_each_key(t, &mut cursors[0], visit);
         }
-        for reach in &self.reaches {
-            reach.for_each_key(t, |key, _| reach.for_each_source(key, |p| visit(p, 1)));
+        for (reach, cursor) in self.reaches.iter().zip(cursors) {
+            reach.for_each_key(t, cursor, |key, _| reach.for_each_source(key, |p| visit(p, 1)));
         }
     }
 
@@ -141,7 +138,7 @@ impl<'a> Reach<'a> {
     }
 
     #[inline]
-    fn for_each_key(&self, t: usize, mut visit: impl FnMut(usize, u32)) {
+    fn for_each_key(&self, t: usize, cursor: &mut Cursor, mut visit: impl FnMut(usize, u32)) {
         match self {
             Reach::Conv { block, logical, live } => {
                 if let Some(l) = logical.get(t) {
@@ -155,7 +152,7 @@ impl<'a> Reach<'a> {
                 }
             }
             Reach::Select(select) => {
-                if let Some(p) = (t < select.targets).then(|| select.source.get(t)).flatten() {
+                if let Some(p) = (t < select.targets).then(|| cursor.get(&select.source, t)).flatten() {
                     visit(p, 1);
                 }
             }
@@ -190,6 +187,98 @@ impl<'a> Reach<'a> {
             }
             Reach::Select(_) | Reach::Diagonal(_) | Reach::Sparse(_) => visit(key),
         }
+    }
+}
+
+/// The keys one neuron reads from every reader of its population, each key once, with the
+/// neuron's synapse and distinct-source counts. Neurons are best read in increasing order: a
+/// strided selection then steps from one neuron to the next without a division per axis.
+pub(super) struct Footprint {
+    /// (reader, key, live sources behind the key) of the neuron last read.
+    pub keys: Vec<(u32, u32, u32)>,
+    /// Synapses reaching the neuron last read.
+    pub synapses: u64,
+    /// Distinct source neurons of the neuron last read.
+    pub distinct: u64,
+    /// Per expanded reader and key: the read that last saw the key.
+    seen: Vec<Vec<u32>>,
+    reads: u32,
+    /// Per reader and block.
+    cursors: Vec<Vec<Cursor>>,
+}
+
+impl Footprint {
+    /// A footprint for the neurons that read through `readers`.
+    pub fn new(readers: &[Reader<'_>]) -> Self {
+        Footprint {
+            keys: Vec::new(),
+            synapses: 0,
+            distinct: 0,
+            seen: readers.iter().map(|r| if r.expanded { vec![u32::MAX; r.sources] } else { Vec::new() }).collect(),
+            reads: 0,
+            cursors: readers.iter().map(|r| r.reaches.iter().map(|_| Cursor::default()).collect()).collect(),
+        }
+    }
+
+    /// Reads physical target `t`.
+    pub fn read(&mut self, readers: &[Reader<'_>], t: usize) {
+        let Footprint { keys, synapses, distinct, seen, reads, cursors } = self;
+        keys.clear();
+        (*synapses, *distinct) = (0, 0);
+        *reads = reads.wrapping_add(1) % u32::MAX;
+        for (r, reader) in readers.iter().enumerate() {
+            let seen = &mut seen[r];
+            reader.for_each_key(t, &mut cursors[r], |key, live| {
+                *synapses += live as u64;
+                if reader.expanded {
+                    if seen[key] == *reads {
+                        return;
+                    }
+                    seen[key] = *reads;
+                }
+                *distinct += live as u64;
+                keys.push((r as u32, key as u32, live));
+            });
+        }
+    }
+}
+
+/// The last element a strided map was read at, to step to the next like an odometer.
+#[derive(Default)]
+struct Cursor {
+    /// Logical element, plus one (0: none yet).
+    next: usize,
+    counter: Vec<usize>,
+    physical: usize,
+}
+
+impl Cursor {
+    /// `index.get(i)`, in constant time when `i` follows the element read last.
+    #[inline]
+    fn get(&mut self, index: &Index, i: usize) -> Option<usize> {
+        let Index::Strided { shape, strides, offset } = index else { return index.get(i) };
+        if self.next != i || self.counter.len() != shape.len() || shape.is_empty() {
+            self.counter = vec![0; shape.len()];
+            let mut rest = i;
+            for (axis, &n) in shape.iter().enumerate().rev() {
+                self.counter[axis] = rest % n;
+                rest /= n;
+            }
+            self.physical = offset + self.counter.iter().zip(strides).map(|(&j, &s)| j * s).sum::<usize>();
+            self.next = i + 1;
+            return Some(self.physical);
+        }
+        for axis in (0..shape.len()).rev() {
+            self.counter[axis] += 1;
+            self.physical += strides[axis];
+            if self.counter[axis] < shape[axis] {
+                break;
+            }
+            self.physical -= strides[axis] * shape[axis];
+            self.counter[axis] = 0;
+        }
+        self.next = i + 1;
+        Some(self.physical)
     }
 }
 
@@ -323,5 +412,148 @@ impl Rows {
 
     fn row(&self, t: usize) -> &[u32] {
         self.ptr.get(t + 1).map_or(&[], |&end| &self.columns[self.ptr[t]..end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use sprs::CsMat;
+
+    use super::*;
+    use crate::snn::{Matrix, Scale};
+
+    /// Checks every neuron's footprint and every slice's keys against the synapses enumerated.
+    fn check(operands: &[Operand], targets: usize) {
+        for operand in operands {
+            for projection in &operand.projections {
+                projection.block.validate().unwrap();
+            }
+        }
+        let mut synapses: Vec<(usize, Source, usize)> = Vec::new();
+        for projection in operands.iter().flat_map(|o| &o.projections).filter(|p| !p.overlap) {
+            projection.block.for_each_synapse(|t, s, _| synapses.push((t, projection.source, s)));
+        }
+        let sources_of = |range: std::ops::Range<usize>| -> HashSet<(Source, usize)> {
+            synapses.iter().filter(|s| range.contains(&s.0)).map(|s| (s.1, s.2)).collect()
+        };
+        let readers = Reader::of(operands);
+        let mut footprint = Footprint::new(&readers);
+        let mut keys = Vec::new();
+        for t in 0..targets {
+            footprint.read(&readers, t);
+            assert_eq!(footprint.synapses, synapses.iter().filter(|s| s.0 == t).count() as u64, "target {t}");
+            let distinct = sources_of(t..t + 1);
+            assert_eq!(footprint.distinct, distinct.len() as u64, "target {t}");
+            let mut behind = HashSet::new();
+            for &(r, key, live) in &footprint.keys {
+                let reader = &readers[r as usize];
+                let mut count = 0;
+                reader.for_each_source(key as usize, |p| {
+                    behind.insert((reader.source, p));
+                    count += 1;
+                });
+                assert_eq!(count, live, "target {t}, key {key}");
+            }
+            assert_eq!(behind, distinct, "target {t}");
+            keys.push(footprint.keys.clone());
+        }
+        for start in 0..targets {
+            for end in start + 1..=targets {
+                let union: HashSet<(u32, u32, u32)> = keys[start..end].iter().flatten().copied().collect();
+                let live: u64 = union.iter().map(|&(_, _, live)| live as u64).sum();
+                assert_eq!(live, sources_of(start..end).len() as u64, "slice {start}..{end}");
+            }
+        }
+    }
+
+    fn operand(targets: usize, blocks: Vec<(Source, SynapseBlock)>) -> Vec<Operand> {
+        let operand = blocks.into_iter().fold(Operand::new(vec![0.0; targets]), |o, (s, b)| o.with(s, b));
+        vec![operand]
+    }
+
+    /// A grouped, strided, padded convolution reading through a table with holes and writing
+    /// in reverse order.
+    fn conv() -> SynapseBlock {
+        let mut conv = ConvBlock::new(vec![0.5; 72], [4, 5, 5], [4, 3, 3], [3, 3], [2, 2], [1, 1], [1, 1], 2);
+        conv.source = Index::Table { entries: (0..100).map(|l| if l % 7 == 0 { NONE } else { l + 10 }).collect() };
+        conv.sources = 110;
+        conv.target = Index::Table { entries: (0..36).rev().collect() };
+        SynapseBlock::Conv(conv)
+    }
+
+    /// A matrix over `[2, 3, 2] → [2, 2, 2]` reading a transposed layout, writing through a
+    /// table that drops some targets; with `holes`, some sources read nothing.
+    fn dense(holes: bool) -> SynapseBlock {
+        let matrix = Matrix::owned(2, 3, vec![1.0; 6]);
+        let mut dense = DenseBlock::new(2, 3, 2, 2, matrix);
+        dense.source = if holes {
+            Index::Table { entries: (0..12).map(|l| if l % 5 == 1 { NONE } else { 11 - l }).collect() }
+        } else {
+            Index::Strided { shape: vec![2, 3, 2], strides: vec![1, 4, 2], offset: 0 }
+        };
+        dense.target = Index::Table { entries: vec![0, 1, NONE, 3, 4, 5, 6, NONE] };
+        dense.targets = 8;
+        SynapseBlock::Dense(dense)
+    }
+
+    #[test]
+    fn convolution_keys_are_input_positions_of_a_group() {
+        check(&operand(36, vec![(Source::Input, conv())]), 36);
+    }
+
+    #[test]
+    fn a_convolution_after_a_broadcast_is_read_source_by_source() {
+        let mut conv = ConvBlock::new(vec![1.0; 54], [2, 4, 4], [3, 4, 4], [3, 3], [1, 1], [1, 1], [1, 1], 1);
+        conv.source = Index::Strided { shape: vec![2, 4, 4], strides: vec![0, 4, 1], offset: 0 };
+        conv.sources = 16;
+        let operands = operand(48, vec![(Source::Input, SynapseBlock::Conv(conv))]);
+        assert!(Reader::of(&operands)[0].expanded);
+        check(&operands, 48);
+    }
+
+    #[test]
+    fn dense_keys_are_tokens() {
+        check(&operand(8, vec![(Source::Input, dense(false))]), 8);
+        check(&operand(8, vec![(Source::Input, dense(true))]), 8);
+    }
+
+    #[test]
+    fn selections_sparse_matrices_and_blocks_sharing_a_source() {
+        let broadcast = SynapseBlock::Select(SelectBlock {
+            targets: 8,
+            sources: 12,
+            source: Index::Strided { shape: vec![2, 4], strides: vec![5, 0], offset: 1 },
+            scale: Scale::One,
+        });
+        let gather = SynapseBlock::Select(SelectBlock {
+            targets: 8,
+            sources: 12,
+            source: Index::Table { entries: vec![3, 3, 5, 7, 11, NONE, 2, 9] },
+            scale: Scale::Uniform(0.5),
+        });
+        let sparse = CsMat::new_csc((8, 3), vec![0, 2, 2, 5], vec![1, 6, 0, 1, 7], vec![1.0; 5]);
+        let operands = vec![
+            Operand::new(vec![0.0; 8])
+                .with(Source::Population(0), broadcast)
+                .with(Source::Population(1), SynapseBlock::Sparse { matrix: sparse })
+                .with(Source::Population(2), dense(false)),
+            Operand::new(vec![0.0; 8])
+                .with(Source::Population(2), gather)
+                .with(Source::Input, SynapseBlock::Diagonal { scale: vec![2.0; 8] }),
+        ];
+        let readers = Reader::of(&operands);
+        assert_eq!(readers.iter().map(|r| r.expanded).collect::<Vec<_>>(), [false, true, true, false]);
+        check(&operands, 8);
+    }
+
+    #[test]
+    fn a_cursor_reads_a_strided_map_like_get() {
+        let index = Index::Strided { shape: vec![3, 2, 4], strides: vec![9, 0, 2], offset: 5 };
+        let mut cursor = Cursor::default();
+        for i in (0..24).chain([7, 7, 3, 4, 23, 0, 1]) {
+            assert_eq!(cursor.get(&index, i), index.get(i), "element {i}");
+        }
     }
 }
