@@ -438,12 +438,17 @@ mod tests {
         let sources_of = |range: std::ops::Range<usize>| -> HashSet<(Source, usize)> {
             synapses.iter().filter(|s| range.contains(&s.0)).map(|s| (s.1, s.2)).collect()
         };
+        let mut fan_in = vec![0u64; targets];
+        for projection in operands.iter().flat_map(|o| &o.projections).filter(|p| !p.overlap) {
+            fan_in.iter_mut().zip(projection.block.fan_in()).for_each(|(f, n)| *f += n as u64);
+        }
         let readers = Reader::of(operands);
         let mut footprint = Footprint::new(&readers);
         let mut keys = Vec::new();
-        for t in 0..targets {
+        for (t, &fan_in) in fan_in.iter().enumerate() {
             footprint.read(&readers, t);
             assert_eq!(footprint.synapses, synapses.iter().filter(|s| s.0 == t).count() as u64, "target {t}");
+            assert_eq!(footprint.synapses, fan_in, "target {t}");
             let distinct = sources_of(t..t + 1);
             assert_eq!(footprint.distinct, distinct.len() as u64, "target {t}");
             let mut behind = HashSet::new();
