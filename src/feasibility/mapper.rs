@@ -237,7 +237,9 @@ fn place_all_split(
         let mut own = std::mem::take(&mut dest[u]);
         own.resize(units[u].neurons, 0);
         let (placement, reached) = place_split(&units[u], costs[u], profile, &own, violations);
-        add_destinations(&units[u], &reached, &mut dest);
+        if counts_destinations(profile) {
+            add_destinations(&units[u], &reached, &mut dest);
+        }
         fan_out[u] = neuron_fan_out(&units[u], &own, profile);
         placements[u] = placement;
     }
@@ -254,10 +256,12 @@ struct Marks {
 }
 
 impl Marks {
-    fn new(unit: &Unit<'_>) -> Self {
+    /// Marks for the keys of `unit`'s readers (none unless `used`).
+    fn new(unit: &Unit<'_>, used: bool) -> Self {
+        let keys = |r: &Reader<'_>| if used { r.keys() } else { 0 };
         Marks {
-            stamps: unit.readers.iter().map(|r| vec![u32::MAX; r.keys()]).collect(),
-            reached: unit.readers.iter().map(|r| vec![0; r.keys()]).collect(),
+            stamps: unit.readers.iter().map(|r| vec![u32::MAX; keys(r)]).collect(),
+            reached: unit.readers.iter().map(|r| vec![0; keys(r)]).collect(),
         }
     }
 
@@ -294,7 +298,8 @@ fn place_split(
     let out_cap = profile.output_axons_per_core.unwrap_or(u64::MAX);
     let memory_cap = profile.synapses_in(profile.synaptic_memory_bytes_per_core);
     let shared_memory = profile.memory_model == MemoryModel::PerStoredWeight;
-    let mut marks = Marks::new(unit);
+    let (counts_axons, counts_destinations) = (profile.input_axons_per_core.is_some(), counts_destinations(profile));
+    let mut marks = Marks::new(unit, counts_axons || counts_destinations);
     let mut footprint = Footprint::new(&unit.readers);
     let mut starts = Vec::new();
     let (mut core, mut neurons, mut axons, mut memory, mut outputs) = (0u32, 0u64, 0u64, 0u64, 0u64);
@@ -323,13 +328,15 @@ fn place_split(
             bump(2, own_out);
         }
         loop {
-            let new = marks.new_sources(&footprint, core);
+            let new = if counts_axons { marks.new_sources(&footprint, core) } else { 0 };
             let fits = neurons + cost <= neuron_cap
                 && axons + new <= axon_cap
                 && (shared_memory || memory + own_memory <= memory_cap)
                 && outputs + own_out <= out_cap;
             if fits || empty {
-                marks.commit(&footprint, core);
+                if counts_axons || counts_destinations {
+                    marks.commit(&footprint, core);
+                }
                 if empty {
                     starts.push(t as u32);
                 }
@@ -352,6 +359,11 @@ fn place_split(
     let cores = if unit.neurons == 0 { 0 } else { core as usize + usize::from(!empty) };
     notes.extend(limit_violations(unit, cost, profile, worst));
     (Placement { cores, starts }, marks.reached)
+}
+
+/// Whether `profile` limits what depends on the destination cores of a neuron.
+fn counts_destinations(profile: &Profile) -> bool {
+    profile.output_axons_per_core.is_some() || profile.max_destination_cores_per_neuron.is_some()
 }
 
 /// The violations of the per-neuron limits: the largest value and the number of neurons that

@@ -200,7 +200,7 @@ pub(super) struct Footprint {
     pub synapses: u64,
     /// Distinct source neurons of the neuron last read.
     pub distinct: u64,
-    /// Per expanded reader and key: the read that last saw the key.
+    /// Per expanded reader and key: the read that last saw the key (u32::MAX: none).
     seen: Vec<Vec<u32>>,
     reads: u32,
     /// Per reader and block.
@@ -225,7 +225,8 @@ impl Footprint {
         let Footprint { keys, synapses, distinct, seen, reads, cursors } = self;
         keys.clear();
         (*synapses, *distinct) = (0, 0);
-        *reads = reads.wrapping_add(1) % u32::MAX;
+        // Fewer reads than neurons, and a population has fewer than u32::MAX neurons.
+        *reads += 1;
         for (r, reader) in readers.iter().enumerate() {
             let seen = &mut seen[r];
             reader.for_each_key(t, &mut cursors[r], |key, live| {
@@ -258,15 +259,7 @@ impl Cursor {
     fn get(&mut self, index: &Index, i: usize) -> Option<usize> {
         let Index::Strided { shape, strides, offset } = index else { return index.get(i) };
         if self.next != i || self.counter.len() != shape.len() || shape.is_empty() {
-            self.counter = vec![0; shape.len()];
-            let mut rest = i;
-            for (axis, &n) in shape.iter().enumerate().rev() {
-                self.counter[axis] = rest % n;
-                rest /= n;
-            }
-            self.physical = offset + self.counter.iter().zip(strides).map(|(&j, &s)| j * s).sum::<usize>();
-            self.next = i + 1;
-            return Some(self.physical);
+            return Some(self.seek(shape, strides, *offset, i));
         }
         for axis in (0..shape.len()).rev() {
             self.counter[axis] += 1;
@@ -279,6 +272,20 @@ impl Cursor {
         }
         self.next = i + 1;
         Some(self.physical)
+    }
+
+    /// Moves to logical element `i`, one division per axis.
+    #[cold]
+    fn seek(&mut self, shape: &[usize], strides: &[usize], offset: usize, i: usize) -> usize {
+        self.counter = vec![0; shape.len()];
+        let mut rest = i;
+        for (axis, &n) in shape.iter().enumerate().rev() {
+            self.counter[axis] = rest % n;
+            rest /= n;
+        }
+        self.physical = offset + self.counter.iter().zip(strides).map(|(&j, &s)| j * s).sum::<usize>();
+        self.next = i + 1;
+        self.physical
     }
 }
 
