@@ -206,6 +206,18 @@ fn speck_fan_out_to_at_most_two_cores() {
 }
 
 #[test]
+fn destination_cores_per_core_of_split_populations() {
+    // One neuron per core: each of a's 4 cores feeds both cores of b0, each core of b0 the
+    // readout's one core.
+    let p = Profile { neurons_per_core: 1, max_destination_cores_per_core: Some(2), ..profile() };
+    assert!(run(&fan_out(1), &p).fits, "{:?}", run(&fan_out(1), &p).violations);
+    let report = run(&fan_out(1), &Profile { max_destination_cores_per_core: Some(1), ..p });
+    let v = violation(&report, "a", "destination cores per core");
+    assert_eq!((v.limit_value, v.value), (1, 2));
+    assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+}
+
+#[test]
 fn bundled_speck_places_one_population_per_core_best_fit() {
     let speck = Profile::bundled("speck").unwrap();
     // 9 populations fit 9 cores; the 10th needs a second chip, which Speck does not have.

@@ -16,7 +16,7 @@ use signgd::convert::{convert, ConvertOptions};
 use signgd::data::{read_inputs, read_labels, LoadLimits};
 use signgd::engine::SimConfig;
 use signgd::feasibility::quantize::{quantize_network, QuantizeStats};
-use signgd::feasibility::{map, MapOptions, Profile, TargetReport};
+use signgd::feasibility::{MapOptions, Mapper, Profile, TargetReport};
 use signgd::model::read_onnx;
 use signgd::runner;
 use signgd::snn::{EncoderKind, Network};
@@ -121,7 +121,10 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
     let network = conversion.network;
 
     let map_options = MapOptions { real_valued_input: args.encoder == EncoderArg::Float };
-    let reports: Vec<TargetReport> = profiles.iter().map(|p| map(&network, p, &map_options)).collect();
+    let reports: Vec<TargetReport> = {
+        let mapper = Mapper::new(&network);
+        profiles.iter().map(|p| mapper.map(p, &map_options)).collect()
+    };
 
     let quantized = match args.weight_bits {
         Some(bits) => {

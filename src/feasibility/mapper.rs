@@ -5,15 +5,21 @@
 //! neurons (compartments) per core, distinct source neurons per core (input axons), synaptic
 //! memory (the synapses reaching the slice × bits per synapse), and output axons (for each
 //! neuron, one per distinct destination core). Output axons depend on where the consumers went,
-//! so a second pass, from the last population back to the first, re-cuts each population with
-//! its consumers' placement known. A limit that one neuron alone exceeds cannot be cured by any
-//! cut: it becomes a [`Violation`] with a suggestion, and the neuron is placed on a core of its
-//! own so the count of cores stays meaningful.
+//! so populations are cut from the last to the first, each with its consumers' placement known.
+//! A limit that one neuron alone exceeds cannot be cured by any cut: it becomes a [`Violation`]
+//! with a suggestion, and the neuron is placed on a core of its own so the count of cores stays
+//! meaningful.
+//!
+//! Everything is counted from the structure of the synapse blocks (see `reach`), in memory
+//! proportional to the neurons and time proportional to the neurons times the kernel taps of a
+//! convolution, never to the synapses.
 //!
 //! Chips that hold one layer per core (`split_populations: false`, Speck) get each population on
 //! one core instead, best fit among cores of different sizes.
 
-use std::collections::HashSet;
+mod reach;
+
+use reach::{Footprint, Reader};
 
 use super::profile::{MemoryModel, Profile, SpikeKind, TwoOperand};
 use super::{PopulationPlacement, Requirement, TargetReport, Violation};
@@ -32,215 +38,270 @@ impl Default for MapOptions {
     }
 }
 
+/// Maps `network` onto `profile`.
+pub fn map(network: &Network, profile: &Profile, options: &MapOptions) -> TargetReport {
+    Mapper::new(network).map(profile, options)
+}
+
+/// A network prepared for mapping: what every population reads and its synapse counts, worked
+/// out once for any number of profiles.
+pub struct Mapper<'a> {
+    network: &'a Network,
+    /// The populations in order, then the readout.
+    units: Vec<Unit<'a>>,
+}
+
+impl<'a> Mapper<'a> {
+    /// Prepares `network`.
+    pub fn new(network: &'a Network) -> Self {
+        let mut units: Vec<Unit<'a>> = network
+            .populations
+            .iter()
+            .map(|p| Unit::new(p.name.clone(), p.kind.name(), p.size(), p.kind.arity() == 2, &p.operands))
+            .collect();
+        let readout = std::slice::from_ref(&network.readout);
+        units.push(Unit::new("readout".into(), "decoder".into(), network.output_size(), false, readout));
+        Mapper { network, units }
+    }
+
+    /// Maps the network onto `profile`.
+    pub fn map(&self, profile: &Profile, options: &MapOptions) -> TargetReport {
+        let units = &self.units;
+        let costs: Vec<u64> = units.iter().map(|unit| unit.cost(profile)).collect();
+        let mut violations = Vec::new();
+        let (placements, chips) = if profile.split_populations {
+            let placements = place_all_split(units, &costs, profile, &mut violations);
+            let cores = placements.iter().map(|p| p.cores as u64).sum::<u64>();
+            (placements, cores.div_ceil(profile.cores_per_chip).max(1))
+        } else {
+            place_whole(units, &costs, profile, &mut violations)
+        };
+        let total_cores = placements.iter().map(|p| p.cores as u64).sum::<u64>();
+        if let Some(limit) = profile.max_destination_cores_per_core {
+            check_core_fan_out(units, &placements, limit, &mut violations);
+        }
+        if let Some(max) = profile.max_chips {
+            if chips > max {
+                violations.push(Violation {
+                    population: "(whole network)".into(),
+                    limit: "chips".into(),
+                    limit_value: max,
+                    value: chips,
+                    neurons: 0,
+                    suggestion: format!(
+                        "the network needs {total_cores} cores, {chips} chips of {} cores, and the {} works alone; use a smaller model or another chip",
+                        profile.cores_per_chip, profile.chip
+                    ),
+                });
+            }
+        }
+
+        let populations = units
+            .iter()
+            .zip(&placements)
+            .zip(&costs)
+            .map(|((unit, placement), &cost)| PopulationPlacement {
+                name: unit.name.clone(),
+                kind: unit.kind.clone(),
+                neurons: unit.neurons,
+                compartments_per_neuron: cost,
+                cores: placement.cores,
+                max_fan_in: unit.max_fan_in as u32,
+                max_synapses_per_neuron: unit.max_synapses,
+                synapses: unit.total_synapses,
+            })
+            .collect();
+        let requirements = requirements(self.network, profile, options);
+        TargetReport {
+            target: profile.name.clone(),
+            chip: profile.chip.clone(),
+            source: profile.source.clone(),
+            fits: violations.is_empty(),
+            method_supported: requirements.iter().all(|r| r.met),
+            cores: total_cores,
+            chips,
+            cores_per_chip: profile.cores_per_chip,
+            populations,
+            violations,
+            requirements,
+        }
+    }
+}
+
 /// One thing to place: a population or the readout.
 struct Unit<'a> {
     name: String,
     kind: String,
     neurons: usize,
-    /// Compartments one neuron takes.
-    cost: u64,
-    operands: &'a [Operand],
-    /// Target → global source ids (CSR), one entry per synapse.
-    ptr: Vec<usize>,
-    sources: Vec<u32>,
-    /// Distinct sources per target.
-    distinct: Vec<u32>,
+    /// Whether a neuron holds two operands (two compartments where a chip joins compartments).
+    two_operands: bool,
+    /// What the neurons read, one reader per source.
+    readers: Vec<Reader<'a>>,
+    /// Per reader: whether it brings any synapse.
+    feeds: Vec<bool>,
+    total_synapses: u64,
+    max_synapses: u64,
+    max_fan_in: u64,
     stored_weights: u64,
     /// Input channels and kernel of the widest convolution feeding it, for suggestions.
     conv: Option<(usize, usize, usize)>,
 }
 
-/// Maps `network` onto `profile`.
-pub fn map(network: &Network, profile: &Profile, options: &MapOptions) -> TargetReport {
-    // Global source ids: the input first, then each population's neurons.
-    let mut offsets = Vec::with_capacity(network.populations.len() + 1);
-    let mut next = network.input_size();
-    for p in &network.populations {
-        offsets.push(next);
-        next += p.size();
+impl<'a> Unit<'a> {
+    fn new(name: String, kind: String, neurons: usize, two_operands: bool, operands: &'a [Operand]) -> Self {
+        let readers = Reader::of(operands);
+        let mut feeds = vec![false; readers.len()];
+        let (mut total_synapses, mut max_synapses, mut max_fan_in) = (0, 0, 0);
+        let mut footprint = Footprint::new(&readers);
+        for t in 0..neurons {
+            footprint.read(&readers, t);
+            total_synapses += footprint.synapses;
+            max_synapses = max_synapses.max(footprint.synapses);
+            max_fan_in = max_fan_in.max(footprint.distinct);
+            footprint.keys.iter().for_each(|&(r, _, live)| feeds[r as usize] |= live > 0);
+        }
+        Unit {
+            name,
+            kind,
+            neurons,
+            two_operands,
+            readers,
+            feeds,
+            total_synapses,
+            max_synapses,
+            max_fan_in,
+            stored_weights: operands
+                .iter()
+                .flat_map(|o| &o.projections)
+                .filter(|p| !p.overlap)
+                .map(|p| p.block.stored_weights() as u64)
+                .sum(),
+            conv: widest_conv(operands),
+        }
     }
-    let total_sources = next;
-    let global = |s: Source| match s {
-        Source::Input => 0,
-        Source::Population(p) => offsets[p],
-    };
 
-    let readout = std::slice::from_ref(&network.readout);
-    let mut units: Vec<Unit<'_>> = network
-        .populations
-        .iter()
-        .map(|p| {
-            let cost =
-                if p.kind.arity() == 2 && profile.two_operand_neurons == TwoOperand::MultiCompartment { 2 } else { 1 };
-            build_unit(p.name.clone(), p.kind.name(), p.size(), cost, &p.operands, &global)
-        })
-        .collect();
-    units.push(build_unit("readout".into(), "decoder".into(), network.output_size(), 1, readout, &global));
-    // Unit of each global source id (None for the input).
-    let unit_of_source = |id: usize| -> Option<usize> {
-        if id < network.input_size() {
-            None
+    /// Compartments one neuron takes on `profile`.
+    fn cost(&self, profile: &Profile) -> u64 {
+        if self.two_operands && profile.two_operand_neurons == TwoOperand::MultiCompartment {
+            2
         } else {
-            Some(offsets.partition_point(|&o| o <= id) - 1)
+            1
         }
-    };
-
-    let mut violations = Vec::new();
-    let mut placements: Vec<Placement> = Vec::with_capacity(units.len());
-    let chips;
-    let total_cores;
-    if profile.split_populations {
-        // Pass 1: inputs only.
-        for unit in &units {
-            placements.push(place_split(unit, profile, total_sources, None, &mut Vec::new()));
-        }
-        // Pass 2: from the back, with destination cores known.
-        let mut fan_cores: Vec<Vec<u32>> = vec![Vec::new(); units.len()];
-        for u in (0..units.len()).rev() {
-            let dest = destination_cores(u, &units, &placements, &offsets);
-            let mut notes = Vec::new();
-            placements[u] = place_split(&units[u], profile, total_sources, Some(&dest), &mut notes);
-            violations.extend(notes);
-            fan_cores[u] = dest;
-        }
-        for (u, unit) in units.iter().enumerate() {
-            check_neuron_fan_out(unit, &fan_cores[u], profile, &mut violations);
-        }
-        total_cores = placements.iter().map(|p| p.cores as u64).sum::<u64>();
-        chips = total_cores.div_ceil(profile.cores_per_chip).max(1);
-    } else {
-        let (p, c) = place_whole(&units, profile, &mut violations);
-        placements = p;
-        chips = c;
-        total_cores = placements.iter().map(|p| p.cores as u64).sum();
-    }
-    if let Some(limit) = profile.max_destination_cores_per_core {
-        check_core_fan_out(&units, &placements, &offsets, &unit_of_source, total_sources, limit, &mut violations);
-    }
-    if let Some(max) = profile.max_chips {
-        if chips > max {
-            violations.push(Violation {
-                population: "(whole network)".into(),
-                limit: "chips".into(),
-                limit_value: max,
-                value: chips,
-                neurons: 0,
-                suggestion: format!(
-                    "the network needs {total_cores} cores, {chips} chips of {} cores, and the {} works alone; use a smaller model or another chip",
-                    profile.cores_per_chip, profile.chip
-                ),
-            });
-        }
-    }
-
-    let populations = units
-        .iter()
-        .zip(&placements)
-        .map(|(unit, placement)| PopulationPlacement {
-            name: unit.name.clone(),
-            kind: unit.kind.clone(),
-            neurons: unit.neurons,
-            compartments_per_neuron: unit.cost,
-            cores: placement.cores,
-            max_fan_in: unit.distinct.iter().copied().max().unwrap_or(0),
-            max_synapses_per_neuron: (0..unit.neurons).map(|t| unit.ptr[t + 1] - unit.ptr[t]).max().unwrap_or(0) as u64,
-            synapses: unit.sources.len() as u64,
-        })
-        .collect();
-    let requirements = requirements(network, profile, options);
-    TargetReport {
-        target: profile.name.clone(),
-        chip: profile.chip.clone(),
-        source: profile.source.clone(),
-        fits: violations.is_empty(),
-        method_supported: requirements.iter().all(|r| r.met),
-        cores: total_cores,
-        chips,
-        cores_per_chip: profile.cores_per_chip,
-        populations,
-        violations,
-        requirements,
     }
 }
 
-fn build_unit<'a>(
-    name: String,
-    kind: String,
-    neurons: usize,
-    cost: u64,
-    operands: &'a [Operand],
-    global: &dyn Fn(Source) -> usize,
-) -> Unit<'a> {
-    let mut counts = vec![0usize; neurons + 1];
-    let mut stored_weights = 0u64;
-    let mut conv = None;
+/// Input channels per group and kernel of the convolution with the most taps per neuron.
+fn widest_conv(operands: &[Operand]) -> Option<(usize, usize, usize)> {
+    let mut widest = None;
     for projection in operands.iter().flat_map(|o| &o.projections).filter(|p| !p.overlap) {
-        for_each_edge(&projection.block, |t, _| counts[t + 1] += 1);
-        stored_weights += projection.block.stored_weights() as u64;
         if let SynapseBlock::Conv(c) = &projection.block {
             let per_group = c.in_shape[0] / c.groups.max(1);
-            if conv.is_none_or(|(ci, kh, kw): (usize, usize, usize)| {
+            if widest.is_none_or(|(ci, kh, kw): (usize, usize, usize)| {
                 per_group * c.kernel_size[0] * c.kernel_size[1] > ci * kh * kw
             }) {
-                conv = Some((per_group, c.kernel_size[0], c.kernel_size[1]));
+                widest = Some((per_group, c.kernel_size[0], c.kernel_size[1]));
             }
         }
     }
-    for t in 0..neurons {
-        counts[t + 1] += counts[t];
-    }
-    let ptr = counts;
-    let mut fill = ptr.clone();
-    let mut sources = vec![0u32; ptr[neurons]];
-    for projection in operands.iter().flat_map(|o| &o.projections).filter(|p| !p.overlap) {
-        let base = global(projection.source);
-        for_each_edge(&projection.block, |t, s| {
-            sources[fill[t]] = (base + s) as u32;
-            fill[t] += 1;
-        });
-    }
-    let mut distinct = vec![0u32; neurons];
-    let mut scratch: Vec<u32> = Vec::new();
-    for t in 0..neurons {
-        scratch.clear();
-        scratch.extend_from_slice(&sources[ptr[t]..ptr[t + 1]]);
-        scratch.sort_unstable();
-        scratch.dedup();
-        distinct[t] = scratch.len() as u32;
-    }
-    Unit { name, kind, neurons, cost, operands, ptr, sources, distinct, stored_weights, conv }
-}
-
-/// Calls `visit(target, source)` for every synapse of a block.
-fn for_each_edge(block: &SynapseBlock, mut visit: impl FnMut(usize, usize)) {
-    block.for_each_synapse(|t, s, _| visit(t, s));
+    widest
 }
 
 /// Where a unit went.
 #[derive(Clone, Debug, Default)]
 struct Placement {
     cores: usize,
-    /// Local core of each neuron.
-    core_of: Vec<u32>,
+    /// First neuron of each core.
+    starts: Vec<u32>,
 }
 
-/// Cuts a unit into consecutive slices within the core limits. With `dest` (destination cores
-/// per neuron) the output-axon limit is enforced too. Per-neuron violations go to `notes`.
+impl Placement {
+    /// Local core of neuron `t`.
+    fn core_of(&self, t: usize) -> usize {
+        self.starts.partition_point(|&s| s as usize <= t).saturating_sub(1)
+    }
+}
+
+/// Cuts every unit into slices, from the last to the first so that each unit's consumers are
+/// placed before it and its neurons' destination cores are known.
+fn place_all_split(
+    units: &[Unit<'_>],
+    costs: &[u64],
+    profile: &Profile,
+    violations: &mut Vec<Violation>,
+) -> Vec<Placement> {
+    let mut placements = vec![Placement::default(); units.len()];
+    // Destination cores of each neuron, per unit, gathered from its consumers' placements.
+    let mut dest: Vec<Vec<u32>> = vec![Vec::new(); units.len()];
+    let mut fan_out = vec![None; units.len()];
+    for u in (0..units.len()).rev() {
+        let mut own = std::mem::take(&mut dest[u]);
+        own.resize(units[u].neurons, 0);
+        let (placement, reached) = place_split(&units[u], costs[u], profile, &own, violations);
+        if counts_destinations(profile) {
+            add_destinations(&units[u], &reached, &mut dest);
+        }
+        fan_out[u] = neuron_fan_out(&units[u], &own, profile);
+        placements[u] = placement;
+    }
+    violations.extend(fan_out.into_iter().flatten());
+    placements
+}
+
+/// Which keys of a unit's readers are on the core being filled, and how many cores read each.
+struct Marks {
+    /// Per reader and key: the last core that read the key.
+    stamps: Vec<Vec<u32>>,
+    /// Per reader and key: the cores that read it.
+    reached: Vec<Vec<u32>>,
+}
+
+impl Marks {
+    /// Marks for the keys of `unit`'s readers (none unless `used`).
+    fn new(unit: &Unit<'_>, used: bool) -> Self {
+        let keys = |r: &Reader<'_>| if used { r.keys() } else { 0 };
+        Marks {
+            stamps: unit.readers.iter().map(|r| vec![u32::MAX; keys(r)]).collect(),
+            reached: unit.readers.iter().map(|r| vec![0; keys(r)]).collect(),
+        }
+    }
+
+    /// Source neurons of the neuron read into `footprint` not yet on `core`.
+    fn new_sources(&self, footprint: &Footprint, core: u32) -> u64 {
+        let off_core = |&&(r, key, _): &&(u32, u32, u32)| self.stamps[r as usize][key as usize] != core;
+        footprint.keys.iter().filter(off_core).map(|&(_, _, live)| live as u64).sum()
+    }
+
+    /// Puts the source neurons of the neuron read into `footprint` on `core`.
+    fn commit(&mut self, footprint: &Footprint, core: u32) {
+        for &(r, key, _) in &footprint.keys {
+            let stamp = &mut self.stamps[r as usize][key as usize];
+            if *stamp != core {
+                *stamp = core;
+                self.reached[r as usize][key as usize] += 1;
+            }
+        }
+    }
+}
+
+/// Cuts a unit into consecutive slices within the core limits, `dest` giving the destination
+/// cores of each neuron (its output axons). Per-neuron violations go to `notes`. Returns the
+/// placement and, per reader and key, the cores that read the key.
 fn place_split(
     unit: &Unit<'_>,
+    cost: u64,
     profile: &Profile,
-    total_sources: usize,
-    dest: Option<&[u32]>,
+    dest: &[u32],
     notes: &mut Vec<Violation>,
-) -> Placement {
+) -> (Placement, Vec<Vec<u32>>) {
     let neuron_cap = profile.neurons_per_core;
     let axon_cap = profile.input_axons_per_core.unwrap_or(u64::MAX);
     let out_cap = profile.output_axons_per_core.unwrap_or(u64::MAX);
     let memory_cap = profile.synapses_in(profile.synaptic_memory_bytes_per_core);
     let shared_memory = profile.memory_model == MemoryModel::PerStoredWeight;
-    let mut core_of = vec![0u32; unit.neurons];
-    let mut stamp: Vec<u32> = vec![u32::MAX; total_sources];
-    let mut trials = 0u32;
+    let (counts_axons, counts_destinations) = (profile.input_axons_per_core.is_some(), counts_destinations(profile));
+    let mut marks = Marks::new(unit, counts_axons || counts_destinations);
+    let mut footprint = Footprint::new(&unit.readers);
+    let mut starts = Vec::new();
     let (mut core, mut neurons, mut axons, mut memory, mut outputs) = (0u32, 0u64, 0u64, 0u64, 0u64);
     let mut empty = true;
     let mut worst: [Option<(u64, usize)>; 4] = [None; 4]; // fan-in, memory, output axons, neurons
@@ -249,14 +310,14 @@ fn place_split(
         entry.0 = entry.0.max(value);
         entry.1 += 1;
     };
-    if unit.cost > neuron_cap && unit.neurons > 0 {
-        bump(3, unit.cost);
+    if cost > neuron_cap && unit.neurons > 0 {
+        bump(3, cost);
     }
-    for t in 0..unit.neurons {
-        let synapses = (unit.ptr[t + 1] - unit.ptr[t]) as u64;
-        let own_memory = if shared_memory { unit.stored_weights } else { synapses };
-        let own_out = dest.map_or(0, |d| d[t] as u64);
-        let fan_in = unit.distinct[t] as u64;
+    for (t, &own_out) in dest.iter().enumerate() {
+        footprint.read(&unit.readers, t);
+        let own_memory = if shared_memory { unit.stored_weights } else { footprint.synapses };
+        let own_out = own_out as u64;
+        let fan_in = footprint.distinct;
         if fan_in > axon_cap {
             bump(0, fan_in);
         }
@@ -267,31 +328,22 @@ fn place_split(
             bump(2, own_out);
         }
         loop {
-            // Sources not yet on this core.
-            // Trial marks have the high bit set and never equal the initial u32::MAX.
-            trials = (trials + 1) % 0x7FFF_FFFE;
-            let trial = 0x8000_0000 | trials;
-            let mut new = 0u64;
-            for &s in &unit.sources[unit.ptr[t]..unit.ptr[t + 1]] {
-                let mark = &mut stamp[s as usize];
-                if *mark != core && *mark != trial {
-                    *mark = trial;
-                    new += 1;
-                }
-            }
-            let fits = neurons + unit.cost <= neuron_cap
+            let new = if counts_axons { marks.new_sources(&footprint, core) } else { 0 };
+            let fits = neurons + cost <= neuron_cap
                 && axons + new <= axon_cap
                 && (shared_memory || memory + own_memory <= memory_cap)
                 && outputs + own_out <= out_cap;
             if fits || empty {
-                for &s in &unit.sources[unit.ptr[t]..unit.ptr[t + 1]] {
-                    stamp[s as usize] = core;
+                if counts_axons || counts_destinations {
+                    marks.commit(&footprint, core);
                 }
-                neurons += unit.cost;
+                if empty {
+                    starts.push(t as u32);
+                }
+                neurons += cost;
                 axons += new;
                 memory += own_memory;
                 outputs += own_out;
-                core_of[t] = core;
                 empty = false;
                 // A neuron that broke a limit alone gets its core to itself.
                 if !fits {
@@ -305,41 +357,54 @@ fn place_split(
         }
     }
     let cores = if unit.neurons == 0 { 0 } else { core as usize + usize::from(!empty) };
-    if dest.is_some() {
-        let limits = [
-            ("input axons per core (distinct source neurons of one neuron)", profile.input_axons_per_core),
-            ("synaptic memory per core (synapses of one neuron)", Some(memory_cap)),
-            ("output axons per core (destination cores of one neuron)", profile.output_axons_per_core),
-            ("neurons (compartments) per core", Some(neuron_cap)),
-        ];
-        for (slot, (limit, cap)) in limits.into_iter().enumerate() {
-            if let (Some((value, count)), Some(cap)) = (worst[slot], cap) {
-                let (limit_value, value) = if slot == 1 {
-                    (profile.synaptic_memory_bytes_per_core, value * profile.bits_per_synapse / 8)
-                } else {
-                    (cap, value)
-                };
-                notes.push(Violation {
-                    population: unit.name.clone(),
-                    limit: if slot == 1 && shared_memory {
-                        "synaptic memory per core (stored weights, bytes)".into()
-                    } else if slot == 1 {
-                        "synaptic memory per core (bytes, synapses of one neuron)".into()
-                    } else {
-                        limit.into()
-                    },
-                    limit_value,
-                    value,
-                    neurons: count,
-                    suggestion: suggestion(slot, unit, profile, cap),
-                });
-            }
-        }
-    }
-    Placement { cores, core_of }
+    notes.extend(limit_violations(unit, cost, profile, worst));
+    (Placement { cores, starts }, marks.reached)
 }
 
-fn suggestion(slot: usize, unit: &Unit<'_>, profile: &Profile, cap: u64) -> String {
+/// Whether `profile` limits what depends on the destination cores of a neuron.
+fn counts_destinations(profile: &Profile) -> bool {
+    profile.output_axons_per_core.is_some() || profile.max_destination_cores_per_neuron.is_some()
+}
+
+/// The violations of the per-neuron limits: the largest value and the number of neurons that
+/// broke each limit (fan-in, memory, output axons, compartments).
+fn limit_violations(unit: &Unit<'_>, cost: u64, profile: &Profile, worst: [Option<(u64, usize)>; 4]) -> Vec<Violation> {
+    let memory_cap = profile.synapses_in(profile.synaptic_memory_bytes_per_core);
+    let shared_memory = profile.memory_model == MemoryModel::PerStoredWeight;
+    let limits = [
+        ("input axons per core (distinct source neurons of one neuron)", profile.input_axons_per_core),
+        ("synaptic memory per core (synapses of one neuron)", Some(memory_cap)),
+        ("output axons per core (destination cores of one neuron)", profile.output_axons_per_core),
+        ("neurons (compartments) per core", Some(profile.neurons_per_core)),
+    ];
+    let mut violations = Vec::new();
+    for (slot, (limit, cap)) in limits.into_iter().enumerate() {
+        if let (Some((value, count)), Some(cap)) = (worst[slot], cap) {
+            let (limit_value, value) = if slot == 1 {
+                (profile.synaptic_memory_bytes_per_core, value * profile.bits_per_synapse / 8)
+            } else {
+                (cap, value)
+            };
+            violations.push(Violation {
+                population: unit.name.clone(),
+                limit: if slot == 1 && shared_memory {
+                    "synaptic memory per core (stored weights, bytes)".into()
+                } else if slot == 1 {
+                    "synaptic memory per core (bytes, synapses of one neuron)".into()
+                } else {
+                    limit.into()
+                },
+                limit_value,
+                value,
+                neurons: count,
+                suggestion: suggestion(slot, unit, cost, profile, cap),
+            });
+        }
+    }
+    violations
+}
+
+fn suggestion(slot: usize, unit: &Unit<'_>, cost: u64, profile: &Profile, cap: u64) -> String {
     match slot {
         0 => match unit.conv {
             Some((ci, kh, kw)) if (kh * kw) as u64 <= cap => format!(
@@ -347,7 +412,7 @@ fn suggestion(slot: usize, unit: &Unit<'_>, profile: &Profile, cap: u64) -> Stri
                 cap / (kh * kw) as u64
             ),
             _ => {
-                let fan_in = unit.distinct.iter().copied().max().unwrap_or(0) as u64;
+                let fan_in = unit.max_fan_in;
                 format!(
                     "split each neuron's {fan_in} inputs into {} groups of ≤ {cap} (partial-sum populations whose outputs the neuron adds)",
                     fan_in.div_ceil(cap)
@@ -361,104 +426,130 @@ fn suggestion(slot: usize, unit: &Unit<'_>, profile: &Profile, cap: u64) -> Stri
         2 => format!(
             "its neurons reach more than {cap} destination cores: copy them with relay/splitter neurons so that each copy serves ≤ {cap} cores"
         ),
-        _ => format!(
-            "a neuron of this kind takes {} compartments, more than a core's {cap}",
-            unit.cost
-        ),
+        _ => format!("a neuron of this kind takes {cost} compartments, more than a core's {cap}"),
     }
 }
 
-/// For every neuron of unit `u`, the number of distinct cores its synapses reach.
-fn destination_cores(u: usize, units: &[Unit<'_>], placements: &[Placement], offsets: &[usize]) -> Vec<u32> {
-    let mut dest = vec![0u32; units[u].neurons];
-    if u >= offsets.len() {
-        return dest; // the readout sends nothing
-    }
-    let base = offsets[u];
-    let end = base + units[u].neurons;
-    let mut last = vec![u64::MAX; units[u].neurons];
-    for (c, consumer) in units.iter().enumerate().skip(u + 1) {
-        if !reads(consumer, u) {
-            continue;
+/// Adds to `dest` (per unit, per neuron) the cores of `unit` that each neuron it reads reaches:
+/// every source behind a key reaches the cores that read the key.
+fn add_destinations(unit: &Unit<'_>, reached: &[Vec<u32>], dest: &mut [Vec<u32>]) {
+    for (reader, reached) in unit.readers.iter().zip(reached) {
+        let Source::Population(s) = reader.source else { continue };
+        let dest = &mut dest[s];
+        if dest.is_empty() {
+            dest.resize(reader.sources, 0);
         }
-        for t in 0..consumer.neurons {
-            let core = ((c as u64) << 32) | placements[c].core_of[t] as u64;
-            for &s in &consumer.sources[consumer.ptr[t]..consumer.ptr[t + 1]] {
-                let s = s as usize;
-                if (base..end).contains(&s) {
-                    let i = s - base;
-                    if last[i] != core {
-                        last[i] = core;
-                        dest[i] += 1;
-                    }
-                }
-            }
+        for (key, &cores) in reached.iter().enumerate().filter(|&(_, &cores)| cores > 0) {
+            reader.for_each_source(key, |p| dest[p] += cores);
         }
     }
-    dest
-}
-
-/// Whether `consumer` has a projection from population `u`.
-fn reads(consumer: &Unit<'_>, u: usize) -> bool {
-    consumer.operands.iter().flat_map(|o| &o.projections).any(|p| p.source == Source::Population(u))
 }
 
 /// One neuron sending to more cores than it may (TrueNorth: one).
-fn check_neuron_fan_out(unit: &Unit<'_>, dest: &[u32], profile: &Profile, violations: &mut Vec<Violation>) {
-    let Some(limit) = profile.max_destination_cores_per_neuron else { return };
+fn neuron_fan_out(unit: &Unit<'_>, dest: &[u32], profile: &Profile) -> Option<Violation> {
+    let limit = profile.max_destination_cores_per_neuron?;
     let over: Vec<u64> = dest.iter().map(|&d| d as u64).filter(|&d| d > limit).collect();
-    if let Some(&worst) = over.iter().max() {
-        let copies: u64 = over.iter().map(|d| d.div_ceil(limit) - 1).sum();
-        violations.push(Violation {
-            population: unit.name.clone(),
-            limit: "destination cores per neuron".into(),
-            limit_value: limit,
-            value: worst,
-            neurons: over.len(),
-            suggestion: format!(
-                "one {} neuron sends to at most {limit} core(s): copy each such neuron with splitter neurons ({copies} extra neurons, about {} more cores)",
-                profile.chip,
-                copies.div_ceil(profile.neurons_per_core)
-            ),
-        });
+    let &worst = over.iter().max()?;
+    let copies: u64 = over.iter().map(|d| d.div_ceil(limit) - 1).sum();
+    Some(Violation {
+        population: unit.name.clone(),
+        limit: "destination cores per neuron".into(),
+        limit_value: limit,
+        value: worst,
+        neurons: over.len(),
+        suggestion: format!(
+            "one {} neuron sends to at most {limit} core(s): copy each such neuron with splitter neurons ({copies} extra neurons, about {} more cores)",
+            profile.chip,
+            copies.div_ceil(profile.neurons_per_core)
+        ),
+    })
+}
+
+/// The destination cores of every core of every population: per consumer core, the distinct
+/// keys its neurons read, each expanded to its sources' cores. Time proportional to the sources
+/// reaching each consumer core; a consumer on one core reading a population on one core makes
+/// one pair if any synapse joins them.
+struct CoreFanOut {
+    /// Per population and core: distinct (consumer, core) pairs it feeds.
+    pairs: Vec<Vec<u64>>,
+    /// Per population and core: the last (consumer, core) pair counted.
+    last: Vec<Vec<u64>>,
+    /// Per population: the consumers it has synapses to.
+    consumers: Vec<Vec<usize>>,
+}
+
+impl CoreFanOut {
+    fn count(units: &[Unit<'_>], placements: &[Placement]) -> Self {
+        let populations = units.len() - 1;
+        let per_core = |fill: u64| -> Vec<Vec<u64>> {
+            placements[..populations].iter().map(|p| vec![fill; p.cores.max(1)]).collect()
+        };
+        let mut fan_out =
+            CoreFanOut { pairs: per_core(0), last: per_core(u64::MAX), consumers: vec![Vec::new(); populations] };
+        for (c, consumer) in units.iter().enumerate() {
+            let sources = |r: usize| match consumer.readers[r].source {
+                Source::Population(u) => Some(u),
+                Source::Input => None,
+            };
+            let whole = placements[c].cores <= 1
+                && (0..consumer.readers.len()).filter_map(sources).all(|u| placements[u].cores <= 1);
+            if whole {
+                for (r, u) in (0..consumer.readers.len()).filter_map(|r| Some((r, sources(r)?))) {
+                    if consumer.feeds[r] {
+                        fan_out.pairs[u][0] += 1;
+                        fan_out.consumers[u].push(c);
+                    }
+                }
+            } else {
+                fan_out.add(c, consumer, placements);
+            }
+        }
+        fan_out
+    }
+
+    /// Adds the pairs that consumer `c`'s cores make with the populations it reads.
+    fn add(&mut self, c: usize, consumer: &Unit<'_>, placements: &[Placement]) {
+        let mut stamps: Vec<Vec<u32>> = consumer.readers.iter().map(|r| vec![u32::MAX; r.keys()]).collect();
+        let mut footprint = Footprint::new(&consumer.readers);
+        for t in 0..consumer.neurons {
+            let core = placements[c].core_of(t) as u32;
+            let pair = ((c as u64) << 32) | core as u64;
+            footprint.read(&consumer.readers, t);
+            for &(r, key, _) in &footprint.keys {
+                let reader = &consumer.readers[r as usize];
+                let Source::Population(u) = reader.source else { continue };
+                let stamp = &mut stamps[r as usize][key as usize];
+                if *stamp == core {
+                    continue;
+                }
+                *stamp = core;
+                let (pairs, last) = (&mut self.pairs[u], &mut self.last[u]);
+                reader.for_each_source(key as usize, |p| {
+                    let source_core = placements[u].core_of(p);
+                    if last[source_core] != pair {
+                        last[source_core] = pair;
+                        pairs[source_core] += 1;
+                    }
+                });
+            }
+        }
+        for (r, reader) in consumer.readers.iter().enumerate() {
+            if let (Source::Population(u), true) = (reader.source, consumer.feeds[r]) {
+                self.consumers[u].push(c);
+            }
+        }
     }
 }
 
 /// Speck's rule: each core feeds at most `limit` other cores.
-fn check_core_fan_out(
-    units: &[Unit<'_>],
-    placements: &[Placement],
-    offsets: &[usize],
-    unit_of_source: &dyn Fn(usize) -> Option<usize>,
-    _total: usize,
-    limit: u64,
-    violations: &mut Vec<Violation>,
-) {
-    for u in 0..offsets.len() {
-        let mut pairs: HashSet<(u32, usize, u32)> = HashSet::new();
-        let mut consumers: HashSet<&str> = HashSet::new();
-        for (c, consumer) in units.iter().enumerate().skip(u + 1) {
-            if !reads(consumer, u) {
-                continue;
-            }
-            for t in 0..consumer.neurons {
-                for &s in &consumer.sources[consumer.ptr[t]..consumer.ptr[t + 1]] {
-                    if unit_of_source(s as usize) == Some(u) {
-                        let from = placements[u].core_of[s as usize - offsets[u]];
-                        pairs.insert((from, c, placements[c].core_of[t]));
-                        consumers.insert(&consumer.name);
-                    }
-                }
-            }
-        }
-        let mut per_core = vec![0u64; placements[u].cores.max(1)];
-        for &(from, _, _) in &pairs {
-            per_core[from as usize] += 1;
-        }
-        let worst = per_core.iter().copied().max().unwrap_or(0);
+fn check_core_fan_out(units: &[Unit<'_>], placements: &[Placement], limit: u64, violations: &mut Vec<Violation>) {
+    let fan_out = CoreFanOut::count(units, placements);
+    for (u, pairs) in fan_out.pairs.iter().enumerate() {
+        let worst = pairs.iter().copied().max().unwrap_or(0);
         if worst > limit {
-            let mut names: Vec<&str> = consumers.into_iter().collect();
+            let mut names: Vec<&str> = fan_out.consumers[u].iter().map(|&c| units[c].name.as_str()).collect();
             names.sort_unstable();
+            names.dedup();
             violations.push(Violation {
                 population: units[u].name.clone(),
                 limit: "destination cores per core".into(),
@@ -476,25 +567,30 @@ fn check_core_fan_out(
 }
 
 /// One population per core, best fit among free cores of possibly different sizes.
-fn place_whole(units: &[Unit<'_>], profile: &Profile, violations: &mut Vec<Violation>) -> (Vec<Placement>, u64) {
+fn place_whole(
+    units: &[Unit<'_>],
+    costs: &[u64],
+    profile: &Profile,
+    violations: &mut Vec<Violation>,
+) -> (Vec<Placement>, u64) {
     let per_chip = profile.cores_per_chip as usize;
     let mut free: Vec<bool> = Vec::new(); // over all chips opened so far
     let mut placements = vec![Placement::default(); units.len()];
     let mut order: Vec<usize> = (0..units.len()).collect();
-    order.sort_by_key(|&u| std::cmp::Reverse(units[u].neurons as u64 * units[u].cost));
+    order.sort_by_key(|&u| std::cmp::Reverse(units[u].neurons as u64 * costs[u]));
     let memory_of = |u: &Unit<'_>| match profile.memory_model {
         MemoryModel::PerStoredWeight => u.stored_weights,
-        MemoryModel::PerSynapse => u.sources.len() as u64,
+        MemoryModel::PerSynapse => u.total_synapses,
     };
     for u in order {
         let unit = &units[u];
-        let neurons = unit.neurons as u64 * unit.cost;
+        let neurons = unit.neurons as u64 * costs[u];
         let memory = memory_of(unit);
         let fits = |k: usize| {
             neurons <= profile.core_neuron_capacity(k % per_chip)
                 && memory <= profile.synapses_in(profile.core_memory_bytes(k % per_chip))
         };
-        placements[u].core_of = vec![0; unit.neurons];
+        placements[u] = Placement { cores: 1, starts: vec![0] };
         if !(0..per_chip).any(fits) {
             let (limit, limit_value, value) = if neurons > profile.max_core_neurons() {
                 ("neurons per core (one population per core)", profile.max_core_neurons(), neurons)
@@ -517,7 +613,6 @@ fn place_whole(units: &[Unit<'_>], profile: &Profile, violations: &mut Vec<Viola
                     if limit.starts_with("synaptic") { ", or share weights (a convolution stores its kernel once)" } else { "" }
                 ),
             });
-            placements[u].cores = 1;
             continue;
         }
         let best = (0..free.len())
@@ -537,7 +632,6 @@ fn place_whole(units: &[Unit<'_>], profile: &Profile, violations: &mut Vec<Viola
             }
         };
         free[k] = false;
-        placements[u].cores = 1;
     }
     let chips = (free.len() / per_chip.max(1)).max(1) as u64;
     (placements, chips)

@@ -15,7 +15,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-pub use mapper::{map, MapOptions};
+pub use mapper::{map, MapOptions, Mapper};
 pub use profile::{Profile, ProfileError};
 
 /// A limit that no split of a population over cores can cure.
