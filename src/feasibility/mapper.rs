@@ -12,7 +12,10 @@
 //!
 //! Everything is counted from the structure of the synapse blocks (see `reach`), in memory
 //! proportional to the neurons and time proportional to the neurons times the kernel taps of a
-//! convolution, never to the synapses.
+//! convolution, not to the synapses. Two counts take longer: blocks that `reach` reads synapse
+//! by synapse (explicit sparse matrices, bounded by the conversion's budget), and a per-core
+//! destination limit on a chip that splits populations (no bundled profile), which expands the
+//! sources reaching each consumer core.
 //!
 //! Chips that hold one layer per core (`split_populations: false`, Speck) get each population on
 //! one core instead, best fit among cores of different sizes.
