@@ -6,7 +6,7 @@
 use ndarray::{ArrayD, IxDyn};
 use sprs::{CsMat, TriMat};
 
-use crate::snn::{ConvBlock, Index, Operand, Projection, Scale, SelectBlock, Source, SynapseBlock};
+use crate::snn::{Constants, ConvBlock, Index, Operand, Projection, Scale, SelectBlock, Source, SynapseBlock};
 
 /// One source's contribution to an affine form: a block from the source's elements to the
 /// activation's elements (flattened, row-major).
@@ -96,7 +96,7 @@ pub fn to_operand(form: &AffineForm) -> Operand {
             Projection { source: term.source, block, overlap: term.overlap }
         })
         .collect();
-    Operand { bias: form.bias.iter().copied().collect::<Vec<f64>>().into(), projections }
+    Operand { bias: Constants::compact(form.bias.iter().copied().collect()), projections }
 }
 
 /// The diagonal of a square matrix whose every column holds exactly its diagonal entry.

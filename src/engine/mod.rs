@@ -1,6 +1,7 @@
 //! The event-driven simulator: per step, per population in topological order, deliver the
 //! events of the sources that spiked, add the constant drive, fire, update.
 
+mod constants;
 mod conv_kernel;
 pub mod counters;
 mod fire;
@@ -10,6 +11,7 @@ mod tiles;
 
 use serde::{Deserialize, Serialize};
 
+use constants::OperandConstants;
 use conv_kernel::{ConvGather, ConvScratch};
 pub use counters::{ActivityCounts, Counters};
 use fire::{fire_and_update, Firing};
@@ -207,8 +209,8 @@ struct CompiledProjection<F> {
 }
 
 struct CompiledOperand<F> {
-    bias: Vec<F>,
-    offset: Vec<F>,
+    /// The constants c and offsets o = A u + 2c of its estimates.
+    constants: OperandConstants<F>,
     projections: Vec<CompiledProjection<F>>,
     /// `A 1` over the projections from the input (empty when there are none).
     input_ones: Vec<F>,
@@ -221,7 +223,7 @@ struct CompiledOperand<F> {
 impl<F> CompiledOperand<F> {
     /// Number of estimates the operand keeps.
     fn len(&self) -> usize {
-        self.bias.len()
+        self.constants.len()
     }
 }
 
@@ -376,7 +378,7 @@ impl<F: Real> Simulator<F> {
         let etas = config.schedule.steps(steps)?.into_iter().map(F::of).collect();
         let units = network.unit_outputs();
         let isa = isa::Isa::detect();
-        let compile = |operand| compile_operand(network, operand, &units, config.encoder, isa);
+        let compile = |operand, relay| compile_operand(network, operand, relay, &units, config.encoder, isa);
         let mut populations: Vec<CompiledPopulation<F>> = network
             .populations
             .iter()
@@ -384,12 +386,12 @@ impl<F: Real> Simulator<F> {
                 kind: p.kind,
                 relay: p.kind.is_relay(),
                 size: p.size(),
-                operands: p.operands.iter().map(compile).collect(),
+                operands: p.operands.iter().map(|o| compile(o, p.kind.is_relay())).collect(),
                 dense_spikes: false,
                 listed_spikes: false,
             })
             .collect();
-        let readout = compile(&network.readout);
+        let readout = compile(&network.readout, false);
         let readers: Vec<(Source, bool, bool)> = populations
             .iter()
             .flat_map(|p| &p.operands)
@@ -482,7 +484,7 @@ impl<F: Real> Simulator<F> {
     pub fn network_bytes(&self) -> usize {
         let f = std::mem::size_of::<F>();
         let operands = self.populations.iter().flat_map(|p| &p.operands).chain([&self.readout]);
-        let operand_bytes = |o: &CompiledOperand<F>| (o.bias.len() + o.offset.len() + o.input_ones.len()) * f;
+        let operand_bytes = |o: &CompiledOperand<F>| o.constants.bytes() + o.input_ones.len() * f;
         let projection_bytes = |p: &CompiledProjection<F>| p.kernel.bytes() + p.fan_out.len() * 4;
         operands.map(|o| operand_bytes(o) + o.projections.iter().map(projection_bytes).sum::<usize>()).sum::<usize>()
             + self.etas.len() * f
@@ -596,7 +598,7 @@ impl<F: Real> Simulator<F> {
         for (population, state) in self.populations.iter().zip(&mut ws.populations) {
             for (j, operand) in population.operands.iter().enumerate() {
                 if let Some(x) = state.x.get_mut(j) {
-                    x.copy_from_slice(&operand.bias);
+                    operand.constants.write_bias(x);
                 }
                 input_product(operand, input, &mut ws.scratch, &mut state.input_products[j]);
             }
@@ -605,7 +607,7 @@ impl<F: Real> Simulator<F> {
             state.bits.fill(0);
             state.count = 0;
         }
-        ws.y.copy_from_slice(&self.readout.bias);
+        self.readout.constants.write_bias(&mut ws.y);
         ws.scratch.computed_at.fill(0);
         ws.counters.reset_running();
     }
@@ -790,6 +792,7 @@ fn input_product<F: Real>(operand: &CompiledOperand<F>, input: &[F], scratch: &m
 fn compile_operand<F: Real>(
     network: &Network,
     operand: &Operand,
+    relay: bool,
     units: &UnitOutputs,
     encoder: EncoderKind,
     isa: isa::Isa,
@@ -806,20 +809,25 @@ fn compile_operand<F: Real>(
             block.multiply_add(&vec![1.0; block.sources()], &mut input_ones);
         }
     }
-    let offset = match &compact {
-        None => network.operand_offset(operand, units),
-        Some(_) => {
-            let mut response = vec![0.0; bias.len()];
-            for (block, projection) in blocks.iter().zip(&operand.projections) {
-                block.multiply_add(&units.of(projection.source)[..block.sources()], &mut response);
+    let constants = if relay {
+        // A relay emits `A s` alone: its constants are folded into its readers'.
+        OperandConstants::unread(bias.len())
+    } else {
+        let offset = match &compact {
+            None => network.operand_offset(operand, units),
+            Some(_) => {
+                let mut response = vec![0.0; bias.len()];
+                for (block, projection) in blocks.iter().zip(&operand.projections) {
+                    block.multiply_add(&units.of(projection.source)[..block.sources()], &mut response);
+                }
+                response.iter().zip(&bias).map(|(a, c)| a + 2.0 * c).collect()
             }
-            response.iter().zip(&bias).map(|(a, c)| a + 2.0 * c).collect()
-        }
+        };
+        OperandConstants::new(&bias, &offset)
     };
     CompiledOperand {
         input_ones: input_ones.into_iter().map(F::of).collect(),
-        bias: bias.into_iter().map(F::of).collect(),
-        offset: offset.into_iter().map(F::of).collect(),
+        constants,
         broadcast,
         projections: operand
             .projections
@@ -953,17 +961,8 @@ fn gather<F: Real>(
 
 /// Charge: the operand estimate moves by the affine map of this step's input.
 fn charge<F: Real>(dynamics: Dynamics, operand: &CompiledOperand<F>, acc: &[F], eta: F, x: &mut [F]) {
-    let two = F::of(2.0);
     match dynamics {
-        Dynamics::SignGd => {
-            for ((x, &a), (&c, &o)) in x.iter_mut().zip(acc).zip(operand.bias.iter().zip(&operand.offset)) {
-                *x -= eta * (two * (a + c) - o);
-            }
-        }
-        Dynamics::Subgradient => {
-            for ((x, &a), &c) in x.iter_mut().zip(acc).zip(&operand.bias) {
-                *x -= eta * (*x - (a + c));
-            }
-        }
+        Dynamics::SignGd => operand.constants.charge_sign_gd(acc, eta, x),
+        Dynamics::Subgradient => operand.constants.charge_subgradient(acc, eta, x),
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use codec::EncoderKind;
-pub use constants::Constants;
+pub use constants::{Constants, Repetition};
 pub use neuron::{Elementwise, GeluTarget, NeuronKind};
 pub use schedule::Schedule;
 pub use synapse::{ConvBlock, DenseBlock, Index, Matrix, Scale, SelectBlock, SynapseBlock, Weights};

@@ -1,0 +1,142 @@
+//! An operand's constants `c` and offsets `o` in the simulation's precision, stored once per
+//! repetition: a layer applied per token repeats them for every token, and ViT-size networks
+//! would otherwise keep hundreds of megabytes of copies.
+
+use crate::real::Real;
+use crate::snn::Repetition;
+
+/// The constants and offsets of `len` estimates, repeating the same way.
+pub(crate) struct OperandConstants<F> {
+    bias: Vec<F>,
+    offset: Vec<F>,
+    repetition: Repetition,
+    len: usize,
+}
+
+impl<F> OperandConstants<F> {
+    /// Number of estimates.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes stored.
+    pub fn bytes(&self) -> usize {
+        (self.bias.len() + self.offset.len()) * std::mem::size_of::<F>()
+    }
+}
+
+impl<F: Real> OperandConstants<F> {
+    /// Constants `bias` and offsets `offset` (one per estimate), compacted where both repeat
+    /// the same way.
+    pub fn new(bias: &[f64], offset: &[f64]) -> Self {
+        let len = bias.len();
+        let repetition = [Repetition::of(bias), Repetition::of(offset)]
+            .into_iter()
+            .find(|r| r.fits(bias) && r.fits(offset))
+            .unwrap_or(Repetition::None);
+        let cast = |values: &[f64]| repetition.compact(values).into_iter().map(F::of).collect();
+        OperandConstants { bias: cast(bias), offset: cast(offset), repetition, len }
+    }
+
+    /// `len` estimates whose constants are never read (a relay emits `A s` alone).
+    pub fn unread(len: usize) -> Self {
+        OperandConstants { bias: Vec::new(), offset: Vec::new(), repetition: Repetition::None, len }
+    }
+
+    /// Writes every estimate's constant into `out`.
+    pub fn write_bias(&self, out: &mut [F]) {
+        match self.repetition {
+            Repetition::None => out.copy_from_slice(&self.bias),
+            Repetition::Periodic(p) => out.chunks_exact_mut(p).for_each(|chunk| chunk.copy_from_slice(&self.bias)),
+            Repetition::Runs(r) => out.chunks_exact_mut(r).zip(&self.bias).for_each(|(run, &c)| run.fill(c)),
+        }
+    }
+
+    /// Calls `each(chunk of estimates, chunk of acc, constants, offsets)` over stretches that read
+    /// the constants in order: one stretch, one per period, or one per run (constants and offsets
+    /// then one value each).
+    #[inline]
+    fn stretches(&self, x: &mut [F], acc: &[F], mut each: impl FnMut(&mut [F], &[F], &[F], &[F])) {
+        match self.repetition {
+            Repetition::None => each(x, acc, &self.bias, &self.offset),
+            Repetition::Periodic(p) => {
+                for (x, acc) in x.chunks_exact_mut(p).zip(acc.chunks_exact(p)) {
+                    each(x, acc, &self.bias, &self.offset);
+                }
+            }
+            Repetition::Runs(r) => {
+                for (k, (x, acc)) in x.chunks_exact_mut(r).zip(acc.chunks_exact(r)).enumerate() {
+                    each(x, acc, &self.bias[k..k + 1], &self.offset[k..k + 1]);
+                }
+            }
+        }
+    }
+
+    /// The signGD charge `x −= η (2 (a + c) − o)` of every estimate.
+    pub fn charge_sign_gd(&self, acc: &[F], eta: F, x: &mut [F]) {
+        let two = F::of(2.0);
+        self.stretches(x, acc, |x, acc, bias, offset| {
+            if bias.len() == 1 {
+                let (c, o) = (bias[0], offset[0]);
+                for (x, &a) in x.iter_mut().zip(acc) {
+                    *x -= eta * (two * (a + c) - o);
+                }
+            } else {
+                for ((x, &a), (&c, &o)) in x.iter_mut().zip(acc).zip(bias.iter().zip(offset)) {
+                    *x -= eta * (two * (a + c) - o);
+                }
+            }
+        });
+    }
+
+    /// The subgradient charge `x −= η (x − (a + c))` of every estimate.
+    pub fn charge_subgradient(&self, acc: &[F], eta: F, x: &mut [F]) {
+        self.stretches(x, acc, |x, acc, bias, _| {
+            if bias.len() == 1 {
+                let c = bias[0];
+                for (x, &a) in x.iter_mut().zip(acc) {
+                    *x -= eta * (*x - (a + c));
+                }
+            } else {
+                for ((x, &a), &c) in x.iter_mut().zip(acc).zip(bias) {
+                    *x -= eta * (*x - (a + c));
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn charged(constants: &OperandConstants<f32>, acc: &[f32]) -> Vec<f32> {
+        let mut x: Vec<f32> = (0..acc.len()).map(|i| i as f32 * 0.25).collect();
+        constants.charge_sign_gd(acc, 0.3, &mut x);
+        constants.charge_subgradient(acc, 0.7, &mut x);
+        x
+    }
+
+    #[test]
+    fn compact_constants_charge_exactly_as_full_ones() {
+        let acc: Vec<f32> = (0..12).map(|i| (i as f32 * 0.37).sin()).collect();
+        let periodic: Vec<f64> = (0..12).map(|i| [0.5, -1.25, 3.0][i % 3]).collect();
+        let runs: Vec<f64> = (0..12).map(|i| [0.1, 7.0][i / 6]).collect();
+        let offsets: Vec<f64> = (0..12).map(|i| i as f64).collect();
+        for (bias, offset, stored) in [(&periodic, &periodic, 6), (&runs, &runs, 4), (&periodic, &offsets, 24)] {
+            let compact = OperandConstants::<f32>::new(bias, offset);
+            assert_eq!(compact.bytes(), stored * 4);
+            let full = OperandConstants::<f32> {
+                bias: bias.iter().map(|&c| c as f32).collect(),
+                offset: offset.iter().map(|&o| o as f32).collect(),
+                repetition: Repetition::None,
+                len: 12,
+            };
+            assert_eq!(charged(&compact, &acc), charged(&full, &acc));
+            let (mut a, mut b) = (vec![0.0; 12], vec![0.0; 12]);
+            compact.write_bias(&mut a);
+            full.write_bias(&mut b);
+            assert_eq!(a, b);
+        }
+    }
+}
