@@ -128,11 +128,13 @@ impl Repetition {
             Repetition::None => true,
             Repetition::Periodic(p) => {
                 p > 0
-                    && values.len() % p == 0
+                    && values.len().is_multiple_of(p)
                     && values.iter().zip(&values[p.min(values.len())..]).all(|(&a, &b)| same(a, b))
             }
             Repetition::Runs(r) => {
-                r > 0 && values.len() % r == 0 && values.chunks_exact(r).all(|run| run.iter().all(|&v| same(v, run[0])))
+                r > 0
+                    && values.len().is_multiple_of(r)
+                    && values.chunks_exact(r).all(|run| run.iter().all(|&v| same(v, run[0])))
             }
         }
     }
@@ -170,7 +172,7 @@ fn divisors(n: usize) -> Vec<usize> {
     let (mut small, mut large) = (Vec::new(), Vec::new());
     let mut d = 1;
     while d * d <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             small.push(d);
             if d * d != n {
                 large.push(n / d);
