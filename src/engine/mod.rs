@@ -134,11 +134,13 @@ const FIRE_SLICE: usize = 4096;
 const TILED_SYNAPSES: u64 = 1 << 21;
 
 impl<F: Real> Kernel<F> {
-    fn new(block: &SynapseBlock, isa: isa::Isa) -> Self {
+    /// The kernel for `block`, whose source emits spikes (`spiking`) or real values.
+    fn new(block: &SynapseBlock, spiking: bool, isa: isa::Isa) -> Self {
         let plain_conv = matches!(block, SynapseBlock::Conv(conv) if conv.is_plain() && conv.target.is_identity());
-        // Selections through a map are as fast without an explicit matrix.
+        // A selection from real values through a strided map is as fast without an explicit
+        // matrix; from spikes, the tiles scatter the events alone.
         let small = matches!(block, SynapseBlock::Dense(_) | SynapseBlock::Conv(_))
-            || matches!(block, SynapseBlock::Select(select) if matches!(select.source, Index::Table { .. }));
+            || matches!(block, SynapseBlock::Select(select) if spiking || matches!(select.source, Index::Table { .. }));
         if small && !plain_conv && block.synapses() <= TILED_SYNAPSES {
             let mut triplets = sprs::TriMat::new((block.targets(), block.sources()));
             block.for_each_synapse(|target, source, w| triplets.add_triplet(target, source, F::of(w)));
@@ -849,7 +851,7 @@ fn compile_operand<F: Real>(
                 CompiledProjection {
                     source: p.source,
                     dense,
-                    kernel: Kernel::new(kernel_block, isa),
+                    kernel: Kernel::new(kernel_block, !dense, isa),
                     sources: p.block.sources(),
                     // Real-valued sources count every synapse every step; a uniform fan-out
                     // needs no table.
