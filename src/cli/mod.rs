@@ -38,6 +38,7 @@ enum Command {
 
 /// Parses the command line, runs the command, and turns errors into a message and exit code 1.
 pub fn main() -> ExitCode {
+    end_quietly_on_closed_pipe();
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -60,6 +61,18 @@ pub fn main() -> ExitCode {
 /// The reader's limits with both bounds at `elements`.
 fn model_limits(elements: usize) -> signgd::model::reader::ReadLimits {
     signgd::model::reader::ReadLimits { max_elements: elements, max_total_elements: elements }
+}
+
+/// Restores the default action of SIGPIPE, which the Rust runtime ignores: a command whose reader
+/// has gone (`signgd inspect … | head`) then ends quietly, as Unix filters do, instead of
+/// panicking on its next write. Output files are written atomically, so none is left half written.
+fn end_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 fn init_logging() {
