@@ -320,6 +320,20 @@ fn error_unknown_op_names_node_and_suggests() {
 }
 
 #[test]
+fn error_mistyped_attribute_names_node_attribute_and_types() {
+    // An INTS where the operator takes an INT used to read as 0 (Softmax over axis 0).
+    let n = node("Softmax", &["x"], &["y"], vec![attr_ints("axis", &[1])]);
+    let gp = graph(vec![n], vec![value_info_fixed("x", &[2, 4])], vec![value_info_fixed("y", &[2, 4])], vec![]);
+    let e = err(&model(gp, 17), None);
+    assert!(e.contains("Softmax") && e.contains("'axis'") && e.contains("an INTS list") && e.contains("an INT"), "{e}");
+    // A FLOAT where the operator takes INTS.
+    let n = node("Transpose", &["x"], &["y"], vec![attr_f("perm", 1.0)]);
+    let gp = graph(vec![n], vec![value_info_fixed("x", &[2, 4])], vec![value_info_fixed("y", &[4, 2])], vec![]);
+    let e = err(&model(gp, 17), None);
+    assert!(e.contains("Transpose") && e.contains("'perm'") && e.contains("a FLOAT"), "{e}");
+}
+
+#[test]
 fn error_unsupported_attribute_values() {
     let n = node("Pad", &["x", "p"], &["y"], vec![attr_s("mode", "reflect")]);
     let gp = graph(

@@ -63,6 +63,8 @@ pub mod data_type {
 
 /// Attribute types (`AttributeProto.AttributeType`).
 pub mod attribute_type {
+    /// No type recorded (some old exporters omit it).
+    pub const UNDEFINED: i32 = 0;
     /// float `f`.
     pub const FLOAT: i32 = 1;
     /// int `i`.

@@ -16,7 +16,7 @@ use super::eval::eval_op;
 use super::graph::{Graph, Op, ValueId};
 use super::infer::{self, broadcast};
 use super::onnx::tensor_shape_proto::dimension;
-use super::onnx::{data_type, type_proto, AttributeProto, ModelProto, NodeProto, TensorProto};
+use super::onnx::{attribute_type, data_type, type_proto, AttributeProto, ModelProto, NodeProto, TensorProto};
 use super::tensor::Tensor;
 
 /// Largest number of elements accepted for any tensor (initializer or inferred value).
@@ -234,20 +234,57 @@ fn attr<'n>(n: &'n NodeProto, name: &str) -> Option<&'n AttributeProto> {
     n.attribute.iter().find(|a| a.name == name)
 }
 
-fn attr_i(n: &NodeProto, name: &str, default: i64) -> i64 {
-    attr(n, name).map_or(default, |a| a.i)
+impl Reader<'_> {
+    /// Attribute `name` of `n` checked to be of type `expected` (an attribute written without a
+    /// type, as some old exporters do, is read as the type asked for).
+    fn typed_attr<'n>(
+        &self,
+        n: &'n NodeProto,
+        name: &str,
+        expected: i32,
+    ) -> Result<Option<&'n AttributeProto>, ModelError> {
+        match attr(n, name) {
+            Some(a) if a.r#type != expected && a.r#type != attribute_type::UNDEFINED => Err(self.unsupported(
+                n,
+                format!(
+                    "attribute '{name}' is {} where the operator takes {}; re-export the model or correct the attribute",
+                    attribute_type_name(a.r#type),
+                    attribute_type_name(expected)
+                ),
+            )),
+            found => Ok(found),
+        }
+    }
+
+    fn attr_i(&self, n: &NodeProto, name: &str, default: i64) -> Result<i64, ModelError> {
+        Ok(self.typed_attr(n, name, attribute_type::INT)?.map_or(default, |a| a.i))
+    }
+
+    fn attr_f(&self, n: &NodeProto, name: &str, default: f64) -> Result<f64, ModelError> {
+        Ok(self.typed_attr(n, name, attribute_type::FLOAT)?.map_or(default, |a| a.f as f64))
+    }
+
+    fn attr_ints(&self, n: &NodeProto, name: &str) -> Result<Option<Vec<i64>>, ModelError> {
+        Ok(self.typed_attr(n, name, attribute_type::INTS)?.map(|a| a.ints.clone()))
+    }
+
+    fn attr_s(&self, n: &NodeProto, name: &str) -> Result<Option<String>, ModelError> {
+        Ok(self.typed_attr(n, name, attribute_type::STRING)?.map(|a| String::from_utf8_lossy(&a.s).into_owned()))
+    }
 }
 
-fn attr_f(n: &NodeProto, name: &str, default: f64) -> f64 {
-    attr(n, name).map_or(default, |a| a.f as f64)
-}
-
-fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
-    attr(n, name).map(|a| a.ints.clone())
-}
-
-fn attr_s(n: &NodeProto, name: &str) -> Option<String> {
-    attr(n, name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
+/// An attribute type as a message says it ("an INTS").
+fn attribute_type_name(t: i32) -> String {
+    match t {
+        attribute_type::FLOAT => "a FLOAT".into(),
+        attribute_type::INT => "an INT".into(),
+        attribute_type::STRING => "a STRING".into(),
+        attribute_type::TENSOR => "a TENSOR".into(),
+        attribute_type::GRAPH => "a GRAPH".into(),
+        attribute_type::FLOATS => "a FLOATS list".into(),
+        attribute_type::INTS => "an INTS list".into(),
+        other => format!("of type {other}"),
+    }
 }
 
 fn f64_to_i64(v: f64) -> i64 {
@@ -739,10 +776,10 @@ impl<'a> Reader<'a> {
         strides: [usize; 2],
         dil: [usize; 2],
     ) -> Result<[usize; 4], ModelError> {
-        let auto = attr_s(n, "auto_pad").unwrap_or_else(|| "NOTSET".into());
+        let auto = self.attr_s(n, "auto_pad")?.unwrap_or_else(|| "NOTSET".into());
         match auto.as_str() {
             "NOTSET" | "" => {
-                let p = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+                let p = self.attr_ints(n, "pads")?.unwrap_or_else(|| vec![0; 4]);
                 if p.len() != 4 || p.iter().any(|&v| !(0..=1 << 20).contains(&v)) {
                     return Err(self.unsupported(n, format!("pads {p:?} must be 4 non-negative values for a 2-D op")));
                 }
@@ -768,7 +805,7 @@ impl<'a> Reader<'a> {
     }
 
     fn pair(&self, n: &NodeProto, name: &str, default: usize) -> Result<[usize; 2], ModelError> {
-        match attr_ints(n, name) {
+        match self.attr_ints(n, name)? {
             None => Ok([default; 2]),
             Some(v) if v.len() == 2 && v.iter().all(|&x| (1..=1 << 20).contains(&x)) => {
                 Ok([v[0] as usize, v[1] as usize])
@@ -803,7 +840,7 @@ impl<'a> Reader<'a> {
             "Cast" | "CastLike" => {
                 let x = self.req(n, 0)?;
                 let to_int = if op == "Cast" {
-                    let to = attr_i(n, "to", data_type::FLOAT as i64) as i32;
+                    let to = self.attr_i(n, "to", data_type::FLOAT as i64)? as i32;
                     if to == data_type::STRING {
                         return Err(self.unsupported(n, "cast to string is not supported"));
                     }
@@ -822,7 +859,7 @@ impl<'a> Reader<'a> {
                         self.bind_const(n, c, true)
                     }
                     (Some(c), None) => {
-                        let to = attr_i(n, "to", 1) as i32;
+                        let to = self.attr_i(n, "to", 1)? as i32;
                         let c = if op == "Cast" && to == data_type::FLOAT { to_f32(c) } else { c };
                         self.bind_const(n, c, false)
                     }
@@ -834,21 +871,21 @@ impl<'a> Reader<'a> {
                 }
             }
             "Constant" => {
-                let (arr, is_int) = if let Some(a) = attr(n, "value") {
+                let (arr, is_int) = if let Some(a) = self.typed_attr(n, "value", attribute_type::TENSOR)? {
                     let t = a.t.as_ref().ok_or_else(|| self.unsupported(n, "attribute 'value' has no tensor"))?;
                     self.tensor(t)?
-                } else if let Some(a) = attr(n, "value_float") {
+                } else if let Some(a) = self.typed_attr(n, "value_float", attribute_type::FLOAT)? {
                     (ArrayD::from_elem(IxDyn(&[]), a.f as f64).into(), false)
-                } else if let Some(a) = attr(n, "value_floats") {
+                } else if let Some(a) = self.typed_attr(n, "value_floats", attribute_type::FLOATS)? {
                     (
                         ArrayD::from_shape_vec(IxDyn(&[a.floats.len()]), a.floats.iter().map(|&v| v as f64).collect())
                             .expect("1-D")
                             .into(),
                         false,
                     )
-                } else if let Some(a) = attr(n, "value_int") {
+                } else if let Some(a) = self.typed_attr(n, "value_int", attribute_type::INT)? {
                     (ArrayD::from_elem(IxDyn(&[]), a.i as f64).into(), true)
-                } else if let Some(a) = attr(n, "value_ints") {
+                } else if let Some(a) = self.typed_attr(n, "value_ints", attribute_type::INTS)? {
                     (
                         ArrayD::from_shape_vec(IxDyn(&[a.ints.len()]), a.ints.iter().map(|&v| v as f64).collect())
                             .expect("1-D")
@@ -871,8 +908,8 @@ impl<'a> Reader<'a> {
                 }
                 let r = s.len() as i64;
                 let norm = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
-                let start = norm(attr_i(n, "start", 0));
-                let end = norm(attr_i(n, "end", r)).max(start);
+                let start = norm(self.attr_i(n, "start", 0)?);
+                let end = norm(self.attr_i(n, "end", r)?).max(start);
                 let part = s[start..end].to_vec();
                 self.bind_const(n, ArrayD::from_shape_vec(IxDyn(&[part.len()]), part).expect("1-D"), true)
             }
@@ -981,11 +1018,11 @@ impl<'a> Reader<'a> {
             }
             "LeakyRelu" => {
                 let x = self.req(n, 0)?;
-                self.emit(n, Op::LeakyRelu { alpha: attr_f(n, "alpha", 0.01) }, vec![x], None)
+                self.emit(n, Op::LeakyRelu { alpha: self.attr_f(n, "alpha", 0.01)? }, vec![x], None)
             }
             "Gelu" => {
                 let x = self.req(n, 0)?;
-                let tanh = match attr_s(n, "approximate").as_deref() {
+                let tanh = match self.attr_s(n, "approximate")?.as_deref() {
                     None | Some("none") => false,
                     Some("tanh") => true,
                     Some(o) => {
@@ -1028,7 +1065,7 @@ impl<'a> Reader<'a> {
                 let x = self.req(n, 0)?;
                 let r = self.shape(x).len();
                 let default = if self.opset < 13 { 1 } else { -1 };
-                let axis = self.axis(n, attr_i(n, "axis", default), r)?;
+                let axis = self.axis(n, self.attr_i(n, "axis", default)?, r)?;
                 if self.opset < 13 && axis + 1 != r {
                     return Err(self.unsupported(n, "Softmax before opset 13 flattens to 2-D; only the last axis is supported, re-export with opset >= 13"));
                 }
@@ -1037,12 +1074,12 @@ impl<'a> Reader<'a> {
             "ReduceMean" | "ReduceSum" => {
                 let x = self.req(n, 0)?;
                 let r = self.shape(x).len();
-                let axes = match attr_ints(n, "axes") {
+                let axes = match self.attr_ints(n, "axes")? {
                     Some(a) => a,
                     None => self.cst_ints(n, 1, "axes")?.unwrap_or_default(),
                 };
-                let keepdims = attr_i(n, "keepdims", 1) != 0;
-                if axes.is_empty() && attr_i(n, "noop_with_empty_axes", 0) != 0 {
+                let keepdims = self.attr_i(n, "keepdims", 1)? != 0;
+                if axes.is_empty() && self.attr_i(n, "noop_with_empty_axes", 0)? != 0 {
                     return self.finish(n, x);
                 }
                 let mut ax: Vec<usize> = if axes.is_empty() {
@@ -1063,13 +1100,13 @@ impl<'a> Reader<'a> {
                 let x = self.req(n, 0)?;
                 let s = self.req(n, 1)?;
                 let b = self.input(n, 2)?;
-                let axis = self.axis(n, attr_i(n, "axis", -1), self.shape(x).len())?;
+                let axis = self.axis(n, self.attr_i(n, "axis", -1)?, self.shape(x).len())?;
                 let mut ins = vec![x, s];
                 ins.extend(b);
-                self.emit(n, Op::LayerNorm { axis, epsilon: attr_f(n, "epsilon", 1e-5) }, ins, None)
+                self.emit(n, Op::LayerNorm { axis, epsilon: self.attr_f(n, "epsilon", 1e-5)? }, ins, None)
             }
             "BatchNormalization" => {
-                if attr_i(n, "training_mode", 0) != 0 {
+                if self.attr_i(n, "training_mode", 0)? != 0 {
                     return Err(
                         self.unsupported(n, "training_mode=1 is not supported; export the model in eval() mode")
                     );
@@ -1080,7 +1117,7 @@ impl<'a> Reader<'a> {
                         return Err(self.unsupported(n, "scale, bias, mean and variance must be constants"));
                     }
                 }
-                self.emit(n, Op::BatchNorm { epsilon: attr_f(n, "epsilon", 1e-5) }, ins, None)
+                self.emit(n, Op::BatchNorm { epsilon: self.attr_f(n, "epsilon", 1e-5)? }, ins, None)
             }
             "Conv" => {
                 let x = self.req(n, 0)?;
@@ -1095,7 +1132,7 @@ impl<'a> Reader<'a> {
                 if !self.g.is_constant(w) || b.is_some_and(|b| !self.g.is_constant(b)) {
                     return Err(self.unsupported(n, "the weight and bias must be constants"));
                 }
-                if let Some(k) = attr_ints(n, "kernel_shape") {
+                if let Some(k) = self.attr_ints(n, "kernel_shape")? {
                     if k != [ws[2] as i64, ws[3] as i64] {
                         return Err(
                             self.unsupported(n, format!("kernel_shape {k:?} disagrees with the weight shape {ws:?}"))
@@ -1105,7 +1142,7 @@ impl<'a> Reader<'a> {
                 let strides = self.pair(n, "strides", 1)?;
                 let dilations = self.pair(n, "dilations", 1)?;
                 let pads = self.pads2d(n, &xs, [ws[2], ws[3]], strides, dilations)?;
-                let groups = attr_i(n, "group", 1);
+                let groups = self.attr_i(n, "group", 1)?;
                 if groups < 1 {
                     return Err(self.unsupported(n, format!("group {groups} must be positive")));
                 }
@@ -1121,7 +1158,7 @@ impl<'a> Reader<'a> {
                         self.unsupported(n, format!("only 2-D pooling on [N,C,H,W] is supported, input is {xs:?}"))
                     );
                 }
-                let kernel = match attr_ints(n, "kernel_shape") {
+                let kernel = match self.attr_ints(n, "kernel_shape")? {
                     Some(k) if k.len() == 2 && k.iter().all(|&v| (1..=1 << 20).contains(&v)) => {
                         [k[0] as usize, k[1] as usize]
                     }
@@ -1130,14 +1167,14 @@ impl<'a> Reader<'a> {
                 let strides = self.pair(n, "strides", 1)?;
                 let dilations = self.pair(n, "dilations", 1)?;
                 let pads = self.pads2d(n, &xs, kernel, strides, dilations)?;
-                let ceil_mode = attr_i(n, "ceil_mode", 0) != 0;
+                let ceil_mode = self.attr_i(n, "ceil_mode", 0)? != 0;
                 if op == "MaxPool" {
                     self.emit(n, Op::MaxPool { kernel, strides, pads, dilations, ceil_mode }, vec![x], None)
                 } else {
                     if dilations != [1, 1] {
                         return Err(self.unsupported(n, "dilated average pooling is not supported"));
                     }
-                    let count_include_pad = attr_i(n, "count_include_pad", 0) != 0;
+                    let count_include_pad = self.attr_i(n, "count_include_pad", 0)? != 0;
                     self.emit(n, Op::AveragePool { kernel, strides, pads, count_include_pad, ceil_mode }, vec![x], None)
                 }
             }
@@ -1151,10 +1188,10 @@ impl<'a> Reader<'a> {
                 let mut ins = vec![a, b];
                 ins.extend(c);
                 let o = Op::Gemm {
-                    alpha: attr_f(n, "alpha", 1.0),
-                    beta: attr_f(n, "beta", 1.0),
-                    trans_a: attr_i(n, "transA", 0) != 0,
-                    trans_b: attr_i(n, "transB", 0) != 0,
+                    alpha: self.attr_f(n, "alpha", 1.0)?,
+                    beta: self.attr_f(n, "beta", 1.0)?,
+                    trans_a: self.attr_i(n, "transA", 0)? != 0,
+                    trans_b: self.attr_i(n, "transB", 0)? != 0,
                 };
                 self.emit(n, o, ins, None)
             }
@@ -1166,7 +1203,7 @@ impl<'a> Reader<'a> {
                 let x = self.req(n, 0)?;
                 let s = self.shape(x).to_vec();
                 let r = s.len();
-                let a = attr_i(n, "axis", 1);
+                let a = self.attr_i(n, "axis", 1)?;
                 let axis = if a == r as i64 { r } else { self.axis(n, a, r)? };
                 let target = vec![s[..axis].iter().product(), s[axis..].iter().product()];
                 self.emit(n, Op::Reshape, vec![x], Some(target))
@@ -1175,7 +1212,7 @@ impl<'a> Reader<'a> {
                 let x = self.req(n, 0)?;
                 let spec = self.cst_ints(n, 1, "shape")?.ok_or_else(|| self.unsupported(n, "missing shape input"))?;
                 let s = self.shape(x).to_vec();
-                let allowzero = attr_i(n, "allowzero", 0) != 0;
+                let allowzero = self.attr_i(n, "allowzero", 0)? != 0;
                 let total: usize = s.iter().product();
                 let mut target = Vec::with_capacity(spec.len());
                 let mut infer_at = None;
@@ -1206,7 +1243,7 @@ impl<'a> Reader<'a> {
             "Squeeze" | "Unsqueeze" => {
                 let x = self.req(n, 0)?;
                 let s = self.shape(x).to_vec();
-                let axes = match attr_ints(n, "axes") {
+                let axes = match self.attr_ints(n, "axes")? {
                     Some(a) => Some(a),
                     None => self.cst_ints(n, 1, "axes")?,
                 };
@@ -1238,7 +1275,7 @@ impl<'a> Reader<'a> {
             "Transpose" => {
                 let x = self.req(n, 0)?;
                 let r = self.shape(x).len();
-                let perm = match attr_ints(n, "perm") {
+                let perm = match self.attr_ints(n, "perm")? {
                     Some(p) => p.iter().map(|&v| self.axis(n, v, r)).collect::<Result<Vec<_>, _>>()?,
                     None => (0..r).rev().collect(),
                 };
@@ -1254,7 +1291,7 @@ impl<'a> Reader<'a> {
                 let Some(&first) = ins.first() else {
                     return Err(self.unsupported(n, "Concat needs inputs"));
                 };
-                let axis = self.axis(n, attr_i(n, "axis", 0), self.shape(first).len())?;
+                let axis = self.axis(n, self.attr_i(n, "axis", 0)?, self.shape(first).len())?;
                 self.emit(n, Op::Concat { axis }, ins, None)
             }
             "Expand" => {
@@ -1272,9 +1309,9 @@ impl<'a> Reader<'a> {
                 let s = self.shape(x).to_vec();
                 let (starts, ends, axes, steps) = if attr(n, "starts").is_some() {
                     (
-                        attr_ints(n, "starts").unwrap_or_default(),
-                        attr_ints(n, "ends").unwrap_or_default(),
-                        attr_ints(n, "axes"),
+                        self.attr_ints(n, "starts")?.unwrap_or_default(),
+                        self.attr_ints(n, "ends")?.unwrap_or_default(),
+                        self.attr_ints(n, "axes")?,
                         None,
                     )
                 } else {
@@ -1312,10 +1349,10 @@ impl<'a> Reader<'a> {
             "Split" => {
                 let x = self.req(n, 0)?;
                 let s = self.shape(x).to_vec();
-                let axis = self.axis(n, attr_i(n, "axis", 0), s.len())?;
+                let axis = self.axis(n, self.attr_i(n, "axis", 0)?, s.len())?;
                 let d = s[axis];
                 let k = n.output.len();
-                let sizes: Vec<usize> = match attr_ints(n, "split").or(self.cst_ints(n, 1, "split")?) {
+                let sizes: Vec<usize> = match self.attr_ints(n, "split")?.or(self.cst_ints(n, 1, "split")?) {
                     Some(v) => {
                         if v.len() != k || v.iter().any(|&x| x < 0) || v.iter().sum::<i64>() != d as i64 {
                             return Err(self.unsupported(
@@ -1326,7 +1363,7 @@ impl<'a> Reader<'a> {
                         v.iter().map(|&x| x as usize).collect()
                     }
                     None => {
-                        let parts = attr_i(n, "num_outputs", k as i64).max(1) as usize;
+                        let parts = self.attr_i(n, "num_outputs", k as i64)?.max(1) as usize;
                         if parts != k {
                             return Err(self.unsupported(n, format!("num_outputs {parts} differs from {k} outputs")));
                         }
@@ -1352,7 +1389,7 @@ impl<'a> Reader<'a> {
                 let x = self.req(n, 0)?;
                 let idx = self.cst(n, 1, "indices")?.ok_or_else(|| self.unsupported(n, "missing indices"))?;
                 let s = self.shape(x).to_vec();
-                let axis = self.axis(n, attr_i(n, "axis", 0), s.len())?;
+                let axis = self.axis(n, self.attr_i(n, "axis", 0)?, s.len())?;
                 let d = s[axis] as i64;
                 let mut bad = None;
                 let indices = idx.to_f64().mapv(|v| {
@@ -1370,15 +1407,15 @@ impl<'a> Reader<'a> {
             }
             "Pad" => {
                 let x = self.req(n, 0)?;
-                let mode = attr_s(n, "mode").unwrap_or_else(|| "constant".into());
+                let mode = self.attr_s(n, "mode")?.unwrap_or_else(|| "constant".into());
                 if mode != "constant" {
                     return Err(
                         self.unsupported(n, format!("mode '{mode}' is not supported; only constant padding is"))
                     );
                 }
                 let r = self.shape(x).len();
-                let (p, value) = match attr_ints(n, "pads") {
-                    Some(p) => (p, attr_f(n, "value", 0.0)),
+                let (p, value) = match self.attr_ints(n, "pads")? {
+                    Some(p) => (p, self.attr_f(n, "value", 0.0)?),
                     None => {
                         let p = self.cst_ints(n, 1, "pads")?.ok_or_else(|| self.unsupported(n, "missing pads"))?;
                         let v = self.cst(n, 2, "constant_value")?.and_then(|a| a.iter_f64().next()).unwrap_or(0.0);
