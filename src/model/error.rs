@@ -58,7 +58,7 @@ pub enum ModelError {
         detail: String,
     },
     /// A dynamic input dimension that cannot be resolved.
-    #[error("{origin}: input '{input}' has dynamic dimension {index} ('{param}') that cannot be resolved; pass --input-shape with the full input shape (e.g. --input-shape 1,1,28,28)")]
+    #[error("{origin}: input '{input}' has dynamic dimension {index} ('{param}') that cannot be resolved; export the model with a fixed input shape (every dimension but the batch), or give the whole input shape when reading it (`input_shape` of `read_onnx`)")]
     DynamicDim {
         /// File name or other origin of the model.
         origin: String,
@@ -70,7 +70,7 @@ pub enum ModelError {
         param: String,
     },
     /// A user-supplied input shape that contradicts the model.
-    #[error("{origin}: input shape {given:?} does not match input '{input}' of the model, whose shape is {expected}; pass an --input-shape that matches the model")]
+    #[error("{origin}: input shape {given:?} does not match input '{input}' of the model, whose shape is {expected}; give a shape that matches the model")]
     InputShape {
         /// File name or other origin of the model.
         origin: String,

@@ -540,7 +540,7 @@ impl<'a> Reader<'a> {
             None => match given {
                 Some(g) => g.iter().map(|&d| (Some(d), d.to_string())).collect(),
                 None => {
-                    return Err(self.invalid(format!("input '{}' has no declared shape; pass --input-shape", inp.name)))
+                    return Err(self.invalid(format!("input '{}' has no declared shape; export the model with its input shape, or give the shape when reading it (`input_shape` of `read_onnx`)", inp.name)))
                 }
             },
         };
