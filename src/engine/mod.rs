@@ -4,7 +4,7 @@
 mod conv_kernel;
 pub mod counters;
 mod fire;
-mod isa;
+pub(crate) mod isa;
 mod structured;
 mod tiles;
 
