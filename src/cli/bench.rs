@@ -74,7 +74,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     }
     let calibration =
         inputs64.iter().map(|x| ArrayD::from_shape_vec(IxDyn(&input_shape), x.clone())).collect::<Result<_, _>>()?;
-    let conversion = convert(&graph, &ConvertOptions { calibration, ..ConvertOptions::default() })?;
+    let conversion = convert(&graph, &ConvertOptions { calibration, threads, ..ConvertOptions::default() })?;
     let network = &conversion.network;
     let inputs: Vec<Vec<f32>> = inputs64.iter().map(|x| x.iter().map(|&v| v as f32).collect()).collect();
 

@@ -26,6 +26,17 @@ impl Graph {
     /// Evaluates the graph on `input` (whose shape must equal the input value's shape) and
     /// returns the output. Intermediate values are dropped after their last use.
     pub fn evaluate<F: Real>(&self, input: &ArrayD<F>) -> Result<ArrayD<F>, ModelError> {
+        self.evaluate_visit(input, |_, _| {})
+    }
+
+    /// [`Graph::evaluate`] that also hands every node's output, as it is computed, to
+    /// `visit(node index, value)`: a caller keeps what it needs of each value (a running maximum,
+    /// say) while memory stays that of one evaluation.
+    pub fn evaluate_visit<F: Real>(
+        &self,
+        input: &ArrayD<F>,
+        mut visit: impl FnMut(usize, &ArrayD<F>),
+    ) -> Result<ArrayD<F>, ModelError> {
         let mut last_use = vec![usize::MAX; self.values.len()];
         for (i, n) in self.nodes.iter().enumerate() {
             for &x in &n.inputs {
@@ -35,6 +46,9 @@ impl Graph {
             }
         }
         let mut values = self.run(input, |values, i| {
+            if let Some(value) = values.get(self.nodes[i].output).and_then(Option::as_ref) {
+                visit(i, value);
+            }
             for &x in &self.nodes[i].inputs {
                 if last_use[x] == i && x != self.output {
                     values[x] = None;
