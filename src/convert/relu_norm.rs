@@ -6,7 +6,7 @@ use ndarray::ArrayD;
 
 use super::layernorm::add_binary;
 use super::{finish_pass, ConvertError, ConvertOptions, Progress};
-use crate::model::{Graph, Op};
+use crate::model::{Evaluator, Graph, Op};
 
 /// Below this a calibration maximum is treated as zero and the scale set to 1.
 pub const MIN_SCALE: f64 = 1e-5;
@@ -58,10 +58,12 @@ fn maxima(
 ) -> Result<Vec<Option<ArrayD<f64>>>, ConvertError> {
     let threads = threads.min(calibration.len()).max(1);
     let slots: Vec<Option<usize>> = (0..graph.nodes.len()).map(|i| relus.iter().position(|&r| r == i)).collect();
+    let evaluator = Evaluator::<f64>::new(graph);
+    let evaluator = &evaluator;
     let worker = |first: usize| -> Result<Vec<Option<ArrayD<f64>>>, ConvertError> {
         let mut maxima: Vec<Option<ArrayD<f64>>> = vec![None; relus.len()];
         for input in calibration.iter().skip(first).step_by(threads) {
-            graph.evaluate_visit::<f64>(input, |node, out| {
+            evaluator.evaluate_visit(input, |node, out| {
                 if let Some(slot) = slots[node] {
                     match &mut maxima[slot] {
                         None => maxima[slot] = Some(out.clone()),

@@ -22,6 +22,91 @@ use super::infer::broadcast;
 use super::tensor::Tensor;
 use crate::real::Real;
 
+/// A graph made ready for many evaluations in precision `F`: the weights of convolutions on
+/// small feature maps, where some kernel taps only ever see padding, are laid out once tap by
+/// tap so that those taps' weights are never read. Results equal [`Graph::evaluate`]'s up to
+/// the order of summation.
+pub struct Evaluator<'g, F> {
+    graph: &'g Graph,
+    /// Tap-major weights by node index (empty, or `None`, where not prepared).
+    taps: Vec<Option<Vec<F>>>,
+}
+
+impl<'g, F: Real> Evaluator<'g, F> {
+    /// Prepares `graph`'s convolutions.
+    pub fn new(graph: &'g Graph) -> Self {
+        let taps = graph.nodes.iter().map(|n| prepared_taps::<F>(graph, n)).collect();
+        Evaluator { graph, taps }
+    }
+
+    /// The graph evaluated.
+    pub fn graph(&self) -> &'g Graph {
+        self.graph
+    }
+
+    /// As [`Graph::evaluate`].
+    pub fn evaluate(&self, input: &ArrayD<F>) -> Result<ArrayD<F>, ModelError> {
+        self.evaluate_visit(input, |_, _| {})
+    }
+
+    /// As [`Graph::evaluate_visit`].
+    pub fn evaluate_visit(
+        &self,
+        input: &ArrayD<F>,
+        mut visit: impl FnMut(usize, &ArrayD<F>),
+    ) -> Result<ArrayD<F>, ModelError> {
+        let graph = self.graph;
+        let mut last_use = vec![usize::MAX; graph.values.len()];
+        for (i, n) in graph.nodes.iter().enumerate() {
+            for &x in &n.inputs {
+                if let Some(l) = last_use.get_mut(x) {
+                    *l = i;
+                }
+            }
+        }
+        let mut values = graph.run(input, &self.taps, |values, i| {
+            if let Some(value) = values.get(graph.nodes[i].output).and_then(Option::as_ref) {
+                visit(i, value);
+            }
+            for &x in &graph.nodes[i].inputs {
+                if last_use[x] == i && x != graph.output {
+                    values[x] = None;
+                }
+            }
+        })?;
+        match (values.get_mut(graph.output).and_then(Option::take), graph.constant(graph.output)) {
+            (Some(out), _) => Ok(out),
+            (None, Some(c)) => Ok(c.view::<F>().into_owned()),
+            (None, None) => Err(graph.eval_err("output", "graph output was never computed")),
+        }
+    }
+}
+
+/// Tap-major weights for node `n` when it is a convolution (not depthwise) with a constant
+/// kernel some of whose taps only ever see padding.
+fn prepared_taps<F: Real>(graph: &Graph, n: &Node) -> Option<Vec<F>> {
+    let Op::Conv { strides, pads, dilations, groups } = n.op else { return None };
+    let x = &graph.values.get(*n.inputs.first()?)?.shape;
+    let w = graph.constant(*n.inputs.get(1)?)?;
+    let out = &graph.values.get(n.output)?.shape;
+    if x.len() != 4 || w.ndim() != 4 || out.len() != 4 || (w.shape()[1] == 1 && groups > 1) {
+        return None;
+    }
+    let window = conv::Window {
+        input: [x[2], x[3]],
+        output: [out[2], out[3]],
+        kernel: [w.shape()[2], w.shape()[3]],
+        strides,
+        pads: [pads[0], pads[1]],
+        dilations,
+    };
+    if strides.contains(&0) || dilations.contains(&0) {
+        return None;
+    }
+    conv::reaching_taps(&window)?;
+    conv::tap_major(&w.view::<F>().view())
+}
+
 impl Graph {
     /// Evaluates the graph on `input` (whose shape must equal the input value's shape) and
     /// returns the output. Intermediate values are dropped after their last use.
@@ -35,38 +120,16 @@ impl Graph {
     pub fn evaluate_visit<F: Real>(
         &self,
         input: &ArrayD<F>,
-        mut visit: impl FnMut(usize, &ArrayD<F>),
+        visit: impl FnMut(usize, &ArrayD<F>),
     ) -> Result<ArrayD<F>, ModelError> {
-        let mut last_use = vec![usize::MAX; self.values.len()];
-        for (i, n) in self.nodes.iter().enumerate() {
-            for &x in &n.inputs {
-                if let Some(l) = last_use.get_mut(x) {
-                    *l = i;
-                }
-            }
-        }
-        let mut values = self.run(input, |values, i| {
-            if let Some(value) = values.get(self.nodes[i].output).and_then(Option::as_ref) {
-                visit(i, value);
-            }
-            for &x in &self.nodes[i].inputs {
-                if last_use[x] == i && x != self.output {
-                    values[x] = None;
-                }
-            }
-        })?;
-        match (values.get_mut(self.output).and_then(Option::take), self.constant(self.output)) {
-            (Some(out), _) => Ok(out),
-            (None, Some(c)) => Ok(c.view::<F>().into_owned()),
-            (None, None) => Err(self.eval_err("output", "graph output was never computed")),
-        }
+        Evaluator { graph: self, taps: Vec::new() }.evaluate_visit(input, visit)
     }
 
     /// Evaluates the graph and returns every computed value, indexed by
     /// [`crate::model::ValueId`]: the input and every node output. Constants are `None` (read
     /// them with [`Graph::constant`]), as are values no node computes.
     pub fn evaluate_all<F: Real>(&self, input: &ArrayD<F>) -> Result<Vec<Option<ArrayD<F>>>, ModelError> {
-        self.run(input, |_, _| {})
+        self.run(input, &[], |_, _| {})
     }
 
     fn eval_err(&self, node: &str, detail: &str) -> ModelError {
@@ -84,6 +147,7 @@ impl Graph {
     fn run<F: Real>(
         &self,
         input: &ArrayD<F>,
+        taps: &[Option<Vec<F>>],
         mut after: impl FnMut(&mut Vec<Option<ArrayD<F>>>, usize),
     ) -> Result<Vec<Option<ArrayD<F>>>, ModelError> {
         let mut values: Vec<Option<ArrayD<F>>> = vec![None; self.values.len()];
@@ -113,7 +177,13 @@ impl Graph {
             }
             let views: Vec<ArrayViewD<F>> = ins.iter().map(|a| a.view()).collect();
             let out_shape = &self.values.get(n.output).ok_or_else(|| err("output id out of range".into()))?.shape;
-            let out = eval_op(&n.op, &views, out_shape).map_err(err)?;
+            let out = match (&n.op, taps.get(i)) {
+                (Op::Conv { strides, pads, dilations, groups }, Some(Some(taps))) if views.len() >= 2 => {
+                    conv::conv2d_taps(&views[0], &views[1], taps, views.get(2), *strides, *pads, *dilations, *groups)
+                }
+                _ => eval_op(&n.op, &views, out_shape),
+            }
+            .map_err(err)?;
             if out.shape() != out_shape.as_slice() {
                 return Err(err(format!("computed shape {:?} but the graph declares {:?}", out.shape(), out_shape)));
             }
