@@ -369,10 +369,12 @@ mod tests {
         })
     }
 
+    /// Input shape, weight shape, strides, pads, dilations, groups.
+    type Case = ([usize; 4], [usize; 4], [usize; 2], [usize; 4], [usize; 2], usize);
+
     #[test]
     fn matches_the_definition() {
-        // (input shape, weight shape, strides, pads, dilations, groups)
-        let cases: &[([usize; 4], [usize; 4], [usize; 2], [usize; 4], [usize; 2], usize)] = &[
+        let cases: &[Case] = &[
             ([2, 3, 9, 8], [4, 3, 3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
             ([1, 3, 11, 10], [5, 3, 7, 7], [2, 2], [3, 3, 3, 3], [1, 1], 1),
             ([1, 4, 6, 6], [6, 4, 1, 1], [1, 1], [0; 4], [1, 1], 1),

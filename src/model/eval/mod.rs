@@ -272,14 +272,14 @@ fn zip2<F: Real>(a: &ArrayViewD<F>, b: &ArrayViewD<F>, f: impl Fn(F, F) -> F) ->
         // Contiguous operands of which one repeats along the other's leading axes (a bias, a
         // scale) or both have the full shape.
         let total: usize = shape.iter().product();
-        if x.len() == total && !y.is_empty() && total % y.len() == 0 && trails(b.shape(), &shape) {
+        if x.len() == total && !y.is_empty() && total.is_multiple_of(y.len()) && trails(b.shape(), &shape) {
             let mut out = Vec::with_capacity(total);
             for chunk in x.chunks_exact(y.len()) {
                 out.extend(chunk.iter().zip(y).map(|(&p, &q)| f(p, q)));
             }
             return shaped(&shape, out);
         }
-        if y.len() == total && !x.is_empty() && total % x.len() == 0 && trails(a.shape(), &shape) {
+        if y.len() == total && !x.is_empty() && total.is_multiple_of(x.len()) && trails(a.shape(), &shape) {
             let mut out = Vec::with_capacity(total);
             for chunk in y.chunks_exact(x.len()) {
                 out.extend(x.iter().zip(chunk).map(|(&p, &q)| f(p, q)));
