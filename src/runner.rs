@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use ndarray::{ArrayD, IxDyn};
 
 use crate::engine::{Counters, SimConfig, Simulator, Workspace};
-use crate::model::{Graph, ModelError};
+use crate::model::{Evaluator, Graph, ModelError};
 use crate::real::Real;
 use crate::snn::{Network, NetworkError};
 
@@ -148,6 +148,22 @@ where
     F: Real,
     L: Fn(usize, &mut [F]) + Sync,
 {
+    evaluate_ann_prepared(&Evaluator::new(graph), count, load, threads, progress)
+}
+
+/// [`evaluate_ann`] with an [`Evaluator`] prepared beforehand (to time the evaluations alone).
+pub fn evaluate_ann_prepared<F, L>(
+    evaluator: &Evaluator<'_, F>,
+    count: usize,
+    load: L,
+    threads: usize,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<F>, ModelError>
+where
+    F: Real,
+    L: Fn(usize, &mut [F]) + Sync,
+{
+    let graph = evaluator.graph();
     let invalid = |detail: String| ModelError::Invalid { origin: "reference evaluator".into(), detail };
     if threads == 0 {
         return Err(invalid("the number of threads must be at least 1".into()));
@@ -172,7 +188,7 @@ where
             load(i, &mut buffer);
             let input = ArrayD::from_shape_vec(IxDyn(&shape), buffer)
                 .map_err(|e| invalid(format!("input {i} does not fit shape {shape:?}: {e}")))?;
-            let output = graph.evaluate::<F>(&input)?;
+            let output = evaluator.evaluate(&input)?;
             if output.len() != output_size {
                 return Err(invalid(format!(
                     "the output of input {i} has {} elements, the graph declares {output_size}",

@@ -57,7 +57,11 @@ fn every_fixture_converts_and_reconstructs_the_ann_exactly() {
         let graph = read_onnx(&path, None).unwrap_or_else(|e| panic!("{name}: {e}"));
         let shape = graph.values[graph.input].shape.clone();
         let as_input = |x: &Vec<f64>| ArrayD::from_shape_vec(IxDyn(&shape), x.clone()).unwrap();
-        let options = ConvertOptions { gelu: GeluTarget::Sigmoid, calibration: inputs.iter().map(as_input).collect() };
+        let options = ConvertOptions {
+            gelu: GeluTarget::Sigmoid,
+            calibration: inputs.iter().map(as_input).collect(),
+            ..ConvertOptions::default()
+        };
         let conversion = convert(&graph, &options).unwrap_or_else(|e| panic!("{name}: {e}"));
         let network = &conversion.network;
         assert!(!network.populations.is_empty(), "{name}: no neurons");

@@ -11,8 +11,8 @@ use signgd::convert::{convert, ConvertOptions};
 use signgd::data::{read_inputs, LoadLimits};
 use signgd::engine::SimConfig;
 use signgd::engine::Simulator;
-use signgd::model::read_onnx;
-use signgd::runner::{evaluate_ann_inputs, simulate_prepared};
+use signgd::model::{read_onnx, Evaluator, Graph};
+use signgd::runner::{evaluate_ann_prepared, simulate_prepared};
 
 /// Options of `signgd bench`.
 #[derive(Args)]
@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Time only the ANN (no conversion, no simulation).
+    #[arg(long)]
+    ann_only: bool,
 }
 
 /// Converts the model, times the SNN (float32, reference settings) and the ANN, and prints
@@ -50,9 +53,28 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let model_shape = &input_shape[1..];
     data.fit_to(model_shape, &args.data)?;
     let inputs64: Vec<Vec<f64>> = (0..data.samples).map(|i| data.sample(i).to_vec()).collect();
+    if args.ann_only {
+        let inputs: Vec<Vec<f32>> = inputs64.iter().map(|x| x.iter().map(|&v| v as f32).collect()).collect();
+        let ann_images_per_s = inputs.len() as f64 / ann_seconds(&graph, &inputs, threads)?;
+        if args.json {
+            let report = serde_json::json!({
+                "schema_version": 1,
+                "model": args.model.display().to_string(),
+                "inputs": inputs.len(),
+                "threads": threads,
+                "precision": "f32",
+                "ann_images_per_s": ann_images_per_s,
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!("model            {} ({} inputs, f32, {threads} threads)", args.model.display(), inputs.len());
+            println!("ANN              {ann_images_per_s:.1} images/s (reference evaluator)");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let calibration =
         inputs64.iter().map(|x| ArrayD::from_shape_vec(IxDyn(&input_shape), x.clone())).collect::<Result<_, _>>()?;
-    let conversion = convert(&graph, &ConvertOptions { calibration, ..ConvertOptions::default() })?;
+    let conversion = convert(&graph, &ConvertOptions { calibration, threads, ..ConvertOptions::default() })?;
     let network = &conversion.network;
     let inputs: Vec<Vec<f32>> = inputs64.iter().map(|x| x.iter().map(|&v| v as f32).collect()).collect();
 
@@ -63,13 +85,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let load = |i: usize, buffer: &mut [f32]| buffer.copy_from_slice(&inputs[i]);
     let result = simulate_prepared(&simulator, inputs.len(), load, threads, &|_| {})?;
     let snn_seconds = start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    let mut ann_runs = 0usize;
-    while ann_runs == 0 || start.elapsed().as_secs_f64() < 0.5 {
-        evaluate_ann_inputs::<f32>(&graph, &inputs, threads)?;
-        ann_runs += 1;
-    }
-    let ann_seconds = start.elapsed().as_secs_f64() / ann_runs as f64;
+    let ann_seconds = ann_seconds(&graph, &inputs, threads)?;
 
     let totals = result.counters.at_checkpoints.last().cloned().unwrap_or_default();
     let events: u64 = totals.iter().map(|c| c.synaptic_events).sum();
@@ -127,6 +143,23 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Seconds the ANN takes over all `inputs` on `threads` workers: the mean over repeated passes
+/// (at least half a second of them) after one untimed pass; the weights' preparation is not timed.
+fn ann_seconds(graph: &Graph, inputs: &[Vec<f32>], threads: usize) -> Result<f64> {
+    let expected: usize = graph.values[graph.input].shape.iter().product();
+    ensure!(inputs.iter().all(|x| x.len() == expected), "the inputs do not fit the model's input");
+    let evaluator = Evaluator::<f32>::new(graph);
+    let load = |i: usize, buffer: &mut [f32]| buffer.copy_from_slice(&inputs[i]);
+    evaluate_ann_prepared(&evaluator, inputs.len(), load, threads, &|_| {})?;
+    let start = Instant::now();
+    let mut runs = 0usize;
+    while runs == 0 || start.elapsed().as_secs_f64() < 0.5 {
+        evaluate_ann_prepared(&evaluator, inputs.len(), load, threads, &|_| {})?;
+        runs += 1;
+    }
+    Ok(start.elapsed().as_secs_f64() / runs as f64)
 }
 
 /// The process's peak resident memory, from /proc (Linux).

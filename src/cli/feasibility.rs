@@ -116,7 +116,7 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
     let calibration = (0..data.samples.min(CALIBRATION_FROM_DATA))
         .map(|i| ArrayD::from_shape_vec(IxDyn(&full_shape), data.sample(i).to_vec()))
         .collect::<Result<Vec<_>, _>>()?;
-    let options = ConvertOptions { calibration, ..ConvertOptions::default() };
+    let options = ConvertOptions { calibration, threads, ..ConvertOptions::default() };
     let conversion = convert(&graph, &options).with_context(|| format!("cannot convert {}", args.model.display()))?;
     let network = conversion.network;
 

@@ -5,15 +5,16 @@ use std::fs::{self, File};
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{Array2, Array3, ArrayD, IxDyn};
 use ndarray_npy::{WritableElement, WriteNpyExt};
 use serde_json::json;
-use signgd::convert::{convert, ConvertOptions};
+use signgd::convert::{convert, ConvertOptions, Progress};
 use signgd::data::{read_inputs, read_labels, Dataset, LoadLimits};
 use signgd::engine::{Counters, SimConfig, Simulator};
 use signgd::model::reader::read_onnx_with_limits;
@@ -335,8 +336,16 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
             GeluArg::Erf => GeluTarget::Erf,
         },
         calibration: calibration.inputs,
+        threads: settings.threads,
+        progress: None,
     };
-    let conversion = convert(&graph, &options).with_context(|| format!("cannot convert {}", args.model.display()))?;
+    let bar = LateBar::new(options.calibration.len(), "calibration");
+    let progress = bar.clone();
+    let options = ConvertOptions { progress: Some(Progress(Arc::new(move |n| progress.inc(n)))), ..options };
+    let conversion = convert(&graph, &options).with_context(|| format!("cannot convert {}", args.model.display()));
+    bar.finish();
+    drop(options);
+    let conversion = conversion?;
     let network = conversion.network;
     signgd::memory::release_free_memory();
     let conversion_time = started.elapsed();
@@ -371,10 +380,10 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
 
     // ANN reference.
     let started = Instant::now();
-    let bar = progress_bar(data.samples, "ANN");
-    let ann = runner::evaluate_ann::<F, _>(&graph, data.samples, load, settings.threads, &|n| bar.inc(n as u64))
-        .context("evaluating the ANN")?;
-    bar.finish_and_clear();
+    let bar = LateBar::new(data.samples, "ANN");
+    let ann = runner::evaluate_ann::<F, _>(&graph, data.samples, load, settings.threads, &|n| bar.inc(n));
+    bar.finish();
+    let ann = ann.context("evaluating the ANN")?;
     let ann_time = started.elapsed();
 
     // SNN, once to the largest checkpoint.
@@ -512,6 +521,35 @@ fn progress_bar(len: usize, what: &str) -> ProgressBar {
     bar.set_style(style);
     bar.set_message(what.to_string());
     bar
+}
+
+/// A progress bar for work that is often quick: drawn (on a terminal) only once the work has
+/// taken a second.
+#[derive(Clone)]
+struct LateBar {
+    bar: ProgressBar,
+    terminal: bool,
+}
+
+impl LateBar {
+    fn new(len: usize, what: &str) -> Self {
+        let bar = progress_bar(len, what);
+        let terminal = !bar.is_hidden();
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+        LateBar { bar, terminal }
+    }
+
+    /// Counts `n` more inputs done; draws the bar from the first second on.
+    fn inc(&self, n: usize) {
+        self.bar.inc(n as u64);
+        if self.terminal && self.bar.is_hidden() && self.bar.elapsed() >= Duration::from_secs(1) {
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 type Dump<'a> = (PathBuf, Box<dyn FnOnce(&mut BufWriter<File>) -> Result<()> + 'a>);

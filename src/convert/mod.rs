@@ -14,6 +14,9 @@ pub mod relu_norm;
 pub mod softmax;
 pub mod verify;
 
+use std::fmt;
+use std::sync::Arc;
+
 use ndarray::ArrayD;
 use thiserror::Error;
 
@@ -62,11 +65,25 @@ pub struct ConvertOptions {
     pub gelu: GeluTarget,
     /// Calibration inputs for ReLU normalisation, each of the model's input shape (with batch).
     pub calibration: Vec<ArrayD<f64>>,
+    /// Worker threads evaluating the calibration inputs (the maxima do not depend on it).
+    pub threads: usize,
+    /// Told of calibration inputs as they are evaluated.
+    pub progress: Option<Progress>,
 }
 
 impl Default for ConvertOptions {
     fn default() -> Self {
-        ConvertOptions { gelu: GeluTarget::Sigmoid, calibration: Vec::new() }
+        ConvertOptions { gelu: GeluTarget::Sigmoid, calibration: Vec::new(), threads: 1, progress: None }
+    }
+}
+
+/// A callback given the number of inputs done since its last call (to drive a progress bar).
+#[derive(Clone)]
+pub struct Progress(pub Arc<dyn Fn(usize) + Send + Sync>);
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Progress(..)")
     }
 }
 
@@ -92,7 +109,7 @@ pub fn convert(graph: &Graph, options: &ConvertOptions) -> Result<Conversion, Co
     softmax::decompose(&mut graph, &mut notes)?;
     matmul::decompose(&mut graph, &mut notes)?;
     divsqrt::fuse(&mut graph, &mut notes)?;
-    relu_norm::normalise(&mut graph, &options.calibration, &mut notes)?;
+    relu_norm::normalise(&mut graph, options, &mut notes)?;
     let network = lower::lower(&graph, options)?;
     network
         .validate()

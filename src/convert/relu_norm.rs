@@ -5,38 +5,29 @@
 use ndarray::ArrayD;
 
 use super::layernorm::add_binary;
-use super::{finish_pass, ConvertError};
-use crate::model::{Graph, Op};
+use super::{finish_pass, ConvertError, ConvertOptions, Progress};
+use crate::model::{Evaluator, Graph, Op};
 
 /// Below this a calibration maximum is treated as zero and the scale set to 1.
 pub const MIN_SCALE: f64 = 1e-5;
 
 /// Normalises every ReLU node; notes how many and from how many inputs.
-pub fn normalise(graph: &mut Graph, calibration: &[ArrayD<f64>], notes: &mut Vec<String>) -> Result<(), ConvertError> {
+pub fn normalise(graph: &mut Graph, options: &ConvertOptions, notes: &mut Vec<String>) -> Result<(), ConvertError> {
     let relus: Vec<usize> = (0..graph.nodes.len()).filter(|&i| matches!(graph.nodes[i].op, Op::Relu)).collect();
     if relus.is_empty() {
         return Ok(());
     }
+    let calibration = &options.calibration;
     if calibration.is_empty() {
         return Err(ConvertError::Graph(
             "the model has ReLU nodes, which need calibration inputs for normalisation; give at least one".into(),
         ));
     }
-    let mut maxima: Vec<Option<ArrayD<f64>>> = vec![None; relus.len()];
-    for input in calibration {
-        let values = graph.evaluate_all::<f64>(input)?;
-        for (slot, &r) in maxima.iter_mut().zip(&relus) {
-            let out = values[graph.nodes[r].output]
-                .as_ref()
-                .ok_or_else(|| ConvertError::Graph("calibration did not reach a ReLU".into()))?;
-            match slot {
-                None => *slot = Some(out.clone()),
-                Some(m) => m.zip_mut_with(out, |a, &b| *a = a.max(b)),
-            }
-        }
-    }
+    let maxima = maxima(graph, &relus, calibration, options.threads.max(1), options.progress.as_ref())?;
     for (&r, m) in relus.iter().zip(maxima) {
-        let mut m = m.expect("one calibration input at least");
+        let Some(mut m) = m else {
+            return Err(ConvertError::Graph(format!("calibration did not reach ReLU node `{}`", graph.nodes[r].name)));
+        };
         m.mapv_inplace(|v| if v <= MIN_SCALE { 1.0 } else { v });
         let node = graph.nodes[r].clone();
         let scale = graph.add_constant(format!("{}.calibration_max", node.name), m);
@@ -52,4 +43,60 @@ pub fn normalise(graph: &mut Graph, calibration: &[ArrayD<f64>], notes: &mut Vec
         calibration.len()
     ));
     finish_pass(graph, &[])
+}
+
+/// Per-element maxima of the outputs of the nodes `relus` over the calibration inputs, in double
+/// precision, by `threads` workers each taking every `threads`-th input. Each worker keeps its
+/// own maxima and one evaluation's live values; the maxima are merged at the end (maxima do not
+/// depend on the order).
+fn maxima(
+    graph: &Graph,
+    relus: &[usize],
+    calibration: &[ArrayD<f64>],
+    threads: usize,
+    progress: Option<&Progress>,
+) -> Result<Vec<Option<ArrayD<f64>>>, ConvertError> {
+    let threads = threads.min(calibration.len()).max(1);
+    let slots: Vec<Option<usize>> = (0..graph.nodes.len()).map(|i| relus.iter().position(|&r| r == i)).collect();
+    let evaluator = Evaluator::<f64>::new(graph);
+    let evaluator = &evaluator;
+    let worker = |first: usize| -> Result<Vec<Option<ArrayD<f64>>>, ConvertError> {
+        let mut maxima: Vec<Option<ArrayD<f64>>> = vec![None; relus.len()];
+        for input in calibration.iter().skip(first).step_by(threads) {
+            evaluator.evaluate_visit(input, |node, out| {
+                if let Some(slot) = slots[node] {
+                    match &mut maxima[slot] {
+                        None => maxima[slot] = Some(out.clone()),
+                        Some(m) => m.zip_mut_with(out, |a, &b| *a = a.max(b)),
+                    }
+                }
+            })?;
+            if let Some(progress) = progress {
+                (progress.0)(1);
+            }
+        }
+        Ok(maxima)
+    };
+    let results: Vec<_> = if threads == 1 {
+        vec![worker(0)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads).map(|w| scope.spawn(move || worker(w))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(ConvertError::Graph("a calibration worker panicked".into()))))
+                .collect()
+        })
+    };
+    let mut merged: Vec<Option<ArrayD<f64>>> = vec![None; relus.len()];
+    for result in results {
+        for (slot, m) in merged.iter_mut().zip(result?) {
+            match (slot.as_mut(), m) {
+                (_, None) => {}
+                (None, Some(m)) => *slot = Some(m),
+                (Some(s), Some(m)) => s.zip_mut_with(&m, |a, &b| *a = a.max(b)),
+            }
+        }
+    }
+    Ok(merged)
 }

@@ -5,7 +5,7 @@ mod constants;
 mod conv_kernel;
 pub mod counters;
 mod fire;
-mod isa;
+pub(crate) mod isa;
 mod structured;
 mod tiles;
 

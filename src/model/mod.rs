@@ -17,6 +17,7 @@ pub mod reader;
 pub mod tensor;
 
 pub use error::ModelError;
+pub use eval::Evaluator;
 pub use graph::{Graph, Node, Op, Value, ValueId};
 pub use reader::{read_onnx, read_onnx_bytes};
 pub use tensor::Tensor;

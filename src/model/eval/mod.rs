@@ -1,46 +1,135 @@
 //! Dense reference evaluator over `ndarray` arrays, generic over the element type. Constants
 //! are read in place through [`Tensor::view`](super::tensor::Tensor::view), converted only for
 //! the op that reads them when the evaluation precision differs from the stored one.
+//!
+//! Convolutions and matrix products run on an optimised GEMM ([`gemm`], one thread per
+//! evaluation): callers parallelise over inputs, so results do not depend on the thread count.
 
-use ndarray::{concatenate, s, Array2, Array3, ArrayD, ArrayViewD, Axis, CowArray, Ix4, IxDyn, Slice, Zip};
+mod conv;
+mod gemm;
+mod matmul;
+mod pool;
+
+use ndarray::{concatenate, ArrayD, ArrayViewD, Axis, CowArray, IxDyn, Slice, Zip};
+
+use conv::conv2d;
+use matmul::{gemm_op, matmul};
+use pool::{pool, PoolKind};
 
 use super::error::ModelError;
 use super::graph::{Graph, Node, Op, ValueId};
-use super::infer::{broadcast, matmul_shape};
+use super::infer::broadcast;
 use super::tensor::Tensor;
 use crate::real::Real;
 
-impl Graph {
-    /// Evaluates the graph on `input` (whose shape must equal the input value's shape) and
-    /// returns the output. Intermediate values are dropped after their last use.
-    pub fn evaluate<F: Real>(&self, input: &ArrayD<F>) -> Result<ArrayD<F>, ModelError> {
-        let mut last_use = vec![usize::MAX; self.values.len()];
-        for (i, n) in self.nodes.iter().enumerate() {
+/// A graph made ready for many evaluations in precision `F`: the weights of convolutions on
+/// small feature maps, where some kernel taps only ever see padding, are laid out once tap by
+/// tap so that those taps' weights are never read. Results equal [`Graph::evaluate`]'s up to
+/// the order of summation.
+pub struct Evaluator<'g, F> {
+    graph: &'g Graph,
+    /// Tap-major weights by node index (empty, or `None`, where not prepared).
+    taps: Vec<Option<Vec<F>>>,
+}
+
+impl<'g, F: Real> Evaluator<'g, F> {
+    /// Prepares `graph`'s convolutions.
+    pub fn new(graph: &'g Graph) -> Self {
+        let taps = graph.nodes.iter().map(|n| prepared_taps::<F>(graph, n)).collect();
+        Evaluator { graph, taps }
+    }
+
+    /// The graph evaluated.
+    pub fn graph(&self) -> &'g Graph {
+        self.graph
+    }
+
+    /// As [`Graph::evaluate`].
+    pub fn evaluate(&self, input: &ArrayD<F>) -> Result<ArrayD<F>, ModelError> {
+        self.evaluate_visit(input, |_, _| {})
+    }
+
+    /// As [`Graph::evaluate_visit`].
+    pub fn evaluate_visit(
+        &self,
+        input: &ArrayD<F>,
+        mut visit: impl FnMut(usize, &ArrayD<F>),
+    ) -> Result<ArrayD<F>, ModelError> {
+        let graph = self.graph;
+        let mut last_use = vec![usize::MAX; graph.values.len()];
+        for (i, n) in graph.nodes.iter().enumerate() {
             for &x in &n.inputs {
                 if let Some(l) = last_use.get_mut(x) {
                     *l = i;
                 }
             }
         }
-        let mut values = self.run(input, |values, i| {
-            for &x in &self.nodes[i].inputs {
-                if last_use[x] == i && x != self.output {
+        let mut values = graph.run(input, &self.taps, |values, i| {
+            if let Some(value) = values.get(graph.nodes[i].output).and_then(Option::as_ref) {
+                visit(i, value);
+            }
+            for &x in &graph.nodes[i].inputs {
+                if last_use[x] == i && x != graph.output {
                     values[x] = None;
                 }
             }
         })?;
-        match (values.get_mut(self.output).and_then(Option::take), self.constant(self.output)) {
+        match (values.get_mut(graph.output).and_then(Option::take), graph.constant(graph.output)) {
             (Some(out), _) => Ok(out),
             (None, Some(c)) => Ok(c.view::<F>().into_owned()),
-            (None, None) => Err(self.eval_err("output", "graph output was never computed")),
+            (None, None) => Err(graph.eval_err("output", "graph output was never computed")),
         }
+    }
+}
+
+/// Tap-major weights for node `n` when it is a convolution (not depthwise) with a constant
+/// kernel some of whose taps only ever see padding.
+fn prepared_taps<F: Real>(graph: &Graph, n: &Node) -> Option<Vec<F>> {
+    let Op::Conv { strides, pads, dilations, groups } = n.op else { return None };
+    let x = &graph.values.get(*n.inputs.first()?)?.shape;
+    let w = graph.constant(*n.inputs.get(1)?)?;
+    let out = &graph.values.get(n.output)?.shape;
+    if x.len() != 4 || w.ndim() != 4 || out.len() != 4 || (w.shape()[1] == 1 && groups > 1) {
+        return None;
+    }
+    let window = conv::Window {
+        input: [x[2], x[3]],
+        output: [out[2], out[3]],
+        kernel: [w.shape()[2], w.shape()[3]],
+        strides,
+        pads: [pads[0], pads[1]],
+        dilations,
+    };
+    if strides.contains(&0) || dilations.contains(&0) {
+        return None;
+    }
+    conv::reaching_taps(&window)?;
+    conv::tap_major(&w.view::<F>().view())
+}
+
+impl Graph {
+    /// Evaluates the graph on `input` (whose shape must equal the input value's shape) and
+    /// returns the output. Intermediate values are dropped after their last use.
+    pub fn evaluate<F: Real>(&self, input: &ArrayD<F>) -> Result<ArrayD<F>, ModelError> {
+        self.evaluate_visit(input, |_, _| {})
+    }
+
+    /// [`Graph::evaluate`] that also hands every node's output, as it is computed, to
+    /// `visit(node index, value)`: a caller keeps what it needs of each value (a running maximum,
+    /// say) while memory stays that of one evaluation.
+    pub fn evaluate_visit<F: Real>(
+        &self,
+        input: &ArrayD<F>,
+        visit: impl FnMut(usize, &ArrayD<F>),
+    ) -> Result<ArrayD<F>, ModelError> {
+        Evaluator { graph: self, taps: Vec::new() }.evaluate_visit(input, visit)
     }
 
     /// Evaluates the graph and returns every computed value, indexed by
     /// [`crate::model::ValueId`]: the input and every node output. Constants are `None` (read
     /// them with [`Graph::constant`]), as are values no node computes.
     pub fn evaluate_all<F: Real>(&self, input: &ArrayD<F>) -> Result<Vec<Option<ArrayD<F>>>, ModelError> {
-        self.run(input, |_, _| {})
+        self.run(input, &[], |_, _| {})
     }
 
     fn eval_err(&self, node: &str, detail: &str) -> ModelError {
@@ -58,6 +147,7 @@ impl Graph {
     fn run<F: Real>(
         &self,
         input: &ArrayD<F>,
+        taps: &[Option<Vec<F>>],
         mut after: impl FnMut(&mut Vec<Option<ArrayD<F>>>, usize),
     ) -> Result<Vec<Option<ArrayD<F>>>, ModelError> {
         let mut values: Vec<Option<ArrayD<F>>> = vec![None; self.values.len()];
@@ -87,7 +177,13 @@ impl Graph {
             }
             let views: Vec<ArrayViewD<F>> = ins.iter().map(|a| a.view()).collect();
             let out_shape = &self.values.get(n.output).ok_or_else(|| err("output id out of range".into()))?.shape;
-            let out = eval_op(&n.op, &views, out_shape).map_err(err)?;
+            let out = match (&n.op, taps.get(i)) {
+                (Op::Conv { strides, pads, dilations, groups }, Some(Some(taps))) if views.len() >= 2 => {
+                    conv::conv2d_taps(&views[0], &views[1], taps, views.get(2), *strides, *pads, *dilations, *groups)
+                }
+                _ => eval_op(&n.op, &views, out_shape),
+            }
+            .map_err(err)?;
             if out.shape() != out_shape.as_slice() {
                 return Err(err(format!("computed shape {:?} but the graph declares {:?}", out.shape(), out_shape)));
             }
@@ -172,13 +268,64 @@ fn arity<F>(inputs: &[ArrayViewD<F>], lo: usize, hi: usize) -> Result<(), String
 
 fn zip2<F: Real>(a: &ArrayViewD<F>, b: &ArrayViewD<F>, f: impl Fn(F, F) -> F) -> Result<ArrayD<F>, String> {
     let shape = broadcast(a.shape(), b.shape())?;
+    if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
+        // Contiguous operands of which one repeats along the other's leading axes (a bias, a
+        // scale) or both have the full shape.
+        let total: usize = shape.iter().product();
+        if x.len() == total && !y.is_empty() && total.is_multiple_of(y.len()) && trails(b.shape(), &shape) {
+            let mut out = Vec::with_capacity(total);
+            for chunk in x.chunks_exact(y.len()) {
+                out.extend(chunk.iter().zip(y).map(|(&p, &q)| f(p, q)));
+            }
+            return shaped(&shape, out);
+        }
+        if y.len() == total && !x.is_empty() && total.is_multiple_of(x.len()) && trails(a.shape(), &shape) {
+            let mut out = Vec::with_capacity(total);
+            for chunk in y.chunks_exact(x.len()) {
+                out.extend(x.iter().zip(chunk).map(|(&p, &q)| f(p, q)));
+            }
+            return shaped(&shape, out);
+        }
+    }
     let av = a.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?;
     let bv = b.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?;
     Ok(Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y)).as_standard_layout().into_owned())
 }
 
+/// Whether `small`, without its leading 1s, equals the trailing axes of `shape` (so that a
+/// contiguous `small` repeats along the leading axes of `shape`).
+fn trails(small: &[usize], shape: &[usize]) -> bool {
+    let lead = small.iter().take_while(|&&d| d == 1).count();
+    let small = &small[lead..];
+    small.len() <= shape.len() && shape[shape.len() - small.len()..] == *small
+}
+
+/// The elements of `a` in logical (row-major) order.
 fn std_vec<F: Real>(a: &ArrayViewD<F>) -> Vec<F> {
-    a.iter().copied().collect()
+    match a.as_slice() {
+        Some(values) => values.to_vec(),
+        None => standard(a).into_raw_vec_and_offset().0,
+    }
+}
+
+/// A standard-layout copy of `a`.
+fn standard<F: Real>(a: &ArrayViewD<F>) -> ArrayD<F> {
+    if a.is_standard_layout() {
+        return a.to_owned();
+    }
+    let mut out = ArrayD::zeros(a.raw_dim());
+    out.assign(a);
+    out
+}
+
+fn unary<F: Real>(inputs: &[ArrayViewD<F>], f: impl Fn(F) -> F) -> Result<ArrayD<F>, String> {
+    arity(inputs, 1, 1)?;
+    Ok(inputs[0].mapv(f))
+}
+
+fn binary<F: Real>(inputs: &[ArrayViewD<F>], f: impl Fn(F, F) -> F) -> Result<ArrayD<F>, String> {
+    arity(inputs, 2, 2)?;
+    zip2(&inputs[0], &inputs[1], f)
 }
 
 fn shaped<F: Real>(shape: &[usize], data: Vec<F>) -> Result<ArrayD<F>, String> {
@@ -188,14 +335,6 @@ fn shaped<F: Real>(shape: &[usize], data: Vec<F>) -> Result<ArrayD<F>, String> {
 /// Applies one op to evaluated inputs. `out_shape` is the declared output shape (used by
 /// `Reshape` and `Expand`).
 pub fn eval_op<F: Real>(op: &Op, inputs: &[ArrayViewD<F>], out_shape: &[usize]) -> Result<ArrayD<F>, String> {
-    let unary = |f: &dyn Fn(F) -> F| -> Result<ArrayD<F>, String> {
-        arity(inputs, 1, 1)?;
-        Ok(inputs[0].mapv(f))
-    };
-    let binary = |f: &dyn Fn(F, F) -> F| -> Result<ArrayD<F>, String> {
-        arity(inputs, 2, 2)?;
-        zip2(&inputs[0], &inputs[1], f)
-    };
     let half = F::of(0.5);
     let one = F::one();
     match op {
@@ -209,65 +348,54 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[ArrayViewD<F>], out_shape: &[usize]) 
         }
         Op::Gemm { alpha, beta, trans_a, trans_b } => {
             arity(inputs, 2, 3)?;
-            let a = inputs[0].view().into_dimensionality::<ndarray::Ix2>().map_err(|e| e.to_string())?;
-            let b = inputs[1].view().into_dimensionality::<ndarray::Ix2>().map_err(|e| e.to_string())?;
-            let a = if *trans_a { a.reversed_axes() } else { a };
-            let b = if *trans_b { b.reversed_axes() } else { b };
-            if a.ncols() != b.nrows() {
-                return Err(format!("Gemm inner dimensions differ: {:?} @ {:?}", a.shape(), b.shape()));
-            }
-            let mut y = a.dot(&b);
-            if *alpha != 1.0 {
-                let al = F::of(*alpha);
-                y.mapv_inplace(|v| v * al);
-            }
-            let mut y = y.into_dyn();
-            if let Some(c) = inputs.get(2) {
-                let be = F::of(*beta);
-                y = zip2(&y.view(), c, |p, q| p + be * q)?;
-            }
-            Ok(y)
+            gemm_op(inputs, *alpha, *beta, *trans_a, *trans_b)
         }
-        Op::Add => binary(&|a, b| a + b),
-        Op::Sub => binary(&|a, b| a - b),
-        Op::Mul => binary(&|a, b| a * b),
-        Op::Div => binary(&|a, b| a / b),
-        Op::Pow => binary(&|a, b| a.powf(b)),
-        Op::Max => binary(&|a, b| if a.is_nan() || a >= b { a } else { b }),
-        Op::DivSqrt => binary(&|a, b| a / b.sqrt()),
-        Op::Neg => unary(&|x| -x),
-        Op::Relu => unary(&|x| if x > F::zero() { x } else { F::zero() }),
+        Op::Add => binary(inputs, |a, b| a + b),
+        Op::Sub => binary(inputs, |a, b| a - b),
+        Op::Mul => binary(inputs, |a, b| a * b),
+        Op::Div => binary(inputs, |a, b| a / b),
+        Op::Pow => binary(inputs, |a, b| a.powf(b)),
+        Op::Max => binary(inputs, |a, b| if a.is_nan() || a >= b { a } else { b }),
+        Op::DivSqrt => binary(inputs, |a, b| a / b.sqrt()),
+        Op::Neg => unary(inputs, |x| -x),
+        Op::Relu => unary(inputs, |x| if x > F::zero() { x } else { F::zero() }),
         Op::LeakyRelu { alpha } => {
             let al = F::of(*alpha);
-            unary(&|x| if x >= F::zero() { x } else { al * x })
+            unary(inputs, |x| if x >= F::zero() { x } else { al * x })
         }
         Op::Gelu { tanh: false } => {
             let r = F::of(std::f64::consts::FRAC_1_SQRT_2);
-            unary(&|x| half * x * (one + (x * r).erf()))
+            unary(inputs, |x| half * x * (one + (x * r).erf()))
         }
         Op::Gelu { tanh: true } => {
             let c = F::of((2.0 / std::f64::consts::PI).sqrt());
             let k = F::of(0.044715);
-            unary(&|x| half * x * (one + (c * (x + k * x * x * x)).tanh()))
+            unary(inputs, |x| half * x * (one + (c * (x + k * x * x * x)).tanh()))
         }
-        Op::Sigmoid => unary(&|x| one / (one + (-x).exp())),
-        Op::Tanh => unary(&|x| x.tanh()),
-        Op::Exp => unary(&|x| x.exp()),
-        Op::Abs => unary(&|x| x.abs()),
-        Op::Sqrt => unary(&|x| x.sqrt()),
-        Op::Erf => unary(&|x| x.erf()),
-        Op::Square => unary(&|x| x * x),
+        Op::Sigmoid => unary(inputs, |x| one / (one + (-x).exp())),
+        Op::Tanh => unary(inputs, |x| x.tanh()),
+        Op::Exp => unary(inputs, |x| x.exp()),
+        Op::Abs => unary(inputs, |x| x.abs()),
+        Op::Sqrt => unary(inputs, |x| x.sqrt()),
+        Op::Erf => unary(inputs, |x| x.erf()),
+        Op::Square => unary(inputs, |x| x * x),
         Op::Softmax { axis } => {
             arity(inputs, 1, 1)?;
             if *axis >= inputs[0].ndim() {
                 return Err(format!("softmax axis {axis} out of range"));
             }
             let mut y = inputs[0].as_standard_layout().into_owned();
+            if *axis + 1 == y.ndim() {
+                if let Some(values) = y.as_slice_mut() {
+                    let len = inputs[0].shape()[*axis].max(1);
+                    values.chunks_exact_mut(len).for_each(softmax_lane);
+                    return Ok(y);
+                }
+            }
             for mut lane in y.lanes_mut(Axis(*axis)) {
-                let m = lane.iter().copied().fold(F::neg_infinity(), F::max);
-                lane.mapv_inplace(|v| (v - m).exp());
-                let s: F = lane.iter().copied().sum();
-                lane.mapv_inplace(|v| v / s);
+                let mut values = lane.to_vec();
+                softmax_lane(&mut values);
+                lane.iter_mut().zip(values).for_each(|(l, v)| *l = v);
             }
             Ok(y)
         }
@@ -307,17 +435,16 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[ArrayViewD<F>], out_shape: &[usize]) 
                 return Err(format!("LayerNorm axis {axis} out of range"));
             }
             let inner: usize = x.shape()[*axis..].iter().product();
-            let outer: usize = x.shape()[..*axis].iter().product();
-            let mut y = Array2::from_shape_vec((outer, inner), std_vec(x)).map_err(|e| e.to_string())?;
             let eps = F::of(*epsilon);
             let n = F::of(inner as f64);
-            for mut row in y.rows_mut() {
+            let mut y = std_vec(x);
+            for row in y.chunks_exact_mut(inner.max(1)) {
                 let mean = row.iter().copied().sum::<F>() / n;
                 let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<F>() / n;
                 let d = (var + eps).sqrt();
-                row.mapv_inplace(|v| (v - mean) / d);
+                row.iter_mut().for_each(|v| *v = (*v - mean) / d);
             }
-            let y = shaped(x.shape(), y.into_raw_vec_and_offset().0)?;
+            let y = shaped(x.shape(), y)?;
             let y = zip2(&y.view(), &inputs[1], |a, b| a * b)?;
             match inputs.get(2) {
                 Some(b) => zip2(&y.view(), b, |a, b| a + b),
@@ -378,7 +505,7 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[ArrayViewD<F>], out_shape: &[usize]) 
             let v = inputs[0]
                 .broadcast(IxDyn(out_shape))
                 .ok_or_else(|| format!("cannot expand {:?} to {out_shape:?}", inputs[0].shape()))?;
-            Ok(v.as_standard_layout().into_owned())
+            Ok(standard(&v))
         }
         Op::Transpose { perm } => {
             arity(inputs, 1, 1)?;
@@ -387,7 +514,7 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[ArrayViewD<F>], out_shape: &[usize]) 
             if perm.len() != x.ndim() || perm.iter().any(|&p| p >= x.ndim() || std::mem::replace(&mut seen[p], true)) {
                 return Err(format!("invalid permutation {perm:?}"));
             }
-            Ok(x.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned())
+            Ok(standard(&x.view().permuted_axes(IxDyn(perm))))
         }
         Op::Concat { axis } => {
             if inputs.is_empty() {
@@ -416,7 +543,7 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[ArrayViewD<F>], out_shape: &[usize]) 
                 Some(i) => Slice::new(starts[i] as isize, Some(ends[i].max(starts[i]) as isize), steps[i] as isize),
                 None => Slice::from(..),
             });
-            Ok(v.as_standard_layout().into_owned())
+            Ok(standard(&v))
         }
         Op::Gather { axis, indices } => {
             arity(inputs, 1, 1)?;
@@ -456,180 +583,11 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[ArrayViewD<F>], out_shape: &[usize]) 
     }
 }
 
-fn matmul<F: Real>(a: &ArrayViewD<F>, b: &ArrayViewD<F>) -> Result<ArrayD<F>, String> {
-    let out_shape = matmul_shape(a.shape(), b.shape())?;
-    let a2 = if a.ndim() == 1 { a.view().insert_axis(Axis(0)) } else { a.view() };
-    let b2 = if b.ndim() == 1 { b.view().insert_axis(Axis(1)) } else { b.view() };
-    let (m, k) = (a2.shape()[a2.ndim() - 2], a2.shape()[a2.ndim() - 1]);
-    let n = b2.shape()[b2.ndim() - 1];
-    let batch = broadcast(&a2.shape()[..a2.ndim() - 2], &b2.shape()[..b2.ndim() - 2])?;
-    let nb: usize = batch.iter().product();
-    let mut ash = batch.clone();
-    ash.extend([m, k]);
-    let mut bsh = batch.clone();
-    bsh.extend([k, n]);
-    if b2.ndim() == 2 && nb > 1 && a2.shape()[..a2.ndim() - 2].iter().product::<usize>() == nb {
-        // One matrix for every row of a batch: a single product.
-        let am = a2.as_standard_layout();
-        let am = am.view().into_shape_with_order((nb * m, k)).map_err(|e| e.to_string())?;
-        let bm = b2.view().into_dimensionality::<ndarray::Ix2>().map_err(|e| e.to_string())?;
-        return shaped(&out_shape, am.dot(&bm).into_raw_vec_and_offset().0);
-    }
-    let av = a2.broadcast(IxDyn(&ash)).ok_or("broadcast failed")?;
-    let bv = b2.broadcast(IxDyn(&bsh)).ok_or("broadcast failed")?;
-    let out = if nb == 1 {
-        let (am, bm) = (av.as_standard_layout(), bv.as_standard_layout());
-        let am = am.view().into_shape_with_order((m, k)).map_err(|e| e.to_string())?;
-        let bm = bm.view().into_shape_with_order((k, n)).map_err(|e| e.to_string())?;
-        am.dot(&bm).into_raw_vec_and_offset().0
-    } else {
-        let a3 = Array3::from_shape_vec((nb, m, k), std_vec(&av)).map_err(|e| e.to_string())?;
-        let b3 = Array3::from_shape_vec((nb, k, n), std_vec(&bv)).map_err(|e| e.to_string())?;
-        let mut o = Vec::with_capacity(nb * m * n);
-        for i in 0..nb {
-            let r = a3.slice(s![i, .., ..]).dot(&b3.slice(s![i, .., ..]));
-            o.extend(r.iter().copied());
-        }
-        o
-    };
-    shaped(&out_shape, out)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn conv2d<F: Real>(
-    x: &ArrayViewD<F>,
-    w: &ArrayViewD<F>,
-    bias: Option<&ArrayViewD<F>>,
-    strides: [usize; 2],
-    pads: [usize; 4],
-    dil: [usize; 2],
-    groups: usize,
-) -> Result<ArrayD<F>, String> {
-    let shape =
-        super::infer::output_shape(&Op::Conv { strides, pads, dilations: dil, groups }, &[x.shape(), w.shape()], None)?;
-    let x4 = x.view().into_dimensionality::<Ix4>().map_err(|e| e.to_string())?;
-    let (nbatch, _, h, wd) = x4.dim();
-    let (m, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
-    let (oh, ow) = (shape[2], shape[3]);
-    let mg = m / groups;
-    let kk = cg * kh * kw;
-    let w = w.as_standard_layout();
-    let wmat = w.view().into_shape_with_order((m, kk)).map_err(|e| e.to_string())?;
-    let bias: Option<Vec<F>> = bias.map(|b| b.iter().copied().collect());
-    if bias.as_ref().is_some_and(|b| b.len() != m) {
-        return Err("Conv bias length differs from output channels".into());
-    }
-    let mut out = vec![F::zero(); nbatch * m * oh * ow];
-    let mut cols = Array2::<F>::zeros((kk, oh * ow));
-    for nb in 0..nbatch {
-        for g in 0..groups {
-            cols.fill(F::zero());
-            for c in 0..cg {
-                let xc = x4.slice(s![nb, g * cg + c, .., ..]);
-                for ki in 0..kh {
-                    for kj in 0..kw {
-                        let row = (c * kh + ki) * kw + kj;
-                        let mut r = cols.row_mut(row);
-                        for oy in 0..oh {
-                            let iy = (oy * strides[0] + ki * dil[0]) as isize - pads[0] as isize;
-                            if iy < 0 || iy as usize >= h {
-                                continue;
-                            }
-                            for ox in 0..ow {
-                                let ix = (ox * strides[1] + kj * dil[1]) as isize - pads[1] as isize;
-                                if ix >= 0 && (ix as usize) < wd {
-                                    r[oy * ow + ox] = xc[[iy as usize, ix as usize]];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            let wg = wmat.slice(s![g * mg..(g + 1) * mg, ..]);
-            let y = wg.dot(&cols);
-            for (oc, row) in y.rows().into_iter().enumerate() {
-                let ch = g * mg + oc;
-                let b = bias.as_ref().map_or(F::zero(), |b| b[ch]);
-                let base = (nb * m + ch) * oh * ow;
-                for (o, &v) in out[base..base + oh * ow].iter_mut().zip(row.iter()) {
-                    *o = v + b;
-                }
-            }
-        }
-    }
-    shaped(&shape, out)
-}
-
-enum PoolKind {
-    Max,
-    Avg { include_pad: bool },
-}
-
-fn pool<F: Real>(
-    x: &ArrayViewD<F>,
-    out_shape: &[usize],
-    kernel: [usize; 2],
-    strides: [usize; 2],
-    pads: [usize; 4],
-    dil: [usize; 2],
-    kind: PoolKind,
-) -> Result<ArrayD<F>, String> {
-    let x4 = x.view().into_dimensionality::<Ix4>().map_err(|e| e.to_string())?;
-    let (n, c, h, w) = x4.dim();
-    if out_shape.len() != 4 || out_shape[0] != n || out_shape[1] != c {
-        return Err(format!("bad pool output shape {out_shape:?} for input {:?}", x.shape()));
-    }
-    let (oh, ow) = (out_shape[2], out_shape[3]);
-    let mut out = Vec::with_capacity(n * c * oh * ow);
-    for b in 0..n {
-        for ch in 0..c {
-            let xc = x4.slice(s![b, ch, .., ..]);
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let y0 = (oy * strides[0]) as isize - pads[0] as isize;
-                    let x0 = (ox * strides[1]) as isize - pads[1] as isize;
-                    let mut acc = match kind {
-                        PoolKind::Max => F::neg_infinity(),
-                        PoolKind::Avg { .. } => F::zero(),
-                    };
-                    let mut valid = 0usize;
-                    for ki in 0..kernel[0] {
-                        let iy = y0 + (ki * dil[0]) as isize;
-                        if iy < 0 || iy as usize >= h {
-                            continue;
-                        }
-                        for kj in 0..kernel[1] {
-                            let ix = x0 + (kj * dil[1]) as isize;
-                            if ix < 0 || ix as usize >= w {
-                                continue;
-                            }
-                            let v = xc[[iy as usize, ix as usize]];
-                            match kind {
-                                PoolKind::Max => {
-                                    if v > acc || v.is_nan() {
-                                        acc = v
-                                    }
-                                }
-                                PoolKind::Avg { .. } => acc += v,
-                            }
-                            valid += 1;
-                        }
-                    }
-                    if let PoolKind::Avg { include_pad } = kind {
-                        let div = if include_pad {
-                            // window clipped to the padded extent (PyTorch semantics)
-                            let y1 = (y0 + kernel[0] as isize).min((h + pads[2]) as isize);
-                            let x1 = (x0 + kernel[1] as isize).min((w + pads[3]) as isize);
-                            ((y1 - y0) * (x1 - x0)).max(1) as usize
-                        } else {
-                            valid.max(1)
-                        };
-                        acc /= F::of(div as f64);
-                    }
-                    out.push(acc);
-                }
-            }
-        }
-    }
-    shaped(out_shape, out)
+/// Softmax of one lane in place: `exp(v - max) / sum`.
+fn softmax_lane<F: Real>(values: &mut [F]) {
+    let m = values.iter().copied().fold(F::neg_infinity(), F::max);
+    values.iter_mut().for_each(|v| *v -= m);
+    F::exp_in_place(values);
+    let s: F = values.iter().copied().sum();
+    values.iter_mut().for_each(|v| *v /= s);
 }
