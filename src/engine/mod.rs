@@ -137,10 +137,12 @@ impl<F: Real> Kernel<F> {
     /// The kernel for `block`, whose source emits spikes (`spiking`) or real values.
     fn new(block: &SynapseBlock, spiking: bool, isa: isa::Isa) -> Self {
         let plain_conv = matches!(block, SynapseBlock::Conv(conv) if conv.is_plain() && conv.target.is_identity());
-        // A selection from real values through a strided map is as fast without an explicit
-        // matrix; from spikes, the tiles scatter the events alone.
+        // A selection through a strided map is as fast without an explicit matrix when it reads
+        // real values or reads spikes in place; from spikes through a map, the tiles scatter the
+        // events alone.
         let small = matches!(block, SynapseBlock::Dense(_) | SynapseBlock::Conv(_))
-            || matches!(block, SynapseBlock::Select(select) if spiking || matches!(select.source, Index::Table { .. }));
+            || matches!(block, SynapseBlock::Select(select) if matches!(select.source, Index::Table { .. })
+                || (spiking && !select.source.is_identity()));
         if small && !plain_conv && block.synapses() <= TILED_SYNAPSES {
             let mut triplets = sprs::TriMat::new((block.targets(), block.sources()));
             block.for_each_synapse(|target, source, w| triplets.add_triplet(target, source, F::of(w)));
