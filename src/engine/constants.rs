@@ -33,7 +33,7 @@ impl<F: Real> OperandConstants<F> {
         let repetition = [Repetition::of(bias), Repetition::of(offset)]
             .into_iter()
             .find(|r| r.fits(bias) && r.fits(offset))
-            .unwrap_or(Repetition::None);
+            .map_or(Repetition::None, |r| vectorisable(r, len));
         let cast = |values: &[f64]| repetition.compact(values).into_iter().map(F::of).collect();
         OperandConstants { bias: cast(bias), offset: cast(offset), repetition, len }
     }
@@ -106,6 +106,25 @@ impl<F: Real> OperandConstants<F> {
     }
 }
 
+/// Stretches shorter than this many estimates cost more in loop overhead than their constants
+/// save in memory.
+const SHORTEST_STRETCH: usize = 16;
+
+/// `repetition` with stretches of at least [`SHORTEST_STRETCH`] estimates: a short period
+/// repeated into a longer one that still divides `len`, short runs (and short periods that
+/// cannot be lengthened) stored in full. A period of 1 is one value for every estimate.
+fn vectorisable(repetition: Repetition, len: usize) -> Repetition {
+    match repetition {
+        Repetition::Periodic(p) if p > 1 && p < SHORTEST_STRETCH => (2..)
+            .map(|k| k * p)
+            .take_while(|&q| q < len)
+            .find(|&q| q >= SHORTEST_STRETCH && len.is_multiple_of(q))
+            .map_or(Repetition::None, Repetition::Periodic),
+        Repetition::Runs(r) if r < SHORTEST_STRETCH => Repetition::None,
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,10 +139,11 @@ mod tests {
     #[test]
     fn compact_constants_charge_exactly_as_full_ones() {
         let acc: Vec<f32> = (0..12).map(|i| (i as f32 * 0.37).sin()).collect();
+        // Too short to be worth compacting: stored in full, charged alike.
         let periodic: Vec<f64> = (0..12).map(|i| [0.5, -1.25, 3.0][i % 3]).collect();
         let runs: Vec<f64> = (0..12).map(|i| [0.1, 7.0][i / 6]).collect();
         let offsets: Vec<f64> = (0..12).map(|i| i as f64).collect();
-        for (bias, offset, stored) in [(&periodic, &periodic, 6), (&runs, &runs, 4), (&periodic, &offsets, 24)] {
+        for (bias, offset, stored) in [(&periodic, &periodic, 24), (&runs, &runs, 24), (&periodic, &offsets, 24)] {
             let compact = OperandConstants::<f32>::new(bias, offset);
             assert_eq!(compact.bytes(), stored * 4);
             let full = OperandConstants::<f32> {
@@ -134,6 +154,30 @@ mod tests {
             };
             assert_eq!(charged(&compact, &acc), charged(&full, &acc));
             let (mut a, mut b) = (vec![0.0; 12], vec![0.0; 12]);
+            compact.write_bias(&mut a);
+            full.write_bias(&mut b);
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn long_stretches_are_compacted_and_charge_exactly_as_full_ones() {
+        let len = 32 * 12;
+        let acc: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
+        let periodic: Vec<f64> = (0..len).map(|i| [0.5, -1.25, 3.0][i % 3]).collect();
+        let runs: Vec<f64> = (0..len).map(|i| (i / 32) as f64 * 0.7).collect();
+        let constant = vec![0.25; len];
+        for (values, stored) in [(&periodic, 2 * 24), (&runs, 2 * 12), (&constant, 2)] {
+            let compact = OperandConstants::<f32>::new(values, values);
+            assert_eq!(compact.bytes(), stored * 4);
+            let full = OperandConstants::<f32> {
+                bias: values.iter().map(|&c| c as f32).collect(),
+                offset: values.iter().map(|&o| o as f32).collect(),
+                repetition: Repetition::None,
+                len,
+            };
+            assert_eq!(charged(&compact, &acc), charged(&full, &acc));
+            let (mut a, mut b) = (vec![0.0; len], vec![0.0; len]);
             compact.write_bias(&mut a);
             full.write_bias(&mut b);
             assert_eq!(a, b);

@@ -173,7 +173,11 @@ impl<F: Real> Kernel<F> {
 
     /// Whether the kernel reads spikes as a dense 0/1 vector rather than as a list.
     fn reads_dense_spikes(&self) -> bool {
-        matches!(self, Kernel::Dense(_) | Kernel::Select(_) | Kernel::Conv { around: Some(_), .. })
+        match self {
+            Kernel::Dense(_) | Kernel::Conv { around: Some(_), .. } => true,
+            Kernel::Select(select) => !select.source.is_identity(),
+            _ => false,
+        }
     }
 
     /// Bytes of the prepared weights, index maps and factors.
@@ -744,6 +748,9 @@ impl<F: Real> CompiledProjection<F> {
                 add_conv_around(gather, geometry, around, spikes, scratch, acc)
             }
             Kernel::Dense(dense) => dense.add(spikes, true, &mut scratch.structured, acc),
+            Kernel::Select(select) if select.source.is_identity() => {
+                fired.iter().for_each(|&j| acc[j as usize] += select.scale.get(j as usize))
+            }
             Kernel::Select(select) => add_selected(select, spikes, acc),
             Kernel::Diagonal(scale) => fired.iter().for_each(|&j| acc[j as usize] += scale[j as usize]),
         }
