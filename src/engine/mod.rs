@@ -749,7 +749,9 @@ impl<F: Real> CompiledProjection<F> {
             }
             Kernel::Dense(dense) => dense.add(spikes, true, &mut scratch.structured, acc),
             Kernel::Select(select) if select.source.is_identity() => {
-                fired.iter().for_each(|&j| acc[j as usize] += select.scale.get(j as usize))
+                // Target t reads source t: sources past the last target reach none.
+                let reaching = fired.iter().map(|&j| j as usize).filter(|&j| j < select.targets);
+                reaching.for_each(|j| acc[j] += select.scale.get(j))
             }
             Kernel::Select(select) => add_selected(select, spikes, acc),
             Kernel::Diagonal(scale) => fired.iter().for_each(|&j| acc[j as usize] += scale[j as usize]),
