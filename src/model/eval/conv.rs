@@ -75,15 +75,7 @@ pub(super) fn conv2d<F: Real>(
     let x = x.as_slice().ok_or("Conv input is not contiguous")?;
     let w = w.as_standard_layout();
     let w = w.as_slice().ok_or("Conv weights are not contiguous")?;
-    let mut out = vec![F::zero(); batch * m * plane];
-    if let Some(b) = bias {
-        if b.len() != m {
-            return Err("Conv bias length differs from output channels".into());
-        }
-        for (channel, &v) in out.chunks_exact_mut(plane.max(1)).zip(b.iter().cycle()) {
-            channel.fill(v);
-        }
-    }
+    let mut out = biased_output(batch, m, plane, bias)?;
     if plane == 0 {
         return super::shaped(&shape, out);
     }
@@ -236,15 +228,7 @@ pub(super) fn conv2d_taps<F: Real>(
     let mg = m / groups;
     let x = x.as_standard_layout();
     let x = x.as_slice().ok_or("Conv input is not contiguous")?;
-    let mut out = vec![F::zero(); batch * m * plane];
-    if let Some(b) = bias {
-        if b.len() != m {
-            return Err("Conv bias length differs from output channels".into());
-        }
-        for (channel, &v) in out.chunks_exact_mut(plane.max(1)).zip(b.iter().cycle()) {
-            channel.fill(v);
-        }
-    }
+    let mut out = biased_output(batch, m, plane, bias)?;
     if plane == 0 {
         return super::shaped(&shape, out);
     }
@@ -329,6 +313,25 @@ fn depthwise_plane<F: Real>(x: &[F], taps: &[F], win: &Window, y: &mut [F]) {
             }
         }
     }
+}
+
+/// The output `[batch, m, plane]` of a convolution before its products: each channel its bias.
+fn biased_output<F: Real>(
+    batch: usize,
+    m: usize,
+    plane: usize,
+    bias: Option<&ArrayViewD<F>>,
+) -> Result<Vec<F>, String> {
+    let mut out = vec![F::zero(); batch * m * plane];
+    if let Some(b) = bias {
+        if b.len() != m {
+            return Err("Conv bias length differs from output channels".into());
+        }
+        for (channel, &v) in out.chunks_exact_mut(plane.max(1)).zip(b.iter().cycle()) {
+            channel.fill(v);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
