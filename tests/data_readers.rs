@@ -256,12 +256,26 @@ fn npz_picks_named_arrays_for_inputs_and_labels() {
 }
 
 #[test]
-fn npz_falls_back_to_the_first_array() {
+fn npz_arrays_are_chosen_by_name_and_ambiguity_is_refused() {
     let dir = TempDir::new().unwrap();
     let a = npy_of(&Array3::from_shape_vec((3, 2, 2), ramp()).unwrap());
-    let b = npy_of(&Array1::from_vec(vec![9.0f64]));
-    let path = write(&dir, "ab.npz", &npz_stored(&[("arr_0.npy", a), ("arr_1.npy", b)]));
-    assert_ramp(&read_inputs(&path, all()).unwrap());
+    let b = npy_of(&Array1::from_vec(vec![2i64, 0, 1]));
+    let path = write(&dir, "ab.npz", &npz_stored(&[("arr_0.npy", a.clone()), ("arr_1.npy", b.clone())]));
+    // np.savez(f, a, b): no name says which array holds the inputs.
+    let text = inputs_err(&path);
+    assert!(text.contains("'arr_0', 'arr_1'") && text.contains("ab.npz:NAME"), "{text}");
+    let keyed = |key: &str| PathBuf::from(format!("{}:{key}", path.display()));
+    assert_ramp(&read_inputs(&keyed("arr_0"), all()).unwrap());
+    assert_eq!(read_labels(&keyed("arr_1"), all()).unwrap(), vec![2, 0, 1]);
+    let text = read_inputs(&keyed("images"), all()).unwrap_err().to_string();
+    assert!(text.contains("no array named 'images'") && text.contains("'arr_0', 'arr_1'"), "{text}");
+    // Two conventional names for the same role are ambiguous too.
+    let path = write(&dir, "two.npz", &npz_stored(&[("x.npy", a.clone()), ("data.npy", a.clone())]));
+    assert!(inputs_err(&path).contains("conventional name"), "{}", inputs_err(&path));
+    // A name on a file that is not an archive.
+    let npy = write(&dir, "plain.npy", &a);
+    let text = read_inputs(&PathBuf::from(format!("{}:x", npy.display())), all()).unwrap_err().to_string();
+    assert!(text.contains("only .npz archives"), "{text}");
 }
 
 #[test]
@@ -405,6 +419,18 @@ fn fit_to_refuses_mismatched_shapes() {
         assert!(text.contains("[28, 28]"), "{text}");
         assert!(text.contains(&format!("{model:?}")), "{text}");
     }
+}
+
+#[test]
+fn channels_last_images_are_told_to_transpose_not_reshape() {
+    let d = Dataset { shape: vec![8, 8, 3], samples: 1, values: vec![0.0; 192], scaled_from_u8: false };
+    let p = Path::new("rgb.npy");
+    let text = message(d.fit_to(&[3, 8, 8], p).unwrap_err(), p);
+    assert!(text.contains("channels-last") && text.contains("transpose(0, 3, 1, 2)"), "{text}");
+    assert!(!text.contains("reshape the data"), "{text}");
+    // Same size, other layout: a reshape may be right.
+    let d = Dataset { shape: vec![64, 3], samples: 1, values: vec![0.0; 192], scaled_from_u8: false };
+    assert!(message(d.fit_to(&[3, 8, 8], p).unwrap_err(), p).contains("reshape the data to (N, 3, 8, 8)"));
 }
 
 // ---------------------------------------------------------------- labels

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use clap::Args;
 use ndarray::{ArrayD, IxDyn};
 use signgd::convert::{convert, ConvertOptions};
@@ -17,12 +17,13 @@ use signgd::runner::{evaluate_ann_prepared, simulate_prepared};
 /// Options of `signgd bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// The ONNX model.
-    #[arg(long, default_value = "fixtures/models/convnext.onnx")]
-    model: PathBuf,
-    /// Inputs (.npy, .npz, IDX); the first --limit are simulated.
-    #[arg(long, default_value = "fixtures/data/fashion-mnist-test-1000-images-idx3-ubyte.gz")]
-    data: PathBuf,
+    /// The ONNX model (default: the bundled ConvNeXt fixture, fixtures/models/convnext.onnx).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Inputs (.npy, .npz, IDX); the first --limit are simulated (default: the bundled
+    /// Fashion-MNIST test subset).
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// Number of inputs to simulate.
     #[arg(long, default_value_t = 32)]
     limit: usize,
@@ -47,11 +48,20 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     ensure!(threads > 0, "--threads must be at least 1");
     ensure!(args.limit > 0, "--limit must be at least 1");
     ensure!(args.timesteps > 0, "--timesteps must be at least 1");
-    let graph = read_onnx(&args.model, None).with_context(|| format!("cannot read {}", args.model.display()))?;
+    let model = match &args.model {
+        Some(path) => path.clone(),
+        None => super::bundled("fixtures/models/convnext.onnx", "--model FILE.onnx")?,
+    };
+    let data_path = match &args.data {
+        Some(path) => path.clone(),
+        None => super::bundled("fixtures/data/fashion-mnist-test-1000-images-idx3-ubyte.gz", "--data FILE")?,
+    };
+    let graph = read_onnx(&model, None).map_err(|e| anyhow::anyhow!("{e}"))?;
     let input_shape = graph.values[graph.input].shape.clone();
-    let data = read_inputs(&args.data, LoadLimits { max_samples: Some(args.limit), ..LoadLimits::default() })?;
+    let data = read_inputs(&data_path, LoadLimits { max_samples: Some(args.limit), ..LoadLimits::default() })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let model_shape = &input_shape[1..];
-    data.fit_to(model_shape, &args.data)?;
+    data.fit_to(model_shape, &data_path)?;
     let inputs64: Vec<Vec<f64>> = (0..data.samples).map(|i| data.sample(i).to_vec()).collect();
     if args.ann_only {
         let inputs: Vec<Vec<f32>> = inputs64.iter().map(|x| x.iter().map(|&v| v as f32).collect()).collect();
@@ -59,7 +69,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         if args.json {
             let report = serde_json::json!({
                 "schema_version": 1,
-                "model": args.model.display().to_string(),
+                "model": model.display().to_string(),
                 "inputs": inputs.len(),
                 "threads": threads,
                 "precision": "f32",
@@ -67,7 +77,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             });
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            println!("model            {} ({} inputs, f32, {threads} threads)", args.model.display(), inputs.len());
+            println!("model            {} ({} inputs, f32, {threads} threads)", model.display(), inputs.len());
             println!("ANN              {ann_images_per_s:.1} images/s (reference evaluator)");
         }
         return Ok(ExitCode::SUCCESS);
@@ -95,7 +105,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let peak_bytes = peak_memory_bytes();
     let report = serde_json::json!({
         "schema_version": 1,
-        "model": args.model.display().to_string(),
+        "model": model.display().to_string(),
         "inputs": inputs.len(),
         "timesteps": args.timesteps,
         "threads": threads,
@@ -116,7 +126,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     } else {
         println!(
             "model            {} ({} inputs, T = {}, f32, {threads} threads)",
-            args.model.display(),
+            model.display(),
             inputs.len(),
             args.timesteps
         );

@@ -107,8 +107,15 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
     let sample_shape = full_shape.get(1..).unwrap_or(&[]).to_vec();
     let output_size: usize = graph.values[graph.output].shape.iter().product();
     let data_defaulted = args.data.is_none();
-    let data_path = args.data.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
-    let labels_path = args.labels.clone().or_else(|| data_defaulted.then(|| PathBuf::from(DEFAULT_LABELS)));
+    let data_path = match &args.data {
+        Some(path) => path.clone(),
+        None => super::bundled(DEFAULT_DATA, "--data FILE")?,
+    };
+    let labels_path = match &args.labels {
+        Some(path) => Some(path.clone()),
+        None if data_defaulted => Some(super::bundled(DEFAULT_LABELS, "--labels FILE")?),
+        None => None,
+    };
     let wanted = if args.weight_bits.is_some() { args.limit.max(CALIBRATION_FROM_DATA) } else { CALIBRATION_FROM_DATA };
     let limits = LoadLimits { max_samples: Some(wanted), ..LoadLimits::default() };
     let data = read_inputs(&data_path, limits).and_then(|d| d.into_fitted(&sample_shape, &data_path)).map_err(flat)?;

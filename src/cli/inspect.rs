@@ -84,7 +84,7 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
                     "inputs": n.inputs.iter().map(|&v| &graph.values[v].shape).collect::<Vec<_>>(),
                     "output": graph.values[n.output].shape,
                 })).collect::<Vec<_>>(),
-                "passes": c.notes,
+                "passes": notes(c, check_input.is_some()),
                 "network": NetworkSummary::of(&c.network),
                 "reconstruction": check,
                 "refused": null,
@@ -98,7 +98,7 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
         println!("model {}: {} nodes, input {:?}", args.model.display(), graph.nodes.len(), input_shape);
         print!("{}", graph.summary());
         match &conversion {
-            Ok(c) => print_network(&c.notes, &NetworkSummary::of(&c.network)),
+            Ok(c) => print_network(&notes(c, check_input.is_some()), &NetworkSummary::of(&c.network)),
             Err(e) => println!("\nrefused: {e}"),
         }
         if let Some(check) = &check {
@@ -106,6 +106,19 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
         }
     }
     Ok(if conversion.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The conversion's notes; without calibration data the ReLU scales were left at 1 (structure
+/// does not depend on them), which the notes say instead of naming a calibration set.
+fn notes(conversion: &signgd::convert::Conversion, calibrated: bool) -> Vec<String> {
+    conversion
+        .notes
+        .iter()
+        .map(|note| match note.starts_with("normalised ") && note.contains("calibration input") && !calibrated {
+            true => "ReLU scales left at 1: no calibration data (the structure does not depend on them; `run` calibrates, and `inspect --verify --data FILE` uses the file's first input)".to_string(),
+            false => note.clone(),
+        })
+        .collect()
 }
 
 fn print_network(notes: &[String], summary: &NetworkSummary) {

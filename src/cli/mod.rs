@@ -3,6 +3,7 @@
 mod bench;
 mod feasibility;
 mod inspect;
+mod ops;
 mod report;
 mod run;
 mod theory;
@@ -30,6 +31,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Convert a model, simulate it, and print accuracy against timesteps
     Run(run::RunArgs),
+    /// List every supported ONNX operator and what the conversion makes of it.
+    Ops(ops::OpsArgs),
     /// Print the summary of a report directory written by `signgd run --report DIR`.
     Report(report::ReportArgs),
     /// Check that IF neurons and the subgradient method give identical spike trains (SPEC §1).
@@ -48,6 +51,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Feasibility(args) => feasibility::run(args),
         Command::Report(args) => report::run(args),
+        Command::Ops(args) => ops::run(args),
     };
     match result {
         Ok(code) => code,
@@ -75,7 +79,53 @@ fn end_quietly_on_closed_pipe() {
     }
 }
 
+/// Warnings go to stderr as `WARN message`; `RUST_LOG=info` adds the phases with their durations,
+/// `RUST_LOG=debug` every conversion pass and population, with the time since start.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal as _;
+    let ansi = std::io::stderr().is_terminal();
+    match tracing_subscriber::EnvFilter::try_from_default_env() {
+        Ok(filter) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .init(),
+        Err(_) => tracing_subscriber::fmt()
+            .with_env_filter("warn")
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_target(false)
+            .without_time()
+            .init(),
+    }
+}
+
+/// A bundled fixture (`relative` to the source tree): found in the working directory, else
+/// beside the executable (a build inside the source tree) or in the tree it was built from; else
+/// an error saying to pass `option`.
+fn bundled(relative: &str, option: &str) -> anyhow::Result<std::path::PathBuf> {
+    let here = std::path::Path::new(relative);
+    if here.exists() {
+        return Ok(here.to_path_buf());
+    }
+    let beside_executable = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().skip(1).map(|dir| dir.join(relative)).find(|p| p.exists()));
+    let source_tree = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    beside_executable.or_else(|| source_tree.exists().then_some(source_tree)).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no {option} given, and the bundled default {relative} is neither in the working directory nor beside the signgd executable; pass {option}"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_missing_bundled_file_names_the_option_to_pass() {
+        let error = super::bundled("fixtures/no-such-model.onnx", "--model FILE.onnx").unwrap_err().to_string();
+        assert!(error.contains("pass --model FILE.onnx") && error.contains("fixtures/no-such-model.onnx"), "{error}");
+        assert!(super::bundled("fixtures/models/mlp.onnx", "--model FILE.onnx").unwrap().exists());
+    }
 }

@@ -15,9 +15,11 @@ use ndarray::{Array2, Array3, ArrayD, IxDyn};
 use ndarray_npy::{WritableElement, WriteNpyExt};
 use serde_json::json;
 use signgd::convert::{convert, ConvertOptions, Progress};
-use signgd::data::{read_inputs, read_labels, Dataset, LoadLimits};
+use signgd::data::{read_inputs, read_labels, scale_warning, split_array_name, Dataset, LoadLimits};
 use signgd::engine::{Counters, SimConfig, Simulator};
 use signgd::model::reader::read_onnx_with_limits;
+use signgd::model::Op;
+use signgd::provenance::{digest, VERSION};
 
 use super::model_limits;
 use signgd::real::Real;
@@ -26,6 +28,7 @@ use signgd::runner;
 use signgd::snn::{EncoderKind, GeluTarget, Network, Schedule};
 use signgd::stats::energy::EnergyModel;
 use signgd::stats::observe::Recorder;
+use signgd::stats::significance::{mcnemar, wilson, Interval, McNemar};
 
 const DEFAULT_MODEL: &str = "fixtures/models/convnext.onnx";
 const DEFAULT_DATA: &str = "fixtures/data/fashion-mnist-test-1000-images-idx3-ubyte.gz";
@@ -40,10 +43,12 @@ const MAX_OUTPUT_VALUES: usize = 1 << 30;
 /// Options of `signgd run`.
 #[derive(Args)]
 pub struct RunArgs {
-    /// The ONNX model.
-    #[arg(long, value_name = "FILE.onnx", default_value = DEFAULT_MODEL)]
-    model: PathBuf,
-    /// Input samples (.npy, .npz, IDX or gzip-compressed IDX/.npy); uint8 data are scaled to [0,1].
+    /// The ONNX model (default: the bundled ConvNeXt fixture, fixtures/models/convnext.onnx).
+    #[arg(long, value_name = "FILE.onnx")]
+    model: Option<PathBuf>,
+    /// Input samples (.npy, .npz, IDX or gzip-compressed IDX/.npy; `FILE.npz:NAME` picks an
+    /// array of an archive); uint8 data are scaled to [0,1]. Default: the bundled Fashion-MNIST
+    /// test subset.
     #[arg(long, value_name = "FILE")]
     data: Option<PathBuf>,
     /// Class labels, one per sample (default: the Fashion-MNIST labels when --data is defaulted).
@@ -277,20 +282,47 @@ struct Calibration {
 }
 
 fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Result<ExitCode> {
-    let data_defaulted = args.data.is_none();
-    let data_path = args.data.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
-    let labels_path = args.labels.clone().or_else(|| data_defaulted.then(|| PathBuf::from(DEFAULT_LABELS)));
+    let model_path = match &args.model {
+        Some(path) => path.clone(),
+        None => super::bundled(DEFAULT_MODEL, "--model FILE.onnx")?,
+    };
+    let data_path = match &args.data {
+        Some(path) => path.clone(),
+        None => super::bundled(DEFAULT_DATA, "--data FILE")?,
+    };
+    let labels_path = match (&args.labels, &args.data) {
+        (Some(path), _) => Some(path.clone()),
+        (None, None) => Some(super::bundled(DEFAULT_LABELS, "--labels FILE")?),
+        (None, Some(_)) => None,
+    };
 
     // Model.
-    let graph = read_onnx_with_limits(&args.model, None, model_limits(args.max_model_elements)).map_err(flat)?;
+    let started = Instant::now();
+    let graph = read_onnx_with_limits(&model_path, None, model_limits(args.max_model_elements)).map_err(flat)?;
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        nodes = graph.nodes.len(),
+        "read {}",
+        model_path.display()
+    );
     let full_input_shape = graph.values[graph.input].shape.clone();
     let sample_shape = full_input_shape.get(1..).unwrap_or(&[]).to_vec();
     let output_size: usize = graph.values[graph.output].shape.iter().product();
 
     // Data and labels.
     let limits = LoadLimits { max_samples: args.limit, ..LoadLimits::default() };
+    let started = Instant::now();
     let data = read_inputs(&data_path, limits).and_then(|d| d.into_fitted(&sample_shape, &data_path)).map_err(flat)?;
     ensure!(data.samples > 0, "{}: the data set holds no samples", data_path.display());
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), inputs = data.samples, "read {}", data_path.display());
+    if let Some(limit) = args.limit.filter(|&l| l > data.samples) {
+        tracing::warn!(
+            "--limit {limit}: {} holds only {} inputs; all {} are used",
+            data_path.display(),
+            data.samples,
+            data.samples
+        );
+    }
     let labels = match &labels_path {
         Some(path) => {
             let labels = read_labels(path, limits).map_err(flat)?;
@@ -327,6 +359,18 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
 
     // Calibration inputs.
     let calibration = calibration(args, &data, &data_path, &sample_shape, &full_input_shape)?;
+    let has_relu = graph.nodes.iter().any(|n| matches!(n.op, Op::Relu));
+    if has_relu && args.calibration.is_none() {
+        tracing::warn!(
+            "the ReLU scales are calibrated on the first {} inputs of --data, the inputs being evaluated: the test set leaks into the normalisation; give --calibration FILE with training inputs (the reference implementation calibrates on training data)",
+            calibration.inputs.len()
+        );
+    }
+    let calibration_max = calibration.inputs.iter().flat_map(|x| x.iter()).fold(0.0f64, |m, v| m.max(v.abs()));
+    if let Some(warning) = scale_warning(&data, args.calibration.is_some().then_some(calibration_max)) {
+        tracing::warn!("{}: {warning}", data_path.display());
+    }
+    let provenance = provenance(&model_path, &data_path, labels_path.as_deref(), args.calibration.as_deref())?;
 
     // Conversion.
     let started = Instant::now();
@@ -342,7 +386,7 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     let bar = LateBar::new(options.calibration.len(), "calibration");
     let progress = bar.clone();
     let options = ConvertOptions { progress: Some(Progress(Arc::new(move |n| progress.inc(n)))), ..options };
-    let conversion = convert(&graph, &options).with_context(|| format!("cannot convert {}", args.model.display()));
+    let conversion = convert(&graph, &options).with_context(|| format!("cannot convert {}", model_path.display()));
     bar.finish();
     drop(options);
     let conversion = conversion?;
@@ -385,6 +429,7 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     bar.finish();
     let ann = ann.context("evaluating the ANN")?;
     let ann_time = started.elapsed();
+    tracing::info!(seconds = ann_time.as_secs_f64(), inputs = data.samples, "ANN evaluation");
 
     // SNN, once to the largest checkpoint.
     let started = Instant::now();
@@ -394,6 +439,12 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     drop(simulator);
     bar.finish_and_clear();
     let snn_time = started.elapsed();
+    tracing::info!(
+        seconds = snn_time.as_secs_f64(),
+        inputs = data.samples,
+        steps = settings.checkpoints.last().copied().unwrap_or(0),
+        "SNN simulation"
+    );
 
     // Outputs, only now that everything succeeded.
     let mut dumps: Vec<Dump<'_>> = Vec::new();
@@ -421,6 +472,8 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     let report = Report {
         args,
         settings,
+        model_path: &model_path,
+        provenance: &provenance,
         data_path: &data_path,
         labels_path: labels_path.as_deref(),
         data: &data,
@@ -447,11 +500,14 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
             ann_graph: &graph,
             accuracy: report::Accuracy {
                 ann: report.ann_accuracy(),
+                ann_ci95: report.ann_accuracy_ci95(),
                 checkpoints: rows
                     .iter()
                     .map(|r| report::AccuracyRow {
                         timesteps: r.timesteps,
                         snn_accuracy: r.accuracy,
+                        snn_accuracy_ci95: r.accuracy_ci95,
+                        mcnemar_vs_ann: r.mcnemar_vs_ann,
                         agreement: r.agreement,
                         mean_abs_diff: r.mean_abs_diff.is_finite().then_some(r.mean_abs_diff),
                     })
@@ -507,6 +563,28 @@ fn calibration(
         .map(|i| ArrayD::from_shape_vec(IxDyn(full_shape), set.sample(i).to_vec()))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Calibration { inputs, source })
+}
+
+/// The tool's version and the size and SHA-256 of every input file, by role.
+fn provenance(
+    model: &Path,
+    data: &Path,
+    labels: Option<&Path>,
+    calibration: Option<&Path>,
+) -> Result<serde_json::Value> {
+    let mut files = serde_json::Map::new();
+    for (role, path) in [("model", Some(model)), ("data", Some(data)), ("labels", labels), ("calibration", calibration)]
+    {
+        let Some(path) = path else { continue };
+        let (file, array) = split_array_name(path);
+        let digest = digest(&file).with_context(|| format!("cannot read {} to record its digest", file.display()))?;
+        let mut entry = serde_json::to_value(digest)?;
+        if let Some(array) = array {
+            entry["array"] = json!(array);
+        }
+        files.insert(role.to_string(), entry);
+    }
+    Ok(json!({ "signgd_version": VERSION, "files": files }))
 }
 
 /// A progress bar with ETA on stderr when it is a terminal; hidden otherwise.
@@ -598,6 +676,8 @@ struct Report<'a, F> {
     data: &'a Dataset,
     labels: Option<&'a [usize]>,
     calibration_source: &'a str,
+    model_path: &'a Path,
+    provenance: &'a serde_json::Value,
     network: &'a Network,
     notes: &'a [String],
     ann: &'a [F],
@@ -611,6 +691,8 @@ struct Report<'a, F> {
 struct Row {
     timesteps: usize,
     accuracy: Option<f64>,
+    accuracy_ci95: Option<Interval>,
+    mcnemar_vs_ann: Option<McNemar>,
     agreement: f64,
     mean_abs_diff: f64,
     spikes: u64,
@@ -631,17 +713,33 @@ impl<F: Real> Report<'_, F> {
         self.labels.map(|l| runner::accuracy(self.ann, self.output_size, l))
     }
 
+    /// Whether each input's predicted class is its label (None without labels).
+    fn correct(&self, outputs: &[F]) -> Option<Vec<bool>> {
+        let labels = self.labels?;
+        Some(runner::classes(outputs, self.output_size).iter().zip(labels).map(|(c, l)| c == l).collect())
+    }
+
+    fn ann_accuracy_ci95(&self) -> Option<Interval> {
+        self.correct(self.ann).and_then(|c| wilson(c.iter().filter(|&&ok| ok).count(), c.len()))
+    }
+
     fn rows(&self) -> Vec<Row> {
         let r = self.result;
+        let ann_correct = self.correct(self.ann);
         r.checkpoints
             .iter()
             .enumerate()
             .map(|(k, &timesteps)| {
                 let outputs = r.at_checkpoint(k);
                 let (spikes, synaptic_events) = totals(&r.counters, k);
+                let snn_correct = self.correct(outputs);
                 Row {
                     timesteps,
                     accuracy: self.labels.map(|l| runner::accuracy(outputs, self.output_size, l)),
+                    accuracy_ci95: snn_correct
+                        .as_ref()
+                        .and_then(|c| wilson(c.iter().filter(|&&ok| ok).count(), c.len())),
+                    mcnemar_vs_ann: snn_correct.as_ref().zip(ann_correct.as_ref()).map(|(s, a)| mcnemar(s, a)),
                     agreement: runner::agreement(outputs, self.ann, self.output_size),
                     mean_abs_diff: runner::mean_abs_diff(outputs, self.ann),
                     spikes,
@@ -671,7 +769,7 @@ impl<F: Real> Report<'_, F> {
         let _ = writeln!(
             out,
             "model        {} (input {:?}, {} outputs)",
-            self.args.model.display(),
+            self.model_path.display(),
             graph_in,
             self.output_size
         );
@@ -697,6 +795,17 @@ impl<F: Real> Report<'_, F> {
             s.threads
         );
         let _ = writeln!(out, "calibration  {}", self.calibration_source);
+        if let Some(files) = self.provenance["files"].as_object() {
+            let digests: Vec<String> = files
+                .iter()
+                .map(|(role, f)| format!("{role} {}", f["sha256"].as_str().map_or("?", |h| &h[..h.len().min(16)])))
+                .collect();
+            let _ = writeln!(
+                out,
+                "provenance   signgd {VERSION}; sha256 {} (in full in --json and report.json)",
+                digests.join(", ")
+            );
+        }
         let populations = self.network.populations.len() - self.relays();
         let _ = writeln!(
             out,
@@ -705,20 +814,33 @@ impl<F: Real> Report<'_, F> {
             self.relays()
         );
         let _ = match self.ann_accuracy() {
-            Some(a) => writeln!(out, "ANN accuracy {}", percent(a)),
+            Some(a) => writeln!(out, "ANN accuracy {}{}", percent(a), report::interval_text(self.ann_accuracy_ci95())),
             None => writeln!(out, "ANN accuracy -"),
         };
         let _ = writeln!(out);
-        let _ = writeln!(out, "{:>7} | {:>8} | {:>12} | {:>10}", "T", "SNN acc", "agree w/ ANN", "mean |Δ|");
-        let _ = writeln!(out, "{:->7}-+-{:->8}-+-{:->12}-+-{:->10}", "", "", "", "");
+        let _ = writeln!(
+            out,
+            "{:>7} | {:>8} | {:>13} | {:>12} | {:>10} | {:>10}",
+            "T", "SNN acc", "95% CI", "agree w/ ANN", "McNemar p", "mean |Δ|"
+        );
+        let _ = writeln!(out, "{:->7}-+-{:->8}-+-{:->13}-+-{:->12}-+-{:->10}-+-{:->10}", "", "", "", "", "", "");
         for row in self.rows() {
             let _ = writeln!(
                 out,
-                "{:>7} | {:>8} | {:>12} | {:>10.3e}",
+                "{:>7} | {:>8} | {:>13} | {:>12} | {:>10} | {:>10.3e}",
                 row.timesteps,
                 row.accuracy.map_or("-".to_string(), percent),
+                row.accuracy_ci95.map_or("-".to_string(), |i| format!("{:.1}–{:.1}%", 100.0 * i.low, 100.0 * i.high)),
                 percent(row.agreement),
+                row.mcnemar_vs_ann.map_or("-".to_string(), |t| report::p_value_text(t.p_value)),
                 row.mean_abs_diff
+            );
+        }
+        if self.labels.is_some() {
+            let _ = writeln!(
+                out,
+                "             (95% Wilson intervals over {} inputs; McNemar's exact test of SNN against ANN accuracy)",
+                self.data.samples
             );
         }
         let _ = writeln!(out);
@@ -740,7 +862,8 @@ impl<F: Real> Report<'_, F> {
         let finite = |x: f64| if x.is_finite() { json!(x) } else { serde_json::Value::Null };
         json!({
             "schema_version": 1,
-            "model": self.args.model.display().to_string(),
+            "model": self.model_path.display().to_string(),
+            "provenance": self.provenance,
             "data": {
                 "path": self.data_path.display().to_string(),
                 "inputs": self.data.samples,
@@ -766,9 +889,12 @@ impl<F: Real> Report<'_, F> {
             },
             "conversion_notes": self.notes,
             "ann_accuracy": self.ann_accuracy(),
+            "ann_accuracy_ci95": self.ann_accuracy_ci95(),
             "checkpoints": self.rows().iter().map(|r| json!({
                 "timesteps": r.timesteps,
                 "snn_accuracy": r.accuracy,
+                "snn_accuracy_ci95": r.accuracy_ci95,
+                "mcnemar_vs_ann": r.mcnemar_vs_ann,
                 "agreement": r.agreement,
                 "mean_abs_diff": finite(r.mean_abs_diff),
                 "spikes": r.spikes,

@@ -357,6 +357,11 @@ fn neuron_kind(graph: &Graph, node: &Node, options: &ConvertOptions) -> Result<O
         Op::Gelu { .. } => NeuronKind::Gelu { target: options.gelu },
         Op::Sigmoid => NeuronKind::Elementwise { function: Elementwise::Sigmoid },
         Op::Tanh => NeuronKind::Elementwise { function: Elementwise::Tanh },
+        Op::HardSigmoid { alpha, beta } => {
+            NeuronKind::Elementwise { function: Elementwise::HardSigmoid { alpha: *alpha, beta: *beta } }
+        }
+        Op::HardSwish => NeuronKind::Elementwise { function: Elementwise::Hardswish },
+        Op::Softplus => NeuronKind::Elementwise { function: Elementwise::Softplus },
         Op::Exp => NeuronKind::Exp,
         Op::Abs => NeuronKind::Abs,
         Op::Square => NeuronKind::Square,

@@ -16,6 +16,7 @@ pub mod verify;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use ndarray::ArrayD;
 use thiserror::Error;
@@ -101,20 +102,49 @@ pub struct Conversion {
 /// Runs every pass in the order of SPEC.md §4 and lowers the result into a spiking network.
 pub fn convert(graph: &Graph, options: &ConvertOptions) -> Result<Conversion, ConvertError> {
     check_finite(graph)?;
+    let started = Instant::now();
     let mut notes = Vec::new();
     let mut graph = graph.clone();
-    batchnorm::fold(&mut graph, &mut notes)?;
-    maxpool::decompose(&mut graph, &mut notes)?;
-    layernorm::decompose(&mut graph, &mut notes)?;
-    softmax::decompose(&mut graph, &mut notes)?;
-    matmul::decompose(&mut graph, &mut notes)?;
-    divsqrt::fuse(&mut graph, &mut notes)?;
-    relu_norm::normalise(&mut graph, options, &mut notes)?;
+    type Pass = fn(&mut Graph, &mut Vec<String>) -> Result<(), ConvertError>;
+    let passes: [(&str, Pass); 6] = [
+        ("batchnorm folding", batchnorm::fold),
+        ("max pooling", maxpool::decompose),
+        ("layer normalisation", layernorm::decompose),
+        ("softmax", softmax::decompose),
+        ("matmul", matmul::decompose),
+        ("division by square roots", divsqrt::fuse),
+    ];
+    for (name, pass) in passes {
+        traced_pass(name, &mut graph, &mut notes, pass)?;
+    }
+    traced_pass("ReLU normalisation", &mut graph, &mut notes, |g, n| relu_norm::normalise(g, options, n))?;
+    let lowering = Instant::now();
     let network = lower::lower(&graph, options)?;
     network
         .validate()
         .map_err(|e| ConvertError::Graph(format!("internal: the converted network is malformed: {e}")))?;
+    tracing::debug!(seconds = lowering.elapsed().as_secs_f64(), populations = network.populations.len(), "lowering");
+    for (i, p) in network.populations.iter().enumerate() {
+        let synapses: u64 = p.operands.iter().flat_map(|o| &o.projections).map(|s| s.block.synapses()).sum();
+        tracing::debug!(index = i, name = %p.name, kind = %p.kind.name(), neurons = p.size(), synapses, "population");
+    }
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), populations = network.populations.len(), "conversion");
     Ok(Conversion { network, graph, notes })
+}
+
+/// Runs one pass, with a debug event of its duration and what it did.
+fn traced_pass(
+    name: &str,
+    graph: &mut Graph,
+    notes: &mut Vec<String>,
+    pass: impl FnOnce(&mut Graph, &mut Vec<String>) -> Result<(), ConvertError>,
+) -> Result<(), ConvertError> {
+    let started = Instant::now();
+    let before = notes.len();
+    pass(graph, notes)?;
+    let did = if notes.len() > before { notes[before..].join("; ") } else { "nothing to do".to_string() };
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), nodes = graph.nodes.len(), "pass {name}: {did}");
+    Ok(())
 }
 
 /// Refuses a graph whose weights (any constant that feeds the output) hold a NaN or an infinity,

@@ -14,9 +14,10 @@
 //! * `.npy` (`\x93NUMPY`, versions 1, 2 and 3) with dtypes `<f4 <f8 |u1 |i1 <i2 <i4 <i8`
 //!   (and `<u2 <u4 <u8`), C or Fortran order (Fortran-ordered arrays are transposed to C order).
 //!   Big-endian arrays are refused with a hint to convert them.
-//! * `.npz` (a zip archive as written by `np.savez` or `np.savez_compressed`): the only array, or,
-//!   if there are several, the one named `x`, `images` or `data` (`y`, `labels`, `label` or
-//!   `targets` for labels), falling back to the first array in the archive.
+//! * `.npz` (a zip archive as written by `np.savez` or `np.savez_compressed`): the array named
+//!   after a colon (`file.npz:images`); without a name, the only array, or, if there are several,
+//!   the one of them named `x`, `images` or `data` (`y`, `labels`, `label` or `targets` for
+//!   labels). Any other archive of several arrays is refused as ambiguous, listing its arrays.
 //! * IDX (MNIST / Fashion-MNIST): magic bytes `00 00 TT DD` with `DD` dimensions and type code
 //!   `TT` = `08` u8, `09` i8, `0B` i16, `0C` i32, `0D` f32, `0E` f64 (big-endian values).
 //! * gzip-compressed IDX or `.npy` (magic `1f 8b`).
@@ -139,6 +140,25 @@ pub enum DataError {
         /// The file.
         path: PathBuf,
     },
+    /// An `.npz` archive of several arrays where the one to read is not clear, or the one asked
+    /// for is absent.
+    #[error("{}: {detail}; the archive holds {arrays}: name one as {}:NAME", path.display(), path.display())]
+    NpzChoice {
+        /// The file.
+        path: PathBuf,
+        /// Why no array was chosen.
+        detail: String,
+        /// The archive's arrays, comma-separated.
+        arrays: String,
+    },
+    /// A `FILE:NAME` selection on a file that is not an `.npz` archive.
+    #[error("{}: `:{key}` names an array, but only .npz archives hold named arrays; give the path alone", path.display())]
+    KeyOnPlainFile {
+        /// The file.
+        path: PathBuf,
+        /// The array name given.
+        key: String,
+    },
     /// A label is negative, not a whole number, or out of range.
     #[error("{}: label at index {index} is {value}: {detail}; labels must be non-negative integer class indices (e.g. np.int64)", path.display())]
     BadLabel {
@@ -152,7 +172,7 @@ pub enum DataError {
         detail: String,
     },
     /// The per-sample shape does not fit the model's input shape.
-    #[error("{}: per-sample shape {file:?} does not fit the model input shape {model:?} (without the batch dimension); reshape the data to (N, {}) or use a model with a matching input", path.display(), join_dims(model))]
+    #[error("{}: per-sample shape {file:?} does not fit the model input shape {model:?} (without the batch dimension); {}", path.display(), shape_advice(file, model))]
     ShapeMismatch {
         /// The file.
         path: PathBuf,
@@ -165,6 +185,29 @@ pub enum DataError {
 
 fn join_dims(dims: &[usize]) -> String {
     dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// What to do about data of per-sample shape `file` for a model input of shape `model`.
+fn shape_advice(file: &[usize], model: &[usize]) -> String {
+    let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    let (f, m) = (squeeze(file), squeeze(model));
+    // Channels-last images ([H, W, C] for a model taking [C, H, W]): a reshape would scramble
+    // the pixels; the channel axis must move.
+    if m.len() == 3 && f.len() == 3 && f[..2] == m[1..] && f[2] == m[0] {
+        return format!(
+            "the data look channels-last (N, {}): transpose them to channels-first, x.transpose(0, 3, 1, 2) in numpy or x.permute(0, 3, 1, 2) in torch, not a reshape",
+            join_dims(&f)
+        );
+    }
+    let (nf, nm) = (file.iter().product::<usize>(), model.iter().product::<usize>());
+    if nf == nm {
+        format!(
+            "the sample sizes agree ({nf} values): if the values are stored in the model's order, reshape the data to (N, {})",
+            join_dims(model)
+        )
+    } else {
+        format!("each sample holds {nf} values where the model takes {nm}: use the data this model was trained on, or a model with a matching input")
+    }
 }
 
 /// Limits on what a reader loads.
@@ -247,6 +290,29 @@ impl Dataset {
         Ok(self)
     }
 }
+
+/// Why the values of `data` look scaled unlike what the model expects, if they do: whole numbers
+/// up to 255 stored as floats (pixel values never divided by 255), or values far beyond
+/// `calibration_max_abs`, the largest magnitude among the calibration inputs.
+pub fn scale_warning(data: &Dataset, calibration_max_abs: Option<f64>) -> Option<String> {
+    let max_abs = data.values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let whole = data.values.iter().all(|v| v.fract() == 0.0);
+    if !data.scaled_from_u8 && whole && (16.0..=255.0).contains(&max_abs) {
+        return Some(format!(
+            "the inputs are whole numbers up to {max_abs}: they look like 0–255 pixel values stored as floats; uint8 data are divided by 255, float data are used as they are, so divide by 255 (and normalise as in training) before saving, or save them as uint8"
+        ));
+    }
+    let reference = calibration_max_abs.filter(|&m| m > 0.0)?;
+    (max_abs > LARGE_FACTOR * reference).then(|| {
+        format!(
+            "the inputs reach |x| = {max_abs:.4}, {:.0}× the largest calibration input ({reference:.4}); ReLU scales computed on the calibration set will not fit them. A likely cause is data scaled differently from the calibration set (0–255 floats against [0, 1]); preprocess both alike",
+            max_abs / reference
+        )
+    })
+}
+
+/// How far beyond the calibration inputs' range evaluated inputs may reach before a warning.
+const LARGE_FACTOR: f64 = 4.0;
 
 /// Reads input samples from `path` (`.npy`, `.npz`, IDX or gzip-compressed IDX/`.npy`).
 ///
@@ -437,6 +503,8 @@ fn load<T: Copy>(
     prefer: &[&str],
     convert: fn(Elem, &[u8]) -> T,
 ) -> Result<Loaded<T>, DataError> {
+    let (path, key) = &split_array_name(path);
+    let (path, key) = (path.as_path(), key.as_deref());
     let io_err = |source| DataError::Io { path: path.to_path_buf(), source };
     let mut file = File::open(path).map_err(io_err)?;
     let meta = file.metadata().map_err(io_err)?;
@@ -448,7 +516,10 @@ fn load<T: Copy>(
     let got = read_full(&mut file, &mut prefix).map_err(io_err)?;
     let prefix = &prefix[..got];
     if prefix.starts_with(b"PK") {
-        return npz::load(path, file, len, limit, prefer, convert);
+        return npz::load(path, file, len, limit, npz::Choice { key, prefer }, convert);
+    }
+    if let Some(key) = key {
+        return Err(DataError::KeyOnPlainFile { path: path.to_path_buf(), key: key.to_string() });
     }
     let rest = Cursor::new(prefix.to_vec()).chain(BufReader::new(file));
     if prefix.starts_with(&[0x1f, 0x8b]) {
@@ -468,6 +539,19 @@ fn load<T: Copy>(
     }
     let stream = Stream { reader: Box::new(rest), len: Some(len), compressed: false };
     load_array(path, stream, prefix, limit, convert, "")
+}
+
+/// `archive.npz:NAME` as the archive and the array's name, when `path` itself does not exist
+/// but the part before its last colon does; otherwise `path` unchanged.
+pub fn split_array_name(path: &Path) -> (PathBuf, Option<String>) {
+    if !path.exists() {
+        if let Some((file, key)) = path.to_str().and_then(|s| s.rsplit_once(':')) {
+            if !key.is_empty() && !key.contains('/') && Path::new(file).is_file() {
+                return (PathBuf::from(file), Some(key.to_string()));
+            }
+        }
+    }
+    (path.to_path_buf(), None)
 }
 
 /// Loads a `.npy` or IDX array from `stream`, whose first bytes are `prefix`.

@@ -37,28 +37,29 @@ fn u64_at(b: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Loads the preferred array of the `.npz` archive `file` (of `len` bytes).
+/// Which array of an archive to read.
+pub(super) struct Choice<'a> {
+    /// The array named by the user (`file.npz:NAME`).
+    pub key: Option<&'a str>,
+    /// Conventional names for the array's role, any one of which may be present.
+    pub prefer: &'a [&'a str],
+}
+
+/// Loads the chosen array of the `.npz` archive `file` (of `len` bytes).
 pub(super) fn load<T: Copy>(
     path: &Path,
     mut file: File,
     len: u64,
     limit: LoadLimits,
-    prefer: &[&str],
+    choice: Choice<'_>,
     convert: fn(Elem, &[u8]) -> T,
 ) -> Result<Loaded<T>, DataError> {
     let entries = directory(path, &mut file, len)?;
     let arrays: Vec<&Entry> = entries.iter().filter(|e| e.name.ends_with(".npy") && !e.name.ends_with('/')).collect();
-    let Some(&first) = arrays.first() else {
+    if arrays.is_empty() {
         return Err(DataError::EmptyNpz { path: path.to_path_buf() });
-    };
-    let chosen = if arrays.len() == 1 {
-        first
-    } else {
-        prefer
-            .iter()
-            .find_map(|want| arrays.iter().find(|e| e.name.strip_suffix(".npy") == Some(*want)).copied())
-            .unwrap_or(first)
-    };
+    }
+    let chosen = choose(path, &arrays, &choice)?;
     let malformed = |detail: String| DataError::Malformed {
         path: path.to_path_buf(),
         detail: format!("npz member '{}': {detail}", chosen.name),
@@ -111,6 +112,36 @@ pub(super) fn load<T: Copy>(
     let stream = Stream { reader: Box::new(std::io::Cursor::new(prefix.clone()).chain(stream.reader)), ..stream };
     let place = format!(" of npz member '{}'", chosen.name);
     load_array(path, stream, &prefix, limit, convert, &place)
+}
+
+/// The array `choice` selects: the named one, the only one, or the one conventional name present.
+fn choose<'e>(path: &Path, arrays: &[&'e Entry], choice: &Choice<'_>) -> Result<&'e Entry, DataError> {
+    let name = |e: &Entry| e.name.strip_suffix(".npy").unwrap_or(&e.name).to_string();
+    let refuse = |detail: String| DataError::NpzChoice {
+        path: path.to_path_buf(),
+        detail,
+        arrays: arrays.iter().map(|e| format!("'{}'", name(e))).collect::<Vec<_>>().join(", "),
+    };
+    if let Some(key) = choice.key {
+        return arrays
+            .iter()
+            .find(|e| name(e) == key)
+            .copied()
+            .ok_or_else(|| refuse(format!("no array named '{key}'")));
+    }
+    if let [only] = arrays {
+        return Ok(only);
+    }
+    let named: Vec<&Entry> =
+        arrays.iter().filter(|e| choice.prefer.iter().any(|want| name(e) == *want)).copied().collect();
+    match named.as_slice() {
+        [one] => Ok(one),
+        [] => Err(refuse("several arrays and none of them named ".to_string() + &choice.prefer.join(", "))),
+        _ => Err(refuse(format!(
+            "several arrays with a conventional name ({})",
+            named.iter().map(|e| name(e)).collect::<Vec<_>>().join(", ")
+        ))),
+    }
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> DataError {

@@ -32,7 +32,7 @@ pub enum ModelError {
         detail: String,
     },
     /// An operator that the reader does not know.
-    #[error("{origin}: node '{node}' ({op_type}): unsupported operator '{op_type}'{domain_note}; supported operators include {nearby}. Rewrite the model without it or ask for support")]
+    #[error("{origin}: node '{node}' ({op_type}): unsupported operator '{op_type}'{domain_note}; {advice}")]
     UnknownOp {
         /// File name or other origin of the model.
         origin: String,
@@ -42,8 +42,8 @@ pub enum ModelError {
         op_type: String,
         /// Extra note about the domain (empty for the default domain).
         domain_note: String,
-        /// Supported operators with similar names (or a general list).
-        nearby: String,
+        /// The rewrite that converts, where one exists, and the supported operators.
+        advice: String,
     },
     /// A known operator used with attribute values or input kinds that are not supported.
     #[error("{origin}: node '{node}' ({op_type}): {detail}")]

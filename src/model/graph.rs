@@ -89,6 +89,17 @@ pub enum Op {
     Sigmoid,
     /// Hyperbolic tangent.
     Tanh,
+    /// `max(0, min(1, alpha·x + beta))`.
+    HardSigmoid {
+        /// Slope.
+        alpha: f64,
+        /// Offset.
+        beta: f64,
+    },
+    /// `x · min(max(x + 3, 0), 6) / 6`.
+    HardSwish,
+    /// `ln(1 + eˣ)`.
+    Softplus,
     /// Exponential.
     Exp,
     /// Absolute value.
@@ -222,6 +233,9 @@ impl Op {
                 | Op::Gelu { .. }
                 | Op::Sigmoid
                 | Op::Tanh
+                | Op::HardSigmoid { .. }
+                | Op::HardSwish
+                | Op::Softplus
                 | Op::Exp
                 | Op::Abs
                 | Op::Sqrt
@@ -249,6 +263,9 @@ impl Op {
             Op::Gelu { .. } => "Gelu",
             Op::Sigmoid => "Sigmoid",
             Op::Tanh => "Tanh",
+            Op::HardSigmoid { .. } => "HardSigmoid",
+            Op::HardSwish => "HardSwish",
+            Op::Softplus => "Softplus",
             Op::Exp => "Exp",
             Op::Abs => "Abs",
             Op::Sqrt => "Sqrt",

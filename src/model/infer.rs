@@ -160,6 +160,9 @@ pub fn output_shape(op: &Op, inputs: &[&[usize]], hint: Option<&[usize]>) -> Res
         | Op::Gelu { .. }
         | Op::Sigmoid
         | Op::Tanh
+        | Op::HardSigmoid { .. }
+        | Op::HardSwish
+        | Op::Softplus
         | Op::Exp
         | Op::Abs
         | Op::Sqrt

@@ -6,6 +6,7 @@
 //! * [`reader`]: ONNX → [`Graph`], with static shapes and constant folding.
 //! * [`canonical`]: fusion of PyTorch's decomposed GELU / LayerNorm / Softmax into canonical ops.
 //! * [`eval`]: the dense reference evaluator ([`Graph::evaluate`]).
+//! * [`operators`]: the supported ONNX operators and what each becomes.
 
 pub mod canonical;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod eval;
 pub mod graph;
 pub mod infer;
 pub mod onnx;
+pub mod operators;
 pub mod reader;
 pub mod tensor;
 

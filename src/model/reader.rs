@@ -17,6 +17,7 @@ use super::graph::{Graph, Op, ValueId};
 use super::infer::{self, broadcast};
 use super::onnx::tensor_shape_proto::dimension;
 use super::onnx::{attribute_type, data_type, type_proto, AttributeProto, ModelProto, NodeProto, TensorProto};
+use super::operators;
 use super::tensor::Tensor;
 
 /// Largest number of elements accepted for any tensor (initializer or inferred value).
@@ -45,60 +46,6 @@ impl Default for ReadLimits {
         ReadLimits { max_elements: MAX_ELEMENTS, max_total_elements: MAX_TOTAL_ELEMENTS }
     }
 }
-
-/// ONNX operators the reader accepts (some only when they can be constant-folded).
-pub const SUPPORTED_OPS: &[&str] = &[
-    "Abs",
-    "Add",
-    "AveragePool",
-    "BatchNormalization",
-    "Cast",
-    "CastLike",
-    "Concat",
-    "Constant",
-    "ConstantOfShape",
-    "Conv",
-    "Div",
-    "Dropout",
-    "Equal",
-    "Erf",
-    "Exp",
-    "Expand",
-    "Flatten",
-    "Gather",
-    "Gelu",
-    "Gemm",
-    "GlobalAveragePool",
-    "Identity",
-    "LayerNormalization",
-    "LeakyRelu",
-    "MatMul",
-    "Max",
-    "MaxPool",
-    "Mul",
-    "Neg",
-    "Not",
-    "Pad",
-    "Pow",
-    "Range",
-    "ReduceMean",
-    "ReduceSum",
-    "Relu",
-    "Reshape",
-    "Shape",
-    "Sigmoid",
-    "Size",
-    "Slice",
-    "Softmax",
-    "Split",
-    "Sqrt",
-    "Squeeze",
-    "Sub",
-    "Tanh",
-    "Transpose",
-    "Unsqueeze",
-    "Where",
-];
 
 /// Reads an ONNX file. `input_shape` overrides / resolves the input's dynamic dimensions
 /// (without it a dynamic first dimension is taken as batch 1).
@@ -291,25 +238,14 @@ fn f64_to_i64(v: f64) -> i64 {
     v as i64 // saturating; exact for |v| < 2^53
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.to_lowercase().chars().collect();
-    let b: Vec<char> = b.to_lowercase().chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        let mut cur = vec![i; b.len() + 1];
-        for j in 1..=b.len() {
-            let c = if a[i - 1] == b[j - 1] { 0 } else { 1 };
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + c);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-fn nearby_ops(op: &str) -> String {
-    let mut v: Vec<(usize, &str)> = SUPPORTED_OPS.iter().map(|s| (levenshtein(op, s), *s)).collect();
-    v.sort();
-    v.iter().take(5).map(|(_, s)| *s).collect::<Vec<_>>().join(", ")
+/// What to do about an unsupported operator: its rewrite where one converts, then every
+/// supported operator.
+fn unsupported_advice(op: &str) -> String {
+    let rewrite = operators::rewrite(op).map(|r| format!("{r}; ")).unwrap_or_default();
+    format!(
+        "{rewrite}the supported operators are {} (`signgd ops` says how each converts)",
+        operators::supported_list()
+    )
 }
 
 fn half_to_f64(bits: u16) -> f64 {
@@ -756,6 +692,14 @@ impl<'a> Reader<'a> {
         Ok(v)
     }
 
+    /// `min(y, hi)` as `−max(−y, −hi)`: the SNN has max neurons, and negation is exact.
+    fn min(&mut self, n: &NodeProto, name: &str, y: ValueId, hi: f64) -> Result<ValueId, ModelError> {
+        let negated = self.add(n, &format!("{name}/neg"), Op::Neg, vec![y], None)?;
+        let bound = self.g.add_constant(format!("{name}/neg_max"), Tensor::from(ndarray::arr0(-hi).into_dyn()));
+        let max = self.add(n, &format!("{name}/max_neg"), Op::Max, vec![negated, bound], None)?;
+        self.add(n, name, Op::Neg, vec![max], None)
+    }
+
     fn emit(
         &mut self,
         n: &NodeProto,
@@ -828,14 +772,97 @@ impl<'a> Reader<'a> {
                 node: n.name.clone(),
                 op_type: n.op_type.clone(),
                 domain_note: note,
-                nearby: nearby_ops(&n.op_type),
+                advice: unsupported_advice(&n.op_type),
             });
         }
         let op = n.op_type.as_str();
         match op {
-            "Identity" | "Dropout" => {
+            "Identity" => {
                 let x = self.req(n, 0)?;
                 self.finish(n, x)
+            }
+            "Dropout" => {
+                let x = self.req(n, 0)?;
+                let training = if self.opset < 12 {
+                    self.opset < 7 && self.typed_attr(n, "is_test", attribute_type::INT)?.is_some_and(|a| a.i == 0)
+                } else {
+                    let mode = self.cst(n, 2, "training_mode")?;
+                    mode.is_some_and(|m| m.iter_f64().any(|v| v != 0.0))
+                };
+                if training {
+                    return Err(self.unsupported(
+                        n,
+                        "Dropout in training mode drops activations at random; export the model in eval() mode (model.eval() before torch.onnx.export, no training=TrainingMode.TRAINING)",
+                    ));
+                }
+                self.finish(n, x)
+            }
+            "Clip" => {
+                let x = self.req(n, 0)?;
+                let bound = |i: usize, attr: &str, what: &str| -> Result<Option<f64>, ModelError> {
+                    let value = if self.opset < 11 {
+                        self.typed_attr(n, attr, attribute_type::FLOAT)?.map(|a| a.f as f64)
+                    } else {
+                        match self.cst(n, i, what)? {
+                            None => None,
+                            Some(t) if t.len() == 1 => t.iter_f64().next(),
+                            Some(t) => {
+                                return Err(
+                                    self.unsupported(n, format!("{what} has {} elements; give a scalar", t.len()))
+                                )
+                            }
+                        }
+                    };
+                    Ok(value.filter(|v| v.is_finite()))
+                };
+                let (lo, hi) = (bound(1, "min", "the lower bound")?, bound(2, "max", "the upper bound")?);
+                if let (Some(lo), Some(hi)) = (lo, hi) {
+                    if lo > hi {
+                        return Err(self.unsupported(n, format!("lower bound {lo} exceeds upper bound {hi}")));
+                    }
+                }
+                let name = self.out_name(n)?;
+                let mut y = x;
+                if let Some(lo) = lo {
+                    y = if lo == 0.0 {
+                        self.add(n, &format!("{name}/relu"), Op::Relu, vec![y], None)?
+                    } else {
+                        let lo = self.g.add_constant(format!("{name}/min"), Tensor::from(ndarray::arr0(lo).into_dyn()));
+                        self.add(n, &format!("{name}/max_min"), Op::Max, vec![y, lo], None)?
+                    };
+                }
+                if let Some(hi) = hi {
+                    y = self.min(n, &name, y, hi)?;
+                }
+                self.finish(n, y)
+            }
+            "Min" => {
+                let ins: Vec<ValueId> = (0..n.input.len())
+                    .map(|i| self.input(n, i))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let Some((&first, rest)) = ins.split_first() else {
+                    return Err(self.unsupported(n, "Min needs inputs"));
+                };
+                let name = self.out_name(n)?;
+                let mut acc = self.add(n, &format!("{name}/neg0"), Op::Neg, vec![first], None)?;
+                for (i, &b) in rest.iter().enumerate() {
+                    let negated = self.add(n, &format!("{name}/neg{}", i + 1), Op::Neg, vec![b], None)?;
+                    acc = self.add(n, &format!("{name}/max{i}"), Op::Max, vec![acc, negated], None)?;
+                }
+                let out = self.add(n, &name, Op::Neg, vec![acc], None)?;
+                self.finish(n, out)
+            }
+            "HardSigmoid" => {
+                let x = self.req(n, 0)?;
+                let (alpha, beta) = (self.attr_f(n, "alpha", 0.2)?, self.attr_f(n, "beta", 0.5)?);
+                self.emit(n, Op::HardSigmoid { alpha, beta }, vec![x], None)
+            }
+            "HardSwish" | "Softplus" => {
+                let x = self.req(n, 0)?;
+                self.emit(n, if op == "HardSwish" { Op::HardSwish } else { Op::Softplus }, vec![x], None)
             }
             "Cast" | "CastLike" => {
                 let x = self.req(n, 0)?;
@@ -1452,7 +1479,7 @@ impl<'a> Reader<'a> {
                     node: n.name.clone(),
                     op_type: n.op_type.clone(),
                     domain_note: note,
-                    nearby: nearby_ops(&n.op_type),
+                    advice: unsupported_advice(&n.op_type),
                 })
             }
         }

@@ -85,17 +85,40 @@ svg.chart {{ display: block; margin: 8px 0; max-width: 100%; height: auto; }}
     out += "\n<p class=\"caption\">SNN accuracy and agreement with the ANN's predicted class at each checkpoint (one simulation read at every checkpoint); the dashed horizontal line is the ANN's accuracy.</p>\n";
     table(
         &mut out,
-        &["T", "SNN accuracy", "ANN accuracy", "agreement", "mean |Δ output|"],
+        &[
+            "T",
+            "SNN accuracy",
+            "95% CI",
+            "ANN accuracy",
+            "95% CI",
+            "agreement",
+            "McNemar p (SNN vs ANN)",
+            "mean |Δ output|",
+        ],
         acc.checkpoints.iter().map(|c| {
+            let ci = |i: Option<crate::stats::significance::Interval>| {
+                i.map_or("-".into(), |i| format!("{:.1}–{:.1}%", 100.0 * i.low, 100.0 * i.high))
+            };
             vec![
                 c.timesteps.to_string(),
                 pct(c.snn_accuracy),
+                ci(c.snn_accuracy_ci95),
                 pct(acc.ann),
+                ci(acc.ann_ci95),
                 pct(Some(c.agreement)),
+                c.mcnemar_vs_ann.map_or("-".into(), |t| {
+                    format!(
+                        "{} ({} vs {} inputs right by one only)",
+                        super::p_value_text(t.p_value),
+                        t.first_only,
+                        t.second_only
+                    )
+                }),
                 c.mean_abs_diff.map_or("-".into(), |d| format!("{d:.3e}")),
             ]
         }),
     );
+    out += "<p class=\"caption\">Intervals: 95% Wilson score intervals over the evaluated inputs. McNemar's exact test compares the SNN with the ANN on the same inputs: a small p says the two differ in accuracy beyond chance.</p>\n";
 
     // 2. Firing rates.
     let t_last = r.last_timesteps();

@@ -20,6 +20,7 @@ use crate::model::Graph;
 use crate::snn::Network;
 use crate::stats::energy::{format_pj, Energy, EnergyModel, PRESETS};
 use crate::stats::observe::{ErrorTrace, Raster};
+use crate::stats::significance::{Interval, McNemar};
 use crate::stats::{self, AnnLayer, Counts, CountsPerInput, PopulationInfo};
 
 /// Version of the layout of `report.json`.
@@ -39,6 +40,13 @@ pub struct AccuracyRow {
     pub agreement: f64,
     /// Mean |SNN output − ANN output| over all outputs (None when not finite).
     pub mean_abs_diff: Option<f64>,
+    /// 95 % Wilson interval of the SNN's accuracy (None without labels).
+    #[serde(default)]
+    pub snn_accuracy_ci95: Option<Interval>,
+    /// McNemar's exact test of the SNN (first) against the ANN (second) on the same inputs
+    /// (None without labels).
+    #[serde(default)]
+    pub mcnemar_vs_ann: Option<McNemar>,
 }
 
 /// Accuracy of both networks.
@@ -46,6 +54,9 @@ pub struct AccuracyRow {
 pub struct Accuracy {
     /// The ANN's accuracy (None without labels).
     pub ann: Option<f64>,
+    /// 95 % Wilson interval of the ANN's accuracy (None without labels).
+    #[serde(default)]
+    pub ann_ci95: Option<Interval>,
     /// The SNN at every checkpoint.
     pub checkpoints: Vec<AccuracyRow>,
 }
@@ -356,17 +367,27 @@ impl ReportData {
 
     /// `accuracy.csv`: one row per checkpoint.
     pub fn accuracy_csv(&self) -> String {
-        let mut out = String::from("timesteps,snn_accuracy,ann_accuracy,agreement,mean_abs_diff\n");
+        let mut out = String::from("timesteps,snn_accuracy,ann_accuracy,agreement,mean_abs_diff,snn_ci95_low,snn_ci95_high,ann_ci95_low,ann_ci95_high,mcnemar_snn_only,mcnemar_ann_only,mcnemar_p\n");
         let opt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v}"));
+        let count = |x: Option<usize>| x.map_or(String::new(), |v| v.to_string());
+        let ann_ci = self.accuracy.ann_ci95;
         for r in &self.accuracy.checkpoints {
+            let test = r.mcnemar_vs_ann;
             let _ = writeln!(
                 out,
-                "{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{}",
                 r.timesteps,
                 opt(r.snn_accuracy),
                 opt(self.accuracy.ann),
                 r.agreement,
-                opt(r.mean_abs_diff)
+                opt(r.mean_abs_diff),
+                opt(r.snn_accuracy_ci95.map(|i| i.low)),
+                opt(r.snn_accuracy_ci95.map(|i| i.high)),
+                opt(ann_ci.map(|i| i.low)),
+                opt(ann_ci.map(|i| i.high)),
+                count(test.map(|t| t.first_only)),
+                count(test.map(|t| t.second_only)),
+                opt(test.map(|t| t.p_value)),
             );
         }
         out
@@ -381,14 +402,16 @@ impl ReportData {
         let _ = writeln!(out);
         let _ = writeln!(out, "accuracy");
         let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));
-        let _ = writeln!(out, "  ANN            {}", pct(self.accuracy.ann));
+        let _ = writeln!(out, "  ANN            {}{}", pct(self.accuracy.ann), interval_text(self.accuracy.ann_ci95));
         for r in &self.accuracy.checkpoints {
             let _ = writeln!(
                 out,
-                "  SNN T={:<7}  {}  (agrees with the ANN on {:.2}%)",
+                "  SNN T={:<7}  {}{}  (agrees with the ANN on {:.2}%{})",
                 r.timesteps,
                 pct(r.snn_accuracy),
-                100.0 * r.agreement
+                interval_text(r.snn_accuracy_ci95),
+                100.0 * r.agreement,
+                r.mcnemar_vs_ann.map_or(String::new(), |t| format!("; McNemar p = {}", p_value_text(t.p_value)))
             );
         }
         let _ = writeln!(out);
@@ -513,6 +536,20 @@ impl ReportData {
     }
 }
 
+/// ` (95 % CI 84.6–88.8 %)`, or nothing without an interval.
+pub fn interval_text(interval: Option<Interval>) -> String {
+    interval.map_or(String::new(), |i| format!(" (95% CI {:.1}–{:.1}%)", 100.0 * i.low, 100.0 * i.high))
+}
+
+/// A p-value with the precision it deserves.
+pub fn p_value_text(p: f64) -> String {
+    if p < 1e-4 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
+    }
+}
+
 fn ratio_text(r: Option<f64>) -> String {
     r.map_or("-".to_string(), |r| format!("{r:.2}×"))
 }
@@ -553,13 +590,17 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Why a report directory cannot be written.
+/// Why a report directory cannot be written. With `force`, an existing `dir` may be replaced
+/// only when it holds a previous report: its `report.json` and nothing but report files.
 pub fn check_target(dir: &Path, force: bool) -> anyhow::Result<()> {
-    if dir.exists() && !force {
-        anyhow::bail!(
-            "{} already exists; pass --force to replace it, or choose another --report directory",
-            dir.display()
-        );
+    if dir.exists() {
+        if !force {
+            anyhow::bail!(
+                "{} already exists; pass --force to replace it, or choose another --report directory",
+                dir.display()
+            );
+        }
+        check_replaceable(dir)?;
     }
     let parent = parent_of(dir);
     anyhow::ensure!(
@@ -568,6 +609,43 @@ pub fn check_target(dir: &Path, force: bool) -> anyhow::Result<()> {
         dir.display(),
         parent.display()
     );
+    Ok(())
+}
+
+/// Refuses to replace anything but a previous report directory, naming the first foreign entry.
+fn check_replaceable(dir: &Path) -> anyhow::Result<()> {
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "{} {why}; --force replaces only a previous signgd report, so move it away or choose another --report directory",
+            dir.display()
+        )
+    };
+    let meta = fs::symlink_metadata(dir).map_err(|e| refuse(format!("cannot be inspected ({e})")))?;
+    if !meta.is_dir() {
+        return Err(refuse("is not a directory".into()));
+    }
+    let mut entries = fs::read_dir(dir)
+        .and_then(|it| it.map(|e| e.map(|e| e.file_name())).collect::<Result<Vec<_>, _>>())
+        .map_err(|e| refuse(format!("cannot be listed ({e})")))?;
+    entries.sort();
+    if let Some(foreign) = entries.iter().find(|name| !FILES.iter().any(|f| name.as_os_str() == *f)) {
+        return Err(refuse(format!("holds {}, which is not a file of a report", foreign.to_string_lossy())));
+    }
+    let json = dir.join("report.json");
+    let is_report = fs::symlink_metadata(&json).is_ok_and(|m| m.is_file())
+        && fs::read_to_string(&json)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| v.get("schema_version").is_some());
+    if !is_report {
+        return Err(refuse("holds no report.json of a signgd report".into()));
+    }
+    for name in &entries {
+        let is_file = fs::symlink_metadata(dir.join(name)).is_ok_and(|m| m.is_file());
+        if !is_file {
+            return Err(refuse(format!("holds {}, which is not a plain file", name.to_string_lossy())));
+        }
+    }
     Ok(())
 }
 
@@ -604,6 +682,7 @@ pub fn write_dir(dir: &Path, files: &[(&str, String)], force: bool) -> anyhow::R
         }
         if dir.exists() {
             anyhow::ensure!(force, "{} already exists; pass --force to replace it", dir.display());
+            check_replaceable(dir)?;
             let old = parent.join(format!(".{name}.old-{unique}"));
             fs::rename(dir, &old).with_context(|| format!("cannot move the old {} aside", dir.display()))?;
             if let Err(e) = fs::rename(&tmp, dir) {

@@ -16,7 +16,7 @@ pub enum GeluTarget {
 
 /// A one-operand elementwise function without a tie rule of its own in the reference.
 /// Its neuron fires when `v − f(x) > 0`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Elementwise {
     /// `x · sigmoid(x)`.
@@ -29,6 +29,13 @@ pub enum Elementwise {
     Softplus,
     /// `x · clip(x + 3, 0, 6) / 6`.
     Hardswish,
+    /// `clip(alpha·x + beta, 0, 1)`.
+    HardSigmoid {
+        /// Slope.
+        alpha: f64,
+        /// Offset.
+        beta: f64,
+    },
 }
 
 impl Elementwise {
@@ -39,11 +46,24 @@ impl Elementwise {
             Elementwise::Silu => x / (one + (-x).exp()),
             Elementwise::Sigmoid => one / (one + (-x).exp()),
             Elementwise::Tanh => x.tanh(),
-            Elementwise::Softplus => x.exp().ln_1p(),
+            Elementwise::Softplus => x.max(F::zero()) + (-x.abs()).exp().ln_1p(),
             Elementwise::Hardswish => {
                 let six = F::of(6.0);
                 x * (x + F::of(3.0)).max(F::zero()).min(six) / six
             }
+            Elementwise::HardSigmoid { alpha, beta } => (F::of(alpha) * x + F::of(beta)).min(one).max(F::zero()),
+        }
+    }
+
+    /// Short name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Elementwise::Silu => "silu",
+            Elementwise::Sigmoid => "sigmoid",
+            Elementwise::Tanh => "tanh",
+            Elementwise::Softplus => "softplus",
+            Elementwise::Hardswish => "hardswish",
+            Elementwise::HardSigmoid { .. } => "hardsigmoid",
         }
     }
 }
@@ -113,7 +133,7 @@ impl NeuronKind {
             NeuronKind::Product => "product".into(),
             NeuronKind::Division => "division".into(),
             NeuronKind::DivSqrt => "div_sqrt".into(),
-            NeuronKind::Elementwise { function } => format!("{function:?}").to_lowercase(),
+            NeuronKind::Elementwise { function } => function.name().into(),
             NeuronKind::Relay => "relay".into(),
         }
     }

@@ -24,6 +24,7 @@
 
 pub mod energy;
 pub mod observe;
+pub mod significance;
 
 use serde::{Deserialize, Serialize};
 

@@ -374,6 +374,15 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[ArrayViewD<F>], out_shape: &[usize]) 
         }
         Op::Sigmoid => unary(inputs, |x| one / (one + (-x).exp())),
         Op::Tanh => unary(inputs, |x| x.tanh()),
+        Op::HardSigmoid { alpha, beta } => {
+            let (alpha, beta) = (F::of(*alpha), F::of(*beta));
+            unary(inputs, |x| (alpha * x + beta).min(one).max(F::zero()))
+        }
+        Op::HardSwish => {
+            let (three, six) = (F::of(3.0), F::of(6.0));
+            unary(inputs, |x| x * (x + three).max(F::zero()).min(six) / six)
+        }
+        Op::Softplus => unary(inputs, |x| x.max(F::zero()) + (-x.abs()).exp().ln_1p()),
         Op::Exp => unary(inputs, |x| x.exp()),
         Op::Abs => unary(inputs, |x| x.abs()),
         Op::Sqrt => unary(inputs, |x| x.sqrt()),
