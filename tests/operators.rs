@@ -93,6 +93,25 @@ fn hard_activations_and_softplus_follow_pytorch() {
     let want: Vec<f64> = X.iter().map(|x| x.exp().ln_1p()).collect();
     assert_close("softplus ann", &ann(&softplus), &want, 1e-12);
     assert_close("softplus snn", &snn(&softplus, 512), &want, 0.05);
+
+    // The dynamo exporter writes nn.Softplus with PyTorch's threshold: x where x > 20.
+    let thresholded = |t: f32| {
+        let g = graph(
+            vec![
+                node("Softplus", &["x"], &["sp"], vec![]),
+                node("Greater", &["x", "t"], &["c"], vec![]),
+                node("Where", &["c", "x", "sp"], &["y"], vec![]),
+            ],
+            vec![value_info_fixed("x", &[1, 8])],
+            vec![value_info_fixed("y", &[1, 8])],
+            vec![scalar("t", t)],
+        );
+        read_onnx_bytes(&encode(&model(g, 20)), None, "softplus.onnx")
+    };
+    assert_close("thresholded softplus", &ann(&thresholded(20.0).unwrap()), &want, 1e-12);
+    // A threshold where the shortcut changes the function is refused, naming the pattern.
+    let error = thresholded(1.0).unwrap_err().to_string();
+    assert!(error.contains("Where(x > t, x, Softplus(x))"), "{error}");
 }
 
 #[test]

@@ -41,6 +41,7 @@ pub const OPERATORS: &[Operator] = &[
     op("Gather", SHAPE),
     op("Gelu", "GELU neurons"),
     op("Gemm", "dense synapses"),
+    op("Greater", "constant-folded; on activations only as softplus's threshold Where(x > t, x, Softplus(x))"),
     op("GlobalAveragePool", AFFINE),
     op("HardSigmoid", "elementwise neurons tracking clip(alpha·x + beta, 0, 1)"),
     op("HardSwish", "elementwise neurons tracking x·clip(x + 3, 0, 6)/6"),

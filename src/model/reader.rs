@@ -110,6 +110,7 @@ fn read_impl(
         names: HashMap::new(),
         ints: HashSet::new(),
         unusable: HashMap::new(),
+        thresholds: HashMap::new(),
         functions: model.functions.iter().map(|f| f.name.clone()).collect(),
         limits,
         total: 0,
@@ -171,6 +172,9 @@ struct Reader<'a> {
     names: HashMap<String, ValueId>,
     ints: HashSet<ValueId>,
     unusable: HashMap<String, String>,
+    /// Comparisons `x > t` of an activation with a constant, by output name: usable only as the
+    /// condition of softplus's threshold pattern `Where(x > t, x, Softplus(x))`.
+    thresholds: HashMap<String, (ValueId, f64)>,
     functions: HashSet<String>,
     limits: ReadLimits,
     /// Elements of all tensors created so far, charged against `limits.max_total_elements`.
@@ -977,7 +981,43 @@ impl<'a> Reader<'a> {
                 let is_int = n.input.first().and_then(|s| self.names.get(s)).is_some_and(|v| self.ints.contains(v));
                 self.bind_const(n, ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).expect("1-D"), is_int)
             }
-            "Equal" | "Not" | "Where" => {
+            "Greater" if !self.input(n, 0)?.is_some_and(|v| self.g.is_constant(v)) => {
+                let x = self.req(n, 0)?;
+                let t = match self.cst(n, 1, "threshold")? {
+                    Some(t) if t.len() == 1 => t.iter_f64().next().unwrap_or(f64::NAN),
+                    _ => {
+                        return Err(self.unsupported(
+                            n,
+                            "a comparison of activations with anything but a constant scalar does not convert",
+                        ))
+                    }
+                };
+                let name = self.out_name(n)?;
+                self.thresholds.insert(name.clone(), (x, t));
+                self.unusable.insert(
+                    name,
+                    format!("the comparison of activations in node '{}' (Greater), which converts only as the condition of softplus's threshold pattern Where(x > t, x, Softplus(x))", n.name),
+                );
+                Ok(())
+            }
+            "Where" if n.input.first().is_some_and(|c| self.thresholds.contains_key(c)) => {
+                let (x, t) = self.thresholds[&n.input[0]];
+                let (then, otherwise) = (self.req(n, 1)?, self.req(n, 2)?);
+                let softplus_of_x = self
+                    .g
+                    .nodes
+                    .iter()
+                    .any(|node| node.output == otherwise && matches!(node.op, Op::Softplus) && node.inputs == [x]);
+                // Above t ≥ 15, ln(1 + eˣ) − x < 3.1e-7: PyTorch's shortcut, not a different function.
+                if then != x || !softplus_of_x || t < 15.0 {
+                    return Err(self.unsupported(
+                        n,
+                        "a Where on a comparison of activations converts only as softplus's threshold pattern Where(x > t, x, Softplus(x)) with t ≥ 15",
+                    ));
+                }
+                self.finish(n, otherwise)
+            }
+            "Equal" | "Not" | "Where" | "Greater" => {
                 let k = if op == "Where" {
                     3
                 } else if op == "Not" {
@@ -997,6 +1037,9 @@ impl<'a> Reader<'a> {
                 self.charge(&out_shape).map_err(|d| self.unsupported(n, d))?;
                 let out = match op {
                     "Not" => arrs[0].mapv(|v| (v == 0.0) as u8 as f64),
+                    "Greater" => eval_op(&Op::Sub, &[arrs[0].view(), arrs[1].view()], &[])
+                        .map_err(|d| self.unsupported(n, d))?
+                        .mapv(|v| (v > 0.0) as u8 as f64),
                     "Equal" => eval_op(&Op::Sub, &[arrs[0].view(), arrs[1].view()], &[])
                         .map_err(|d| self.unsupported(n, d))?
                         .mapv(|v| (v == 0.0) as u8 as f64),
