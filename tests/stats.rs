@@ -95,6 +95,7 @@ fn by_hand(net: &Network) -> Vec<[Counts; 4]> {
             // Dense MACs: a reads the real-valued encoder through 5 synapses, b reads the relay
             // through 2, every step.
             a.dense_macs += 5 * t;
+            a.encoder_macs += 5 * t;
             b.dense_macs += 2 * t;
             for p in [&mut *a, &mut *b] {
                 p.neuron_updates += 2 * t;
@@ -102,11 +103,13 @@ fn by_hand(net: &Network) -> Vec<[Counts; 4]> {
                 p.nonlinearity_evaluations += 2 * t;
                 p.state_reads += 2 * t * 2; // x and v of 2 neurons
                 p.state_writes += 2 * t * 2;
+                p.constant_reads += 2 * t * 2; // c and o of 2 neurons' one operand
             }
             r.state_writes += t; // the relay's one value
             readout.drive_additions += t;
             readout.state_reads += t;
             readout.state_writes += t;
+            readout.constant_reads += 2 * t;
         }
     }
     assert!(any_spike, "the test network must spike");
@@ -188,6 +191,7 @@ fn energy_is_counts_times_costs() {
         state_reads: 36,
         state_writes: 16,
         weight_reads: 120,
+        ..Counts::default()
     };
     let e = model.snn(&c);
     assert!((e.convention_pj - (4.6 * 20.0 + 0.9 * 100.0)).abs() < 1e-9);
