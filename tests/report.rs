@@ -55,7 +55,7 @@ fn report_directory_end_to_end() {
     let dir = scratch.path().join("report");
     let out = run_report(&dir, &[]);
     assert!(out.status.success(), "{}", text(&out));
-    for file in ["report.json", "populations.csv", "accuracy.csv", "report.md", "report.html"] {
+    for file in signgd::report::FILES {
         assert!(dir.join(file).is_file(), "{file} missing");
     }
     // Nothing but the report is left beside it.
@@ -64,7 +64,7 @@ fn report_directory_end_to_end() {
 
     // JSON.
     let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
-    assert_eq!(json["schema_version"], 1);
+    assert_eq!(json["schema_version"], signgd::report::SCHEMA_VERSION);
     assert_eq!(json["inputs"], 8);
     assert_eq!(json["checkpoints"], serde_json::json!([8, 16]));
     let populations = json["populations"].as_array().unwrap();
@@ -115,7 +115,45 @@ fn report_directory_end_to_end() {
             assert!(compute > 0.0 && inclusive >= compute, "{row}");
         }
     }
-    assert_eq!(energy["presets"].as_array().unwrap().len(), 6);
+    assert_eq!(energy["presets"].as_array().unwrap().len(), signgd::stats::energy::PRESETS.len());
+    // Conventions: the defaults, each with its alternative and flag, stated in the assumptions.
+    assert_eq!(energy["conventions"]["encoder"], "once");
+    assert_eq!(energy["conventions"]["shared"], "per-receiver");
+    assert_eq!(energy["conventions"]["addressing"], "on");
+    assert_eq!(energy["conventions"]["ann_memory"], "reuse");
+    assert_eq!(energy["conventions"]["memory"], "levels");
+    let table = energy["convention_table"].as_array().unwrap();
+    assert_eq!(table.len(), 5);
+    let assumptions = energy["assumptions"].to_string();
+    for row in table {
+        assert!(assumptions.contains(row["flag"].as_str().unwrap()), "{row}");
+    }
+    // Both ANN memory bounds, the reuse one no larger.
+    let bounds = &energy["ann_memory_bounds"];
+    assert!(
+        bounds["reuse"]["memory_inclusive_pj"].as_f64().unwrap()
+            <= bounds["no_reuse"]["memory_inclusive_pj"].as_f64().unwrap()
+    );
+    // Every row has a range holding its own figure, and the per-step energy.
+    for row in energy["checkpoints"].as_array().unwrap() {
+        let range = &row["range"];
+        for (value, span) in [
+            (row["snn"]["compute_pj"].as_f64().unwrap(), &range["snn_compute_pj"]),
+            (row["snn"]["memory_inclusive_pj"].as_f64().unwrap(), &range["snn_memory_inclusive_pj"]),
+            (row["ratio_compute"].as_f64().unwrap(), &range["ratio_compute"]),
+            (row["ratio_memory_inclusive"].as_f64().unwrap(), &range["ratio_memory_inclusive"]),
+        ] {
+            let (lo, hi) = (span["min"].as_f64().unwrap(), span["max"].as_f64().unwrap());
+            assert!(lo <= value * (1.0 + 1e-12) && value <= hi * (1.0 + 1e-12), "{value} outside {span}");
+        }
+        assert!(row["marginal_per_step"]["compute_pj"].as_f64().unwrap() > 0.0);
+    }
+    // Break-even: the key is there for both figures (null when not reached).
+    let break_even = &energy["break_even_timestep"];
+    assert!(break_even.get("compute").is_some() && break_even.get("memory_inclusive").is_some());
+    if let Some(t) = break_even["compute"]["timesteps"].as_u64() {
+        assert!([8, 16].contains(&t));
+    }
     assert!(json["accuracy"]["ann"].is_number());
     assert_eq!(json["accuracy"]["checkpoints"].as_array().unwrap().len(), 2);
     let observation = &json["observation"];
@@ -135,6 +173,7 @@ fn report_directory_end_to_end() {
         "Firing rate per population",
         "Energy per input by population",
         "Energy per input in total",
+        "Energy per input against timesteps",
         "Spikes of",
         "Mean |SNN estimate",
     ] {
@@ -153,6 +192,12 @@ fn report_directory_end_to_end() {
     assert!(header.contains(&"snn_ci95_low".to_string()) && header.contains(&"mcnemar_p".to_string()));
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1][0], "16");
+    let (header, rows) = csv(&dir.join("layers.csv"));
+    assert_eq!(&header[..3], ["ann_node", "op", "timesteps"]);
+    assert!(header.contains(&"snn_synaptic_events_per_input".to_string()));
+    let gemm: Vec<&Vec<String>> = rows.iter().filter(|r| r[1] == "Gemm").collect();
+    assert_eq!(gemm.len(), 3 * 2, "three Gemm layers, two checkpoints");
+    assert!(gemm.iter().all(|r| !r[6].is_empty()), "every Gemm has SNN populations: {gemm:?}");
 
     // `signgd report DIR` prints the summary again.
     let out = signgd(&["report", dir.to_str().unwrap()]);

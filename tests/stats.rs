@@ -5,7 +5,9 @@
 use signgd::engine::{Observer, SimConfig, Simulator};
 use signgd::runner::simulate_inputs;
 use signgd::snn::{Network, NeuronKind, Operand, Population, Source, SynapseBlock};
-use signgd::stats::energy::EnergyModel;
+use signgd::stats::energy::{
+    Addressing, AnnMemory, Conventions, EncoderCharge, Energy, EnergyModel, MemoryPricing, SharedCharge,
+};
 use signgd::stats::{self, Counts, Role};
 use sprs::TriMat;
 
@@ -95,6 +97,7 @@ fn by_hand(net: &Network) -> Vec<[Counts; 4]> {
             // Dense MACs: a reads the real-valued encoder through 5 synapses, b reads the relay
             // through 2, every step.
             a.dense_macs += 5 * t;
+            a.encoder_macs += 5 * t;
             b.dense_macs += 2 * t;
             for p in [&mut *a, &mut *b] {
                 p.neuron_updates += 2 * t;
@@ -102,11 +105,13 @@ fn by_hand(net: &Network) -> Vec<[Counts; 4]> {
                 p.nonlinearity_evaluations += 2 * t;
                 p.state_reads += 2 * t * 2; // x and v of 2 neurons
                 p.state_writes += 2 * t * 2;
+                p.constant_reads += 2 * t * 2; // c and o of 2 neurons' one operand
             }
             r.state_writes += t; // the relay's one value
             readout.drive_additions += t;
             readout.state_reads += t;
             readout.state_writes += t;
+            readout.constant_reads += 2 * t;
         }
     }
     assert!(any_spike, "the test network must spike");
@@ -188,6 +193,7 @@ fn energy_is_counts_times_costs() {
         state_reads: 36,
         state_writes: 16,
         weight_reads: 120,
+        ..Counts::default()
     };
     let e = model.snn(&c);
     assert!((e.convention_pj - (4.6 * 20.0 + 0.9 * 100.0)).abs() < 1e-9);
@@ -197,4 +203,205 @@ fn energy_is_counts_times_costs() {
     let e = loihi.snn(&c);
     assert!((e.compute_pj - (4.6 * 20.0 + 23.6 * 100.0 + 81.0 * 8.0)).abs() < 1e-9);
     assert_eq!(e.memory_pj, 0.0);
+}
+
+/// input (2, float encoder) → relay `r` (2 values, 4 synapses from the encoder) → `a` and `b` (2
+/// ReLU neurons each, both receiving the same 2×2 block from `r`: one product, shared) → readout
+/// (1 output, 2 synapses from `a`).
+fn shared_network() -> Network {
+    let block = || sparse(2, 2, &[(0, 0, 0.5), (0, 1, -0.25), (1, 0, 0.75), (1, 1, 0.5)]);
+    let relu = |name: &str| Population {
+        name: name.into(),
+        kind: NeuronKind::Relu,
+        shape: vec![2],
+        operands: vec![Operand::new(vec![0.1, 0.2]).with(Source::Population(0), block())],
+    };
+    Network {
+        input_shape: vec![2],
+        populations: vec![
+            Population {
+                name: "r".into(),
+                kind: NeuronKind::Relay,
+                shape: vec![2],
+                operands: vec![Operand::new(vec![0.0, 0.0])
+                    .with(Source::Input, sparse(2, 2, &[(0, 0, 0.6), (0, 1, 0.4), (1, 0, -0.3), (1, 1, 0.9)]))],
+            },
+            relu("a"),
+            relu("b"),
+        ],
+        readout: Operand::new(vec![0.0]).with(Source::Population(1), sparse(1, 2, &[(0, 0, 1.0), (0, 1, 1.0)])),
+        output_shape: vec![1],
+    }
+}
+
+/// Energy per input under `conventions` of the shared network after `t` steps of one input,
+/// and the spikes of `a` (the readout's synaptic events).
+fn shared_energy(model: &EnergyModel, conventions: &Conventions, t: usize) -> (Energy, f64) {
+    let net = shared_network();
+    let config = SimConfig::reference(vec![t]);
+    let result = simulate_inputs(&net, &config, &[vec![0.7, 0.2]], 1, &|_| {}).unwrap();
+    let infos = stats::population_infos(&net);
+    let counts = stats::derive_all(&infos, &result.counters, &result.checkpoints, 1);
+    let energy = infos
+        .iter()
+        .zip(&counts[0])
+        .fold(Energy::default(), |acc, (info, c)| acc.add(&model.snn_with(info, c, t as u64, conventions)));
+    (energy, counts[0][1].spikes as f64)
+}
+
+/// Every convention against energy computed by hand from the network's structure. At T = 4 with
+/// one input, per population: `r` 4 encoder MACs per step (each reading a weight and the input
+/// value) and 2 values written per step; `a` and `b` 4 dense MACs per step from the relay (a
+/// weight and a value read each), 2 neurons × 1 operand: 8 updates, each reading and writing x
+/// and v (2 + 2 words) and reading c and o (2 words), 8 drive additions and 8 nonlinearity
+/// evaluations; `b`'s product is the one `a` computed (shared); the readout: S synaptic events
+/// (S = spikes of `a`, fan-out 1), each reading a weight, and per step a drive addition, y read
+/// and written and c and o read. 45 nm fp32: MAC 4.6, AC 0.9, drive 6.4, nonlinearity 5.5,
+/// address 0.1 pJ; every weight set and state fits 8 KB, whose 64-bit read is 10 pJ, so a 32-bit
+/// word costs 5 pJ; flat pricing costs 20 pJ a word.
+#[test]
+fn energy_conventions_by_hand() {
+    let model = EnergyModel::preset("45nm-fp32").unwrap();
+    let default = Conventions::default();
+    let (e, s) = shared_energy(&model, &default, 4);
+    assert!(s > 0.0, "the test network must spike");
+    let close = |got: f64, want: f64, what: &str| {
+        assert!((got - want).abs() < 1e-9 * want.max(1.0), "{what}: {got} against {want} (S = {s})")
+    };
+    // Default: encoder once (4 MACs), shared per receiver (16 + 16 MACs), addressing on.
+    // MACs 4 + 16 + 16 = 36: 165.6 pJ; events S × (0.9 + 0.1); drive (8 + 8 + 4) × 6.4 = 128;
+    // nonlinearity 16 × 5.5 = 88.
+    close(e.convention_pj, 165.6 + 0.9 * s, "default convention figure");
+    close(e.compute_pj, 165.6 + s + 128.0 + 88.0, "default compute");
+    // Words read: r 4 weights + 4 values; a 16 weights + 16 values + 16 state + 16 constants; b
+    // the same; readout S weights + 4 y + 8 constants: 148 + S. Written: r 8, a 16, b 16, y 4: 44.
+    close(e.memory_pj, 5.0 * (148.0 + s + 44.0), "default memory");
+
+    // Encoder every step: 12 more MACs, each reading a weight and a value.
+    let (e, _) = shared_energy(&model, &Conventions { encoder: EncoderCharge::EveryStep, ..default }, 4);
+    close(e.compute_pj, 381.6 + 4.6 * 12.0 + s, "encoder every step, compute");
+    close(e.memory_pj, 5.0 * (192.0 + 24.0 + s), "encoder every step, memory");
+
+    // Shared once: b's 16 MACs and their 16 weight and 16 value reads are not charged again.
+    let (e, _) = shared_energy(&model, &Conventions { shared: SharedCharge::Once, ..default }, 4);
+    close(e.compute_pj, 381.6 - 4.6 * 16.0 + s, "shared once, compute");
+    close(e.memory_pj, 5.0 * (192.0 - 32.0 + s), "shared once, memory");
+
+    // Addressing off: S × 0.1 pJ less.
+    let (e, _) = shared_energy(&model, &Conventions { addressing: Addressing::Off, ..default }, 4);
+    close(e.compute_pj, 381.6 + 0.9 * s, "addressing off, compute");
+
+    // Flat memory: 20 pJ a word read or written.
+    let (e, _) = shared_energy(&model, &Conventions { memory: MemoryPricing::Flat, ..default }, 4);
+    close(e.memory_pj, 20.0 * (192.0 + s), "flat memory");
+    close(e.compute_pj, 381.6 + s, "flat memory, compute unchanged");
+
+    // Every count as counted (the figures before conventions): encoder every step, per receiver,
+    // no addressing, flat memory.
+    let (e, _) = shared_energy(&model, &Conventions::AS_COUNTED, 4);
+    close(e.compute_pj, 381.6 + 4.6 * 12.0 + 0.9 * s, "as counted, compute");
+    close(e.memory_pj, 20.0 * (216.0 + s), "as counted, memory");
+}
+
+/// The ANN side by hand: a Gemm (1×3 by 3×2, bias) and a 3×3 convolution with padding 1 on a
+/// 3×3 image, with and without per-layer reuse, priced by level and flat.
+#[test]
+fn ann_energy_by_hand() {
+    use ndarray::{ArrayD, IxDyn};
+    use signgd::model::{Graph, Op};
+    let mut g = Graph::new();
+    let x = g.add_value("x", vec![1, 3]);
+    let w = g.add_constant("w", ArrayD::from_elem(IxDyn(&[2, 3]), 0.5f64));
+    let b = g.add_constant("b", ArrayD::from_elem(IxDyn(&[2]), 0.1f64));
+    let y = g.add_value("y", vec![1, 2]);
+    g.add_node("gemm", Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: true }, vec![x, w, b], y);
+    g.input = x;
+    g.output = y;
+    let layers = stats::ann_layers(&g);
+    let l = &layers[0];
+    // 2 outputs × 3 inputs = 6 MACs, 2 bias additions; without reuse 6 + 2 weight reads and 6
+    // activation reads; with reuse the 8 parameters and the 3 inputs once; 2 outputs written.
+    assert_eq!((l.macs, l.elementwise_ops, l.weight_reads, l.activation_reads), (6, 2, 8, 6));
+    assert_eq!((l.reuse_weight_reads, l.reuse_activation_reads, l.activation_writes), (8, 3, 2));
+    assert_eq!((l.weights, l.activations), (8, 5));
+    let model = EnergyModel::preset("45nm-fp32").unwrap();
+    let conv = |ann_memory, memory| Conventions { ann_memory, memory, ..Conventions::default() };
+    let e = model.ann_with(l, &conv(AnnMemory::Reuse, MemoryPricing::Levels));
+    assert!((e.compute_pj - (4.6 * 6.0 + 0.9 * 2.0)).abs() < 1e-9);
+    // 8 KB level, 5 pJ a 32-bit word: 8 weights + 3 activations read + 2 written.
+    assert!((e.memory_pj - 5.0 * 13.0).abs() < 1e-9, "{e:?}");
+    let e = model.ann_with(l, &conv(AnnMemory::NoReuse, MemoryPricing::Levels));
+    assert!((e.memory_pj - 5.0 * (8.0 + 6.0 + 2.0)).abs() < 1e-9, "{e:?}");
+    let e = model.ann_with(l, &conv(AnnMemory::Reuse, MemoryPricing::Flat));
+    assert!((e.memory_pj - 20.0 * 13.0).abs() < 1e-9, "{e:?}");
+    let e = model.ann_with(l, &conv(AnnMemory::NoReuse, MemoryPricing::Flat));
+    assert!((e.memory_pj - 20.0 * 16.0).abs() < 1e-9, "{e:?}");
+    // int8 words: a quarter of the 64-bit read.
+    let int8 = EnergyModel::preset("45nm-int8").unwrap();
+    let e = int8.ann_with(l, &conv(AnnMemory::Reuse, MemoryPricing::Levels));
+    assert!((e.memory_pj - 10.0 * 8.0 / 64.0 * 13.0).abs() < 1e-9, "{e:?}");
+
+    // Convolution, 3×3 kernel, padding 1, on 3×3: per axis the outputs see 2, 3 and 2 taps
+    // inside the image, so 7 × 7 = 49 of the 81 products are not on padding.
+    let mut g = Graph::new();
+    let x = g.add_value("x", vec![1, 1, 3, 3]);
+    let w = g.add_constant("w", ArrayD::from_elem(IxDyn(&[1, 1, 3, 3]), 0.5f64));
+    let y = g.add_value("y", vec![1, 1, 3, 3]);
+    let op = Op::Conv { strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], groups: 1 };
+    g.add_node("conv", op, vec![x, w], y);
+    g.input = x;
+    g.output = y;
+    let l = &stats::ann_layers(&g)[0];
+    assert_eq!((l.macs, l.padding_macs, l.weight_reads, l.activation_reads), (49, 32, 49, 49));
+    assert_eq!((l.reuse_weight_reads, l.reuse_activation_reads, l.activation_writes), (9, 9, 9));
+}
+
+/// Placement by size: the smallest level that holds the bytes, DRAM past 1 MB.
+#[test]
+fn memory_levels_by_size() {
+    let fp16 = EnergyModel::preset("45nm-fp16").unwrap();
+    let m = fp16.memory.as_ref().unwrap();
+    assert_eq!(m.word_bits, 16);
+    let level = |bytes: u64| m.level_for(bytes).name.clone();
+    assert_eq!(level(8192), "8 KB SRAM");
+    assert_eq!(level(8193), "32 KB SRAM");
+    assert_eq!(level(32769), "1 MB SRAM");
+    assert_eq!(level((1 << 20) + 1), "DRAM");
+    // fp16: 16/64 of the 64-bit figure: 32 KB 5 pJ, DRAM 325 pJ a word.
+    assert!((m.word_pj(m.level_for(20_000)) - 5.0).abs() < 1e-12);
+    assert!((m.word_pj(m.level_for(1 << 30)) - 325.0).abs() < 1e-12);
+    // 4,096 fp16 words are 8 KB; one more moves to 32 KB.
+    assert_eq!(fp16.placement(4096, 4097).unwrap(), ("8 KB SRAM".to_string(), "32 KB SRAM".to_string()));
+}
+
+/// Every figure of every preset has a source and stands in energy/README.md's tables with the
+/// same value; no preset claims what its figures cannot support.
+#[test]
+fn every_preset_figure_is_documented() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/energy/README.md")).unwrap();
+    for (name, _) in signgd::stats::energy::PRESETS {
+        let model = EnergyModel::preset(name).unwrap();
+        assert!(model.notes.iter().all(|n| !n.contains("not given")), "{name} relies on a default: {:?}", model.notes);
+        for (entry, cost) in model.costs.entries() {
+            assert!(cost.source.len() > 20, "{name}.{entry} has no real source: {:?}", cost.source);
+            let row = format!("| `{name}` | `{entry}` | {} | ", cost.pj);
+            assert!(readme.contains(&row), "energy/README.md lacks `{row}`");
+        }
+        let memory = model.memory.as_ref().unwrap_or_else(|| panic!("{name} has no memory levels"));
+        assert!(!memory.word_bits_source.is_empty());
+        let row = format!("| `{name}` | {} | ", memory.word_bits);
+        assert!(readme.contains(&row), "energy/README.md lacks `{row}`");
+        for level in &memory.levels {
+            assert!(level.source.len() > 20, "{name} level {} has no source", level.name);
+            let bytes = level.max_bytes.map_or("unbounded".to_string(), |b| b.to_string());
+            let row = format!("| {} | {bytes} | {} | ", level.name, level.pj_per_64_bits);
+            assert!(readme.contains(&row), "energy/README.md lacks `{row}`");
+        }
+        for note in &model.notes {
+            assert!(!note.contains("include leakage and memory"), "{name}: {note}");
+        }
+    }
+    for (name, pj) in [("loihi", 23.6), ("loihi-routing", 27.1), ("spinnaker2-2021", 10.0)] {
+        assert_eq!(EnergyModel::preset(name).unwrap().costs.ac.pj, pj, "{name}");
+    }
 }

@@ -26,7 +26,9 @@ use signgd::real::Real;
 use signgd::report::{self, ReportData};
 use signgd::runner;
 use signgd::snn::{EncoderKind, GeluTarget, Network, Schedule};
-use signgd::stats::energy::EnergyModel;
+use signgd::stats::energy::{
+    Addressing, AnnMemory, Conventions, EncoderCharge, EnergyModel, MemoryPricing, SharedCharge,
+};
 use signgd::stats::observe::Recorder;
 use signgd::stats::significance::{mcnemar, wilson, Interval, McNemar};
 
@@ -103,9 +105,29 @@ pub struct RunArgs {
     #[arg(long, requires = "report")]
     force: bool,
     /// Energy cost model of the report: a preset (45nm-fp32, 45nm-fp16, 45nm-int8, loihi,
-    /// spinnaker, spinnaker2) or a JSON file in the format of the repository's energy/ folder.
+    /// loihi-routing, spinnaker, spinnaker2, spinnaker2-2021) or a JSON file in the format of the
+    /// repository's energy/ folder.
     #[arg(long, value_name = "FILE|PRESET", default_value = signgd::stats::energy::DEFAULT_PRESET)]
     energy_model: String,
+    /// Energy convention: charge the encoder layer's synapses once per input (A·x, as the engine
+    /// computes it) or as dense MACs at every step.
+    #[arg(long, value_enum, default_value_t = EncoderChargeArg::Once)]
+    energy_encoder: EncoderChargeArg,
+    /// Energy convention: a product several operands receive (same block, same source) charged
+    /// to each receiver (two synapse sets) or once per step (a shared dendrite).
+    #[arg(long, value_enum, default_value_t = SharedChargeArg::PerReceiver)]
+    energy_shared: SharedChargeArg,
+    /// Energy convention: one address computation per synaptic event (the cost model's `address`).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    energy_addressing: OnOff,
+    /// Energy convention: the ANN reads each weight and input activation once per layer (reuse, a
+    /// lower bound) or one weight and one activation per MAC (no-reuse, an upper bound).
+    #[arg(long, value_enum, default_value_t = AnnMemoryArg::Reuse)]
+    energy_ann_memory: AnnMemoryArg,
+    /// Energy convention: memory priced by level (smallest SRAM holding each population's or
+    /// layer's weights and state, per bit of the word) or flat (the model's memory_read per word).
+    #[arg(long, value_enum, default_value_t = MemoryPricingArg::Levels)]
+    energy_memory: MemoryPricingArg,
     /// Population whose spikes the report's raster shows, by name or index (default: the first
     /// population with neurons).
     #[arg(long, value_name = "NAME|INDEX", requires = "report")]
@@ -113,6 +135,64 @@ pub struct RunArgs {
     /// Input (index into the data after --limit) whose raster and error traces the report shows.
     #[arg(long, value_name = "I", default_value_t = 0)]
     raster_input: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EncoderChargeArg {
+    Once,
+    EveryStep,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SharedChargeArg {
+    PerReceiver,
+    Once,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum AnnMemoryArg {
+    Reuse,
+    NoReuse,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum MemoryPricingArg {
+    Levels,
+    Flat,
+}
+
+impl RunArgs {
+    /// The energy conventions the flags choose.
+    fn conventions(&self) -> Conventions {
+        Conventions {
+            encoder: match self.energy_encoder {
+                EncoderChargeArg::Once => EncoderCharge::Once,
+                EncoderChargeArg::EveryStep => EncoderCharge::EveryStep,
+            },
+            shared: match self.energy_shared {
+                SharedChargeArg::PerReceiver => SharedCharge::PerReceiver,
+                SharedChargeArg::Once => SharedCharge::Once,
+            },
+            addressing: match self.energy_addressing {
+                OnOff::On => Addressing::On,
+                OnOff::Off => Addressing::Off,
+            },
+            ann_memory: match self.energy_ann_memory {
+                AnnMemoryArg::Reuse => AnnMemory::Reuse,
+                AnnMemoryArg::NoReuse => AnnMemory::NoReuse,
+            },
+            memory: match self.energy_memory {
+                MemoryPricingArg::Levels => MemoryPricing::Levels,
+                MemoryPricingArg::Flat => MemoryPricing::Flat,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -514,6 +594,7 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
                     .collect(),
             },
             energy_model: settings.energy_model.clone(),
+            conventions: args.conventions(),
             observation,
         });
         let files = report_data.render()?;

@@ -10,10 +10,21 @@ pub struct ActivityCounts {
     /// Binary synaptic events delivered into this population: each arriving spike times its
     /// fan-out into the population.
     pub synaptic_events: u64,
-    /// Real-valued multiply-accumulates received from a real-valued encoder.
+    /// Real-valued multiply-accumulates received from a real-valued encoder or a relay.
     pub dense_macs: u64,
     /// Neuron state updates (every neuron of a signGD population updates every step).
     pub neuron_updates: u64,
+    /// The part of `dense_macs` that reads the real-valued encoder (its synapses, every step).
+    #[serde(default)]
+    pub encoder_macs: u64,
+    /// The part of `synaptic_events` that a product shared with an operand updated earlier in the
+    /// same step already holds (the engine computes a shared product once per step).
+    #[serde(default)]
+    pub shared_events: u64,
+    /// The part of `dense_macs` that a product shared with an operand updated earlier in the same
+    /// step already holds.
+    #[serde(default)]
+    pub shared_macs: u64,
 }
 
 impl ActivityCounts {
@@ -23,6 +34,9 @@ impl ActivityCounts {
         self.synaptic_events += other.synaptic_events;
         self.dense_macs += other.dense_macs;
         self.neuron_updates += other.neuron_updates;
+        self.encoder_macs += other.encoder_macs;
+        self.shared_events += other.shared_events;
+        self.shared_macs += other.shared_macs;
     }
 }
 

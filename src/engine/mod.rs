@@ -927,19 +927,32 @@ fn gather<F: Real>(
     for projection in &operand.projections {
         if projection.source == Source::Input && inputs.closed_form.is_some() {
             counts.dense_macs += projection.synapses;
+            counts.encoder_macs += projection.synapses;
             continue;
         }
         let (values, fired, count): (&[F], &[u32], usize) = match projection.source {
             Source::Input => (inputs.emitted, inputs.fired, inputs.fired.len()),
             Source::Population(p) => (&populations[p].v, &populations[p].fired, populations[p].count),
         };
+        // Whether an operand updated earlier in this step already computed this shared product.
+        let already_shared = projection.shared.is_some_and(|slot| scratch.computed_at[slot] == inputs.t);
         if projection.dense {
             counts.dense_macs += projection.synapses;
+            if projection.source == Source::Input {
+                counts.encoder_macs += projection.synapses;
+            }
+            if already_shared {
+                counts.shared_macs += projection.synapses;
+            }
         } else {
-            counts.synaptic_events += match projection.uniform_fan_out {
+            let events = match projection.uniform_fan_out {
                 Some(fan_out) => count as u64 * fan_out,
                 None => fired.iter().map(|&j| projection.fan_out[j as usize] as u64).sum::<u64>(),
             };
+            counts.synaptic_events += events;
+            if already_shared {
+                counts.shared_events += events;
+            }
         }
         let mut spikes = std::mem::take(&mut scratch.spikes);
         let spike_values: &[F] = match projection.source {

@@ -13,7 +13,7 @@ const ANN_COMPUTE: &str = "#009E73";
 const ANN_MEMORY: &str = "#CC79A7";
 
 /// The number of charts [`render`] draws.
-pub const CHARTS: usize = 6;
+pub const CHARTS: usize = 7;
 
 /// Renders the page.
 pub fn render(r: &ReportData) -> String {
@@ -217,6 +217,7 @@ svg.chart {{ display: block; margin: 8px 0; max-width: 100%; height: auto; }}
         }),
     );
     out += "<p class=\"caption\">Convention: E_ANN = E_MAC × MACs; E_SNN = E_MAC × dense MACs + E_AC × synaptic events. Compute adds signGD's drive additions, nonlinearity evaluations and neuron updates (SNN) and elementwise operations (ANN); + memory adds state and weight memory traffic.</p>\n";
+    energy_against_t(&mut out, r);
     out += "<h3>Every shipped cost model (T = last checkpoint, per input)</h3>\n";
     table(
         &mut out,
@@ -355,6 +356,21 @@ svg.chart {{ display: block; margin: 8px 0; max-width: 100%; height: auto; }}
         &["entry", "pJ", "source"],
         r.energy.model.costs.entries().iter().map(|(n, c)| vec![n.to_string(), format!("{}", c.pj), c.source.clone()]),
     );
+    if let Some(m) = &r.energy.model.memory {
+        let _ = writeln!(out, "<p>Memory levels ({}-bit words: {}):</p>", m.word_bits, esc(&m.word_bits_source));
+        table(
+            &mut out,
+            &["level", "up to", "pJ per 64 bits", "source"],
+            m.levels.iter().map(|l| {
+                vec![
+                    l.name.clone(),
+                    l.max_bytes.map_or("-".into(), |b| format!("{b} B")),
+                    format!("{}", l.pj_per_64_bits),
+                    l.source.clone(),
+                ]
+            }),
+        );
+    }
     out += "<ul>\n";
     for a in &r.energy.assumptions {
         let _ = writeln!(out, "<li>{}</li>", esc(a));
@@ -363,6 +379,122 @@ svg.chart {{ display: block; margin: 8px 0; max-width: 100%; height: auto; }}
     out += &esc(&r.summary());
     out += "</pre>\n</body></html>\n";
     out
+}
+
+/// Energy against timesteps: the chart of both SNN curves against the ANN's lines, the
+/// conventions, break-even, the accuracy-matched checkpoint and the ranges.
+fn energy_against_t(out: &mut String, r: &ReportData) {
+    let e = &r.energy;
+    *out += "<h2>Energy against timesteps</h2>\n";
+    let series = vec![
+        Series {
+            name: "SNN compute-only".into(),
+            points: e.checkpoints.iter().map(|c| (c.timesteps as f64, c.snn.compute_pj)).collect(),
+            color: COMPUTE.into(),
+            dashed: false,
+            markers: true,
+        },
+        Series {
+            name: "SNN memory-inclusive".into(),
+            points: e.checkpoints.iter().map(|c| (c.timesteps as f64, c.snn.memory_inclusive_pj)).collect(),
+            color: MEMORY.into(),
+            dashed: false,
+            markers: true,
+        },
+    ];
+    let ann = r.ann.total.energy;
+    let hlines = vec![
+        HLine {
+            name: format!("ANN compute-only ({})", format_pj(ann.compute_pj)),
+            y: ann.compute_pj,
+            color: ANN_COMPUTE.into(),
+        },
+        HLine {
+            name: format!("ANN memory-inclusive ({})", format_pj(ann.memory_inclusive_pj)),
+            y: ann.memory_inclusive_pj,
+            color: ANN_MEMORY.into(),
+        },
+    ];
+    out.push_str(&svg::line_chart(
+        &format!("Energy per input against timesteps, model {}", e.model.name),
+        "timesteps",
+        "energy per input (pJ, log scale)",
+        &series,
+        &hlines,
+        spans_octaves(&r.checkpoints),
+        true,
+    ));
+    let point = |p: &Option<super::BreakEvenPoint>| match p {
+        Some(p) if p.exact => format!("T = {} (interpolated {:.2})", p.timesteps, p.interpolated),
+        Some(p) => format!(
+            "between T = {} and T = {} (interpolated {:.2})",
+            p.previous_checkpoint, p.timesteps, p.interpolated
+        ),
+        None => format!("not reached up to T = {}", r.last_timesteps()),
+    };
+    let _ = writeln!(
+        out,
+        "<p class=\"caption\">The SNN's energy per input grows with T (cumulative, under the conventions below); the ANN's is one forward pass. Break-even, the first checkpoint at which the SNN reaches the ANN: compute-only {}, memory-inclusive {}. The ANN's memory-inclusive energy is {} with per-layer reuse (lower bound) and {} without reuse (upper bound).</p>",
+        esc(&point(&e.break_even_timestep.compute)),
+        esc(&point(&e.break_even_timestep.memory_inclusive)),
+        format_pj(e.ann_memory_bounds.reuse.memory_inclusive_pj),
+        format_pj(e.ann_memory_bounds.no_reuse.memory_inclusive_pj)
+    );
+    let span = |s: Option<super::Span>, f: &dyn Fn(f64) -> String| {
+        s.map_or("-".to_string(), |s| format!("{} – {}", f(s.min), f(s.max)))
+    };
+    let times = |x: f64| format!("{x:.2}×");
+    if let Some(m) = &e.at_ann_accuracy {
+        let g = m.energy.range.unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "<p>First checkpoint within 1 point of the ANN's accuracy: <b>T = {}</b> ({:.2}% against {:.2}%): SNN/ANN {} compute-only (range {}), {} memory-inclusive (range {}).</p>",
+            m.timesteps,
+            100.0 * m.snn_accuracy,
+            100.0 * m.ann_accuracy,
+            m.energy.ratio_compute.map_or("-".into(), |x| format!("{x:.2}×")),
+            esc(&span(g.ratio_compute, &times)),
+            m.energy.ratio_memory_inclusive.map_or("-".into(), |x| format!("{x:.2}×")),
+            esc(&span(g.ratio_memory_inclusive, &times))
+        );
+    }
+    table(
+        out,
+        &[
+            "T",
+            "SNN compute per step",
+            "SNN + memory per step",
+            "SNN compute range",
+            "SNN + memory range",
+            "SNN/ANN compute range",
+            "SNN/ANN + memory range",
+        ],
+        e.checkpoints.iter().map(|c| {
+            let g = c.range.unwrap_or_default();
+            vec![
+                c.timesteps.to_string(),
+                format_pj(c.marginal_per_step.compute_pj),
+                format_pj(c.marginal_per_step.memory_inclusive_pj),
+                span(g.snn_compute_pj, &format_pj),
+                span(g.snn_memory_inclusive_pj, &format_pj),
+                span(g.ratio_compute, &times),
+                span(g.ratio_memory_inclusive, &times),
+            ]
+        }),
+    );
+    let _ = writeln!(
+        out,
+        "<p class=\"caption\">Per step: energy added per timestep since the previous checkpoint (for the first, since T = 0 after the part charged once per input, {}). Ranges: smallest and largest over all {} combinations of the conventions (encoder layer, shared products, addressing, ANN memory reuse, memory pricing by level or flat).</p>",
+        format_pj(e.once_per_input.memory_inclusive_pj),
+        crate::stats::energy::Conventions::all().len()
+    );
+    table(
+        out,
+        &["convention", "setting", "default", "alternative", "flag"],
+        e.convention_table
+            .iter()
+            .map(|c| vec![c.name.clone(), c.setting.clone(), c.default.clone(), c.alternative.clone(), c.flag.clone()]),
+    );
 }
 
 fn settings_table(out: &mut String, r: &ReportData) {

@@ -1,5 +1,6 @@
 //! Reports a person can read: `report.json` (with a schema version), `populations.csv`,
-//! `accuracy.csv`, `report.md` and a self-contained `report.html` with inline SVG charts.
+//! `accuracy.csv`, `layers.csv` (SNN and ANN figures per ANN node), `report.md` and a
+//! self-contained `report.html` with inline SVG charts.
 //! Everything here reads observations; nothing simulates.
 //!
 //! A report directory is written atomically: every file goes into a temporary sibling directory
@@ -18,16 +19,19 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Counters;
 use crate::model::Graph;
 use crate::snn::Network;
-use crate::stats::energy::{format_pj, Energy, EnergyModel, PRESETS};
+use crate::stats::energy::{format_pj, ConventionRow, Conventions, EncoderCharge, Energy, EnergyModel, PRESETS};
 use crate::stats::observe::{ErrorTrace, Raster};
 use crate::stats::significance::{Interval, McNemar};
 use crate::stats::{self, AnnLayer, Counts, CountsPerInput, PopulationInfo};
 
-/// Version of the layout of `report.json`.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the layout of `report.json`. Version 2 added the energy conventions, ranges,
+/// energy against T and break-even timesteps, and changed the default ANN memory figure to
+/// per-layer reuse; version 1 reports are still read (the new fields empty).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The files of a report directory.
-pub const FILES: [&str; 5] = ["report.json", "populations.csv", "accuracy.csv", "report.md", "report.html"];
+pub const FILES: [&str; 6] =
+    ["report.json", "populations.csv", "accuracy.csv", "layers.csv", "report.md", "report.html"];
 
 /// Accuracy at one checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,8 +86,23 @@ pub struct PopulationReport {
     /// Structure.
     #[serde(flatten)]
     pub info: PopulationInfo,
+    /// The ANN node whose activation this population computes (or helps compute).
+    #[serde(default)]
+    pub ann_node: Option<String>,
+    /// Memory levels its weights and its state are placed in (None: memory priced flat).
+    #[serde(default)]
+    pub memory_levels: Option<MemoryLevels>,
     /// Per checkpoint.
     pub checkpoints: Vec<CheckpointCounts>,
+}
+
+/// Where a population's or a layer's words live.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryLevels {
+    /// The level of its weights.
+    pub weights: String,
+    /// The level of its state (for an ANN layer: its activations).
+    pub state: String,
 }
 
 /// One ANN layer with its energy.
@@ -94,6 +113,9 @@ pub struct AnnLayerReport {
     pub layer: AnnLayer,
     /// Energy of one inference.
     pub energy: Energy,
+    /// Memory levels of its weights and activations (None: memory priced flat).
+    #[serde(default)]
+    pub memory_levels: Option<MemoryLevels>,
 }
 
 /// The ANN side.
@@ -118,6 +140,94 @@ pub struct EnergyRow {
     pub ratio_compute: Option<f64>,
     /// SNN / ANN, memory-inclusive.
     pub ratio_memory_inclusive: Option<f64>,
+    /// SNN energy per step added since the previous checkpoint (since T = 0, after the part
+    /// charged once per input, for the first).
+    #[serde(default)]
+    pub marginal_per_step: Energy,
+    /// Every figure's range over the documented alternatives.
+    #[serde(default)]
+    pub range: Option<Ranges>,
+}
+
+/// Smallest and largest value of a figure over every combination of conventions
+/// ([`Conventions::all`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Span {
+    /// Smallest.
+    pub min: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Span {
+    fn of(values: impl Iterator<Item = f64>) -> Option<Span> {
+        values.filter(|v| v.is_finite()).fold(None, |acc: Option<Span>, v| match acc {
+            None => Some(Span { min: v, max: v }),
+            Some(s) => Some(Span { min: s.min.min(v), max: s.max.max(v) }),
+        })
+    }
+}
+
+/// Ranges of one comparison over the alternatives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ranges {
+    /// SNN compute-only energy per input.
+    pub snn_compute_pj: Option<Span>,
+    /// SNN memory-inclusive energy per input.
+    pub snn_memory_inclusive_pj: Option<Span>,
+    /// ANN compute-only energy per inference.
+    pub ann_compute_pj: Option<Span>,
+    /// ANN memory-inclusive energy per inference.
+    pub ann_memory_inclusive_pj: Option<Span>,
+    /// SNN / ANN, compute-only.
+    pub ratio_compute: Option<Span>,
+    /// SNN / ANN, memory-inclusive.
+    pub ratio_memory_inclusive: Option<Span>,
+}
+
+/// Where the SNN's cumulative energy first reaches the ANN's energy per inference.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BreakEvenPoint {
+    /// The first checkpoint at which SNN ≥ ANN.
+    pub timesteps: usize,
+    /// The checkpoint before it, where SNN < ANN (0: before the first step).
+    pub previous_checkpoint: usize,
+    /// Whether the two are consecutive steps (then `timesteps` is exact).
+    pub exact: bool,
+    /// Linear interpolation between the two checkpoints: the fractional step of break-even.
+    pub interpolated: f64,
+}
+
+/// Break-even timesteps against the ANN (None: the SNN stays below the ANN up to the last
+/// checkpoint, or there is no checkpoint).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BreakEven {
+    /// Compute-only.
+    pub compute: Option<BreakEvenPoint>,
+    /// Memory-inclusive.
+    pub memory_inclusive: Option<BreakEvenPoint>,
+}
+
+/// The first checkpoint whose accuracy is within one point of the ANN's, with its energy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AccuracyMatch {
+    /// Timesteps.
+    pub timesteps: usize,
+    /// SNN accuracy there.
+    pub snn_accuracy: f64,
+    /// ANN accuracy.
+    pub ann_accuracy: f64,
+    /// The comparison at that checkpoint.
+    pub energy: EnergyRow,
+}
+
+/// The ANN's energy per inference with and without per-layer reuse (both bounds shown).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnnMemoryBounds {
+    /// Each weight and input activation read once per layer: the lower bound.
+    pub reuse: Energy,
+    /// One weight and one activation read per MAC: the upper bound.
+    pub no_reuse: Energy,
 }
 
 /// The same comparison under another cost model (at the last checkpoint).
@@ -138,10 +248,29 @@ pub struct PresetRow {
 pub struct EnergyReport {
     /// The cost model with every entry's source.
     pub model: EnergyModel,
+    /// The conventions the figures use.
+    #[serde(default)]
+    pub conventions: Conventions,
+    /// Each convention with its default, its alternative and the flag that selects it.
+    #[serde(default)]
+    pub convention_table: Vec<ConventionRow>,
     /// The assumptions behind the figures.
     pub assumptions: Vec<String>,
+    /// SNN energy per input charged once whatever T (the encoder layer under `once`).
+    #[serde(default)]
+    pub once_per_input: Energy,
     /// SNN against ANN per checkpoint.
     pub checkpoints: Vec<EnergyRow>,
+    /// The ANN with and without per-layer memory reuse (the other conventions as chosen).
+    #[serde(default)]
+    pub ann_memory_bounds: AnnMemoryBounds,
+    /// The timesteps at which the SNN's energy reaches the ANN's.
+    #[serde(default)]
+    pub break_even_timestep: BreakEven,
+    /// The first checkpoint within one accuracy point of the ANN (None without labels or when
+    /// no checkpoint gets there).
+    #[serde(default)]
+    pub at_ann_accuracy: Option<AccuracyMatch>,
     /// Every shipped preset at the last checkpoint.
     pub presets: Vec<PresetRow>,
 }
@@ -202,6 +331,8 @@ pub struct Sources<'a> {
     pub accuracy: Accuracy,
     /// The cost model.
     pub energy_model: EnergyModel,
+    /// The energy conventions.
+    pub conventions: Conventions,
     /// One input up close.
     pub observation: Option<Observation>,
 }
@@ -212,75 +343,193 @@ impl ReportData {
         let infos = stats::population_infos(s.network);
         let counts = stats::derive_all(&infos, s.counters, s.checkpoints, s.inputs);
         let model = s.energy_model;
+        let conventions = s.conventions;
         let per_input = 1.0 / s.inputs.max(1) as f64;
-        let checkpoint_counts =
-            |info: Option<&PopulationInfo>, c: &Counts, steps: usize, model: &EnergyModel| CheckpointCounts {
-                timesteps: steps,
-                total: *c,
-                per_input: c.per_input(s.inputs),
-                firing_rate: match info {
-                    Some(info) => stats::firing_rate(info, c, steps as u64, s.inputs),
-                    None => {
-                        let neurons: u64 = infos.iter().filter(|i| i.has_neurons()).map(|i| i.neurons).sum();
-                        let slots = neurons * steps as u64 * s.inputs;
-                        (slots > 0).then(|| c.spikes as f64 / slots as f64)
-                    }
-                },
-                energy_per_input: model.snn(c).scaled(per_input),
-            };
+        let inputs = s.inputs;
+        let steps_of = |k: usize| s.checkpoints[k] as u64;
+        // Energy per input of population p at checkpoint k.
+        let population_energy = |m: &EnergyModel, conv: &Conventions, k: usize, p: usize| {
+            m.snn_with(&infos[p], &counts[k][p], steps_of(k), conv).scaled(per_input)
+        };
+        let snn_total = |m: &EnergyModel, conv: &Conventions, k: usize| {
+            (0..infos.len()).fold(Energy::default(), |acc, p| acc.add(&population_energy(m, conv, k, p)))
+        };
+        let firing = |info: Option<&PopulationInfo>, c: &Counts, steps: usize| match info {
+            Some(info) => stats::firing_rate(info, c, steps as u64, inputs),
+            None => {
+                let neurons: u64 = infos.iter().filter(|i| i.has_neurons()).map(|i| i.neurons).sum();
+                let slots = neurons * steps as u64 * inputs;
+                (slots > 0).then(|| c.spikes as f64 / slots as f64)
+            }
+        };
+        let graph = s.ann_graph;
         let populations = infos
             .iter()
             .enumerate()
             .map(|(p, info)| PopulationReport {
                 info: info.clone(),
+                ann_node: ann_node_of(&info.name, graph),
+                memory_levels: levels(&model, &conventions, info.stored_weights, info.state_words),
                 checkpoints: s
                     .checkpoints
                     .iter()
-                    .zip(&counts)
-                    .map(|(&steps, row)| checkpoint_counts(Some(info), &row[p], steps, &model))
+                    .enumerate()
+                    .map(|(k, &steps)| {
+                        let c = &counts[k][p];
+                        CheckpointCounts {
+                            timesteps: steps,
+                            total: *c,
+                            per_input: c.per_input(inputs),
+                            firing_rate: firing(Some(info), c, steps),
+                            energy_per_input: population_energy(&model, &conventions, k, p),
+                        }
+                    })
                     .collect(),
             })
             .collect();
         let totals: Vec<CheckpointCounts> = s
             .checkpoints
             .iter()
-            .zip(&counts)
-            .map(|(&steps, row)| checkpoint_counts(None, &stats::total(row), steps, &model))
-            .collect();
-        let layers = stats::ann_layers(s.ann_graph);
-        let ann_for = |m: &EnergyModel| {
-            let total = stats::ann_total(&layers);
-            AnnReport {
-                layers: layers.iter().map(|l| AnnLayerReport { layer: l.clone(), energy: m.ann(l) }).collect(),
-                total: AnnLayerReport { energy: m.ann(&total), layer: total },
-            }
-        };
-        let ann = ann_for(&model);
-        let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
-        let rows = totals
-            .iter()
-            .map(|t| EnergyRow {
-                timesteps: t.timesteps,
-                snn: t.energy_per_input,
-                ann: ann.total.energy,
-                ratio_compute: ratio(t.energy_per_input.compute_pj, ann.total.energy.compute_pj),
-                ratio_memory_inclusive: ratio(
-                    t.energy_per_input.memory_inclusive_pj,
-                    ann.total.energy.memory_inclusive_pj,
-                ),
+            .enumerate()
+            .map(|(k, &steps)| {
+                let c = stats::total(&counts[k]);
+                CheckpointCounts {
+                    timesteps: steps,
+                    total: c,
+                    per_input: c.per_input(inputs),
+                    firing_rate: firing(None, &c, steps),
+                    energy_per_input: snn_total(&model, &conventions, k),
+                }
             })
             .collect();
-        let last_total = counts.last().map(|row| stats::total(row)).unwrap_or_default();
+        let layers = stats::ann_layers(graph);
+        let ann_energy = |m: &EnergyModel, conv: &Conventions| {
+            layers.iter().fold(Energy::default(), |acc, l| acc.add(&m.ann_with(l, conv)))
+        };
+        let ann_for = |m: &EnergyModel, conv: &Conventions| {
+            let total = stats::ann_total(&layers);
+            AnnReport {
+                layers: layers
+                    .iter()
+                    .map(|l| AnnLayerReport {
+                        layer: l.clone(),
+                        energy: m.ann_with(l, conv),
+                        memory_levels: levels(m, conv, l.weights, l.activations),
+                    })
+                    .collect(),
+                total: AnnLayerReport { energy: ann_energy(m, conv), layer: total, memory_levels: None },
+            }
+        };
+        let ann = ann_for(&model, &conventions);
+        // The part charged once per input: the encoder layer's synapses under `once`.
+        let once_per_input = match (conventions.encoder, s.checkpoints.first()) {
+            (EncoderCharge::Once, Some(&steps)) => {
+                infos.iter().enumerate().fold(Energy::default(), |acc, (p, info)| {
+                    let e = counts[0][p].encoder_macs / steps.max(1) as u64;
+                    let once =
+                        Counts { dense_macs: e, encoder_macs: e, weight_reads: e, state_reads: e, ..Counts::default() };
+                    acc.add(&model.snn_with(info, &once, 1, &conventions).scaled(per_input))
+                })
+            }
+            _ => Energy::default(),
+        };
+        let all = Conventions::all();
+        let ranges = |k: usize| {
+            let pairs: Vec<(Energy, Energy)> =
+                all.iter().map(|conv| (snn_total(&model, conv, k), ann_energy(&model, conv))).collect();
+            let span = |f: &dyn Fn(&(Energy, Energy)) -> Option<f64>| Span::of(pairs.iter().filter_map(f));
+            Ranges {
+                snn_compute_pj: span(&|(a, _)| Some(a.compute_pj)),
+                snn_memory_inclusive_pj: span(&|(a, _)| Some(a.memory_inclusive_pj)),
+                ann_compute_pj: span(&|(_, b)| Some(b.compute_pj)),
+                ann_memory_inclusive_pj: span(&|(_, b)| Some(b.memory_inclusive_pj)),
+                ratio_compute: span(&|(a, b)| ratio(a.compute_pj, b.compute_pj)),
+                ratio_memory_inclusive: span(&|(a, b)| ratio(a.memory_inclusive_pj, b.memory_inclusive_pj)),
+            }
+        };
+        let rows: Vec<EnergyRow> = totals
+            .iter()
+            .enumerate()
+            .map(|(k, t)| {
+                let (previous_steps, previous) = match k {
+                    0 => (0, once_per_input),
+                    _ => (totals[k - 1].timesteps, totals[k - 1].energy_per_input),
+                };
+                let dt = (t.timesteps - previous_steps).max(1) as f64;
+                let e = t.energy_per_input;
+                EnergyRow {
+                    timesteps: t.timesteps,
+                    snn: e,
+                    ann: ann.total.energy,
+                    ratio_compute: ratio(e.compute_pj, ann.total.energy.compute_pj),
+                    ratio_memory_inclusive: ratio(e.memory_inclusive_pj, ann.total.energy.memory_inclusive_pj),
+                    marginal_per_step: Energy::new(
+                        (e.convention_pj - previous.convention_pj) / dt,
+                        (e.compute_pj - previous.compute_pj) / dt,
+                        (e.memory_pj - previous.memory_pj) / dt,
+                    ),
+                    range: Some(ranges(k)),
+                }
+            })
+            .collect();
+        let break_even = |pick: fn(&Energy) -> f64| {
+            let target = pick(&ann.total.energy);
+            let mut before = (0usize, pick(&once_per_input));
+            for r in &rows {
+                let value = pick(&r.snn);
+                if value >= target {
+                    let (t0, e0) = before;
+                    let fraction = if value > e0 { (target - e0) / (value - e0) } else { 1.0 };
+                    return Some(BreakEvenPoint {
+                        timesteps: r.timesteps,
+                        previous_checkpoint: t0,
+                        exact: r.timesteps == t0 + 1,
+                        interpolated: t0 as f64 + fraction.clamp(0.0, 1.0) * (r.timesteps - t0) as f64,
+                    });
+                }
+                before = (r.timesteps, value);
+            }
+            None
+        };
+        let break_even_timestep = BreakEven {
+            compute: break_even(|e| e.compute_pj),
+            memory_inclusive: break_even(|e| e.memory_inclusive_pj),
+        };
+        let at_ann_accuracy = s.accuracy.ann.and_then(|ann_accuracy| {
+            let (k, row) = s
+                .accuracy
+                .checkpoints
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.snn_accuracy.is_some_and(|a| a >= ann_accuracy - 0.01 - 1e-12))?;
+            Some(AccuracyMatch {
+                timesteps: row.timesteps,
+                snn_accuracy: row.snn_accuracy?,
+                ann_accuracy,
+                energy: rows.get(k)?.clone(),
+            })
+        });
+        let last = s.checkpoints.len().checked_sub(1);
         let presets = PRESETS
             .iter()
             .filter_map(|(name, _)| EnergyModel::preset(name).ok())
             .map(|m| PresetRow {
                 name: m.name.clone(),
                 title: m.title.clone(),
-                snn: m.snn(&last_total).scaled(per_input),
-                ann: ann_for(&m).total.energy,
+                snn: last.map_or(Energy::default(), |k| snn_total(&m, &conventions, k)),
+                ann: ann_energy(&m, &conventions),
             })
             .collect();
+        let ann_memory_bounds = AnnMemoryBounds {
+            reuse: ann_energy(
+                &model,
+                &Conventions { ann_memory: crate::stats::energy::AnnMemory::Reuse, ..conventions },
+            ),
+            no_reuse: ann_energy(
+                &model,
+                &Conventions { ann_memory: crate::stats::energy::AnnMemory::NoReuse, ..conventions },
+            ),
+        };
         ReportData {
             schema_version: SCHEMA_VERSION,
             generator: format!("signgd {}", env!("CARGO_PKG_VERSION")),
@@ -291,7 +540,18 @@ impl ReportData {
             populations,
             totals,
             ann,
-            energy: EnergyReport { assumptions: model.assumptions(), model, checkpoints: rows, presets },
+            energy: EnergyReport {
+                assumptions: model.assumptions(&conventions),
+                convention_table: conventions.describe(),
+                conventions,
+                model,
+                once_per_input,
+                checkpoints: rows,
+                ann_memory_bounds,
+                break_even_timestep,
+                at_ann_accuracy,
+                presets,
+            },
             observation: s.observation,
         }
     }
@@ -304,7 +564,7 @@ impl ReportData {
         let value: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
         match value.get("schema_version").and_then(|v| v.as_u64()) {
-            Some(v) if v == SCHEMA_VERSION as u64 => {}
+            Some(v) if (1..=SCHEMA_VERSION as u64).contains(&v) => {}
             Some(v) => {
                 anyhow::bail!("{} has schema version {v}; this signgd reads version {SCHEMA_VERSION}", path.display())
             }
@@ -324,6 +584,7 @@ impl ReportData {
             ("report.json", serde_json::to_string_pretty(self)? + "\n"),
             ("populations.csv", self.populations_csv()),
             ("accuracy.csv", self.accuracy_csv()),
+            ("layers.csv", self.layers_csv()),
             ("report.md", self.markdown()),
             ("report.html", html::render(self)),
         ])
@@ -359,6 +620,59 @@ impl ReportData {
                     t.weight_reads,
                     c.energy_per_input.compute_pj,
                     c.energy_per_input.memory_inclusive_pj
+                );
+            }
+        }
+        out
+    }
+
+    /// `layers.csv`: per ANN node (graph order) and checkpoint, the ANN's MACs and energy per
+    /// inference beside the SNN populations that compute that node's activation: their synaptic
+    /// operations, dense MACs and energy per input. Populations no node matches come last, under
+    /// an empty node name.
+    pub fn layers_csv(&self) -> String {
+        let mut out = String::from(
+            "ann_node,op,timesteps,ann_macs,ann_energy_compute_pj,ann_energy_memory_inclusive_pj,snn_populations,snn_neurons,snn_synaptic_events_per_input,snn_dense_macs_per_input,snn_energy_compute_pj_per_input,snn_energy_memory_inclusive_pj_per_input\n",
+        );
+        let mut keys: Vec<(Option<String>, Option<&AnnLayerReport>)> =
+            self.ann.layers.iter().map(|l| (Some(l.layer.name.clone()), Some(l))).collect();
+        if self.populations.iter().any(|p| p.ann_node.is_none()) {
+            keys.push((None, None));
+        }
+        for (node, layer) in keys {
+            let members: Vec<&PopulationReport> = self.populations.iter().filter(|p| p.ann_node == node).collect();
+            let ann_cost = layer.is_some_and(|l| l.energy.memory_inclusive_pj > 0.0 || l.layer.macs > 0);
+            if members.is_empty() && !ann_cost {
+                continue;
+            }
+            let names: Vec<&str> = members.iter().map(|p| p.info.name.as_str()).collect();
+            let neurons: u64 = members.iter().map(|p| p.info.neurons).sum();
+            for (k, &steps) in self.checkpoints.iter().enumerate() {
+                let mut events = 0.0;
+                let mut macs = 0.0;
+                let mut energy = Energy::default();
+                for p in &members {
+                    if let Some(c) = p.checkpoints.get(k) {
+                        events += c.per_input.synaptic_events;
+                        macs += c.per_input.dense_macs;
+                        energy = energy.add(&c.energy_per_input);
+                    }
+                }
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{},{},{},{}",
+                    csv_field(node.as_deref().unwrap_or("")),
+                    csv_field(layer.map_or("", |l| l.layer.op.as_str())),
+                    steps,
+                    layer.map_or(0, |l| l.layer.macs),
+                    layer.map_or(0.0, |l| l.energy.compute_pj),
+                    layer.map_or(0.0, |l| l.energy.memory_inclusive_pj),
+                    csv_field(&names.join(";")),
+                    neurons,
+                    events,
+                    macs,
+                    energy.compute_pj,
+                    energy.memory_inclusive_pj
                 );
             }
         }
@@ -496,6 +810,7 @@ impl ReportData {
             "  (last two columns: SNN / ANN; ANN convention E_MAC × MACs = {})",
             format_pj(self.ann.total.energy.convention_pj)
         );
+        out += &self.energy_details();
         let _ = writeln!(out);
         let _ = writeln!(out, "every shipped cost model at T={t_last}, per input");
         let _ = writeln!(
@@ -522,16 +837,136 @@ impl ReportData {
         out
     }
 
+    /// The conventions, the ANN's memory bounds, break-even, the accuracy-matched checkpoint and
+    /// the ranges, as the summary prints them.
+    fn energy_details(&self) -> String {
+        let mut out = String::new();
+        let e = &self.energy;
+        if e.convention_table.is_empty() {
+            return out;
+        }
+        let settings: Vec<String> = e.convention_table.iter().map(|r| format!("{} {}", r.name, r.setting)).collect();
+        let _ = writeln!(out, "  conventions: {} (alternatives under assumptions)", settings.join(", "));
+        let b = &e.ann_memory_bounds;
+        let _ = writeln!(
+            out,
+            "  ANN + memory per inference: {} with per-layer reuse (lower bound), {} without reuse (upper bound)",
+            format_pj(b.reuse.memory_inclusive_pj),
+            format_pj(b.no_reuse.memory_inclusive_pj)
+        );
+        if e.once_per_input.memory_inclusive_pj > 0.0 {
+            let _ = writeln!(
+                out,
+                "  SNN charged once per input (encoder layer): {} compute, {} + memory",
+                format_pj(e.once_per_input.compute_pj),
+                format_pj(e.once_per_input.memory_inclusive_pj)
+            );
+        }
+        let last = self.last_timesteps();
+        let point = |p: &Option<BreakEvenPoint>| match p {
+            Some(p) if p.exact => format!("T = {} (interpolated {:.2})", p.timesteps, p.interpolated),
+            Some(p) => format!(
+                "between T = {} and T = {} (interpolated {:.2}; checkpoints are not consecutive)",
+                p.previous_checkpoint, p.timesteps, p.interpolated
+            ),
+            None => format!("not reached up to T = {last}"),
+        };
+        let _ = writeln!(
+            out,
+            "  break-even (SNN reaches the ANN): compute {}; memory-inclusive {}",
+            point(&e.break_even_timestep.compute),
+            point(&e.break_even_timestep.memory_inclusive)
+        );
+        let span = |s: Option<Span>, f: &dyn Fn(f64) -> String| {
+            s.map_or("-".to_string(), |s| format!("{}–{}", f(s.min), f(s.max)))
+        };
+        let times = |x: f64| format!("{x:.2}×");
+        match (&e.at_ann_accuracy, self.accuracy.ann) {
+            (Some(m), _) => {
+                let r = m.energy.range.unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  first checkpoint within 1 point of the ANN's accuracy: T = {} ({:.2}% against {:.2}%): SNN {} compute, {} + memory; SNN / ANN {} compute (range {}), {} + memory (range {})",
+                    m.timesteps,
+                    100.0 * m.snn_accuracy,
+                    100.0 * m.ann_accuracy,
+                    format_pj(m.energy.snn.compute_pj),
+                    format_pj(m.energy.snn.memory_inclusive_pj),
+                    ratio_text(m.energy.ratio_compute),
+                    span(r.ratio_compute, &times),
+                    ratio_text(m.energy.ratio_memory_inclusive),
+                    span(r.ratio_memory_inclusive, &times)
+                );
+            }
+            (None, Some(_)) => {
+                let _ = writeln!(out, "  no checkpoint comes within 1 point of the ANN's accuracy");
+            }
+            (None, None) => {}
+        }
+        let _ =
+            writeln!(out, "  per step and ranges over the {} combinations of conventions:", Conventions::all().len());
+        let _ = writeln!(
+            out,
+            "  {:>7} {:>12} {:>12} {:>25} {:>25} {:>17} {:>17}",
+            "T", "Δcompute/T", "Δ+memory/T", "SNN compute range", "SNN +memory range", "compute ratio", "+memory ratio"
+        );
+        for r in &e.checkpoints {
+            let g = r.range.unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {:>7} {:>12} {:>12} {:>25} {:>25} {:>17} {:>17}",
+                r.timesteps,
+                format_pj(r.marginal_per_step.compute_pj),
+                format_pj(r.marginal_per_step.memory_inclusive_pj),
+                span(g.snn_compute_pj, &format_pj),
+                span(g.snn_memory_inclusive_pj, &format_pj),
+                span(g.ratio_compute, &times),
+                span(g.ratio_memory_inclusive, &times)
+            );
+        }
+        if let Some(g) = e.checkpoints.first().and_then(|r| r.range) {
+            let _ = writeln!(
+                out,
+                "  ANN ranges: compute {}, + memory {}",
+                span(g.ann_compute_pj, &format_pj),
+                span(g.ann_memory_inclusive_pj, &format_pj)
+            );
+        }
+        out
+    }
+
     /// `report.md`: the summary plus the cost table with sources.
     pub fn markdown(&self) -> String {
         let mut out = String::from("# signgd report\n\n```text\n");
         out += &self.summary();
-        out += "```\n\n## Cost model\n\n| entry | pJ | source |\n|---|---|---|\n";
+        out +=
+            "```\n\n## Conventions\n\n| convention | setting | default | alternative | flag |\n|---|---|---|---|---|\n";
+        for r in &self.energy.convention_table {
+            let _ = writeln!(out, "| {} | {} | {} | {} | `{}` |", r.name, r.setting, r.default, r.alternative, r.flag);
+        }
+        out += "\n## Cost model\n\n| entry | pJ | source |\n|---|---|---|\n";
         for (name, cost) in self.energy.model.costs.entries() {
             let _ = writeln!(out, "| {name} | {} | {} |", cost.pj, cost.source.replace('|', "/"));
         }
+        if let Some(m) = &self.energy.model.memory {
+            let _ = writeln!(
+                out,
+                "\nMemory levels ({}-bit words: {}):\n\n| level | up to | pJ per 64 bits | source |\n|---|---|---|---|",
+                m.word_bits, m.word_bits_source
+            );
+            for l in &m.levels {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} |",
+                    l.name,
+                    l.max_bytes.map_or("-".to_string(), |b| format!("{b} B")),
+                    l.pj_per_64_bits,
+                    l.source.replace('|', "/")
+                );
+            }
+        }
         out += "\n## Files\n\n- `report.json`: everything (schema version ";
-        let _ = write!(out, "{SCHEMA_VERSION})\n- `populations.csv`: counts per population and checkpoint, summed over the inputs\n- `accuracy.csv`: accuracy per checkpoint\n- `report.html`: charts\n");
+        let _ = write!(out, "{SCHEMA_VERSION})\n- `populations.csv`: counts per population and checkpoint, summed over the inputs\n- `accuracy.csv`: accuracy per checkpoint\n- `layers.csv`: per ANN node and checkpoint, the ANN's MACs and energy beside the SNN populations computing that node (synaptic operations, dense MACs, energy per input)\n- `report.html`: charts\n");
         out
     }
 }
@@ -548,6 +983,41 @@ pub fn p_value_text(p: f64) -> String {
     } else {
         format!("{p:.4}")
     }
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+/// The memory levels a population's or layer's weights and state take (None: priced flat).
+fn levels(model: &EnergyModel, conventions: &Conventions, weights: u64, state: u64) -> Option<MemoryLevels> {
+    if conventions.memory != crate::stats::energy::MemoryPricing::Levels {
+        return None;
+    }
+    model.placement(weights, state).map(|(weights, state)| MemoryLevels { weights, state })
+}
+
+/// The ANN node a population stands for: its name without `.relay` if that is a node, or the node
+/// producing the value of that name, or the longest node name it starts with followed by `.`
+/// (the converter's decompositions, `node_layer_norm.square`); the readout is the node producing
+/// the graph's output.
+pub fn ann_node_of(population: &str, graph: &Graph) -> Option<String> {
+    if population == "readout" {
+        return graph.nodes.iter().find(|n| n.output == graph.output).map(|n| n.name.clone());
+    }
+    let base = population.strip_suffix(".relay").unwrap_or(population);
+    if let Some(n) = graph.nodes.iter().find(|n| n.name == base) {
+        return Some(n.name.clone());
+    }
+    if let Some(n) = graph.nodes.iter().find(|n| graph.values.get(n.output).is_some_and(|v| v.name == base)) {
+        return Some(n.name.clone());
+    }
+    graph
+        .nodes
+        .iter()
+        .filter(|n| base.strip_prefix(n.name.as_str()).is_some_and(|rest| rest.starts_with('.')))
+        .max_by_key(|n| n.name.len())
+        .map(|n| n.name.clone())
 }
 
 fn ratio_text(r: Option<f64>) -> String {

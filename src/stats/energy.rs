@@ -1,26 +1,36 @@
 //! Energy cost tables (the JSON files of `energy/`, built into the binary; a user may pass their
 //! own) and the energy of counted operations.
 //!
-//! Conventions: E_ANN = E_MAC × MACs (+ E_elementwise × other ops); the usual SNN convention is
+//! Formulas: E_ANN = E_MAC × MACs (+ E_elementwise × other ops); the usual SNN convention is
 //! E_SNN = E_MAC × dense MACs + E_AC × synaptic events; signGD adds per-step drive additions,
-//! nonlinearity evaluations and neuron updates, which the compute-only figure includes. The
-//! memory-inclusive figure adds state and weight memory traffic.
+//! nonlinearity evaluations and neuron updates, which the compute-only figure includes (and an
+//! addressing cost per synaptic event when that convention is on). The memory-inclusive figure
+//! adds state, constant and weight memory traffic.
+//!
+//! Where studies differ, the choice is a named setting ([`Conventions`]) with a default and one
+//! alternative: the encoder layer charged once per input or every step, a product shared by
+//! several receivers charged once or per receiver, addressing per synaptic event on or off, the
+//! ANN's memory with per-layer reuse or without, and memory priced by level (each population's
+//! and layer's weights and state in the smallest memory level that holds them, per bit of the
+//! word moved) or flat (the table's `memory_read` per word).
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::{AnnLayer, Counts};
+use super::{AnnLayer, Counts, PopulationInfo};
 
 /// The cost tables shipped in `energy/`, by name.
-pub const PRESETS: [(&str, &str); 6] = [
+pub const PRESETS: [(&str, &str); 8] = [
     ("45nm-fp32", include_str!("../../energy/45nm-fp32.json")),
     ("45nm-fp16", include_str!("../../energy/45nm-fp16.json")),
     ("45nm-int8", include_str!("../../energy/45nm-int8.json")),
     ("loihi", include_str!("../../energy/loihi.json")),
+    ("loihi-routing", include_str!("../../energy/loihi-routing.json")),
     ("spinnaker", include_str!("../../energy/spinnaker.json")),
     ("spinnaker2", include_str!("../../energy/spinnaker2.json")),
+    ("spinnaker2-2021", include_str!("../../energy/spinnaker2-2021.json")),
 ];
 
 /// The preset used when none is chosen.
@@ -69,16 +79,72 @@ struct CostsFile {
     memory_write: Option<Cost>,
     ann_memory_read: Option<Cost>,
     ann_memory_write: Option<Cost>,
+    address: Option<Cost>,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ModelFile {
     name: Option<String>,
     title: Option<String>,
     unit: Option<String>,
     costs: CostsFile,
+    memory: Option<Memory>,
     #[serde(default)]
     notes: Vec<String>,
+}
+
+/// One level of the memory hierarchy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryLevel {
+    /// Its name (`8 KB SRAM`).
+    pub name: String,
+    /// The most bytes it holds (`None`: unbounded, the last level).
+    pub max_bytes: Option<u64>,
+    /// Picojoules per 64 bits read or written.
+    pub pj_per_64_bits: f64,
+    /// Where the figure comes from.
+    pub source: String,
+}
+
+/// Memory priced by level: each population's and layer's weights and state live in the smallest
+/// level that holds them, and each word access costs its level's energy per bit times the word's
+/// bits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Memory {
+    /// Bits of a weight, state or activation word (32 for fp32, 16 for fp16, 8 for int8).
+    pub word_bits: u32,
+    /// Why this word width.
+    pub word_bits_source: String,
+    /// Levels, smallest first; the last may be unbounded.
+    pub levels: Vec<MemoryLevel>,
+    /// When given: the SNN's memory traffic is part of the chip's per-operation figures, so it
+    /// costs nothing on top (the text says why).
+    #[serde(default)]
+    pub snn_in_operations: Option<String>,
+}
+
+impl Memory {
+    /// The smallest level holding `bytes` (the last level when none does).
+    pub fn level_for(&self, bytes: u64) -> &MemoryLevel {
+        self.levels
+            .iter()
+            .find(|l| l.max_bytes.is_none_or(|m| bytes <= m))
+            .or(self.levels.last())
+            .expect("a memory has at least one level")
+    }
+
+    /// Picojoules of one word access at `level`.
+    pub fn word_pj(&self, level: &MemoryLevel) -> f64 {
+        level.pj_per_64_bits * self.word_bits as f64 / 64.0
+    }
+
+    /// Bytes of `words` words.
+    pub fn bytes(&self, words: u64) -> u64 {
+        words * self.word_bits.div_ceil(8) as u64
+    }
 }
 
 /// Every cost of a model, defaults resolved.
@@ -104,6 +170,13 @@ pub struct Costs {
     pub ann_memory_read: Cost,
     /// ANN memory word written.
     pub ann_memory_write: Cost,
+    /// Addressing of one synaptic event (charged when the addressing convention is on).
+    #[serde(default = "zero_cost")]
+    pub address: Cost,
+}
+
+fn zero_cost() -> Cost {
+    Cost { pj: 0.0, source: "not given".into() }
 }
 
 /// A cost table: per-operation energies with their sources.
@@ -117,6 +190,9 @@ pub struct EnergyModel {
     pub origin: String,
     /// The costs.
     pub costs: Costs,
+    /// Memory levels (`None`: memory is priced flat, by `memory_read` and `memory_write`).
+    #[serde(default)]
+    pub memory: Option<Memory>,
     /// Notes of the file, then every default applied.
     pub notes: Vec<String>,
 }
@@ -192,6 +268,7 @@ impl EnergyModel {
             default(c.ann_memory_read, "ann_memory_read", &memory_read, "ANN reads priced as memory_read");
         let ann_memory_write =
             default(c.ann_memory_write, "ann_memory_write", &memory_write, "ANN writes priced as memory_write");
+        let address = default(c.address, "address", &zero, "addressing a synaptic event costs nothing");
         let costs = Costs {
             mac,
             ac,
@@ -203,70 +280,412 @@ impl EnergyModel {
             memory_write,
             ann_memory_read,
             ann_memory_write,
+            address,
         };
         for (name, cost) in costs.entries() {
             if !(cost.pj.is_finite() && cost.pj >= 0.0) {
                 return Err(invalid(format!("costs.{name}: {} pJ is not a finite, non-negative energy", cost.pj)));
             }
         }
+        if let Some(memory) = &file.memory {
+            if !(1..=1024).contains(&memory.word_bits) {
+                return Err(invalid(format!("memory.word_bits: {} is not a word width", memory.word_bits)));
+            }
+            if memory.levels.is_empty() {
+                return Err(invalid("memory.levels is empty: give at least one level".into()));
+            }
+            let mut previous = 0u64;
+            for (i, level) in memory.levels.iter().enumerate() {
+                if !(level.pj_per_64_bits.is_finite() && level.pj_per_64_bits >= 0.0) {
+                    return Err(invalid(format!(
+                        "memory.levels[{i}] ({}): {} pJ is not a finite, non-negative energy",
+                        level.name, level.pj_per_64_bits
+                    )));
+                }
+                match level.max_bytes {
+                    Some(m) if m <= previous && i > 0 => {
+                        return Err(invalid(format!(
+                            "memory.levels[{i}] ({}): levels must grow, smallest first",
+                            level.name
+                        )))
+                    }
+                    Some(m) => previous = m,
+                    None if i + 1 < memory.levels.len() => {
+                        return Err(invalid(format!(
+                            "memory.levels[{i}] ({}): only the last level may be unbounded",
+                            level.name
+                        )))
+                    }
+                    None => {}
+                }
+            }
+        } else {
+            notes.push(
+                "no memory levels given: memory is priced flat (memory_read per word) under every convention".into(),
+            );
+        }
         Ok(EnergyModel {
             name: file.name.unwrap_or_else(|| fallback_name.to_string()),
             title: file.title.unwrap_or_default(),
             origin: origin.to_string(),
             costs,
+            memory: file.memory,
             notes,
         })
     }
 
-    /// The energy of SNN counts.
+    /// The energy of SNN counts as counted: the encoder's MACs every step, shared products per
+    /// receiver, no addressing cost, memory priced flat per word.
     pub fn snn(&self, counts: &Counts) -> Energy {
+        self.snn_counts(counts, 1, &Conventions::AS_COUNTED, None)
+    }
+
+    /// The energy of one population's (or the readout's) counts after `steps` steps under
+    /// `conventions`; memory priced by level places the population's weights and state by their
+    /// size.
+    pub fn snn_with(&self, info: &PopulationInfo, counts: &Counts, steps: u64, conventions: &Conventions) -> Energy {
+        let levels = match (conventions.memory, &self.memory) {
+            (MemoryPricing::Levels, Some(memory)) => {
+                let weights = memory.level_for(memory.bytes(info.stored_weights));
+                let state = memory.level_for(memory.bytes(info.state_words));
+                Some((memory.word_pj(weights), memory.word_pj(state)))
+            }
+            _ => None,
+        };
+        self.snn_counts(counts, steps, conventions, levels)
+    }
+
+    /// `levels`: picojoules per weight word and per state word (None: flat).
+    fn snn_counts(&self, counts: &Counts, steps: u64, conventions: &Conventions, levels: Option<(f64, f64)>) -> Energy {
         let c = &self.costs;
-        let convention = c.mac.pj * counts.dense_macs as f64 + c.ac.pj * counts.synaptic_events as f64;
+        let n = |x: u64| x as f64;
+        let encoder_every = n(counts.encoder_macs);
+        let encoder = match conventions.encoder {
+            EncoderCharge::EveryStep => encoder_every,
+            EncoderCharge::Once => encoder_every / steps.max(1) as f64,
+        };
+        let saved = encoder_every - encoder;
+        let (shared_events, shared_macs) = match conventions.shared {
+            SharedCharge::PerReceiver => (0.0, 0.0),
+            SharedCharge::Once => (n(counts.shared_events), n(counts.shared_macs)),
+        };
+        let dense = n(counts.dense_macs) - saved - shared_macs;
+        let events = n(counts.synaptic_events) - shared_events;
+        let weight_reads = n(counts.weight_reads) - saved - shared_events - shared_macs;
+        let state_reads = n(counts.state_reads) - saved - shared_macs;
+        let convention = c.mac.pj * dense + c.ac.pj * events;
+        let addressing = match conventions.addressing {
+            Addressing::On => c.address.pj * events,
+            Addressing::Off => 0.0,
+        };
         let compute = convention
-            + c.drive_addition.pj * counts.drive_additions as f64
-            + c.nonlinearity.pj * counts.nonlinearity_evaluations as f64
-            + c.neuron_update.pj * counts.neuron_updates as f64;
-        let memory = c.memory_read.pj * counts.memory_reads() as f64 + c.memory_write.pj * counts.state_writes as f64;
+            + addressing
+            + c.drive_addition.pj * n(counts.drive_additions)
+            + c.nonlinearity.pj * n(counts.nonlinearity_evaluations)
+            + c.neuron_update.pj * n(counts.neuron_updates);
+        let state = state_reads + n(counts.constant_reads);
+        let memory = if self.memory.as_ref().is_some_and(|m| m.snn_in_operations.is_some()) {
+            0.0
+        } else {
+            match levels {
+                Some((weight_pj, state_pj)) => weight_pj * weight_reads + state_pj * (state + n(counts.state_writes)),
+                None => c.memory_read.pj * (weight_reads + state) + c.memory_write.pj * n(counts.state_writes),
+            }
+        };
         Energy::new(convention, compute, memory)
     }
 
-    /// The energy of an ANN layer (or total) for one inference.
+    /// The energy of an ANN layer (or total) for one inference as counted before conventions: no
+    /// reuse (a weight and an activation read per MAC), memory priced flat.
     pub fn ann(&self, layer: &AnnLayer) -> Energy {
+        self.ann_with(layer, &Conventions::AS_COUNTED)
+    }
+
+    /// The energy of an ANN layer for one inference under `conventions`. Memory priced by level
+    /// places the layer's weights and its activations by their size (for a sum of layers, by the
+    /// sums: price totals as sums of layers instead).
+    pub fn ann_with(&self, layer: &AnnLayer, conventions: &Conventions) -> Energy {
         let c = &self.costs;
         let convention = c.mac.pj * layer.macs as f64;
         let compute = convention + c.elementwise.pj * layer.elementwise_ops as f64;
-        let memory = c.ann_memory_read.pj * (layer.weight_reads + layer.activation_reads) as f64
-            + c.ann_memory_write.pj * layer.activation_writes as f64;
+        let (weight_reads, activation_reads) = match conventions.ann_memory {
+            AnnMemory::Reuse => (layer.reuse_weight_reads, layer.reuse_activation_reads),
+            AnnMemory::NoReuse => (layer.weight_reads, layer.activation_reads),
+        };
+        let (w, a, writes) = (weight_reads as f64, activation_reads as f64, layer.activation_writes as f64);
+        let memory = match (conventions.memory, &self.memory) {
+            (MemoryPricing::Levels, Some(memory)) => {
+                let weights = memory.word_pj(memory.level_for(memory.bytes(layer.weights)));
+                let activations = memory.word_pj(memory.level_for(memory.bytes(layer.activations)));
+                weights * w + activations * (a + writes)
+            }
+            _ => c.ann_memory_read.pj * (w + a) + c.ann_memory_write.pj * writes,
+        };
         Energy::new(convention, compute, memory)
     }
 
+    /// The memory level names a population's weights and state are placed in (None: flat).
+    pub fn placement(&self, weight_words: u64, state_words: u64) -> Option<(String, String)> {
+        let m = self.memory.as_ref()?;
+        Some((m.level_for(m.bytes(weight_words)).name.clone(), m.level_for(m.bytes(state_words)).name.clone()))
+    }
+
     /// The assumptions behind the figures, one sentence each (printed with every report).
-    pub fn assumptions(&self) -> Vec<String> {
+    pub fn assumptions(&self, conventions: &Conventions) -> Vec<String> {
         let c = &self.costs;
         let mut out = vec![
             format!("cost model `{}` ({}), from {}", self.name, self.title, self.origin),
             "E_ANN (convention) = E_MAC × MACs; E_SNN (convention) = E_MAC × dense MACs + E_AC × synaptic events"
                 .to_string(),
             format!(
-                "compute-only adds for the SNN drive additions ({} pJ), nonlinearity evaluations ({} pJ) and neuron updates ({} pJ); for the ANN elementwise ops ({} pJ)",
-                c.drive_addition.pj, c.nonlinearity.pj, c.neuron_update.pj, c.elementwise.pj
+                "compute-only adds for the SNN drive additions ({} pJ), nonlinearity evaluations ({} pJ), neuron updates ({} pJ) and, with addressing on, one address computation per synaptic event ({} pJ); for the ANN elementwise ops ({} pJ)",
+                c.drive_addition.pj, c.nonlinearity.pj, c.neuron_update.pj, c.address.pj, c.elementwise.pj
             ),
-            format!(
-                "memory-inclusive adds SNN state and weight words read ({} pJ) and written ({} pJ), ANN weight and activation words read ({} pJ) and written ({} pJ); accumulators are registers; no data reuse or caching is modelled",
-                c.memory_read.pj, c.memory_write.pj, c.ann_memory_read.pj, c.ann_memory_write.pj
-            ),
-            "SNN figures are per input for the stated number of timesteps; the ANN figure is one forward pass".to_string(),
-            "signGD populations update every neuron every step (dense drive); counts are exact, not estimated"
-                .to_string(),
         ];
+        for row in conventions.describe() {
+            out.push(format!(
+                "{}: {} — {} (default {}; alternative {} with `{}`)",
+                row.name, row.setting, row.meaning, row.default, row.alternative, row.flag
+            ));
+        }
+        let snn_in_operations = self.memory.as_ref().and_then(|m| m.snn_in_operations.clone());
+        match (conventions.memory, &self.memory) {
+            (MemoryPricing::Levels, Some(m)) => {
+                let levels: Vec<String> = m
+                    .levels
+                    .iter()
+                    .map(|l| match l.max_bytes {
+                        Some(b) => format!("{} (up to {} B, {} pJ per 64 bits)", l.name, b, l.pj_per_64_bits),
+                        None => format!("{} ({} pJ per 64 bits)", l.name, l.pj_per_64_bits),
+                    })
+                    .collect();
+                out.push(format!(
+                    "memory by level: each population's (and ANN layer's) weights and state (activations) sit in the smallest level that holds them: {}; a {}-bit word access costs the level's energy × {}/64; writes cost as reads",
+                    levels.join(", "),
+                    m.word_bits,
+                    m.word_bits
+                ));
+            }
+            _ => out.push(format!(
+                "memory flat: SNN words read {} pJ, written {} pJ; ANN words read {} pJ, written {} pJ, whatever the word width and memory size",
+                c.memory_read.pj, c.memory_write.pj, c.ann_memory_read.pj, c.ann_memory_write.pj
+            )),
+        }
+        if let Some(why) = snn_in_operations {
+            out.push(format!("SNN memory traffic costs nothing on top of the per-operation figures: {why}"));
+        }
+        out.extend([
+            "SNN memory: a neuron update reads and writes its operand estimates and v and reads the constants c and o of each operand; a dense MAC reads a real value and a weight; a synaptic event reads a weight; accumulators are registers".to_string(),
+            "ANN memory with reuse: each weight and each input activation read once per layer, each output written once; without reuse: one weight and one activation read per MAC (one per operand of an elementwise op); convolution MACs on zero padding are not counted".to_string(),
+            "SNN figures are per input for the stated number of timesteps; the ANN figure is one forward pass".to_string(),
+            "signGD populations update every neuron every step (dense drive); counts are exact, not estimated".to_string(),
+            "no static (leakage) power is modelled: every figure is dynamic energy per operation".to_string(),
+        ]);
         out.extend(self.notes.iter().cloned());
         out
     }
 }
 
+/// How the encoder layer (the synapses from a real-valued encoder) is charged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EncoderCharge {
+    /// Once per input: `A x` is computed once (as the engine does, Spikformer's convention).
+    #[default]
+    Once,
+    /// Every step, as dense MACs on the encoder's real-valued output.
+    EveryStep,
+}
+
+/// How a product that several operands receive (the same block from the same source) is charged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SharedCharge {
+    /// Each receiver pays (two synapse sets in hardware).
+    #[default]
+    PerReceiver,
+    /// Paid once per step (a shared dendrite; as the engine computes it).
+    Once,
+}
+
+/// Whether each synaptic event also pays an address computation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Addressing {
+    /// One address computation per synaptic event (`address` cost).
+    #[default]
+    On,
+    /// None.
+    Off,
+}
+
+/// How the ANN's memory traffic is counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnnMemory {
+    /// Each weight and input activation read once per layer (a lower bound).
+    #[default]
+    Reuse,
+    /// One weight and one activation read per MAC (an upper bound).
+    NoReuse,
+}
+
+/// How memory accesses are priced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemoryPricing {
+    /// By memory level and word width (the model's `memory` section).
+    #[default]
+    Levels,
+    /// The model's `memory_read` / `memory_write` per word, whatever the size.
+    Flat,
+}
+
+/// Every choice on which energy studies differ, with its setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Conventions {
+    /// The encoder layer.
+    pub encoder: EncoderCharge,
+    /// Shared products.
+    pub shared: SharedCharge,
+    /// Addressing per synaptic event.
+    pub addressing: Addressing,
+    /// ANN memory reuse.
+    pub ann_memory: AnnMemory,
+    /// Memory pricing.
+    pub memory: MemoryPricing,
+}
+
+/// One convention as the report states it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConventionRow {
+    /// Its name.
+    pub name: String,
+    /// The setting used.
+    pub setting: String,
+    /// The default.
+    pub default: String,
+    /// The other choice.
+    pub alternative: String,
+    /// The flag that selects it.
+    pub flag: String,
+    /// What the setting used means.
+    pub meaning: String,
+}
+
+impl Conventions {
+    /// Every count charged as the engine counted it (the figures before conventions existed).
+    pub const AS_COUNTED: Conventions = Conventions {
+        encoder: EncoderCharge::EveryStep,
+        shared: SharedCharge::PerReceiver,
+        addressing: Addressing::Off,
+        ann_memory: AnnMemory::NoReuse,
+        memory: MemoryPricing::Flat,
+    };
+
+    /// Every combination of settings (32): the alternatives a range spans.
+    pub fn all() -> Vec<Conventions> {
+        let mut out = Vec::new();
+        for encoder in [EncoderCharge::Once, EncoderCharge::EveryStep] {
+            for shared in [SharedCharge::PerReceiver, SharedCharge::Once] {
+                for addressing in [Addressing::On, Addressing::Off] {
+                    for ann_memory in [AnnMemory::Reuse, AnnMemory::NoReuse] {
+                        for memory in [MemoryPricing::Levels, MemoryPricing::Flat] {
+                            out.push(Conventions { encoder, shared, addressing, ann_memory, memory });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Each setting with its default, alternative, flag and meaning.
+    pub fn describe(&self) -> Vec<ConventionRow> {
+        let row =
+            |name: &str, setting: &str, default: &str, alternative: &str, flag: &str, meaning: &str| ConventionRow {
+                name: name.into(),
+                setting: setting.into(),
+                default: default.into(),
+                alternative: alternative.into(),
+                flag: flag.into(),
+                meaning: meaning.into(),
+            };
+        let other = |setting: &str, a: &str, b: &str| if setting == a { b.to_string() } else { a.to_string() };
+        let mut rows = Vec::new();
+        let (s, meaning) = match self.encoder {
+            EncoderCharge::Once => ("once", "the encoder layer's synapses are charged once per input (A·x, as the engine computes it; Spikformer's convention)"),
+            EncoderCharge::EveryStep => ("every-step", "the encoder layer's synapses are charged as dense MACs at every step"),
+        };
+        rows.push(row(
+            "encoder layer",
+            s,
+            "once",
+            &other(s, "once", "every-step"),
+            &format!("--energy-encoder {}", other(s, "once", "every-step")),
+            meaning,
+        ));
+        let (s, meaning) = match self.shared {
+            SharedCharge::PerReceiver => ("per-receiver", "a product several operands receive (same block, same source) is charged to each receiver: two synapse sets"),
+            SharedCharge::Once => ("once", "a product several operands receive is charged once per step: one shared dendrite"),
+        };
+        rows.push(row(
+            "shared products",
+            s,
+            "per-receiver",
+            &other(s, "per-receiver", "once"),
+            &format!("--energy-shared {}", other(s, "per-receiver", "once")),
+            meaning,
+        ));
+        let (s, meaning) = match self.addressing {
+            Addressing::On => ("on", "each synaptic event also pays one address computation (Lemaire et al.'s model)"),
+            Addressing::Off => ("off", "synaptic events pay no address computation"),
+        };
+        rows.push(row(
+            "addressing",
+            s,
+            "on",
+            &other(s, "on", "off"),
+            &format!("--energy-addressing {}", other(s, "on", "off")),
+            meaning,
+        ));
+        let (s, meaning) = match self.ann_memory {
+            AnnMemory::Reuse => (
+                "reuse",
+                "the ANN reads each weight and input activation once per layer (a lower bound on its memory traffic)",
+            ),
+            AnnMemory::NoReuse => (
+                "no-reuse",
+                "the ANN reads one weight and one activation per MAC (an upper bound on its memory traffic)",
+            ),
+        };
+        rows.push(row(
+            "ANN memory",
+            s,
+            "reuse",
+            &other(s, "reuse", "no-reuse"),
+            &format!("--energy-ann-memory {}", other(s, "reuse", "no-reuse")),
+            meaning,
+        ));
+        let (s, meaning) = match self.memory {
+            MemoryPricing::Levels => ("levels", "memory priced by level (smallest SRAM that holds the weights or state, else DRAM) per bit of the word moved"),
+            MemoryPricing::Flat => ("flat", "every word access priced at the table's memory_read / memory_write, whatever its width and memory size"),
+        };
+        rows.push(row(
+            "memory pricing",
+            s,
+            "levels",
+            &other(s, "levels", "flat"),
+            &format!("--energy-memory {}", other(s, "levels", "flat")),
+            meaning,
+        ));
+        rows
+    }
+}
+
 impl Costs {
     /// Every entry by name.
-    pub fn entries(&self) -> [(&'static str, &Cost); 10] {
+    pub fn entries(&self) -> [(&'static str, &Cost); 11] {
         [
             ("mac", &self.mac),
             ("ac", &self.ac),
@@ -278,6 +697,7 @@ impl Costs {
             ("memory_write", &self.memory_write),
             ("ann_memory_read", &self.ann_memory_read),
             ("ann_memory_write", &self.ann_memory_write),
+            ("address", &self.address),
         ]
     }
 }
@@ -296,7 +716,8 @@ pub struct Energy {
 }
 
 impl Energy {
-    fn new(convention: f64, compute: f64, memory: f64) -> Self {
+    /// From the convention, compute-only and memory parts.
+    pub fn new(convention: f64, compute: f64, memory: f64) -> Self {
         Energy {
             convention_pj: convention,
             compute_pj: compute,

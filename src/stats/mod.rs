@@ -17,7 +17,15 @@
 //! - state memory: a neuron update reads and writes the neuron's state, one word per operand
 //!   estimate and one for v (operands + 1 words each way); a dense MAC also reads the real value
 //!   it multiplies; a relay writes its value every step; the readout reads and writes y;
+//! - constants: a neuron update reads the constants c and o of each operand estimate it charges
+//!   (2 words per operand), the readout those of each output every step;
 //! - weight memory: every synaptic event and every dense MAC reads one weight.
+//!
+//! The engine also tells apart the dense MACs that read the real-valued encoder (`encoder_macs`,
+//! charged every step as counted, or once per input under the encoder-once convention) and the
+//! events and MACs of a product that another operand receiving the same block from the same
+//! source already computed in that step (`shared_events`, `shared_macs`: charged per receiver as
+//! counted, or once under the shared-once convention); see [`energy::Conventions`].
 //!
 //! Accumulators are registers: adding into them is not a memory access. Relays and the readout
 //! have no neurons; they appear in event, MAC, memory and energy figures but not in firing rates.
@@ -65,6 +73,11 @@ pub struct PopulationInfo {
     pub synapses: u64,
     /// Weights stored for the synapses reaching this population.
     pub stored_weights: u64,
+    /// Words of state the population keeps: per neuron one per operand estimate, one for v and
+    /// the two constants c and o of each operand; one per relay value; y, c and o per output of
+    /// the readout. Sizes the memory it is placed in.
+    #[serde(default)]
+    pub state_words: u64,
 }
 
 impl PopulationInfo {
@@ -104,6 +117,7 @@ pub fn population_infos(network: &Network) -> Vec<PopulationInfo> {
                 operands: if relay { 0 } else { p.kind.arity() as u64 },
                 synapses,
                 stored_weights,
+                state_words: if relay { p.size() as u64 } else { p.size() as u64 * (3 * p.kind.arity() as u64 + 1) },
             }
         })
         .collect();
@@ -118,6 +132,7 @@ pub fn population_infos(network: &Network) -> Vec<PopulationInfo> {
         operands: 1,
         synapses,
         stored_weights,
+        state_words: 3 * network.output_size() as u64,
     });
     rows
 }
@@ -143,6 +158,18 @@ pub struct Counts {
     pub state_writes: u64,
     /// Weights read (one per synaptic event and per dense MAC).
     pub weight_reads: u64,
+    /// Constant words (c and o of each operand estimate) read by neuron updates and the readout.
+    #[serde(default)]
+    pub constant_reads: u64,
+    /// The part of `dense_macs` that reads the real-valued encoder.
+    #[serde(default)]
+    pub encoder_macs: u64,
+    /// The part of `synaptic_events` whose product another receiver computed in the same step.
+    #[serde(default)]
+    pub shared_events: u64,
+    /// The part of `dense_macs` whose product another receiver computed in the same step.
+    #[serde(default)]
+    pub shared_macs: u64,
 }
 
 /// The same counts divided by the number of inputs.
@@ -166,6 +193,18 @@ pub struct CountsPerInput {
     pub state_writes: f64,
     /// Weights read.
     pub weight_reads: f64,
+    /// Constant words read.
+    #[serde(default)]
+    pub constant_reads: f64,
+    /// Dense MACs reading the encoder.
+    #[serde(default)]
+    pub encoder_macs: f64,
+    /// Synaptic events of a product another receiver computed in the same step.
+    #[serde(default)]
+    pub shared_events: f64,
+    /// Dense MACs of a product another receiver computed in the same step.
+    #[serde(default)]
+    pub shared_macs: f64,
 }
 
 impl Counts {
@@ -180,6 +219,10 @@ impl Counts {
         self.state_reads += o.state_reads;
         self.state_writes += o.state_writes;
         self.weight_reads += o.weight_reads;
+        self.constant_reads += o.constant_reads;
+        self.encoder_macs += o.encoder_macs;
+        self.shared_events += o.shared_events;
+        self.shared_macs += o.shared_macs;
     }
 
     /// Averages over `inputs` inputs.
@@ -195,12 +238,16 @@ impl Counts {
             state_reads: self.state_reads as f64 / n,
             state_writes: self.state_writes as f64 / n,
             weight_reads: self.weight_reads as f64 / n,
+            constant_reads: self.constant_reads as f64 / n,
+            encoder_macs: self.encoder_macs as f64 / n,
+            shared_events: self.shared_events as f64 / n,
+            shared_macs: self.shared_macs as f64 / n,
         }
     }
 
     /// Memory reads of every kind.
     pub fn memory_reads(&self) -> u64 {
-        self.state_reads + self.weight_reads
+        self.state_reads + self.weight_reads + self.constant_reads
     }
 }
 
@@ -216,6 +263,9 @@ pub fn derive(info: &PopulationInfo, activity: &ActivityCounts, steps: u64, inpu
         neuron_updates: activity.neuron_updates,
         weight_reads: activity.synaptic_events + activity.dense_macs,
         state_reads: activity.dense_macs,
+        encoder_macs: activity.encoder_macs,
+        shared_events: activity.shared_events,
+        shared_macs: activity.shared_macs,
         ..Counts::default()
     };
     match info.role {
@@ -224,6 +274,7 @@ pub fn derive(info: &PopulationInfo, activity: &ActivityCounts, steps: u64, inpu
             counts.nonlinearity_evaluations = elements * repetitions;
             counts.state_reads += activity.neuron_updates * (operands + 1);
             counts.state_writes = activity.neuron_updates * (operands + 1);
+            counts.constant_reads = activity.neuron_updates * operands * 2;
         }
         Role::Relay => {
             counts.state_writes = elements * repetitions;
@@ -232,6 +283,7 @@ pub fn derive(info: &PopulationInfo, activity: &ActivityCounts, steps: u64, inpu
             counts.drive_additions = elements * repetitions;
             counts.state_reads += elements * repetitions;
             counts.state_writes = elements * repetitions;
+            counts.constant_reads = elements * repetitions * 2;
         }
     }
     counts
@@ -285,6 +337,21 @@ pub struct AnnLayer {
     pub activation_reads: u64,
     /// Activation values written (the output elements of every computing layer).
     pub activation_writes: u64,
+    /// Parameters the layer holds (elements of its constant inputs).
+    #[serde(default)]
+    pub weights: u64,
+    /// Activation elements the layer reads or writes (its non-constant inputs and its output).
+    #[serde(default)]
+    pub activations: u64,
+    /// Weights read when each is read once per layer (per-layer reuse): the layer's parameters.
+    #[serde(default)]
+    pub reuse_weight_reads: u64,
+    /// Activations read when each is read once per layer: the elements of its non-constant inputs.
+    #[serde(default)]
+    pub reuse_activation_reads: u64,
+    /// Multiply-accumulates a convolution's kernel would do on zero padding; not in `macs`.
+    #[serde(default)]
+    pub padding_macs: u64,
 }
 
 /// The ANN's layers with their cost per inference. Data movement (reshape, transpose, slice,
@@ -315,10 +382,28 @@ pub fn ann_layers(graph: &Graph) -> Vec<AnnLayer> {
             layer.activation_writes += out;
         };
         match &node.op {
-            Op::Conv { .. } => {
-                // weight [M, C/groups, kh, kw]: each output reads C/groups × kh × kw inputs.
-                let per_output = shape(1).unwrap_or_default().iter().skip(1).product::<usize>() as u64;
+            Op::Conv { strides, pads, dilations, .. } => {
+                // weight [M, C/groups, kh, kw]: each output reads C/groups × kh × kw inputs, of
+                // which those on zero padding are not multiplied.
+                let w = shape(1).unwrap_or_default();
+                let per_output = w.iter().skip(1).product::<usize>() as u64;
                 weighted_layer(&mut layer, out, per_output, node.inputs.len() > 2);
+                let x = shape(0).unwrap_or_default();
+                let y = graph.values.get(node.output).map(|v| v.shape.clone()).unwrap_or_default();
+                if let (4, 4, 4) = (x.len(), w.len(), y.len()) {
+                    let taps = |axis: usize| {
+                        valid_taps(x[2 + axis], w[2 + axis], y[2 + axis], strides[axis], pads[axis], dilations[axis])
+                    };
+                    let (valid, full) = (taps(0).0 * taps(1).0, taps(0).1 * taps(1).1);
+                    if full > 0 {
+                        let positions = (y[2] * y[3]) as u64;
+                        let macs = out / positions.max(1) * w[1] as u64 * valid;
+                        layer.padding_macs = layer.macs - macs;
+                        layer.macs = macs;
+                        layer.weight_reads -= layer.padding_macs;
+                        layer.activation_reads -= layer.padding_macs;
+                    }
+                }
             }
             Op::Gemm { trans_a, .. } => {
                 let a = shape(0).unwrap_or_default();
@@ -357,6 +442,18 @@ pub fn ann_layers(graph: &Graph) -> Vec<AnnLayer> {
             // Data movement (reshape, transpose, slice, gather, pad, concat, expand): no arithmetic.
             _ => {}
         }
+        if layer.macs + layer.elementwise_ops > 0 {
+            for &v in &node.inputs {
+                if constant(v) {
+                    layer.weights += elements(v);
+                } else {
+                    layer.activations += elements(v);
+                    layer.reuse_activation_reads += elements(v);
+                }
+            }
+            layer.activations += out;
+            layer.reuse_weight_reads = layer.weights;
+        }
         layers.push(layer);
     }
     layers
@@ -375,6 +472,21 @@ fn weighted_layer(layer: &mut AnnLayer, outputs: u64, inputs_per_output: u64, bi
     layer.activation_writes = outputs;
 }
 
+/// For one spatial axis of a convolution: (kernel taps that fall inside the input, all taps),
+/// summed over the output positions.
+fn valid_taps(input: usize, kernel: usize, output: usize, stride: usize, pad: usize, dilation: usize) -> (u64, u64) {
+    let mut valid = 0u64;
+    for o in 0..output {
+        for k in 0..kernel {
+            let at = (o * stride + k * dilation) as i64 - pad as i64;
+            if at >= 0 && (at as usize) < input {
+                valid += 1;
+            }
+        }
+    }
+    (valid, (output * kernel) as u64)
+}
+
 /// Sum of the ANN layers.
 pub fn ann_total(layers: &[AnnLayer]) -> AnnLayer {
     let mut t = AnnLayer { name: "total".into(), op: "-".into(), ..Default::default() };
@@ -385,6 +497,11 @@ pub fn ann_total(layers: &[AnnLayer]) -> AnnLayer {
         t.weight_reads += l.weight_reads;
         t.activation_reads += l.activation_reads;
         t.activation_writes += l.activation_writes;
+        t.weights += l.weights;
+        t.activations += l.activations;
+        t.reuse_weight_reads += l.reuse_weight_reads;
+        t.reuse_activation_reads += l.reuse_activation_reads;
+        t.padding_macs += l.padding_macs;
     }
     t
 }
