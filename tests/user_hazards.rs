@@ -236,3 +236,17 @@ fn ops_lists_every_supported_operator() {
     }
     assert!(stdout.contains("HardSwish") && stdout.contains("Clip"));
 }
+
+#[test]
+fn bench_times_the_network_run_converts() {
+    // Both calibrate on the first 256 inputs of the data, however few they simulate.
+    let common =
+        ["--model", "fixtures/models/resnet.onnx", "--limit", "4", "--timesteps", "8", "--threads", "2", "--json"];
+    let bench = signgd(&[&["bench"][..], &common[..]].concat());
+    let run = signgd(&[&["run"][..], &common[..]].concat());
+    assert!(bench.status.success() && run.status.success(), "{}\n{}", text(&bench), text(&run));
+    let bench: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+    let run: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(bench["calibration_inputs"], 256);
+    assert_eq!(bench["synaptic_events"], run["checkpoints"][0]["synaptic_events"]);
+}

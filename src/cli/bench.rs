@@ -82,8 +82,17 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let calibration =
-        inputs64.iter().map(|x| ArrayD::from_shape_vec(IxDyn(&input_shape), x.clone())).collect::<Result<_, _>>()?;
+    // Calibrated as `run` calibrates without --calibration (the first inputs of the data, however
+    // few are timed), so both time the same network.
+    let calibration_set = read_inputs(
+        &data_path,
+        LoadLimits { max_samples: Some(super::run::CALIBRATION_FROM_DATA), ..LoadLimits::default() },
+    )
+    .and_then(|d| d.into_fitted(model_shape, &data_path))
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let calibration: Vec<ArrayD<f64>> = (0..calibration_set.samples)
+        .map(|i| ArrayD::from_shape_vec(IxDyn(&input_shape), calibration_set.sample(i).to_vec()))
+        .collect::<Result<_, _>>()?;
     let conversion = convert(&graph, &ConvertOptions { calibration, threads, ..ConvertOptions::default() })?;
     let network = &conversion.network;
     let inputs: Vec<Vec<f32>> = inputs64.iter().map(|x| x.iter().map(|&v| v as f32).collect()).collect();
@@ -110,7 +119,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         "timesteps": args.timesteps,
         "threads": threads,
         "precision": "f32",
+        "calibration_inputs": calibration_set.samples,
         "neurons": network.populations.iter().filter(|p| !p.kind.is_relay()).map(|p| p.size()).sum::<usize>(),
+        "synaptic_events": events,
         "snn_images_per_s": images / snn_seconds,
         "synaptic_events_per_s": events as f64 / snn_seconds,
         "dense_macs_per_s": macs as f64 / snn_seconds,

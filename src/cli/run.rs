@@ -36,7 +36,7 @@ const DEFAULT_MODEL: &str = "fixtures/models/convnext.onnx";
 const DEFAULT_DATA: &str = "fixtures/data/fashion-mnist-test-1000-images-idx3-ubyte.gz";
 const DEFAULT_LABELS: &str = "fixtures/data/fashion-mnist-test-1000-labels-idx1-ubyte.gz";
 /// Inputs of --data used for ReLU normalisation when no --calibration file is given.
-const CALIBRATION_FROM_DATA: usize = 256;
+pub(super) const CALIBRATION_FROM_DATA: usize = 256;
 /// Largest number of timesteps accepted.
 const MAX_TIMESTEPS: usize = 1_000_000;
 /// Largest number of decoded output values (checkpoints × inputs × outputs) kept in memory.

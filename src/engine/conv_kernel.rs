@@ -5,7 +5,7 @@
 //! its terms in an order fixed by the active set alone, with separate multiplies and adds, so
 //! the result is the same bit for bit on every instruction set the kernel runs on.
 
-use super::isa::Isa;
+use super::isa::{Isa, Level};
 use crate::real::Real;
 use crate::snn::{ConvBlock, Scale};
 
@@ -249,14 +249,14 @@ impl<F: Real> ConvGather<F> {
         scratch: &mut ConvScratch<F>,
         acc: &mut [F],
     ) {
-        match self.isa {
-            Isa::Baseline => gather::<F, N, MODE>(self, conv, s, scratch, acc),
+        match self.isa.level() {
+            Level::Baseline => gather::<F, N, MODE>(self, conv, s, scratch, acc),
             // SAFETY: `Isa::detect` found the feature on this CPU.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { gather_avx2::<F, N, MODE>(self, conv, s, scratch, acc) },
+            Level::Avx2 => unsafe { gather_avx2::<F, N, MODE>(self, conv, s, scratch, acc) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { gather_avx512::<F, N, MODE>(self, conv, s, scratch, acc) },
+            Level::Avx512 => unsafe { gather_avx512::<F, N, MODE>(self, conv, s, scratch, acc) },
         }
     }
 }
@@ -511,7 +511,7 @@ mod tests {
             (spikes, dense)
         };
         let detected = run(&kernel, &mut scratch);
-        kernel.isa = Isa::Baseline;
+        kernel.isa = Isa::baseline();
         let baseline = run(&kernel, &mut scratch);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&detected.0), bits(&baseline.0));

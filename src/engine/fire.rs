@@ -5,7 +5,7 @@
 use crate::real::Real;
 use crate::snn::{GeluTarget, NeuronKind};
 
-use super::isa::Isa;
+use super::isa::{Isa, Level};
 use super::Dynamics;
 
 /// Neurons whose GELU values are computed together, so the exponentials vectorise.
@@ -29,14 +29,15 @@ pub(super) struct Firing<F> {
 /// Fires and updates every neuron of a slice; `fired` receives, appended in ascending order,
 /// the indices (from `how.first`) of those that emitted 1.
 pub(super) fn fire_and_update<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], fired: &mut Vec<u32>) {
-    match how.isa {
-        Isa::Baseline => fire::<F, Scalar>(how, x1, x2, v, fired),
+    match how.isa.level() {
+        // SAFETY: `Scalar` needs no instruction beyond the build's target.
+        Level::Baseline => unsafe { fire::<F, Scalar>(how, x1, x2, v, fired) },
         // SAFETY: `Isa::detect` found the feature on this CPU.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { fire_avx512(how, x1, x2, v, fired) },
+        Level::Avx512 => unsafe { fire_avx512(how, x1, x2, v, fired) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { fire_avx2(how, x1, x2, v, fired) },
+        Level::Avx2 => unsafe { fire_avx2(how, x1, x2, v, fired) },
     }
 }
 
@@ -52,8 +53,11 @@ unsafe fn fire_avx2<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], fi
     fire::<F, Scalar>(how, x1, x2, v, fired)
 }
 
+/// # Safety
+///
+/// The CPU must have the instructions `L` uses (see [`ListSpikes::list`]).
 #[inline(always)]
-fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], fired: &mut Vec<u32>) {
+unsafe fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], fired: &mut Vec<u32>) {
     let Firing { dynamics, kind, eta, first, .. } = how;
     let x2 = &x2[..v.len()];
     let x1 = &x1[..v.len()];
@@ -110,8 +114,12 @@ fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F],
 /// Runs `rule(v_i, x1_i, x2_i) → (spike, new v_i)` over the neurons `first..first + v.len()`
 /// and appends the spiking ones to `fired`: a vectorisable pass per chunk of neurons, then a
 /// branch-free pass listing its spikes.
+///
+/// # Safety
+///
+/// The CPU must have the instructions `L` uses (see [`ListSpikes::list`]).
 #[inline(always)]
-fn update<F: Real, L: ListSpikes>(
+unsafe fn update<F: Real, L: ListSpikes>(
     v: &mut [F],
     x1: &[F],
     x2: &[F],
@@ -130,7 +138,8 @@ fn update<F: Real, L: ListSpikes>(
             *v = next;
             *spike = s;
         }
-        count += L::list(&spikes[..v.len()], first + (c * CHUNK) as u32, &mut fired[count..]);
+        // SAFETY: the caller guarantees the instructions of `L`.
+        count += unsafe { L::list(&spikes[..v.len()], first + (c * CHUNK) as u32, &mut fired[count..]) };
     }
     fired.truncate(count);
 }
@@ -138,7 +147,10 @@ fn update<F: Real, L: ListSpikes>(
 /// Writes the indices `first + i` of the set flags to the front of `out` (which has room for
 /// all of them) and returns how many there are.
 trait ListSpikes {
-    fn list(spikes: &[bool], first: u32, out: &mut [u32]) -> usize;
+    /// # Safety
+    ///
+    /// The CPU must have the instructions the implementation uses (AVX-512F for [`Compress`]).
+    unsafe fn list(spikes: &[bool], first: u32, out: &mut [u32]) -> usize;
 }
 
 /// One index at a time, without a branch.
@@ -146,7 +158,7 @@ struct Scalar;
 
 impl ListSpikes for Scalar {
     #[inline(always)]
-    fn list(spikes: &[bool], first: u32, out: &mut [u32]) -> usize {
+    unsafe fn list(spikes: &[bool], first: u32, out: &mut [u32]) -> usize {
         let mut count = 0;
         for (i, &spike) in spikes.iter().enumerate() {
             out[count] = first + i as u32;
@@ -162,7 +174,7 @@ struct Compress;
 
 impl ListSpikes for Compress {
     #[inline(always)]
-    fn list(spikes: &[bool], first: u32, out: &mut [u32]) -> usize {
+    unsafe fn list(spikes: &[bool], first: u32, out: &mut [u32]) -> usize {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::_mm512_setr_epi32;
@@ -180,8 +192,7 @@ impl ListSpikes for Compress {
                     },
                     Err(_) => chunk.iter().enumerate().fold(0u16, |m, (i, &s)| m | (s as u16) << i),
                 };
-                // SAFETY: `Compress` is used only inside functions compiled with AVX-512F, and the
-                // store writes `mask.count_ones()` indices at `count`, within `out` (asserted).
+                // SAFETY: the caller guarantees AVX-512F (`list`'s contract), and the store writes `mask.count_ones()` indices at `count`, within `out` (asserted).
                 unsafe {
                     let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
                     let indices = _mm512_add_epi32(_mm512_set1_epi32((first as usize + c * 16) as i32), lanes);
@@ -191,8 +202,11 @@ impl ListSpikes for Compress {
             }
             count
         }
+        // SAFETY: `Scalar` needs no instruction beyond the build's target.
         #[cfg(not(target_arch = "x86_64"))]
-        Scalar::list(spikes, first, out)
+        unsafe {
+            Scalar::list(spikes, first, out)
+        }
     }
 }
 
@@ -220,13 +234,16 @@ mod tests {
                 let (mut fired_dispatched, mut fired_portable) = (Vec::new(), Vec::new());
                 let how = Firing { isa: Isa::detect(), dynamics, kind, eta: 0.1, first: 0 };
                 fire_and_update(how, &x1, &x2, &mut v_dispatched, &mut fired_dispatched);
-                fire::<f32, Scalar>(
-                    Firing { isa: Isa::Baseline, ..how },
-                    &x1,
-                    &x2,
-                    &mut v_portable,
-                    &mut fired_portable,
-                );
+                // SAFETY: `Scalar` needs no instruction beyond the build's target.
+                unsafe {
+                    fire::<f32, Scalar>(
+                        Firing { isa: Isa::baseline(), ..how },
+                        &x1,
+                        &x2,
+                        &mut v_portable,
+                        &mut fired_portable,
+                    )
+                };
                 assert_eq!(fired_dispatched, fired_portable, "{kind:?}");
                 assert!(!fired_portable.is_empty() && fired_portable.len() < n, "{kind:?}");
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

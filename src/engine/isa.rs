@@ -1,9 +1,17 @@
 //! The instruction set the kernels run with, detected once when a network is prepared (asking the
 //! CPU on every call costs a shared memory access that slows parallel workers down).
+//!
+//! An [`Isa`] is a proof that the CPU has its instructions: only [`Isa::detect`] makes one above
+//! the baseline, so a kernel that dispatches on [`Isa::level`] may call code compiled for that
+//! level.
 
-/// An instruction set the kernels are compiled for; every one gives the same bits.
+/// The instruction set this CPU was found to have; every level gives the same bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Isa {
+pub(crate) struct Isa(Level);
+
+/// The levels kernels are compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Level {
     /// Whatever the build targets.
     Baseline,
     /// AVX2.
@@ -20,12 +28,23 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
+                return Isa(Level::Avx512);
             }
             if is_x86_feature_detected!("avx2") {
-                return Isa::Avx2;
+                return Isa(Level::Avx2);
             }
         }
-        Isa::Baseline
+        Isa(Level::Baseline)
+    }
+
+    /// What the build targets, valid on any CPU the program runs on.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn baseline() -> Self {
+        Isa(Level::Baseline)
+    }
+
+    /// The level to dispatch on.
+    pub(crate) fn level(self) -> Level {
+        self.0
     }
 }

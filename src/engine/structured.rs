@@ -5,7 +5,7 @@
 //! active sources alone, with separate multiplies and adds: the same bits on every instruction
 //! set and thread count.
 
-use super::isa::Isa;
+use super::isa::{Isa, Level};
 use crate::real::Real;
 use crate::snn::{DenseBlock, Index, Scale, SelectBlock, Weights};
 
@@ -182,14 +182,14 @@ impl<F: Real> DenseKernel<F> {
         let mut y = std::mem::take(&mut scratch.logical_out);
         y.clear();
         y.resize(targets, F::zero());
-        match self.isa {
-            Isa::Baseline => self.product(x, ones, &mut scratch.active, &mut y),
+        match self.isa.level() {
+            Level::Baseline => self.product(x, ones, &mut scratch.active, &mut y),
             // SAFETY: `Isa::detect` found the feature on this CPU.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { self.product_avx2(x, ones, &mut scratch.active, &mut y) },
+            Level::Avx2 => unsafe { self.product_avx2(x, ones, &mut scratch.active, &mut y) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { self.product_avx512(x, ones, &mut scratch.active, &mut y) },
+            Level::Avx512 => unsafe { self.product_avx512(x, ones, &mut scratch.active, &mut y) },
         }
         scatter_logical(&self.target, &self.target_scale, &y, acc);
         scratch.logical_in = logical_in;

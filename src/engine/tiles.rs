@@ -11,7 +11,7 @@
 use hashbrown::HashMap;
 use sprs::CsMat;
 
-use super::isa::Isa;
+use super::isa::{Isa, Level};
 use crate::real::Real;
 
 /// Gaps of at most this many targets inside a fan-out are stored as zero weights, so the runs on
@@ -367,14 +367,14 @@ impl<F: Real> ColumnTiles<F> {
     }
 
     fn dispatch<T: Term<F>>(&self, events: &[u32], term: T, scratch: &mut TileScratch<F>, acc: &mut [F]) {
-        match self.isa {
-            Isa::Baseline => self.deliver(events, term, scratch, acc),
+        match self.isa.level() {
+            Level::Baseline => self.deliver(events, term, scratch, acc),
             // SAFETY: `Isa::detect` found the feature on this CPU.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { self.deliver_avx512(events, term, scratch, acc) },
+            Level::Avx512 => unsafe { self.deliver_avx512(events, term, scratch, acc) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { self.deliver_avx2(events, term, scratch, acc) },
+            Level::Avx2 => unsafe { self.deliver_avx2(events, term, scratch, acc) },
         }
     }
 

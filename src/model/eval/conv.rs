@@ -6,7 +6,7 @@
 use ndarray::{ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, ShapeBuilder};
 
 use super::gemm::product_into;
-use crate::engine::isa::Isa;
+use crate::engine::isa::{Isa, Level};
 use crate::model::graph::Op;
 use crate::model::infer::output_shape;
 use crate::real::Real;
@@ -261,14 +261,14 @@ pub(super) fn conv2d_taps<F: Real>(
 
 /// Adds to the output plane `y` the convolution of one input plane `x` with one kernel.
 fn depthwise<F: Real>(isa: Isa, x: &[F], taps: &[F], win: &Window, y: &mut [F]) {
-    match isa {
-        Isa::Baseline => depthwise_plane(x, taps, win, y),
+    match isa.level() {
+        Level::Baseline => depthwise_plane(x, taps, win, y),
         // SAFETY: the CPU has AVX2 (`Isa::detect`).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { depthwise_avx2(x, taps, win, y) },
+        Level::Avx2 => unsafe { depthwise_avx2(x, taps, win, y) },
         // SAFETY: the CPU has AVX-512F (`Isa::detect`).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { depthwise_avx512(x, taps, win, y) },
+        Level::Avx512 => unsafe { depthwise_avx512(x, taps, win, y) },
     }
 }
 

@@ -8,7 +8,7 @@ use std::any::TypeId;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use crate::engine::isa::Isa;
+use crate::engine::isa::{Isa, Level};
 use crate::real::Real;
 
 /// `c = a·b`, or `c += a·b` when `accumulate`; an error names the shapes when they do not agree.
@@ -128,14 +128,14 @@ fn dots<F: Real>(isa: Isa, lhs: &[F], rhs: &[F], sums: &mut [F; 4]) {
 }
 
 fn dots_rows<F: Real, const R: usize>(isa: Isa, lhs: &[F], rhs: &[F], sums: &mut [F; 4]) {
-    match isa {
-        Isa::Baseline => dots_generic::<F, R>(lhs, rhs, sums),
+    match isa.level() {
+        Level::Baseline => dots_generic::<F, R>(lhs, rhs, sums),
         // SAFETY: the CPU has AVX2 (`Isa::detect`).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { dots_avx2::<F, R>(lhs, rhs, sums) },
+        Level::Avx2 => unsafe { dots_avx2::<F, R>(lhs, rhs, sums) },
         // SAFETY: the CPU has AVX-512F (`Isa::detect`).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { dots_avx512::<F, R>(lhs, rhs, sums) },
+        Level::Avx512 => unsafe { dots_avx512::<F, R>(lhs, rhs, sums) },
     }
 }
 
