@@ -42,6 +42,37 @@ pub fn digest(path: &Path) -> io::Result<FileDigest> {
     Ok(FileDigest { path: path.display().to_string(), bytes, sha256 })
 }
 
+/// A directory's digest: SHA-256 of its `sha256sum`-style listing (`HEX  RELATIVE/PATH` lines,
+/// sorted by path, every file found recursively), so `sha256sum` over the same files reproduces
+/// it; `bytes` is the files' total size.
+pub fn digest_tree(dir: &Path) -> io::Result<FileDigest> {
+    let mut files = Vec::new();
+    collect(dir, &mut files)?;
+    files.sort();
+    let mut listing = Sha256::new();
+    let mut bytes = 0u64;
+    for file in &files {
+        let d = digest(file)?;
+        let relative = file.strip_prefix(dir).unwrap_or(file);
+        listing.update(format!("{}  {}\n", d.sha256, relative.display()).as_bytes());
+        bytes += d.bytes;
+    }
+    let sha256 = listing.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(FileDigest { path: dir.display().to_string(), bytes, sha256 })
+}
+
+fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,11 +15,13 @@ use ndarray::{Array2, Array3, ArrayD, IxDyn};
 use ndarray_npy::{WritableElement, WriteNpyExt};
 use serde_json::json;
 use signgd::convert::{convert, ConvertOptions, Progress};
-use signgd::data::{read_inputs, read_labels, scale_warning, split_array_name, Dataset, LoadLimits};
+use signgd::data::{
+    read_inputs, read_labels, scale_warning, split_array_name, Dataset, ImageFolder, LoadLimits, Preprocess,
+};
 use signgd::engine::{Counters, SimConfig, Simulator};
 use signgd::model::reader::read_onnx_with_limits;
 use signgd::model::Op;
-use signgd::provenance::{digest, VERSION};
+use signgd::provenance::{digest, digest_tree, VERSION};
 
 use super::model_limits;
 use signgd::real::Real;
@@ -49,11 +51,23 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE.onnx")]
     model: Option<PathBuf>,
     /// Input samples (.npy, .npz, IDX or gzip-compressed IDX/.npy; `FILE.npz:NAME` picks an
-    /// array of an archive); uint8 data are scaled to [0,1]. Default: the bundled Fashion-MNIST
-    /// test subset.
+    /// array of an archive; or an image folder DIR/CLASS/IMAGE.jpg, see --preprocess); uint8
+    /// data are scaled to [0,1]. Default: the bundled Fashion-MNIST test subset.
     #[arg(long, value_name = "FILE")]
     data: Option<PathBuf>,
-    /// Class labels, one per sample (default: the Fashion-MNIST labels when --data is defaulted).
+    /// Preprocessing of an image folder given as --data or --calibration: `none` (pixels / 255,
+    /// images of the model's size), `imagenet` (torchvision's evaluation transform: resize to
+    /// crop/0.875, i.e. 256 for 224, centre crop, ImageNet mean and std).
+    #[arg(long, value_enum, default_value_t = PreprocessArg::None)]
+    preprocess: PreprocessArg,
+    /// Per-channel mean for image folders, replacing the preset's (`0.5` or `0.5,0.5,0.5`).
+    #[arg(long, value_name = "LIST")]
+    mean: Option<String>,
+    /// Per-channel standard deviation for image folders, replacing the preset's.
+    #[arg(long, value_name = "LIST")]
+    std: Option<String>,
+    /// Class labels, one per sample (default: the Fashion-MNIST labels when --data is defaulted;
+    /// the class sub-folders of an image folder).
     #[arg(long, value_name = "FILE")]
     labels: Option<PathBuf>,
     /// Use only the first N samples of --data (and --labels).
@@ -193,6 +207,12 @@ impl RunArgs {
             },
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PreprocessArg {
+    None,
+    Imagenet,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -392,7 +412,8 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     // Data and labels.
     let limits = LoadLimits { max_samples: args.limit, ..LoadLimits::default() };
     let started = Instant::now();
-    let data = read_inputs(&data_path, limits).and_then(|d| d.into_fitted(&sample_shape, &data_path)).map_err(flat)?;
+    let folder = data_path.is_dir().then(|| ImageFolder::scan(&data_path)).transpose().map_err(flat)?;
+    let data = load_inputs(args, &data_path, limits, &sample_shape)?;
     ensure!(data.samples > 0, "{}: the data set holds no samples", data_path.display());
     tracing::info!(seconds = started.elapsed().as_secs_f64(), inputs = data.samples, "read {}", data_path.display());
     if let Some(limit) = args.limit.filter(|&l| l > data.samples) {
@@ -403,7 +424,11 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
             data.samples
         );
     }
+    let labels_path = labels_path.or_else(|| folder.is_some().then(|| data_path.clone()));
     let labels = match &labels_path {
+        Some(path) if path == &data_path && folder.is_some() => {
+            Some(folder.as_ref().map(|f| f.labels(limits)).unwrap_or_default())
+        }
         Some(path) => {
             let labels = read_labels(path, limits).map_err(flat)?;
             ensure!(
@@ -569,6 +594,21 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     };
     let mut json = report.json();
     let mut text = report.text();
+    if let Some(folder) = &folder {
+        json["data"]["classes"] = json!(folder.classes);
+        json["data"]["preprocess"] = json!(value_name(&args.preprocess));
+        let names = folder.classes.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
+        let more = if folder.classes.len() > 8 { ", …" } else { "" };
+        text = text.replacen(
+            "\nlabels ",
+            &format!(
+                "\nclasses      {} ({names}{more}); preprocess {}\nlabels ",
+                folder.classes.len(),
+                value_name(&args.preprocess)
+            ),
+            1,
+        );
+    }
     if let Some(dir) = &args.report {
         let rows = report.rows();
         let report_data = ReportData::build(report::Sources {
@@ -607,6 +647,33 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
+/// The inputs of `path`: an image folder, preprocessed as asked, or an array file.
+fn load_inputs(args: &RunArgs, path: &Path, limits: LoadLimits, sample_shape: &[usize]) -> Result<Dataset> {
+    if !path.is_dir() {
+        return read_inputs(path, limits).and_then(|d| d.into_fitted(sample_shape, path)).map_err(flat);
+    }
+    let crop = sample_shape.iter().copied().filter(|&d| d > 3).max().unwrap_or(1);
+    let mut preprocess = match args.preprocess {
+        PreprocessArg::None => Preprocess::none(),
+        PreprocessArg::Imagenet => Preprocess::imagenet(crop),
+    };
+    let list = |text: &str, flag: &str| -> Result<Vec<f64>> {
+        text.split(',')
+            .map(|v| v.trim().parse::<f64>().ok().filter(|v| v.is_finite()))
+            .collect::<Option<Vec<f64>>>()
+            .with_context(|| format!("{flag} `{text}`: give numbers separated by commas"))
+    };
+    if let Some(mean) = &args.mean {
+        preprocess.mean = list(mean, "--mean")?;
+    }
+    if let Some(std) = &args.std {
+        preprocess.std = list(std, "--std")?;
+        ensure!(preprocess.std.iter().all(|&s| s > 0.0), "--std `{std}`: standard deviations must be positive");
+    }
+    let folder = ImageFolder::scan(path).map_err(flat)?;
+    folder.load(limits, sample_shape, &preprocess).map_err(flat)
+}
+
 fn calibration(
     args: &RunArgs,
     data: &Dataset,
@@ -616,9 +683,7 @@ fn calibration(
 ) -> Result<Calibration> {
     let (set, source) = match &args.calibration {
         Some(path) => {
-            let set = read_inputs(path, LoadLimits::default())
-                .and_then(|d| d.into_fitted(sample_shape, path))
-                .map_err(flat)?;
+            let set = load_inputs(args, path, LoadLimits::default(), sample_shape)?;
             ensure!(set.samples > 0, "{}: the calibration file holds no samples", path.display());
             let source = format!("{} ({} inputs)", path.display(), set.samples);
             (set, source)
@@ -628,11 +693,7 @@ fn calibration(
                 None
             } else {
                 let limits = LoadLimits { max_samples: Some(CALIBRATION_FROM_DATA), ..LoadLimits::default() };
-                Some(
-                    read_inputs(data_path, limits)
-                        .and_then(|d| d.into_fitted(sample_shape, data_path))
-                        .map_err(flat)?,
-                )
+                Some(load_inputs(args, data_path, limits, sample_shape)?)
             };
             let set = set.unwrap_or_else(|| data.clone());
             let n = set.samples.min(CALIBRATION_FROM_DATA);
@@ -657,8 +718,12 @@ fn provenance(
     for (role, path) in [("model", Some(model)), ("data", Some(data)), ("labels", labels), ("calibration", calibration)]
     {
         let Some(path) = path else { continue };
+        if role == "labels" && path == data {
+            continue; // the class folders of an image folder
+        }
         let (file, array) = split_array_name(path);
-        let digest = digest(&file).with_context(|| format!("cannot read {} to record its digest", file.display()))?;
+        let digest = if file.is_dir() { digest_tree(&file) } else { digest(&file) }
+            .with_context(|| format!("cannot read {} to record its digest", file.display()))?;
         let mut entry = serde_json::to_value(digest)?;
         if let Some(array) = array {
             entry["array"] = json!(array);

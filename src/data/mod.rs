@@ -41,6 +41,7 @@
 //! incrementally, so a forged header on a short compressed file costs no more memory than the
 //! data actually present.
 
+mod folder;
 mod idx;
 mod npy;
 mod npz;
@@ -51,6 +52,8 @@ use std::io::{self, BufReader, Cursor, Read};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
+
+pub use folder::{ImageFolder, Preprocess, IMAGENET_MEAN, IMAGENET_STD};
 
 /// Bytes of memory charged per loaded value when checking [`LoadLimits::max_bytes`] (an `f64`);
 /// labels are charged their larger in-memory size while they are validated.
