@@ -30,7 +30,7 @@ enum Command {
     /// Show the graph as read, the spiking network made from it, and anything refused.
     Inspect(inspect::InspectArgs),
     /// Convert a model, simulate it, and print accuracy against timesteps
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// List every supported ONNX operator and what the conversion makes of it.
     Ops(ops::OpsArgs),
     /// Print the summary of a report directory written by `signgd run --report DIR`.
@@ -46,7 +46,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Theory(args) => theory::run(args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Feasibility(args) => feasibility::run(args),
