@@ -5,13 +5,15 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ArrayD, IxDyn};
 use ndarray_npy::write_npy;
+use signgd::convert::{convert, ConvertOptions, ReluNorm};
 use signgd::feasibility::profile::{MemoryModel, SpikeKind, TwoOperand};
 use signgd::feasibility::quantize::quantize_network;
-use signgd::feasibility::{map, MapOptions, Profile, TargetReport, Violation};
+use signgd::feasibility::{map, MapOptions, PopulationPlacement, Profile, TargetReport, Violation};
 use signgd::model::onnx::builder::{attr_i, encode, graph, model, node, tensor_f32, value_info_fixed};
-use signgd::snn::{Network, NeuronKind, Operand, Population, Source, SynapseBlock};
+use signgd::model::read_onnx;
+use signgd::snn::{ConvBlock, Network, NeuronKind, Operand, Population, Source, SynapseBlock};
 use sprs::CsMat;
 
 /// A chip with generous limits; each test tightens one.
@@ -41,6 +43,13 @@ fn profile() -> Profile {
         real_valued_input: true,
         per_step_drive: true,
         programmable_neurons: true,
+        bias_entries_per_core: None,
+        max_kernel_size: None,
+        strides: None,
+        max_channels: None,
+        distinct_weights_per_neuron: None,
+        synaptic_events_per_ms_per_core: None,
+        dtcm_bytes_per_core: None,
     }
 }
 
@@ -224,12 +233,14 @@ fn bundled_speck_places_one_population_per_core_best_fit() {
     let report = run(&fan_out(1), &speck);
     assert!(report.fits, "{:?}", report.violations);
     assert_eq!(report.cores, 3);
-    // A population beyond the largest core (64 Ki neurons) cannot be split.
+    // A population beyond the largest core's neuron memory (64 Ki entries) cannot be split; it
+    // still counts as a core.
     let report = run(&one_layer(1, 65537), &speck);
-    let v = violation(&report, "hidden", "neurons per core");
+    let v = violation(&report, "hidden", "neuron memory");
     assert_eq!((v.limit_value, v.value), (65536, 65537));
+    assert_eq!(report.cores, 2);
     let report = run(&one_layer(1, 65536), &speck);
-    assert!(report.violations.iter().all(|v| !v.limit.contains("neurons")), "{:?}", report.violations);
+    assert!(report.violations.iter().all(|v| !v.limit.contains("neuron")), "{:?}", report.violations);
 }
 
 #[test]
@@ -486,4 +497,164 @@ fn cli_refuses_a_model_that_does_not_convert_and_bad_settings() {
     assert_refused(&signgd(&with_data(&["--limit", "0"]), dir.path()), &["--limit 0"]);
     assert_refused(&signgd(&with_data(&["--threads", "0"]), dir.path()), &["--threads 0"]);
     assert_refused(&signgd(&["feasibility", "--model", "absent.onnx"], dir.path()), &["absent.onnx"]);
+}
+
+/// sinabs's memory rule, as `DynapcnnLayer.memory_summary` in synsense/sinabs
+/// (`sinabs/backend/dynapcnn/dynapcnn_layer.py`) computes it with numpy: kernel memory
+/// `c · 2^(ceil(log2(h·w)) + ceil(log2 f))` for a kernel `f × c × h × w`, neuron memory
+/// `f · 2^(ceil(log2 fy) + ceil(log2 fx))` for an `f × fy × fx` neuron map, bias memory `f`.
+fn sinabs_kernel(c: usize, h: usize, w: usize, f: usize) -> u64 {
+    let e = ((h * w) as f64).log2().ceil() + (f as f64).log2().ceil();
+    (c as f64 * 2f64.powf(e)) as u64
+}
+
+fn sinabs_neuron(f: usize, fy: usize, fx: usize) -> u64 {
+    let e = (fy as f64).log2().ceil() + (fx as f64).log2().ceil();
+    (f as f64 * 2f64.powf(e)) as u64
+}
+
+/// A fixture model converted with one calibration input of 0.5 everywhere.
+fn fixture(name: &str, norm: ReluNorm) -> Network {
+    let graph = read_onnx(Path::new(&format!("fixtures/models/{name}.onnx")), None).unwrap();
+    let shape = graph.values[graph.input].shape.clone();
+    let calibration = vec![ArrayD::from_elem(IxDyn(&shape), 0.5)];
+    let options = ConvertOptions { calibration, relu_norm: norm, ..ConvertOptions::default() };
+    convert(&graph, &options).unwrap().network
+}
+
+fn placement<'a>(report: &'a TargetReport, name: &str) -> &'a PopulationPlacement {
+    report.populations.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no population `{name}`"))
+}
+
+/// Checks sinabs's three memories of each named layer: (population, kernel f×c×h×w, neuron map
+/// f×fy×fx), every layer with a bias of f entries.
+fn assert_sinabs(report: &TargetReport, layers: &[(&str, [usize; 4], [usize; 3])]) {
+    for &(name, [f, c, h, w], [nf, fy, fx]) in layers {
+        let memory = placement(report, name).layer_memory.unwrap_or_else(|| panic!("`{name}` has no layer memory"));
+        assert_eq!(memory.kernel_memory, sinabs_kernel(c, h, w, f), "kernel memory of `{name}`");
+        assert_eq!(memory.neuron_memory, sinabs_neuron(nf, fy, fx), "neuron memory of `{name}`");
+        assert_eq!(memory.bias_memory, f as u64, "bias memory of `{name}`");
+    }
+}
+
+#[test]
+fn speck_memory_of_the_vgg_fixture_follows_sinabs() {
+    let speck = Profile::bundled("speck").unwrap();
+    let report = run(&fixture("vgg", ReluNorm::Channel), &speck);
+    // Conv 1→16 3×3 on 28×28, conv 16→32 3×3 on 14×14, Gemm 1568→64 reading [32, 7, 7] (sinabs
+    // makes a linear layer a convolution whose kernel covers its input map: 64×32×7×7), Gemm
+    // 64→10.
+    assert_sinabs(
+        &report,
+        &[
+            ("node_relu.unit", [16, 1, 3, 3], [16, 28, 28]),
+            ("node_relu_1.unit", [32, 16, 3, 3], [32, 14, 14]),
+            ("node_relu_2.unit", [64, 32, 7, 7], [64, 1, 1]),
+            ("readout", [10, 64, 1, 1], [10, 1, 1]),
+        ],
+    );
+    // 32 · 2^(6 + 6) = 131,072 kernel entries: more than Speck's largest kernel memory (64 Ki).
+    let v = violation(&report, "node_relu_2.unit", "kernel memory");
+    assert_eq!((v.limit_value, v.value), (65536, 131072));
+    assert!(v.suggestion.contains("at most 16 input channels"), "{}", v.suggestion);
+    // Max pooling takes no core and is reported; the failed layer still counts as a core.
+    for pool in ["node_max_pool2d.axis2.max1", "node_max_pool2d_1.axis3.max1"] {
+        assert_eq!(placement(&report, pool).cores, 0);
+        let v = violation(&report, pool, "max pooling");
+        assert!(v.suggestion.contains("AveragePool"), "{}", v.suggestion);
+    }
+    assert_eq!(report.cores, 4);
+    assert_eq!(placement(&report, "node_relu_2.unit").core, None);
+    // The rest sit on distinct cores whose memories hold them.
+    let mut cores: Vec<usize> = report.populations.iter().filter_map(|p| p.core).collect();
+    cores.sort_unstable();
+    cores.dedup();
+    assert_eq!(cores.len(), 3);
+}
+
+#[test]
+fn speck_memory_of_the_resnet_fixture_follows_sinabs() {
+    let speck = Profile::bundled("speck").unwrap();
+    let report = run(&fixture("resnet", ReluNorm::Channel), &speck);
+    assert_sinabs(
+        &report,
+        &[
+            ("node_relu.unit", [16, 1, 3, 3], [16, 28, 28]),
+            ("node_relu_1.unit", [16, 16, 3, 3], [16, 14, 14]),
+            ("node_relu_2.unit", [16, 16, 3, 3], [16, 14, 14]),
+            ("node_relu_3.unit", [32, 16, 3, 3], [32, 7, 7]),
+            ("readout", [10, 32, 1, 1], [10, 1, 1]),
+        ],
+    );
+    // `relu_4` adds two kernels: conv 32→32 3×3 and the shortcut's conv 16→32 1×1.
+    let relu_4 = placement(&report, "node_relu_4.unit").layer_memory.unwrap();
+    assert_eq!(relu_4.kernel_memory, sinabs_kernel(32, 3, 3, 32) + sinabs_kernel(16, 1, 1, 32));
+    assert_eq!(relu_4.kernel_memory, 16896);
+    assert_eq!(relu_4.neuron_memory, sinabs_neuron(32, 7, 7));
+    // `relu_2` (the residual sum) needs 4,096 kernel entries, not its 412,736 synapses.
+    assert_eq!(placement(&report, "node_relu_2.unit").layer_memory.unwrap().kernel_memory, 4096);
+    // With per-channel normalisation only max pooling stands in the way.
+    assert!(report.violations.iter().all(|v| v.limit.contains("max pooling")), "{:#?}", report.violations);
+    assert_eq!(report.violations.len(), 4);
+}
+
+#[test]
+fn per_element_relu_normalisation_is_refused_where_kernels_are_shared() {
+    let speck = Profile::bundled("speck").unwrap();
+    let element = run(&fixture("resnet", ReluNorm::Element), &speck);
+    // One calibration input of 0.5: the maxima differ by position, so weights do too.
+    let v = violation(&element, "node_relu_1.unit", "factors per output channel");
+    assert!(v.value > 1);
+    assert!(v.suggestion.contains("--relu-norm channel"), "{}", v.suggestion);
+    for norm in [ReluNorm::Channel, ReluNorm::Layer] {
+        let report = run(&fixture("resnet", norm), &speck);
+        assert!(report.violations.iter().all(|v| !v.limit.contains("factors")), "{norm:?}: {:#?}", report.violations);
+    }
+}
+
+#[test]
+fn speck_checks_kernel_size_strides_channels_and_bias_memory() {
+    let speck = Profile::bundled("speck").unwrap();
+    // input [2, 20, 20] → conv 2→c, kernel k×k, stride s → readout.
+    let conv_net = |c_out: usize, k: usize, s: usize, bias: f64| {
+        let out = (20 - k) / s + 1;
+        let conv = ConvBlock::new(
+            vec![0.1; c_out * 2 * k * k],
+            [2, 20, 20],
+            [c_out, out, out],
+            [k, k],
+            [s, s],
+            [0, 0],
+            [1, 1],
+            1,
+        );
+        let n = c_out * out * out;
+        let hidden = Population {
+            name: "conv".into(),
+            kind: NeuronKind::Relu,
+            shape: vec![c_out, out, out],
+            operands: vec![Operand::new(vec![bias; n]).with(Source::Input, SynapseBlock::Conv(conv))],
+        };
+        let network = Network {
+            input_shape: vec![2, 20, 20],
+            populations: vec![hidden],
+            readout: operand(1, Source::Population(0), dense(1, n)),
+            output_shape: vec![1],
+        };
+        network.validate().unwrap();
+        run(&network, &speck)
+    };
+    let fine = conv_net(4, 16, 4, 0.0);
+    assert!(fine.violations.is_empty(), "{:#?}", fine.violations);
+    assert_eq!(placement(&fine, "conv").layer_memory.unwrap().bias_memory, 0);
+    let big = conv_net(4, 17, 1, 0.0);
+    let v = violation(&big, "conv", "kernel size");
+    assert_eq!((v.limit_value, v.value), (16, 17));
+    let strided = conv_net(4, 3, 3, 0.0);
+    assert_eq!(violation(&strided, "conv", "stride").value, 3);
+    // 1,025 output channels with a bias: more channels and bias entries than a core holds.
+    let wide = conv_net(1025, 20, 1, 0.5);
+    assert_eq!(violation(&wide, "conv", "output channels").value, 1025);
+    let v = violation(&wide, "conv", "bias memory");
+    assert_eq!((v.limit_value, v.value), (1024, 1025));
 }

@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
+
+use super::run::ReluNormArg;
 use ndarray::{ArrayD, IxDyn};
 use serde_json::json;
 use signgd::convert::{convert, ConvertOptions};
@@ -43,9 +45,13 @@ pub struct FeasibilityArgs {
     #[arg(long, value_enum, default_value_t = EncoderArg::Float)]
     encoder: EncoderArg,
     /// Quantise every synapse block to N bits (symmetric, per block) and report the accuracy at
-    /// T = 32, 64, 128, 256 against full precision.
-    #[arg(long, value_name = "N")]
-    weight_bits: Option<u32>,
+    /// T = 32, 64, 128, 256 against full precision; `chip`: each target's own weight bits.
+    #[arg(long, value_name = "N|chip")]
+    weight_bits: Option<WeightBits>,
+    /// ReLU normalisation's maxima in the conversion: per element, per channel (kernels stay
+    /// shared over positions) or per layer (one threshold per layer).
+    #[arg(long, value_enum, default_value_t = ReluNormArg::Element)]
+    relu_norm: ReluNormArg,
     /// Input samples for calibration and --weight-bits (default: the bundled Fashion-MNIST subset).
     #[arg(long, value_name = "FILE")]
     data: Option<PathBuf>,
@@ -63,6 +69,25 @@ pub struct FeasibilityArgs {
     json: bool,
 }
 
+/// `--weight-bits`: a number of bits, or each chip's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WeightBits {
+    Bits(u32),
+    Chip,
+}
+
+impl std::str::FromStr for WeightBits {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("chip") {
+            return Ok(WeightBits::Chip);
+        }
+        s.parse::<u32>()
+            .map(WeightBits::Bits)
+            .map_err(|_| format!("`{s}` is neither a number of bits nor `chip` (each target's own weight bits)"))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum EncoderArg {
     Float,
@@ -72,6 +97,8 @@ enum EncoderArg {
 /// The accuracy of quantised against full-precision weights.
 struct Quantized {
     bits: u32,
+    /// The targets whose weight bits these are (empty for an explicit --weight-bits N).
+    targets: Vec<String>,
     inputs: usize,
     stats: QuantizeStats,
     ann: Option<f64>,
@@ -88,7 +115,7 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
         None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
     ensure!(args.limit > 0, "--limit 0: give at least 1 input");
-    if let Some(bits) = args.weight_bits {
+    if let Some(WeightBits::Bits(bits)) = args.weight_bits {
         ensure!((2..=32).contains(&bits), "--weight-bits {bits}: give 2 to 32 bits (a sign and at least one level)");
     }
     let profiles = match &args.profile {
@@ -116,7 +143,8 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
     let calibration = (0..data.samples.min(CALIBRATION_FROM_DATA))
         .map(|i| ArrayD::from_shape_vec(IxDyn(&full_shape), data.sample(i).to_vec()))
         .collect::<Result<Vec<_>, _>>()?;
-    let options = ConvertOptions { calibration, threads, ..ConvertOptions::default() };
+    let options =
+        ConvertOptions { calibration, threads, relu_norm: args.relu_norm.into(), ..ConvertOptions::default() };
     let conversion = convert(&graph, &options).with_context(|| format!("cannot convert {}", args.model.display()))?;
     let network = conversion.network;
 
@@ -126,8 +154,25 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
         profiles.iter().map(|p| mapper.map(p, &map_options)).collect()
     };
 
-    let quantized = match args.weight_bits {
-        Some(bits) => {
+    // (bits, targets) to simulate: one explicit width, or each distinct width of the targets.
+    let widths: Vec<(u32, Vec<String>)> = match args.weight_bits {
+        None => Vec::new(),
+        Some(WeightBits::Bits(bits)) => vec![(bits, Vec::new())],
+        Some(WeightBits::Chip) => {
+            let mut widths: Vec<(u32, Vec<String>)> = Vec::new();
+            for p in &profiles {
+                let bits = p.weight_bits.min(32) as u32;
+                match widths.iter_mut().find(|(b, _)| *b == bits) {
+                    Some((_, targets)) => targets.push(p.name.clone()),
+                    None => widths.push((bits, vec![p.name.clone()])),
+                }
+            }
+            widths
+        }
+    };
+    let quantized: Vec<Quantized> = match widths.is_empty() {
+        true => Vec::new(),
+        false => {
             let inputs = data.samples.min(args.limit);
             let labels = match &labels_path {
                 Some(path) => {
@@ -159,12 +204,10 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
                 EncoderArg::Spike => EncoderKind::Spike,
             };
             let config = SimConfig { encoder, ..SimConfig::reference(CHECKPOINTS.to_vec()) };
-            let (q_network, stats) = quantize_network(&network, bits);
             let simulate = |net: &Network| {
                 runner::simulate::<f32, _>(net, &config, inputs, load, threads, &|_| {}).context("simulating the SNN")
             };
             let full = simulate(&network)?;
-            let quant = simulate(&q_network)?;
             let ann = match &labels {
                 Some(l) => {
                     let outputs = runner::evaluate_ann::<f32, _>(&graph, inputs, load, threads, &|_| {})
@@ -173,24 +216,29 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
                 }
                 None => None,
             };
-            let rows = CHECKPOINTS
-                .iter()
-                .enumerate()
-                .map(|(k, &t)| {
-                    let (f, q) = (full.at_checkpoint(k), quant.at_checkpoint(k));
-                    let acc = |o: &[f32]| labels.as_ref().map(|l| runner::accuracy(o, output_size, l));
-                    (t, acc(f), acc(q), runner::agreement(f, q, output_size))
-                })
-                .collect();
-            Some(Quantized { bits, inputs, stats, ann, rows })
+            let mut quantized = Vec::new();
+            for (bits, targets) in widths {
+                let (q_network, stats) = quantize_network(&network, bits);
+                let quant = simulate(&q_network)?;
+                let rows = CHECKPOINTS
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &t)| {
+                        let (f, q) = (full.at_checkpoint(k), quant.at_checkpoint(k));
+                        let acc = |o: &[f32]| labels.as_ref().map(|l| runner::accuracy(o, output_size, l));
+                        (t, acc(f), acc(q), runner::agreement(f, q, output_size))
+                    })
+                    .collect();
+                quantized.push(Quantized { bits, targets, inputs, stats, ann, rows });
+            }
+            quantized
         }
-        None => None,
     };
 
     let text = if args.json {
-        serde_json::to_string_pretty(&report_json(&args, &network, &reports, quantized.as_ref()))? + "\n"
+        serde_json::to_string_pretty(&report_json(&args, &network, &reports, &quantized))? + "\n"
     } else {
-        report_text(&args, &network, &reports, quantized.as_ref())
+        report_text(&args, &network, &reports, &quantized)
     };
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
@@ -210,7 +258,7 @@ fn report_json(
     args: &FeasibilityArgs,
     network: &Network,
     reports: &[TargetReport],
-    quantized: Option<&Quantized>,
+    quantized: &[Quantized],
 ) -> serde_json::Value {
     json!({
         "schema_version": 1,
@@ -218,8 +266,16 @@ fn report_json(
         "encoder": if args.encoder == EncoderArg::Float { "float" } else { "spike" },
         "network": { "populations": network.populations.len(), "neurons": neurons(network) },
         "targets": reports,
-        "weight_bits": quantized.map(|q| json!({
+        "relu_norm": args.relu_norm.to_possible_value().map(|v| v.get_name().to_string()),
+        "weight_bits": quantized.iter().find(|q| q.targets.is_empty()).map(quantized_json),
+        "chip_weight_bits": quantized.iter().filter(|q| !q.targets.is_empty()).map(quantized_json).collect::<Vec<_>>(),
+    })
+}
+
+fn quantized_json(q: &Quantized) -> serde_json::Value {
+    json!({
             "bits": q.bits,
+            "targets": q.targets,
             "inputs": q.inputs,
             "blocks": q.stats.blocks,
             "weights": q.stats.weights,
@@ -229,16 +285,10 @@ fn report_json(
             "checkpoints": q.rows.iter().map(|&(t, f, qa, agree)| json!({
                 "timesteps": t, "full_precision": f, "quantized": qa, "agreement": agree,
             })).collect::<Vec<_>>(),
-        })),
     })
 }
 
-fn report_text(
-    args: &FeasibilityArgs,
-    network: &Network,
-    reports: &[TargetReport],
-    quantized: Option<&Quantized>,
-) -> String {
+fn report_text(args: &FeasibilityArgs, network: &Network, reports: &[TargetReport], quantized: &[Quantized]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -259,21 +309,39 @@ fn report_text(
             r.chips,
             r.cores_per_chip
         );
-        let _ = writeln!(
+        let layers = r.populations.iter().any(|p| p.layer_memory.is_some());
+        let _ = write!(
             out,
-            "  {:<34} {:>10} {:>8} {:>6} {:>7} {:>10}",
-            "population", "kind", "neurons", "cores", "fan-in", "synapses"
+            "  {:<34} {:>10} {:>8} {:>6} {:>7} {:>10} {:>10} {:>6}",
+            "population", "kind", "neurons", "cores", "fan-in", "synapses", "memory B", "util"
         );
+        if layers {
+            let _ = write!(out, " {:>4} {:>8} {:>8} {:>5}", "core", "kernel", "neuron", "bias");
+        }
+        let _ = writeln!(out);
         for p in &r.populations {
-            let _ = writeln!(
+            let _ = write!(
                 out,
-                "  {:<34} {:>10} {:>8} {:>6} {:>7} {:>10}",
+                "  {:<34} {:>10} {:>8} {:>6} {:>7} {:>10} {:>10} {:>5.1}%",
                 ellipsis(&p.name, 34),
                 p.kind,
                 p.neurons,
                 p.cores,
                 p.max_fan_in,
-                p.synapses
+                p.synapses,
+                p.memory_bytes,
+                100.0 * p.memory_utilisation
+            );
+            if let Some(m) = &p.layer_memory {
+                let core = p.core.map_or("-".to_string(), |c| c.to_string());
+                let _ = write!(out, " {:>4} {:>8} {:>8} {:>5}", core, m.kernel_memory, m.neuron_memory, m.bias_memory);
+            }
+            let _ = writeln!(out);
+        }
+        if layers {
+            let _ = writeln!(
+                out,
+                "  (kernel, neuron, bias: sinabs's memory entries; util: kernel entries over the core's kernel memory)"
             );
         }
         if !r.violations.is_empty() {
@@ -322,11 +390,12 @@ fn report_text(
             );
         }
     }
-    if let Some(q) = quantized {
+    for q in quantized {
         let _ = writeln!(
             out,
-            "\nweights quantised to {} bits (symmetric, per block; {} blocks, {} weights, {} rounded to 0, max error {:.2}% of a block's max |w|), {} inputs{}",
+            "\nweights quantised to {} bits{} (symmetric, per block; {} blocks, {} weights, {} rounded to 0, max error {:.2}% of a block's max |w|), {} inputs{}",
             q.bits,
+            if q.targets.is_empty() { String::new() } else { format!(" ({})", q.targets.join(", ")) },
             q.stats.blocks,
             q.stats.weights,
             q.stats.zeroed,
