@@ -658,3 +658,67 @@ fn speck_checks_kernel_size_strides_channels_and_bias_memory() {
     let v = violation(&wide, "conv", "bias memory");
     assert_eq!((v.limit_value, v.value), (1024, 1025));
 }
+
+#[test]
+fn loihi_synapse_bits_of_a_sparse_block_follow_nengo_loihi() {
+    let loihi = Profile::bundled("loihi").unwrap();
+    // nengo-loihi (nengo_loihi/block.py, SynapseConfig.bits_per_axon): each input axon's weights
+    // in groups of 64, each weight 8 bits + 10 index bits (1,024 compartments per core), each
+    // group a 10-bit header, rounded up to 64-bit words.
+    // 8 inputs, each reaching the 3 neurons of one core: 3·18 + 10 = 64 bits, one word each.
+    let report = run(&one_layer(8, 3), &loihi);
+    assert_eq!(placement(&report, "hidden").memory_bytes, 8 * 64 / 8);
+    // Utilisation: 512 of the core's 1,048,576 bits.
+    assert_eq!(placement(&report, "hidden").memory_utilisation, 512.0 / 1_048_576.0);
+    // 1 input reaching 70 neurons: 64·18 + 10 = 1,162 bits → 19 words, 6·18 + 10 = 118 → 2 words.
+    let report = run(&one_layer(1, 70), &loihi);
+    assert_eq!(placement(&report, "hidden").memory_bytes, (19 + 2) * 64 / 8);
+    // About 19 bits per synapse (1,344 bits over 70 synapses), not 8.
+    assert!(placement(&report, "hidden").memory_bytes * 8 > 70 * 18);
+}
+
+#[test]
+fn loihi_convolution_bits_share_the_kernel_per_input_pattern() {
+    let loihi = Profile::bundled("loihi").unwrap();
+    // input [2, 4, 4] → conv 2→3, 3×3, pad 1 → [3, 4, 4] → readout.
+    let conv = ConvBlock::new(vec![0.1; 3 * 2 * 9], [2, 4, 4], [3, 4, 4], [3, 3], [1, 1], [1, 1], [1, 1], 1);
+    let hidden = Population {
+        name: "conv".into(),
+        kind: NeuronKind::Relu,
+        shape: vec![3, 4, 4],
+        operands: vec![Operand::new(vec![0.0; 48]).with(Source::Input, SynapseBlock::Conv(conv))],
+    };
+    let network = Network {
+        input_shape: vec![2, 4, 4],
+        populations: vec![hidden],
+        readout: operand(1, Source::Population(0), dense(1, 48)),
+        output_shape: vec![1],
+    };
+    network.validate().unwrap();
+    let report = run(&network, &loihi);
+    // nengo-loihi (nengo_loihi/conv.py, conv2d_loihi_weights) stores one weight entry per
+    // distinct pattern of taps of an input pixel: rows 0 and 3 reach 2 taps, rows 1 and 2 all 3,
+    // likewise columns: 4 corner patterns of 2×2 taps, 4 edge patterns of 2×3, 1 inside of 3×3.
+    // An entry holds c_in · taps · c_out = 6 · taps weights of 8 + 6 index bits (48
+    // compartments), in groups of 64 with a 10-bit header, in 64-bit words:
+    // 24 weights: 24·14 + 10 = 346 → 6 words; 36: 514 → 9 words; 54: 766 → 12 words.
+    let bits = 4 * 6 * 64 + 4 * 9 * 64 + 12 * 64;
+    assert_eq!(bits, 4608);
+    assert_eq!(placement(&report, "conv").memory_bytes, bits / 8);
+    assert!(report.fits, "{:#?}", report.violations);
+}
+
+#[test]
+fn loihi2_synapses_and_neuron_state_share_one_memory() {
+    let loihi2 = Profile::bundled("loihi2").unwrap();
+    // 8 inputs × 3 neurons at 8 bits, plus 3 neurons of 24-bit state: 192 + 72 = 264 bits.
+    let report = run(&one_layer(8, 3), &loihi2);
+    assert_eq!(placement(&report, "hidden").memory_bytes, 264 / 8);
+    // 128 KB hold 1,048,576 bits: 4,096 neurons reading 31 inputs each need 4,096·(31·8 + 24)
+    // = 1,114,112 bits, more than one core, though each half fits.
+    let report = run(&one_layer(31, 4096), &loihi2);
+    assert_eq!(cores_of(&report, "hidden"), 2);
+    // 3,855 · 272 = 1,048,560 bits fit one core; 3,856 · 272 = 1,048,832 do not.
+    assert_eq!(cores_of(&run(&one_layer(31, 3855), &loihi2), "hidden"), 1);
+    assert_eq!(cores_of(&run(&one_layer(31, 3856), &loihi2), "hidden"), 2);
+}

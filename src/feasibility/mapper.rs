@@ -453,7 +453,7 @@ fn place_split(
     }
     let cores = if unit.neurons == 0 { 0 } else { core as usize + usize::from(!empty) };
     notes.extend(limit_violations(unit, cost, profile, worst));
-    let capacity_bits = memory_cap.saturating_mul(profile.bits_per_synapse);
+    let capacity_bits = memory_cap;
     let placement = Placement { cores, starts, memory_bits, fullest_bits, capacity_bits, core: None };
     (placement, marks.reached)
 }
