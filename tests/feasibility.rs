@@ -265,14 +265,68 @@ fn output_axons_per_core() {
 }
 
 #[test]
-fn destination_cores_per_neuron_truenorth_style() {
+fn destination_cores_per_neuron_are_served_by_splitter_cores() {
     let p = Profile { neurons_per_core: 1, max_destination_cores_per_neuron: Some(1), ..profile() };
-    // b0 has 2 neurons → 2 cores: each neuron of a reaches 2 cores.
+    // b0 has 2 neurons → 2 cores: each of a's 4 neurons reaches 2 cores, so a splitter core
+    // copies it twice: 8 splitter neurons, at 1 neuron per core 8 cores, counted in the total.
     let report = run(&fan_out(1), &p);
-    let v = violation(&report, "a", "destination cores per neuron");
-    assert_eq!((v.limit_value, v.value, v.neurons), (1, 2, 4));
-    let p = Profile { neurons_per_core: 2, ..p };
-    assert!(run(&fan_out(1), &p).fits);
+    assert!(report.fits, "{:#?}", report.violations);
+    assert_eq!(placement(&report, "a").splitter_cores, 8);
+    assert_eq!(report.cores, 4 + 8 + 2 + 1);
+    // With 2 neurons per core b0 takes one core: no splitters.
+    let report = run(&fan_out(1), &Profile { neurons_per_core: 2, ..p.clone() });
+    assert_eq!(placement(&report, "a").splitter_cores, 0);
+    // Two consumers of 2 cores each: every neuron of a reaches 4 cores, 16 copies.
+    let report = run(&fan_out(2), &p);
+    assert_eq!(placement(&report, "a").splitter_cores, 16);
+}
+
+/// `input [16, 10, 10] → conv 16→32, 3×3, no padding → [32, 8, 8] → readout`.
+fn conv_layer() -> Network {
+    let kernel: Vec<f64> = (0..32 * 16 * 9).map(|i| [0.5, -0.5, 0.25][i % 3]).collect();
+    let conv = ConvBlock::new(kernel, [16, 10, 10], [32, 8, 8], [3, 3], [1, 1], [0, 0], [1, 1], 1);
+    let hidden = Population {
+        name: "conv".into(),
+        kind: NeuronKind::Relu,
+        shape: vec![32, 8, 8],
+        operands: vec![Operand::new(vec![0.0; 2048]).with(Source::Input, SynapseBlock::Conv(conv))],
+    };
+    let network = Network {
+        input_shape: vec![16, 10, 10],
+        populations: vec![hidden],
+        readout: operand(1, Source::Population(0), dense(1, 2048)),
+        output_shape: vec![1],
+    };
+    network.validate().unwrap();
+    network
+}
+
+#[test]
+fn truenorth_places_a_convolution_in_tiles_of_pixels_with_all_channels() {
+    let truenorth = Profile::bundled("truenorth").unwrap();
+    let report = run(&conv_layer(), &truenorth);
+    // By hand: a tile of 2×2 output pixels × 32 channels is 128 neurons reading 4×4 input
+    // pixels × 16 channels = 256 axons, a core's worth; the next tile's first neuron needs 48
+    // more axons, so each tile takes one core: (8/2)·(8/2) = 16 cores. In element order a core
+    // of 256 neurons (8 rows of one channel) would read 10 rows × 10 columns × 16 channels.
+    assert_eq!(cores_of(&report, "conv"), 16);
+    // Its weights are 3 levels (0.5, −0.5, 0.25): within TrueNorth's 4 per neuron.
+    assert!(report.violations.iter().all(|v| v.population != "conv"), "{:#?}", report.violations);
+}
+
+#[test]
+fn truenorth_neurons_have_four_distinct_weights() {
+    let truenorth = Profile::bundled("truenorth").unwrap();
+    let mut network = conv_layer();
+    if let SynapseBlock::Conv(conv) = &mut network.populations[0].operands[0].projections[0].block {
+        // Output channel 0 gets 5 levels: 1, 0.5, −0.5, 0.25, −0.25, still 5 distinct levels on
+        // the 9-bit grid (steps of 1/255).
+        conv.kernel[0] = 1.0;
+        conv.kernel[1] = -0.25;
+    }
+    let report = run(&network, &truenorth);
+    let v = violation(&report, "conv", "distinct weights per neuron");
+    assert_eq!((v.limit_value, v.value), (4, 5));
 }
 
 /// `input → a, b (relu) → m = max(a, b)` with a relay in front of the readout.

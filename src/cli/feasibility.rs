@@ -326,7 +326,7 @@ fn report_text(args: &FeasibilityArgs, network: &Network, reports: &[TargetRepor
                 ellipsis(&p.name, 34),
                 p.kind,
                 p.neurons,
-                p.cores,
+                if p.splitter_cores > 0 { format!("{}+{}", p.cores, p.splitter_cores) } else { p.cores.to_string() },
                 p.max_fan_in,
                 p.synapses,
                 p.memory_bytes,
@@ -337,6 +337,12 @@ fn report_text(args: &FeasibilityArgs, network: &Network, reports: &[TargetRepor
                 let _ = write!(out, " {:>4} {:>8} {:>8} {:>5}", core, m.kernel_memory, m.neuron_memory, m.bias_memory);
             }
             let _ = writeln!(out);
+        }
+        if r.populations.iter().any(|p| p.splitter_cores > 0) {
+            let _ = writeln!(
+                out,
+                "  (cores a+b: a cores of its neurons, b cores of splitter neurons copying their spikes)"
+            );
         }
         if layers {
             let _ = writeln!(

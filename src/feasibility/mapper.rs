@@ -24,6 +24,7 @@
 
 mod bits;
 mod layer;
+mod levels;
 mod reach;
 
 pub use layer::{kernel_memory, neuron_memory, LayerMemory};
@@ -87,7 +88,7 @@ impl<'a> Mapper<'a> {
         let mut violations = Vec::new();
         let (placements, chips) = if profile.split_populations {
             let placements = place_all_split(units, &costs, profile, &mut violations);
-            let cores = placements.iter().map(|p| p.cores as u64).sum::<u64>();
+            let cores = placements.iter().map(|p| (p.cores + p.splitter_cores) as u64).sum::<u64>();
             (placements, cores.div_ceil(profile.cores_per_chip).max(1))
         } else {
             place_whole(units, &costs, &layers, profile, &mut violations)
@@ -104,7 +105,26 @@ impl<'a> Mapper<'a> {
                 });
             }
         }
-        let total_cores = placements.iter().map(|p| p.cores as u64).sum::<u64>();
+        if let Some(limit) = profile.distinct_weights_per_neuron {
+            let bits = profile.weight_bits.min(32) as u32;
+            for unit in units {
+                let needed = levels::max_distinct_weights(unit.operands, bits);
+                if needed > limit {
+                    violations.push(Violation {
+                        population: unit.name.clone(),
+                        limit: "distinct weights per neuron".into(),
+                        limit_value: limit,
+                        value: needed,
+                        neurons: unit.neurons,
+                        suggestion: format!(
+                            "one {} neuron applies at most {limit} distinct weights (one per axon type, shared by the core): train with at most {limit} weight levels per output channel (for example ternary weights), or copy the population once per group of {limit} levels and add the copies",
+                            profile.chip
+                        ),
+                    });
+                }
+            }
+        }
+        let total_cores = placements.iter().map(|p| (p.cores + p.splitter_cores) as u64).sum::<u64>();
         if let Some(limit) = profile.max_destination_cores_per_core {
             check_core_fan_out(units, &placements, limit, &mut violations);
         }
@@ -138,6 +158,7 @@ impl<'a> Mapper<'a> {
                 neurons: unit.neurons,
                 compartments_per_neuron: cost,
                 cores: placement.cores,
+                splitter_cores: placement.splitter_cores,
                 max_fan_in: unit.max_fan_in as u32,
                 max_synapses_per_neuron: unit.max_synapses,
                 synapses: unit.total_synapses,
@@ -266,12 +287,20 @@ struct Placement {
     capacity_bits: u64,
     /// The core of its chip (one population per core).
     core: Option<usize>,
+    /// Per neuron, its local core, when its cores do not hold consecutive neurons (spatial
+    /// tiles); `starts` is empty then.
+    neuron_cores: Option<Vec<u32>>,
+    /// Cores of splitter neurons copying its spikes to more cores than one neuron may reach.
+    splitter_cores: usize,
 }
 
 impl Placement {
     /// Local core of neuron `t`.
     fn core_of(&self, t: usize) -> usize {
-        self.starts.partition_point(|&s| s as usize <= t).saturating_sub(1)
+        match &self.neuron_cores {
+            Some(cores) => cores[t] as usize,
+            None => self.starts.partition_point(|&s| s as usize <= t).saturating_sub(1),
+        }
     }
 }
 
@@ -286,19 +315,58 @@ fn place_all_split(
     let mut placements = vec![Placement::default(); units.len()];
     // Destination cores of each neuron, per unit, gathered from its consumers' placements.
     let mut dest: Vec<Vec<u32>> = vec![Vec::new(); units.len()];
-    let mut fan_out = vec![None; units.len()];
     for u in (0..units.len()).rev() {
         let mut own = std::mem::take(&mut dest[u]);
         own.resize(units[u].neurons, 0);
-        let (placement, reached) = place_split(&units[u], costs[u], profile, &own, violations);
+        let mut notes = Vec::new();
+        let (mut placement, mut reached) = place_split(&units[u], costs[u], profile, &own, None, &mut notes);
+        for order in tile_orders(&units[u], profile) {
+            let mut tiled_notes = Vec::new();
+            let (tiled, tiled_reached) =
+                place_split(&units[u], costs[u], profile, &own, Some(&order), &mut tiled_notes);
+            if tiled.cores < placement.cores {
+                (placement, reached, notes) = (tiled, tiled_reached, tiled_notes);
+            }
+        }
+        violations.extend(notes);
         if counts_destinations(profile) {
             add_destinations(&units[u], &reached, &mut dest);
         }
-        fan_out[u] = neuron_fan_out(&units[u], &own, profile);
+        placement.splitter_cores = splitter_cores(&own, profile);
         placements[u] = placement;
     }
-    violations.extend(fan_out.into_iter().flatten());
     placements
+}
+
+/// Orders of a population's neurons in spatial tiles of `s × s` pixels with all their channels
+/// (s = 1, 2, 4, 8 below the map's size), for chips with an input-axon limit: a tile of a
+/// convolution's outputs reads a small window of all input channels, where a cut in element
+/// (channel-major) order reads whole rows of every channel.
+fn tile_orders(unit: &Unit<'_>, profile: &Profile) -> Vec<Vec<u32>> {
+    let [c, h, w] = match unit.shape.as_slice() {
+        [.., c, h, w] => [*c, *h, *w],
+        _ => return Vec::new(),
+    };
+    if profile.input_axons_per_core.is_none() || unit.conv.is_none() || h * w <= 1 || c * h * w != unit.neurons {
+        return Vec::new();
+    }
+    [1usize, 2, 4, 8]
+        .into_iter()
+        .filter(|&s| s < h.max(w))
+        .map(|s| {
+            let mut order = Vec::with_capacity(unit.neurons);
+            for ty in (0..h).step_by(s) {
+                for tx in (0..w).step_by(s) {
+                    for y in ty..(ty + s).min(h) {
+                        for x in tx..(tx + s).min(w) {
+                            order.extend((0..c).map(|ch| ((ch * h + y) * w + x) as u32));
+                        }
+                    }
+                }
+            }
+            order
+        })
+        .collect()
 }
 
 /// Which keys of a unit's readers are on the core being filled, and how many cores read each.
@@ -366,6 +434,7 @@ fn place_split(
     cost: u64,
     profile: &Profile,
     dest: &[u32],
+    order: Option<&[u32]>,
     notes: &mut Vec<Violation>,
 ) -> (Placement, Vec<Vec<u32>>) {
     let neuron_cap = profile.neurons_per_core;
@@ -400,7 +469,10 @@ fn place_split(
     if cost > neuron_cap && unit.neurons > 0 {
         bump(3, cost);
     }
-    for (t, &own_out) in dest.iter().enumerate() {
+    let mut neuron_cores = order.map(|_| vec![0u32; dest.len()]);
+    for i in 0..dest.len() {
+        let t = order.map_or(i, |o| o[i] as usize);
+        let own_out = dest[t];
         footprint.read(&unit.readers, t);
         let own_out = own_out as u64;
         let fan_in = footprint.distinct;
@@ -432,8 +504,11 @@ fn place_split(
                 }
                 memory_bits += own_memory;
                 fullest_bits = fullest_bits.max(memory + own_memory);
-                if empty {
+                if empty && order.is_none() {
                     starts.push(t as u32);
+                }
+                if let Some(cores) = &mut neuron_cores {
+                    cores[t] = core;
                 }
                 neurons += cost;
                 axons += new;
@@ -454,7 +529,16 @@ fn place_split(
     let cores = if unit.neurons == 0 { 0 } else { core as usize + usize::from(!empty) };
     notes.extend(limit_violations(unit, cost, profile, worst));
     let capacity_bits = memory_cap;
-    let placement = Placement { cores, starts, memory_bits, fullest_bits, capacity_bits, core: None };
+    let placement = Placement {
+        cores,
+        starts,
+        memory_bits,
+        fullest_bits,
+        capacity_bits,
+        core: None,
+        neuron_cores,
+        splitter_cores: 0,
+    };
     (placement, marks.reached)
 }
 
@@ -567,24 +651,19 @@ fn add_destinations(unit: &Unit<'_>, reached: &[Vec<u32>], dest: &mut [Vec<u32>]
     }
 }
 
-/// One neuron sending to more cores than it may (TrueNorth: one).
-fn neuron_fan_out(unit: &Unit<'_>, dest: &[u32], profile: &Profile) -> Option<Violation> {
-    let limit = profile.max_destination_cores_per_neuron?;
-    let over: Vec<u64> = dest.iter().map(|&d| d as u64).filter(|&d| d > limit).collect();
-    let &worst = over.iter().max()?;
-    let copies: u64 = over.iter().map(|d| d.div_ceil(limit) - 1).sum();
-    Some(Violation {
-        population: unit.name.clone(),
-        limit: "destination cores per neuron".into(),
-        limit_value: limit,
-        value: worst,
-        neurons: over.len(),
-        suggestion: format!(
-            "one {} neuron sends to at most {limit} core(s): copy each such neuron with splitter neurons ({copies} extra neurons, about {} more cores)",
-            profile.chip,
-            copies.div_ceil(profile.neurons_per_core)
-        ),
-    })
+/// Cores of splitter neurons for the neurons that send to more cores than one neuron may
+/// (TrueNorth: one). A splitter core receives each such neuron on one axon and copies its spike
+/// with `⌈d / limit⌉` neurons, one per group of destination cores, so the count is the larger of
+/// the copies over the neurons per core and the copied neurons over the axons per core.
+fn splitter_cores(dest: &[u32], profile: &Profile) -> usize {
+    let Some(limit) = profile.max_destination_cores_per_neuron else { return 0 };
+    let (mut copies, mut sources) = (0u64, 0u64);
+    for &d in dest.iter().filter(|&&d| d as u64 > limit) {
+        copies += (d as u64).div_ceil(limit);
+        sources += 1;
+    }
+    let by_axons = profile.input_axons_per_core.map_or(0, |a| sources.div_ceil(a));
+    copies.div_ceil(profile.neurons_per_core).max(by_axons) as usize
 }
 
 /// The destination cores of every core of every population: per consumer core, the distinct

@@ -71,6 +71,9 @@ pub struct PopulationPlacement {
     pub compartments_per_neuron: u64,
     /// Cores it occupies.
     pub cores: usize,
+    /// Cores of splitter neurons that copy its spikes to more destination cores than one neuron
+    /// may reach (TrueNorth); counted in the target's cores.
+    pub splitter_cores: usize,
     /// Largest number of distinct source neurons of one neuron.
     pub max_fan_in: u32,
     /// Largest number of synapses reaching one neuron.
