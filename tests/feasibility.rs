@@ -49,7 +49,6 @@ fn profile() -> Profile {
         max_channels: None,
         distinct_weights_per_neuron: None,
         synaptic_events_per_ms_per_core: None,
-        dtcm_bytes_per_core: None,
     }
 }
 
@@ -391,7 +390,7 @@ fn real_valued_input_relays_and_drive_on_a_binary_chip() {
     assert!(!need("per-step constant drive").met);
     assert_eq!(need("per-step constant drive").populations.len(), 2);
     // A spike encoder sends binary spikes: no real-valued input needed.
-    let spike = map(&two_operand_network(2), &binary, &MapOptions { real_valued_input: false });
+    let spike = map(&two_operand_network(2), &binary, &MapOptions { real_valued_input: false, rates: None });
     assert!(spike.requirements.iter().all(|r| r.need != "real-valued input"));
     // The generous chip gives everything.
     assert!(run(&two_operand_network(2), &profile()).requirements.iter().all(|r| r.met));
@@ -419,14 +418,17 @@ fn quantisation_is_symmetric_per_block() {
 fn bundled_profiles_carry_their_sources() {
     let all = Profile::all_bundled().unwrap();
     let names: Vec<&str> = all.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["loihi", "loihi2", "truenorth", "spinnaker", "speck"]);
-    for (p, needle) in all.iter().zip(["Davies", "Loihi 2", "Merolla", "Furber", "sinabs"]) {
+    assert_eq!(names, ["loihi", "loihi2", "truenorth", "spinnaker", "spinnaker2", "speck"]);
+    for (p, needle) in all.iter().zip(["Davies", "Loihi 2", "Merolla", "Furber", "Mayr", "sinabs"]) {
         assert!(p.source.contains(needle), "{}: {}", p.name, p.source);
     }
     assert_eq!(all[0].input_axons_per_core, Some(4096));
     assert_eq!(all[2].neurons_per_core, 256);
     assert_eq!(all[3].neurons_per_core, 255);
-    assert_eq!(all[4].core_neurons.as_ref().unwrap().iter().sum::<u64>(), 1024 * (3 * 64 + 2 * 32 + 4 * 16));
+    assert_eq!(all[3].synaptic_events_per_ms_per_core, Some(10_000));
+    assert_eq!(all[4].cores_per_chip, 152);
+    assert_eq!(all[5].core_neurons.as_ref().unwrap().iter().sum::<u64>(), 1024 * (3 * 64 + 2 * 32 + 4 * 16));
+    assert_eq!(all[5].bias_entries_per_core, Some(1024));
 }
 
 // ---- through the binary -------------------------------------------------------------------
@@ -775,4 +777,20 @@ fn loihi2_synapses_and_neuron_state_share_one_memory() {
     // 3,855 · 272 = 1,048,560 bits fit one core; 3,856 · 272 = 1,048,832 do not.
     assert_eq!(cores_of(&run(&one_layer(31, 3855), &loihi2), "hidden"), 1);
     assert_eq!(cores_of(&run(&one_layer(31, 3856), &loihi2), "hidden"), 2);
+}
+
+#[test]
+fn synaptic_events_per_step_split_a_population_when_rates_are_known() {
+    let p = Profile { synaptic_events_per_ms_per_core: Some(20), ..profile() };
+    // 5 neurons each reading 8 encoder elements (1 event per step each): 8 events per neuron, so
+    // 2 neurons (16 events) per core: 3 cores. The readout reads 5 neurons firing 0.25 per step.
+    let rated = MapOptions { rates: Some(vec![0.25]), ..MapOptions::default() };
+    let report = map(&one_layer(8, 5), &p, &rated);
+    assert_eq!(cores_of(&report, "hidden"), 3);
+    assert_eq!(placement(&report, "hidden").events_per_ms_per_core, Some(16.0));
+    assert_eq!(placement(&report, "readout").events_per_ms_per_core, Some(1.25));
+    // Without rates, or without the limit, one core.
+    assert_eq!(cores_of(&run(&one_layer(8, 5), &p), "hidden"), 1);
+    assert_eq!(cores_of(&map(&one_layer(8, 5), &profile(), &rated), "hidden"), 1);
+    assert_eq!(placement(&map(&one_layer(8, 5), &profile(), &rated), "hidden").events_per_ms_per_core, None);
 }

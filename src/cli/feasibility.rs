@@ -28,6 +28,8 @@ const DEFAULT_LABELS: &str = "fixtures/data/fashion-mnist-test-1000-labels-idx1-
 /// Inputs of --data used for ReLU normalisation, as `signgd run` does.
 const CALIBRATION_FROM_DATA: usize = 256;
 const CHECKPOINTS: [usize; 4] = [32, 64, 128, 256];
+/// Inputs simulated for the spike rates when no --weight-bits simulation gives them.
+const RATE_INPUTS: usize = 16;
 
 /// Options of `signgd feasibility`.
 #[derive(Args)]
@@ -35,7 +37,7 @@ pub struct FeasibilityArgs {
     /// The ONNX model.
     #[arg(long, value_name = "FILE.onnx")]
     model: PathBuf,
-    /// Chip: loihi, loihi2, truenorth, spinnaker, speck or all.
+    /// Chip: loihi, loihi2, truenorth, spinnaker, spinnaker2, speck or all.
     #[arg(long, value_name = "TARGET", default_value = "all")]
     target: String,
     /// A hardware profile of your own (JSON with the fields of hardware/*.json); replaces --target.
@@ -148,12 +150,6 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
     let conversion = convert(&graph, &options).with_context(|| format!("cannot convert {}", args.model.display()))?;
     let network = conversion.network;
 
-    let map_options = MapOptions { real_valued_input: args.encoder == EncoderArg::Float };
-    let reports: Vec<TargetReport> = {
-        let mapper = Mapper::new(&network);
-        profiles.iter().map(|p| mapper.map(p, &map_options)).collect()
-    };
-
     // (bits, targets) to simulate: one explicit width, or each distinct width of the targets.
     let widths: Vec<(u32, Vec<String>)> = match args.weight_bits {
         None => Vec::new(),
@@ -170,10 +166,34 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
             widths
         }
     };
-    let quantized: Vec<Quantized> = match widths.is_empty() {
-        true => Vec::new(),
-        false => {
-            let inputs = data.samples.min(args.limit);
+    let needs_rates = profiles.iter().any(|p| p.synaptic_events_per_ms_per_core.is_some());
+    // Inputs simulated: --limit for quantisation, a few for the rates alone.
+    let inputs =
+        if widths.is_empty() { data.samples.min(args.limit).min(RATE_INPUTS) } else { data.samples.min(args.limit) };
+    let load = |i: usize, buffer: &mut [f32]| {
+        for (b, &v) in buffer.iter_mut().zip(data.sample(i)) {
+            *b = v as f32;
+        }
+    };
+    let encoder = match args.encoder {
+        EncoderArg::Float => EncoderKind::Float,
+        EncoderArg::Spike => EncoderKind::Spike,
+    };
+    let config = SimConfig { encoder, ..SimConfig::reference(CHECKPOINTS.to_vec()) };
+    let simulate = |net: &Network| {
+        runner::simulate::<f32, _>(net, &config, inputs, load, threads, &|_| {}).context("simulating the SNN")
+    };
+    let full = if needs_rates || !widths.is_empty() { Some(simulate(&network)?) } else { None };
+    let rates = full.as_ref().filter(|_| needs_rates).map(|full| spike_rates(&network, full));
+
+    let map_options = MapOptions { real_valued_input: args.encoder == EncoderArg::Float, rates };
+    let reports: Vec<TargetReport> = {
+        let mapper = Mapper::new(&network);
+        profiles.iter().map(|p| mapper.map(p, &map_options)).collect()
+    };
+
+    let quantized: Vec<Quantized> = match (&full, widths.is_empty()) {
+        (Some(full), false) => {
             let labels = match &labels_path {
                 Some(path) => {
                     let l = read_labels(path, LoadLimits { max_samples: Some(inputs), ..LoadLimits::default() })
@@ -194,20 +214,6 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
                 }
                 None => None,
             };
-            let load = |i: usize, buffer: &mut [f32]| {
-                for (b, &v) in buffer.iter_mut().zip(data.sample(i)) {
-                    *b = v as f32;
-                }
-            };
-            let encoder = match args.encoder {
-                EncoderArg::Float => EncoderKind::Float,
-                EncoderArg::Spike => EncoderKind::Spike,
-            };
-            let config = SimConfig { encoder, ..SimConfig::reference(CHECKPOINTS.to_vec()) };
-            let simulate = |net: &Network| {
-                runner::simulate::<f32, _>(net, &config, inputs, load, threads, &|_| {}).context("simulating the SNN")
-            };
-            let full = simulate(&network)?;
             let ann = match &labels {
                 Some(l) => {
                     let outputs = runner::evaluate_ann::<f32, _>(&graph, inputs, load, threads, &|_| {})
@@ -233,6 +239,7 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
             }
             quantized
         }
+        _ => Vec::new(),
     };
 
     let text = if args.json {
@@ -248,6 +255,25 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
         _ => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Events per neuron per step of every population over the whole simulation: spikes for signGD
+/// neurons, one value per step for relays (graded events).
+fn spike_rates(network: &Network, result: &runner::SimulationResult<f32>) -> Vec<f64> {
+    let steps = result.checkpoints.last().copied().unwrap_or(1).max(1) as f64;
+    let totals = result.counters.at_checkpoints.last();
+    network
+        .populations
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if p.kind.is_relay() {
+                return 1.0;
+            }
+            let spikes = totals.and_then(|t| t.get(i)).map_or(0, |c| c.spikes) as f64;
+            spikes / (p.size().max(1) as f64 * steps * result.inputs.max(1) as f64)
+        })
+        .collect()
 }
 
 fn neurons(network: &Network) -> usize {
@@ -315,6 +341,10 @@ fn report_text(args: &FeasibilityArgs, network: &Network, reports: &[TargetRepor
             "  {:<34} {:>10} {:>8} {:>6} {:>7} {:>10} {:>10} {:>6}",
             "population", "kind", "neurons", "cores", "fan-in", "synapses", "memory B", "util"
         );
+        let events = r.populations.iter().any(|p| p.events_per_ms_per_core.is_some());
+        if events {
+            let _ = write!(out, " {:>10}", "events/ms");
+        }
         if layers {
             let _ = write!(out, " {:>4} {:>8} {:>8} {:>5}", "core", "kernel", "neuron", "bias");
         }
@@ -332,11 +362,20 @@ fn report_text(args: &FeasibilityArgs, network: &Network, reports: &[TargetRepor
                 p.memory_bytes,
                 100.0 * p.memory_utilisation
             );
+            if let Some(e) = p.events_per_ms_per_core {
+                let _ = write!(out, " {:>10.0}", e);
+            }
             if let Some(m) = &p.layer_memory {
                 let core = p.core.map_or("-".to_string(), |c| c.to_string());
                 let _ = write!(out, " {:>4} {:>8} {:>8} {:>5}", core, m.kernel_memory, m.neuron_memory, m.bias_memory);
             }
             let _ = writeln!(out);
+        }
+        if events {
+            let _ = writeln!(
+                out,
+                "  (events/ms: synaptic events per 1 ms step on the busiest core, from the simulated spike rates)"
+            );
         }
         if r.populations.iter().any(|p| p.splitter_cores > 0) {
             let _ = writeln!(

@@ -40,11 +40,15 @@ use crate::snn::{Network, NeuronKind, Operand, Source, SynapseBlock};
 pub struct MapOptions {
     /// Whether the encoder sends real values (`--encoder float`) rather than binary spikes.
     pub real_valued_input: bool,
+    /// Measured events per neuron per step of every population, in network order (from a
+    /// simulation), for chips with a limit of synaptic events per core per step; the encoder's
+    /// elements count as one event per step.
+    pub rates: Option<Vec<f64>>,
 }
 
 impl Default for MapOptions {
     fn default() -> Self {
-        MapOptions { real_valued_input: true }
+        MapOptions { real_valued_input: true, rates: None }
     }
 }
 
@@ -86,8 +90,24 @@ impl<'a> Mapper<'a> {
             })
             .collect();
         let mut violations = Vec::new();
+        // Per unit and reader: events per step of one source neuron.
+        let rates: Option<Vec<Vec<f64>>> =
+            options.rates.as_ref().filter(|_| profile.synaptic_events_per_ms_per_core.is_some()).map(|rates| {
+                units
+                    .iter()
+                    .map(|u| {
+                        u.readers
+                            .iter()
+                            .map(|r| match r.source {
+                                Source::Input => 1.0,
+                                Source::Population(p) => rates.get(p).copied().unwrap_or(1.0),
+                            })
+                            .collect()
+                    })
+                    .collect()
+            });
         let (placements, chips) = if profile.split_populations {
-            let placements = place_all_split(units, &costs, profile, &mut violations);
+            let placements = place_all_split(units, &costs, profile, rates.as_deref(), &mut violations);
             let cores = placements.iter().map(|p| (p.cores + p.splitter_cores) as u64).sum::<u64>();
             (placements, cores.div_ceil(profile.cores_per_chip).max(1))
         } else {
@@ -159,6 +179,7 @@ impl<'a> Mapper<'a> {
                 compartments_per_neuron: cost,
                 cores: placement.cores,
                 splitter_cores: placement.splitter_cores,
+                events_per_ms_per_core: placement.busiest_events,
                 max_fan_in: unit.max_fan_in as u32,
                 max_synapses_per_neuron: unit.max_synapses,
                 synapses: unit.total_synapses,
@@ -292,6 +313,8 @@ struct Placement {
     neuron_cores: Option<Vec<u32>>,
     /// Cores of splitter neurons copying its spikes to more cores than one neuron may reach.
     splitter_cores: usize,
+    /// Synaptic events per step of its busiest core (when rates are known).
+    busiest_events: Option<f64>,
 }
 
 impl Placement {
@@ -310,6 +333,7 @@ fn place_all_split(
     units: &[Unit<'_>],
     costs: &[u64],
     profile: &Profile,
+    rates: Option<&[Vec<f64>]>,
     violations: &mut Vec<Violation>,
 ) -> Vec<Placement> {
     let mut placements = vec![Placement::default(); units.len()];
@@ -319,11 +343,12 @@ fn place_all_split(
         let mut own = std::mem::take(&mut dest[u]);
         own.resize(units[u].neurons, 0);
         let mut notes = Vec::new();
-        let (mut placement, mut reached) = place_split(&units[u], costs[u], profile, &own, None, &mut notes);
+        let rates = rates.map(|r| r[u].as_slice());
+        let (mut placement, mut reached) = place_split(&units[u], costs[u], profile, &own, None, rates, &mut notes);
         for order in tile_orders(&units[u], profile) {
             let mut tiled_notes = Vec::new();
             let (tiled, tiled_reached) =
-                place_split(&units[u], costs[u], profile, &own, Some(&order), &mut tiled_notes);
+                place_split(&units[u], costs[u], profile, &own, Some(&order), rates, &mut tiled_notes);
             if tiled.cores < placement.cores {
                 (placement, reached, notes) = (tiled, tiled_reached, tiled_notes);
             }
@@ -435,8 +460,11 @@ fn place_split(
     profile: &Profile,
     dest: &[u32],
     order: Option<&[u32]>,
+    rates: Option<&[f64]>,
     notes: &mut Vec<Violation>,
 ) -> (Placement, Vec<Vec<u32>>) {
+    let events_cap = rates.and(profile.synaptic_events_per_ms_per_core).map_or(f64::INFINITY, |e| e as f64);
+    let (mut events, mut busiest) = (0f64, 0f64);
     let neuron_cap = profile.neurons_per_core;
     let axon_cap = profile.input_axons_per_core.unwrap_or(u64::MAX);
     let out_cap = profile.output_axons_per_core.unwrap_or(u64::MAX);
@@ -490,7 +518,11 @@ fn place_split(
             let new = if counts_axons { marks.new_sources(&footprint, core) } else { 0 };
             let own_memory = own_bits(model, profile, &footprint, cost, &marks, core, &shared, bits_per_weight);
             let memory_before = if empty { base } else { memory };
+            let own_events = rates.map_or(0.0, |rates| {
+                footprint.keys.iter().map(|&(r, _, live)| live as f64 * rates[r as usize]).sum::<f64>()
+            });
             let fits = neurons + cost <= neuron_cap
+                && events + own_events <= events_cap
                 && axons + new <= axon_cap
                 && memory_before + own_memory <= memory_cap
                 && outputs + own_out <= out_cap;
@@ -504,6 +536,8 @@ fn place_split(
                 }
                 memory_bits += own_memory;
                 fullest_bits = fullest_bits.max(memory + own_memory);
+                events += own_events;
+                busiest = busiest.max(events);
                 if empty && order.is_none() {
                     starts.push(t as u32);
                 }
@@ -519,11 +553,13 @@ fn place_split(
                 if !fits {
                     core += 1;
                     (neurons, axons, memory, outputs, empty) = (0, 0, 0, 0, true);
+                    events = 0.0;
                 }
                 break;
             }
             core += 1;
             (neurons, axons, memory, outputs, empty) = (0, 0, 0, 0, true);
+            events = 0.0;
         }
     }
     let cores = if unit.neurons == 0 { 0 } else { core as usize + usize::from(!empty) };
@@ -538,6 +574,7 @@ fn place_split(
         core: None,
         neuron_cores,
         splitter_cores: 0,
+        busiest_events: rates.map(|_| busiest),
     };
     (placement, marks.reached)
 }

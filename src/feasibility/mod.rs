@@ -74,6 +74,10 @@ pub struct PopulationPlacement {
     /// Cores of splitter neurons that copy its spikes to more destination cores than one neuron
     /// may reach (TrueNorth); counted in the target's cores.
     pub splitter_cores: usize,
+    /// Synaptic events per 1 ms step of its busiest core, from the simulated rates (chips with
+    /// an events limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_per_ms_per_core: Option<f64>,
     /// Largest number of distinct source neurons of one neuron.
     pub max_fan_in: u32,
     /// Largest number of synapses reaching one neuron.

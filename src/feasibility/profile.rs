@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The bundled profiles, in the order `--target all` reports them: (target name, JSON text).
-pub const BUNDLED: [(&str, &str); 5] = [
+pub const BUNDLED: [(&str, &str); 6] = [
     ("loihi", include_str!("../../hardware/loihi.json")),
     ("loihi2", include_str!("../../hardware/loihi2.json")),
     ("truenorth", include_str!("../../hardware/truenorth.json")),
     ("spinnaker", include_str!("../../hardware/spinnaker.json")),
+    ("spinnaker2", include_str!("../../hardware/spinnaker2.json")),
     ("speck", include_str!("../../hardware/speck.json")),
 ];
 
@@ -40,7 +41,7 @@ pub enum ProfileError {
     },
     /// No bundled profile has this name.
     #[error(
-        "unknown target `{0}`; choose one of loihi, loihi2, truenorth, spinnaker, speck or all, or pass --profile FILE"
+        "unknown target `{0}`; choose one of loihi, loihi2, truenorth, spinnaker, spinnaker2, speck or all, or pass --profile FILE"
     )]
     UnknownTarget(String),
 }
@@ -160,10 +161,6 @@ pub struct Profile {
     /// may be omitted.
     #[serde(default)]
     pub synaptic_events_per_ms_per_core: Option<u64>,
-    /// Local data memory per core for neuron state and synaptic input buffers (SpiNNaker's
-    /// DTCM), in bytes; may be omitted.
-    #[serde(default)]
-    pub dtcm_bytes_per_core: Option<u64>,
 }
 
 const FIELDS: [&str; 24] = [
@@ -194,24 +191,22 @@ const FIELDS: [&str; 24] = [
 ];
 
 /// Fields that may be omitted (they default to `null`).
-const OPTIONAL_FIELDS: [&str; 7] = [
+const OPTIONAL_FIELDS: [&str; 6] = [
     "bias_entries_per_core",
     "max_kernel_size",
     "strides",
     "max_channels",
     "distinct_weights_per_neuron",
     "synaptic_events_per_ms_per_core",
-    "dtcm_bytes_per_core",
 ];
 
 /// Fields that hold a limit: a positive whole number (or `null` where allowed).
-const LIMITS: [&str; 17] = [
+const LIMITS: [&str; 16] = [
     "bias_entries_per_core",
     "max_kernel_size",
     "max_channels",
     "distinct_weights_per_neuron",
     "synaptic_events_per_ms_per_core",
-    "dtcm_bytes_per_core",
     "neurons_per_core",
     "input_axons_per_core",
     "output_axons_per_core",
@@ -371,7 +366,7 @@ mod tests {
     #[test]
     fn bundled_profiles_load() {
         let all = Profile::all_bundled().unwrap();
-        assert_eq!(all.len(), 5);
-        assert_eq!(all[4].core_neuron_capacity(3), 32768);
+        assert_eq!(all.len(), 6);
+        assert_eq!(all[5].core_neuron_capacity(3), 32768);
     }
 }
