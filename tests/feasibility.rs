@@ -9,7 +9,7 @@ use ndarray::{Array1, Array2, ArrayD, IxDyn};
 use ndarray_npy::write_npy;
 use signgd::convert::{convert, ConvertOptions, ReluNorm};
 use signgd::feasibility::profile::{MemoryModel, SpikeKind, TwoOperand};
-use signgd::feasibility::quantize::quantize_network;
+use signgd::feasibility::quantize::{quantize_network, quantize_network_on_grid};
 use signgd::feasibility::{map, MapOptions, PopulationPlacement, Profile, TargetReport, Violation};
 use signgd::model::onnx::builder::{attr_i, encode, graph, model, node, tensor_f32, value_info_fixed};
 use signgd::model::read_onnx;
@@ -793,4 +793,41 @@ fn synaptic_events_per_step_split_a_population_when_rates_are_known() {
     assert_eq!(cores_of(&run(&one_layer(8, 5), &p), "hidden"), 1);
     assert_eq!(cores_of(&map(&one_layer(8, 5), &profile(), &rated), "hidden"), 1);
     assert_eq!(placement(&map(&one_layer(8, 5), &profile(), &rated), "hidden").events_per_ms_per_core, None);
+}
+
+/// Whether `v` is a whole multiple of `grid` within `levels` steps.
+fn on_grid(v: f64, grid: f64, levels: f64) -> bool {
+    let steps = v / grid;
+    (steps - steps.round()).abs() < 1e-9 && steps.abs() <= levels + 1e-9
+}
+
+#[test]
+fn quantised_on_the_chip_grid_every_weight_bias_and_threshold_lies_on_it() {
+    // The VGG fixture with per-channel normalisation: its factors fold into the kernels.
+    let network = fixture("vgg", ReluNorm::Channel);
+    let bits = 8;
+    let levels = 127.0;
+    let (q, stats) = quantize_network_on_grid(&network, bits);
+    assert_eq!(stats.unfolded_blocks, 0);
+    assert_eq!(stats.operands, network.populations.iter().map(|p| p.operands.len()).sum::<usize>() + 1);
+    let operands = q.populations.iter().flat_map(|p| &p.operands).chain(std::iter::once(&q.readout));
+    for operand in operands {
+        // Every effective synapse weight, factors included, and every constant.
+        let mut values: Vec<f64> = operand.bias.to_vec();
+        for projection in &operand.projections {
+            projection.block.for_each_synapse(|_, _, w| values.push(w));
+        }
+        // The operand's grid: the largest value over the levels, rounded so that 1 is whole.
+        let largest = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let grid = 1.0 / (levels / largest).floor();
+        assert!(largest > 0.0 && largest <= levels * grid + 1e-12);
+        for &v in &values {
+            assert!(on_grid(v, grid, levels), "{v} is not on the grid {grid}");
+        }
+        // The neurons' unit threshold is a whole number of steps.
+        assert!(on_grid(1.0, grid, f64::INFINITY));
+    }
+    // Per-element factors cannot be folded into a shared kernel: reported.
+    let (_, stats) = quantize_network_on_grid(&fixture("vgg", ReluNorm::Element), bits);
+    assert!(stats.unfolded_blocks > 0);
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 use signgd::convert::{convert, ConvertOptions};
 use signgd::data::{read_inputs, read_labels, LoadLimits};
 use signgd::engine::SimConfig;
-use signgd::feasibility::quantize::{quantize_network, QuantizeStats};
+use signgd::feasibility::quantize::{quantize_network, quantize_network_on_grid, GridStats, QuantizeStats};
 use signgd::feasibility::{MapOptions, Mapper, Profile, TargetReport};
 use signgd::model::read_onnx;
 use signgd::runner;
@@ -102,7 +102,10 @@ struct Quantized {
     /// The targets whose weight bits these are (empty for an explicit --weight-bits N).
     targets: Vec<String>,
     inputs: usize,
-    stats: QuantizeStats,
+    /// Per-block symmetric rounding (explicit --weight-bits N).
+    stats: Option<QuantizeStats>,
+    /// The chip's grid (--weight-bits chip).
+    grid: Option<GridStats>,
     ann: Option<f64>,
     /// (T, full precision, quantised, agreement of the two predictions).
     rows: Vec<(usize, Option<f64>, Option<f64>, f64)>,
@@ -224,7 +227,13 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
             };
             let mut quantized = Vec::new();
             for (bits, targets) in widths {
-                let (q_network, stats) = quantize_network(&network, bits);
+                let (q_network, stats, grid) = if targets.is_empty() {
+                    let (q, stats) = quantize_network(&network, bits);
+                    (q, Some(stats), None)
+                } else {
+                    let (q, grid) = quantize_network_on_grid(&network, bits);
+                    (q, None, Some(grid))
+                };
                 let quant = simulate(&q_network)?;
                 let rows = CHECKPOINTS
                     .iter()
@@ -235,7 +244,7 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
                         (t, acc(f), acc(q), runner::agreement(f, q, output_size))
                     })
                     .collect();
-                quantized.push(Quantized { bits, targets, inputs, stats, ann, rows });
+                quantized.push(Quantized { bits, targets, inputs, stats, grid, ann, rows });
             }
             quantized
         }
@@ -303,10 +312,13 @@ fn quantized_json(q: &Quantized) -> serde_json::Value {
             "bits": q.bits,
             "targets": q.targets,
             "inputs": q.inputs,
-            "blocks": q.stats.blocks,
-            "weights": q.stats.weights,
-            "zeroed": q.stats.zeroed,
-            "max_relative_error": q.stats.max_relative_error,
+            "blocks": q.stats.as_ref().map(|s| s.blocks),
+            "weights": q.stats.as_ref().map(|s| s.weights),
+            "zeroed": q.stats.as_ref().map(|s| s.zeroed),
+            "max_relative_error": q.stats.as_ref().map(|s| s.max_relative_error),
+            "grid_operands": q.grid.as_ref().map(|g| g.operands),
+            "grid_values": q.grid.as_ref().map(|g| g.values),
+            "unfolded_blocks": q.grid.as_ref().map(|g| g.unfolded_blocks),
             "ann_accuracy": q.ann,
             "checkpoints": q.rows.iter().map(|&(t, f, qa, agree)| json!({
                 "timesteps": t, "full_precision": f, "quantized": qa, "agreement": agree,
@@ -436,15 +448,25 @@ fn report_text(args: &FeasibilityArgs, network: &Network, reports: &[TargetRepor
         }
     }
     for q in quantized {
+        let how = match (&q.stats, &q.grid) {
+            (Some(s), _) => format!(
+                "symmetric, per block; {} blocks, {} weights, {} rounded to 0, max error {:.2}% of a block's max |w|",
+                s.blocks,
+                s.weights,
+                s.zeroed,
+                100.0 * s.max_relative_error
+            ),
+            (None, Some(g)) => format!(
+                "the chip's arithmetic: one grid per operand holding weights with their per-channel factors, factors, constants and the unit threshold; {} operands, {} values, {} block(s) with per-element factors left unfolded",
+                g.operands, g.values, g.unfolded_blocks
+            ),
+            (None, None) => String::new(),
+        };
         let _ = writeln!(
             out,
-            "\nweights quantised to {} bits{} (symmetric, per block; {} blocks, {} weights, {} rounded to 0, max error {:.2}% of a block's max |w|), {} inputs{}",
+            "\nweights quantised to {} bits{} ({how}), {} inputs{}",
             q.bits,
             if q.targets.is_empty() { String::new() } else { format!(" ({})", q.targets.join(", ")) },
-            q.stats.blocks,
-            q.stats.weights,
-            q.stats.zeroed,
-            100.0 * q.stats.max_relative_error,
             q.inputs,
             q.ann.map_or(String::new(), |a| format!(", ANN accuracy {:.2}%", 100.0 * a))
         );
@@ -461,6 +483,15 @@ fn report_text(args: &FeasibilityArgs, network: &Network, reports: &[TargetRepor
 /// A few words for a limit, for the summary table.
 fn short_limit(limit: &str) -> &'static str {
     let table = [
+        ("kernel memory", "kernel mem."),
+        ("neuron memory", "neuron mem."),
+        ("bias memory", "bias mem."),
+        ("max pooling", "max pooling"),
+        ("factors per output channel", "per-position factors"),
+        ("distinct weights", "weights/neuron"),
+        ("kernel size", "kernel size"),
+        ("stride", "stride"),
+        ("channels per layer", "channels"),
         ("input axons", "fan-in"),
         ("synaptic memory", "memory (B)"),
         ("output axons", "output axons"),
