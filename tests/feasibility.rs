@@ -810,18 +810,23 @@ fn quantised_on_the_chip_grid_every_weight_bias_and_threshold_lies_on_it() {
     let (q, stats) = quantize_network_on_grid(&network, bits);
     assert_eq!(stats.unfolded_blocks, 0);
     assert_eq!(stats.operands, network.populations.iter().map(|p| p.operands.len()).sum::<usize>() + 1);
-    let operands = q.populations.iter().flat_map(|p| &p.operands).chain(std::iter::once(&q.readout));
-    for operand in operands {
-        // Every effective synapse weight, factors included, and every constant.
+    // Every effective synapse weight, factors included, and every constant of an operand.
+    let values = |operand: &Operand| {
         let mut values: Vec<f64> = operand.bias.to_vec();
         for projection in &operand.projections {
             projection.block.for_each_synapse(|_, _, w| values.push(w));
         }
-        // The operand's grid: the largest value over the levels, rounded so that 1 is whole.
-        let largest = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        values
+    };
+    let operands = |n: &Network| -> Vec<Operand> {
+        n.populations.iter().flat_map(|p| p.operands.clone()).chain(std::iter::once(n.readout.clone())).collect()
+    };
+    for (before, after) in operands(&network).iter().zip(operands(&q)) {
+        // The operand's grid: its largest value over the levels, the step rounded so that 1 is a
+        // whole number of steps.
+        let largest = values(before).iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let grid = 1.0 / (levels / largest).floor();
-        assert!(largest > 0.0 && largest <= levels * grid + 1e-12);
-        for &v in &values {
+        for v in values(&after) {
             assert!(on_grid(v, grid, levels), "{v} is not on the grid {grid}");
         }
         // The neurons' unit threshold is a whole number of steps.
@@ -830,4 +835,27 @@ fn quantised_on_the_chip_grid_every_weight_bias_and_threshold_lies_on_it() {
     // Per-element factors cannot be folded into a shared kernel: reported.
     let (_, stats) = quantize_network_on_grid(&fixture("vgg", ReluNorm::Element), bits);
     assert!(stats.unfolded_blocks > 0);
+}
+
+#[test]
+fn speck_pooling_sends_from_the_core_of_the_layer_before_it() {
+    let speck = Profile::bundled("speck").unwrap();
+    // ResNet: `relu` feeds both max populations of its pooling (which take no core) and nothing
+    // else, `relu_2` feeds `relu_3` and `relu_4`: no core feeds more than 2 cores.
+    let report = run(&fixture("resnet", ReluNorm::Channel), &speck);
+    assert!(report.violations.iter().all(|v| !v.limit.contains("destination cores")), "{:#?}", report.violations);
+    // The pooled output of VGG's first layer reaches `relu_1` from `relu`'s core.
+    let mut network = fixture("vgg", ReluNorm::Channel);
+    // A second consumer of the pooled map and a third: `relu`'s core would feed 3 cores.
+    let extra = network.populations[3].clone();
+    for k in 0..2 {
+        let mut copy = extra.clone();
+        copy.name = format!("copy{k}");
+        network.populations.push(copy);
+    }
+    // The copies (appended, reading the pooled map) are read by nothing.
+    network.validate().unwrap();
+    let report = run(&network, &speck);
+    let v = violation(&report, "node_relu.unit", "destination cores per core");
+    assert_eq!((v.limit_value, v.value), (2, 3));
 }

@@ -716,6 +716,25 @@ struct CoreFanOut {
     consumers: Vec<Vec<usize>>,
 }
 
+/// The unit whose core sends unit `u`'s output: `u` itself, or, for a unit without a core of
+/// its own (a pooling merged into the core before it), the first population it reads, followed
+/// back.
+fn host_core_unit(units: &[Unit<'_>], placements: &[Placement], mut u: usize) -> usize {
+    for _ in 0..units.len() {
+        if placements[u].cores > 0 {
+            break;
+        }
+        match units[u].readers.iter().find_map(|r| match r.source {
+            Source::Population(p) => Some(p),
+            Source::Input => None,
+        }) {
+            Some(p) => u = p,
+            None => break,
+        }
+    }
+    u
+}
+
 impl CoreFanOut {
     fn count(units: &[Unit<'_>], placements: &[Placement]) -> Self {
         let populations = units.len() - 1;
@@ -732,10 +751,20 @@ impl CoreFanOut {
             let whole = placements[c].cores <= 1
                 && (0..consumer.readers.len()).filter_map(sources).all(|u| placements[u].cores <= 1);
             if whole {
+                // A unit without a core of its own (a pooling inside its producer's core) sends
+                // from its producer's core.
+                if placements[c].cores == 0 {
+                    continue;
+                }
+                let mut hosts = Vec::new();
                 for (r, u) in (0..consumer.readers.len()).filter_map(|r| Some((r, sources(r)?))) {
                     if consumer.feeds[r] {
-                        fan_out.pairs[u][0] += 1;
-                        fan_out.consumers[u].push(c);
+                        let host = host_core_unit(units, placements, u);
+                        if !hosts.contains(&host) {
+                            hosts.push(host);
+                            fan_out.pairs[host][0] += 1;
+                            fan_out.consumers[host].push(c);
+                        }
                     }
                 }
             } else {
