@@ -3,8 +3,12 @@
 //! Each population (and the readout, a real-valued accumulator like a relay) is cut, in element
 //! order, into consecutive slices, one per core, each as large as the core's limits allow:
 //! neurons (compartments) per core, distinct source neurons per core (input axons), synaptic
-//! memory (the synapses reaching the slice × bits per synapse), and output axons (for each
-//! neuron, one per distinct destination core). Output axons depend on where the consumers went,
+//! memory under the chip's rule (bits per synapse; nengo-loihi's accounting, see `bits`; synapses
+//! and state in one memory), synaptic events per step from measured rates, and output axons (for
+//! each neuron, one per distinct destination core). On chips with an input-axon limit a
+//! convolution's outputs are also cut in spatial tiles of pixels with all their channels, and the
+//! cut with fewer cores is kept. Neurons that reach more destination cores than one neuron may
+//! are copied by splitter neurons, whose cores are counted. Output axons depend on where the consumers went,
 //! so populations are cut from the last to the first, each with its consumers' placement known.
 //! A limit that one neuron alone exceeds cannot be cured by any cut: it becomes a [`Violation`]
 //! with a suggestion, and the neuron is placed on a core of its own so the count of cores stays
