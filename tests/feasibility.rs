@@ -807,12 +807,12 @@ fn quantised_on_the_chip_grid_every_weight_bias_and_threshold_lies_on_it() {
     let network = fixture("vgg", ReluNorm::Channel);
     let bits = 8;
     let levels = 127.0;
-    let (q, stats) = quantize_network_on_grid(&network, bits);
+    let (q, stats) = quantize_network_on_grid(&network, bits, 16);
     assert_eq!(stats.unfolded_blocks, 0);
     assert_eq!(stats.operands, network.populations.iter().map(|p| p.operands.len()).sum::<usize>() + 1);
-    // Every effective synapse weight, factors included, and every constant of an operand.
-    let values = |operand: &Operand| {
-        let mut values: Vec<f64> = operand.bias.to_vec();
+    // Every effective synapse weight of an operand, factors included.
+    let weights = |operand: &Operand| {
+        let mut values = Vec::new();
         for projection in &operand.projections {
             projection.block.for_each_synapse(|_, _, w| values.push(w));
         }
@@ -822,18 +822,21 @@ fn quantised_on_the_chip_grid_every_weight_bias_and_threshold_lies_on_it() {
         n.populations.iter().flat_map(|p| p.operands.clone()).chain(std::iter::once(n.readout.clone())).collect()
     };
     for (before, after) in operands(&network).iter().zip(operands(&q)) {
-        // The operand's grid: its largest value over the levels, the step rounded so that 1 is a
-        // whole number of steps.
-        let largest = values(before).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        // The operand's grid: its largest weight over the levels, the step rounded so that 1 is a
+        // whole number of steps; constants on the same grid within 16-bit state.
+        let largest = weights(before).iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let grid = 1.0 / (levels / largest).floor();
-        for v in values(&after) {
-            assert!(on_grid(v, grid, levels), "{v} is not on the grid {grid}");
+        for v in weights(&after) {
+            assert!(on_grid(v, grid, levels), "weight {v} is not on the grid {grid}");
+        }
+        for c in after.bias.to_vec() {
+            assert!(on_grid(c, grid, 32767.0), "constant {c} is not on the grid {grid}");
         }
         // The neurons' unit threshold is a whole number of steps.
         assert!(on_grid(1.0, grid, f64::INFINITY));
     }
     // Per-element factors cannot be folded into a shared kernel: reported.
-    let (_, stats) = quantize_network_on_grid(&fixture("vgg", ReluNorm::Element), bits);
+    let (_, stats) = quantize_network_on_grid(&fixture("vgg", ReluNorm::Element), bits, 16);
     assert!(stats.unfolded_blocks > 0);
 }
 

@@ -99,6 +99,8 @@ enum EncoderArg {
 /// The accuracy of quantised against full-precision weights.
 struct Quantized {
     bits: u32,
+    /// Neuron state bits (0 for an explicit --weight-bits N).
+    state_bits: u32,
     /// The targets whose weight bits these are (empty for an explicit --weight-bits N).
     targets: Vec<String>,
     inputs: usize,
@@ -154,16 +156,18 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
     let network = conversion.network;
 
     // (bits, targets) to simulate: one explicit width, or each distinct width of the targets.
-    let widths: Vec<(u32, Vec<String>)> = match args.weight_bits {
+    // (weight bits, state bits, targets) to simulate: one explicit width, or each distinct pair
+    // of the targets.
+    let widths: Vec<(u32, u32, Vec<String>)> = match args.weight_bits {
         None => Vec::new(),
-        Some(WeightBits::Bits(bits)) => vec![(bits, Vec::new())],
+        Some(WeightBits::Bits(bits)) => vec![(bits, 0, Vec::new())],
         Some(WeightBits::Chip) => {
-            let mut widths: Vec<(u32, Vec<String>)> = Vec::new();
+            let mut widths: Vec<(u32, u32, Vec<String>)> = Vec::new();
             for p in &profiles {
-                let bits = p.weight_bits.min(32) as u32;
-                match widths.iter_mut().find(|(b, _)| *b == bits) {
-                    Some((_, targets)) => targets.push(p.name.clone()),
-                    None => widths.push((bits, vec![p.name.clone()])),
+                let (bits, state) = (p.weight_bits.min(32) as u32, p.state_bits.min(63) as u32);
+                match widths.iter_mut().find(|(b, s, _)| (*b, *s) == (bits, state)) {
+                    Some((_, _, targets)) => targets.push(p.name.clone()),
+                    None => widths.push((bits, state, vec![p.name.clone()])),
                 }
             }
             widths
@@ -226,12 +230,12 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
                 None => None,
             };
             let mut quantized = Vec::new();
-            for (bits, targets) in widths {
+            for (bits, state_bits, targets) in widths {
                 let (q_network, stats, grid) = if targets.is_empty() {
                     let (q, stats) = quantize_network(&network, bits);
                     (q, Some(stats), None)
                 } else {
-                    let (q, grid) = quantize_network_on_grid(&network, bits);
+                    let (q, grid) = quantize_network_on_grid(&network, bits, state_bits);
                     (q, None, Some(grid))
                 };
                 let quant = simulate(&q_network)?;
@@ -244,7 +248,7 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
                         (t, acc(f), acc(q), runner::agreement(f, q, output_size))
                     })
                     .collect();
-                quantized.push(Quantized { bits, targets, inputs, stats, grid, ann, rows });
+                quantized.push(Quantized { bits, state_bits, targets, inputs, stats, grid, ann, rows });
             }
             quantized
         }
@@ -310,6 +314,7 @@ fn report_json(
 fn quantized_json(q: &Quantized) -> serde_json::Value {
     json!({
             "bits": q.bits,
+            "state_bits": (q.state_bits > 0).then_some(q.state_bits),
             "targets": q.targets,
             "inputs": q.inputs,
             "blocks": q.stats.as_ref().map(|s| s.blocks),
@@ -457,8 +462,8 @@ fn report_text(args: &FeasibilityArgs, network: &Network, reports: &[TargetRepor
                 100.0 * s.max_relative_error
             ),
             (None, Some(g)) => format!(
-                "the chip's arithmetic: one grid per operand holding weights with their per-channel factors, factors, constants and the unit threshold; {} operands, {} values, {} block(s) with per-element factors left unfolded",
-                g.operands, g.values, g.unfolded_blocks
+                "the chip's arithmetic: one grid per operand holding weights with their per-channel factors and factors at {} bits, constants at {} bits, and the unit threshold; {} operands, {} values, {} block(s) with per-element factors left unfolded",
+                q.bits, q.state_bits, g.operands, g.values, g.unfolded_blocks
             ),
             (None, None) => String::new(),
         };

@@ -208,20 +208,23 @@ fn with_values(block: &mut SynapseBlock, mut visit: impl FnMut(&mut [f64], f64))
     }
 }
 
-/// A copy of `network` in a chip's integer arithmetic with `bits`-bit signed weights: per operand
-/// (a layer's input to its neurons) one grid step `g`, every weight (per-channel factors folded
-/// into the shared kernels first), every factor and every constant a whole multiple of `g` within
-/// `2^(bits−1) − 1` steps, and the neurons' unit threshold 1 a whole number of steps too
-/// (`g = 1 / ⌊1 / s⌋` for the smallest step `s` that holds the largest value).
-pub fn quantize_network_on_grid(network: &Network, bits: u32) -> (Network, GridStats) {
+/// A copy of `network` in a chip's integer arithmetic with `bits`-bit signed weights and
+/// `state_bits`-bit neuron state: per operand (a layer's input to its neurons) one grid step `g`,
+/// every weight (per-channel factors folded into the shared kernels first) and factor a whole
+/// multiple of `g` within `2^(bits−1) − 1` steps, every constant (bias, neuron state) a whole
+/// multiple of `g` within `2^(state_bits−1) − 1` steps, and the neurons' unit threshold 1 a whole
+/// number of steps too (`g = 1 / ⌊1 / s⌋` for the smallest step `s` that holds the largest
+/// weight).
+pub fn quantize_network_on_grid(network: &Network, bits: u32, state_bits: u32) -> (Network, GridStats) {
     assert!((2..=32).contains(&bits), "weight bits must be 2..=32");
     let levels = ((1u64 << (bits - 1)) - 1) as f64;
+    let state_levels = ((1u64 << (state_bits.clamp(2, 63) - 1)) - 1) as f64;
     let mut out = network.clone();
     let mut stats = GridStats::default();
     let operands =
         out.populations.iter_mut().flat_map(|p| p.operands.iter_mut()).chain(std::iter::once(&mut out.readout));
     for operand in operands {
-        let mut largest_value = operand.bias.to_vec().iter().fold(0.0f64, |m, c| m.max(c.abs()));
+        let mut largest_value = 0.0f64;
         for projection in &mut operand.projections {
             if !fold_factors(&mut projection.block) {
                 stats.unfolded_blocks += 1;
@@ -253,7 +256,9 @@ pub fn quantize_network_on_grid(network: &Network, bits: u32) -> (Network, GridS
                 stats.values += values.len();
             });
         }
-        let constants: Vec<f64> = operand.bias.to_vec().into_iter().map(on_grid).collect();
+        let state_max = state_levels * grid;
+        let constants: Vec<f64> =
+            operand.bias.to_vec().into_iter().map(|c| on_grid(c.clamp(-state_max, state_max))).collect();
         stats.values += constants.len();
         operand.bias = Constants::compact(constants);
         stats.operands += 1;
