@@ -10,12 +10,14 @@ use std::process::ExitCode;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
+
+use super::run::ReluNormArg;
 use ndarray::{ArrayD, IxDyn};
 use serde_json::json;
 use signgd::convert::{convert, ConvertOptions};
 use signgd::data::{read_inputs, read_labels, LoadLimits};
 use signgd::engine::SimConfig;
-use signgd::feasibility::quantize::{quantize_network, QuantizeStats};
+use signgd::feasibility::quantize::{quantize_network, quantize_network_on_grid, GridStats, QuantizeStats};
 use signgd::feasibility::{MapOptions, Mapper, Profile, TargetReport};
 use signgd::model::read_onnx;
 use signgd::runner;
@@ -26,6 +28,8 @@ const DEFAULT_LABELS: &str = "fixtures/data/fashion-mnist-test-1000-labels-idx1-
 /// Inputs of --data used for ReLU normalisation, as `signgd run` does.
 const CALIBRATION_FROM_DATA: usize = 256;
 const CHECKPOINTS: [usize; 4] = [32, 64, 128, 256];
+/// Inputs simulated for the spike rates when no --weight-bits simulation gives them.
+const RATE_INPUTS: usize = 16;
 
 /// Options of `signgd feasibility`.
 #[derive(Args)]
@@ -33,7 +37,7 @@ pub struct FeasibilityArgs {
     /// The ONNX model.
     #[arg(long, value_name = "FILE.onnx")]
     model: PathBuf,
-    /// Chip: loihi, loihi2, truenorth, spinnaker, speck or all.
+    /// Chip: loihi, loihi2, truenorth, spinnaker, spinnaker2, speck or all.
     #[arg(long, value_name = "TARGET", default_value = "all")]
     target: String,
     /// A hardware profile of your own (JSON with the fields of hardware/*.json); replaces --target.
@@ -43,9 +47,13 @@ pub struct FeasibilityArgs {
     #[arg(long, value_enum, default_value_t = EncoderArg::Float)]
     encoder: EncoderArg,
     /// Quantise every synapse block to N bits (symmetric, per block) and report the accuracy at
-    /// T = 32, 64, 128, 256 against full precision.
-    #[arg(long, value_name = "N")]
-    weight_bits: Option<u32>,
+    /// T = 32, 64, 128, 256 against full precision; `chip`: each target's own weight bits.
+    #[arg(long, value_name = "N|chip")]
+    weight_bits: Option<WeightBits>,
+    /// ReLU normalisation's maxima in the conversion: per element, per channel (kernels stay
+    /// shared over positions) or per layer (one threshold per layer).
+    #[arg(long, value_enum, default_value_t = ReluNormArg::Element)]
+    relu_norm: ReluNormArg,
     /// Input samples for calibration and --weight-bits (default: the bundled Fashion-MNIST subset).
     #[arg(long, value_name = "FILE")]
     data: Option<PathBuf>,
@@ -63,6 +71,25 @@ pub struct FeasibilityArgs {
     json: bool,
 }
 
+/// `--weight-bits`: a number of bits, or each chip's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WeightBits {
+    Bits(u32),
+    Chip,
+}
+
+impl std::str::FromStr for WeightBits {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("chip") {
+            return Ok(WeightBits::Chip);
+        }
+        s.parse::<u32>()
+            .map(WeightBits::Bits)
+            .map_err(|_| format!("`{s}` is neither a number of bits nor `chip` (each target's own weight bits)"))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum EncoderArg {
     Float,
@@ -72,8 +99,15 @@ enum EncoderArg {
 /// The accuracy of quantised against full-precision weights.
 struct Quantized {
     bits: u32,
+    /// Neuron state bits (0 for an explicit --weight-bits N).
+    state_bits: u32,
+    /// The targets whose weight bits these are (empty for an explicit --weight-bits N).
+    targets: Vec<String>,
     inputs: usize,
-    stats: QuantizeStats,
+    /// Per-block symmetric rounding (explicit --weight-bits N).
+    stats: Option<QuantizeStats>,
+    /// The chip's grid (--weight-bits chip).
+    grid: Option<GridStats>,
     ann: Option<f64>,
     /// (T, full precision, quantised, agreement of the two predictions).
     rows: Vec<(usize, Option<f64>, Option<f64>, f64)>,
@@ -88,7 +122,7 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
         None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
     ensure!(args.limit > 0, "--limit 0: give at least 1 input");
-    if let Some(bits) = args.weight_bits {
+    if let Some(WeightBits::Bits(bits)) = args.weight_bits {
         ensure!((2..=32).contains(&bits), "--weight-bits {bits}: give 2 to 32 bits (a sign and at least one level)");
     }
     let profiles = match &args.profile {
@@ -123,19 +157,57 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
     let calibration = (0..data.samples.min(CALIBRATION_FROM_DATA))
         .map(|i| ArrayD::from_shape_vec(IxDyn(&full_shape), data.sample(i).to_vec()))
         .collect::<Result<Vec<_>, _>>()?;
-    let options = ConvertOptions { calibration, threads, ..ConvertOptions::default() };
+    let options =
+        ConvertOptions { calibration, threads, relu_norm: args.relu_norm.into(), ..ConvertOptions::default() };
     let conversion = convert(&graph, &options).with_context(|| format!("cannot convert {}", args.model.display()))?;
     let network = conversion.network;
 
-    let map_options = MapOptions { real_valued_input: args.encoder == EncoderArg::Float };
+    // (bits, targets) to simulate: one explicit width, or each distinct width of the targets.
+    // (weight bits, state bits, targets) to simulate: one explicit width, or each distinct pair
+    // of the targets.
+    let widths: Vec<(u32, u32, Vec<String>)> = match args.weight_bits {
+        None => Vec::new(),
+        Some(WeightBits::Bits(bits)) => vec![(bits, 0, Vec::new())],
+        Some(WeightBits::Chip) => {
+            let mut widths: Vec<(u32, u32, Vec<String>)> = Vec::new();
+            for p in &profiles {
+                let (bits, state) = (p.weight_bits.min(32) as u32, p.state_bits.min(63) as u32);
+                match widths.iter_mut().find(|(b, s, _)| (*b, *s) == (bits, state)) {
+                    Some((_, _, targets)) => targets.push(p.name.clone()),
+                    None => widths.push((bits, state, vec![p.name.clone()])),
+                }
+            }
+            widths
+        }
+    };
+    let needs_rates = profiles.iter().any(|p| p.synaptic_events_per_ms_per_core.is_some());
+    // Inputs simulated: --limit for quantisation, a few for the rates alone.
+    let inputs =
+        if widths.is_empty() { data.samples.min(args.limit).min(RATE_INPUTS) } else { data.samples.min(args.limit) };
+    let load = |i: usize, buffer: &mut [f32]| {
+        for (b, &v) in buffer.iter_mut().zip(data.sample(i)) {
+            *b = v as f32;
+        }
+    };
+    let encoder = match args.encoder {
+        EncoderArg::Float => EncoderKind::Float,
+        EncoderArg::Spike => EncoderKind::Spike,
+    };
+    let config = SimConfig { encoder, ..SimConfig::reference(CHECKPOINTS.to_vec()) };
+    let simulate = |net: &Network| {
+        runner::simulate::<f32, _>(net, &config, inputs, load, threads, &|_| {}).context("simulating the SNN")
+    };
+    let full = if needs_rates || !widths.is_empty() { Some(simulate(&network)?) } else { None };
+    let rates = full.as_ref().filter(|_| needs_rates).map(|full| spike_rates(&network, full));
+
+    let map_options = MapOptions { real_valued_input: args.encoder == EncoderArg::Float, rates };
     let reports: Vec<TargetReport> = {
         let mapper = Mapper::new(&network);
         profiles.iter().map(|p| mapper.map(p, &map_options)).collect()
     };
 
-    let quantized = match args.weight_bits {
-        Some(bits) => {
-            let inputs = data.samples.min(args.limit);
+    let quantized: Vec<Quantized> = match (&full, widths.is_empty()) {
+        (Some(full), false) => {
             let labels = match &labels_path {
                 Some(path) => {
                     let l = read_labels(path, LoadLimits { max_samples: Some(inputs), ..LoadLimits::default() })
@@ -156,22 +228,6 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
                 }
                 None => None,
             };
-            let load = |i: usize, buffer: &mut [f32]| {
-                for (b, &v) in buffer.iter_mut().zip(data.sample(i)) {
-                    *b = v as f32;
-                }
-            };
-            let encoder = match args.encoder {
-                EncoderArg::Float => EncoderKind::Float,
-                EncoderArg::Spike => EncoderKind::Spike,
-            };
-            let config = SimConfig { encoder, ..SimConfig::reference(CHECKPOINTS.to_vec()) };
-            let (q_network, stats) = quantize_network(&network, bits);
-            let simulate = |net: &Network| {
-                runner::simulate::<f32, _>(net, &config, inputs, load, threads, &|_| {}).context("simulating the SNN")
-            };
-            let full = simulate(&network)?;
-            let quant = simulate(&q_network)?;
             let ann = match &labels {
                 Some(l) => {
                     let outputs = runner::evaluate_ann::<f32, _>(&graph, inputs, load, threads, &|_| {})
@@ -180,24 +236,36 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
                 }
                 None => None,
             };
-            let rows = CHECKPOINTS
-                .iter()
-                .enumerate()
-                .map(|(k, &t)| {
-                    let (f, q) = (full.at_checkpoint(k), quant.at_checkpoint(k));
-                    let acc = |o: &[f32]| labels.as_ref().map(|l| runner::accuracy(o, output_size, l));
-                    (t, acc(f), acc(q), runner::agreement(f, q, output_size))
-                })
-                .collect();
-            Some(Quantized { bits, inputs, stats, ann, rows })
+            let mut quantized = Vec::new();
+            for (bits, state_bits, targets) in widths {
+                let (q_network, stats, grid) = if targets.is_empty() {
+                    let (q, stats) = quantize_network(&network, bits);
+                    (q, Some(stats), None)
+                } else {
+                    let (q, grid) = quantize_network_on_grid(&network, bits, state_bits);
+                    (q, None, Some(grid))
+                };
+                let quant = simulate(&q_network)?;
+                let rows = CHECKPOINTS
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &t)| {
+                        let (f, q) = (full.at_checkpoint(k), quant.at_checkpoint(k));
+                        let acc = |o: &[f32]| labels.as_ref().map(|l| runner::accuracy(o, output_size, l));
+                        (t, acc(f), acc(q), runner::agreement(f, q, output_size))
+                    })
+                    .collect();
+                quantized.push(Quantized { bits, state_bits, targets, inputs, stats, grid, ann, rows });
+            }
+            quantized
         }
-        None => None,
+        _ => Vec::new(),
     };
 
     let text = if args.json {
-        serde_json::to_string_pretty(&report_json(&args, &network, &reports, quantized.as_ref()))? + "\n"
+        serde_json::to_string_pretty(&report_json(&args, &network, &reports, &quantized))? + "\n"
     } else {
-        report_text(&args, &network, &reports, quantized.as_ref())
+        report_text(&args, &network, &reports, &quantized)
     };
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
@@ -209,6 +277,25 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Events per neuron per step of every population over the whole simulation: spikes for signGD
+/// neurons, one value per step for relays (graded events).
+fn spike_rates(network: &Network, result: &runner::SimulationResult<f32>) -> Vec<f64> {
+    let steps = result.checkpoints.last().copied().unwrap_or(1).max(1) as f64;
+    let totals = result.counters.at_checkpoints.last();
+    network
+        .populations
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if p.kind.is_relay() {
+                return 1.0;
+            }
+            let spikes = totals.and_then(|t| t.get(i)).map_or(0, |c| c.spikes) as f64;
+            spikes / (p.size().max(1) as f64 * steps * result.inputs.max(1) as f64)
+        })
+        .collect()
+}
+
 fn neurons(network: &Network) -> usize {
     network.populations.iter().map(|p| p.size()).sum()
 }
@@ -217,7 +304,7 @@ fn report_json(
     args: &FeasibilityArgs,
     network: &Network,
     reports: &[TargetReport],
-    quantized: Option<&Quantized>,
+    quantized: &[Quantized],
 ) -> serde_json::Value {
     json!({
         "schema_version": 1,
@@ -225,27 +312,33 @@ fn report_json(
         "encoder": if args.encoder == EncoderArg::Float { "float" } else { "spike" },
         "network": { "populations": network.populations.len(), "neurons": neurons(network) },
         "targets": reports,
-        "weight_bits": quantized.map(|q| json!({
+        "relu_norm": args.relu_norm.to_possible_value().map(|v| v.get_name().to_string()),
+        "weight_bits": quantized.iter().find(|q| q.targets.is_empty()).map(quantized_json),
+        "chip_weight_bits": quantized.iter().filter(|q| !q.targets.is_empty()).map(quantized_json).collect::<Vec<_>>(),
+    })
+}
+
+fn quantized_json(q: &Quantized) -> serde_json::Value {
+    json!({
             "bits": q.bits,
+            "state_bits": (q.state_bits > 0).then_some(q.state_bits),
+            "targets": q.targets,
             "inputs": q.inputs,
-            "blocks": q.stats.blocks,
-            "weights": q.stats.weights,
-            "zeroed": q.stats.zeroed,
-            "max_relative_error": q.stats.max_relative_error,
+            "blocks": q.stats.as_ref().map(|s| s.blocks),
+            "weights": q.stats.as_ref().map(|s| s.weights),
+            "zeroed": q.stats.as_ref().map(|s| s.zeroed),
+            "max_relative_error": q.stats.as_ref().map(|s| s.max_relative_error),
+            "grid_operands": q.grid.as_ref().map(|g| g.operands),
+            "grid_values": q.grid.as_ref().map(|g| g.values),
+            "unfolded_blocks": q.grid.as_ref().map(|g| g.unfolded_blocks),
             "ann_accuracy": q.ann,
             "checkpoints": q.rows.iter().map(|&(t, f, qa, agree)| json!({
                 "timesteps": t, "full_precision": f, "quantized": qa, "agreement": agree,
             })).collect::<Vec<_>>(),
-        })),
     })
 }
 
-fn report_text(
-    args: &FeasibilityArgs,
-    network: &Network,
-    reports: &[TargetReport],
-    quantized: Option<&Quantized>,
-) -> String {
+fn report_text(args: &FeasibilityArgs, network: &Network, reports: &[TargetReport], quantized: &[Quantized]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -266,21 +359,58 @@ fn report_text(
             r.chips,
             r.cores_per_chip
         );
-        let _ = writeln!(
+        let layers = r.populations.iter().any(|p| p.layer_memory.is_some());
+        let _ = write!(
             out,
-            "  {:<34} {:>10} {:>8} {:>6} {:>7} {:>10}",
-            "population", "kind", "neurons", "cores", "fan-in", "synapses"
+            "  {:<34} {:>10} {:>8} {:>6} {:>7} {:>10} {:>10} {:>6}",
+            "population", "kind", "neurons", "cores", "fan-in", "synapses", "memory B", "util"
         );
+        let events = r.populations.iter().any(|p| p.events_per_ms_per_core.is_some());
+        if events {
+            let _ = write!(out, " {:>10}", "events/ms");
+        }
+        if layers {
+            let _ = write!(out, " {:>4} {:>8} {:>8} {:>5}", "core", "kernel", "neuron", "bias");
+        }
+        let _ = writeln!(out);
         for p in &r.populations {
-            let _ = writeln!(
+            let _ = write!(
                 out,
-                "  {:<34} {:>10} {:>8} {:>6} {:>7} {:>10}",
+                "  {:<34} {:>10} {:>8} {:>6} {:>7} {:>10} {:>10} {:>5.1}%",
                 ellipsis(&p.name, 34),
                 p.kind,
                 p.neurons,
-                p.cores,
+                if p.splitter_cores > 0 { format!("{}+{}", p.cores, p.splitter_cores) } else { p.cores.to_string() },
                 p.max_fan_in,
-                p.synapses
+                p.synapses,
+                p.memory_bytes,
+                100.0 * p.memory_utilisation
+            );
+            if let Some(e) = p.events_per_ms_per_core {
+                let _ = write!(out, " {:>10.0}", e);
+            }
+            if let Some(m) = &p.layer_memory {
+                let core = p.core.map_or("-".to_string(), |c| c.to_string());
+                let _ = write!(out, " {:>4} {:>8} {:>8} {:>5}", core, m.kernel_memory, m.neuron_memory, m.bias_memory);
+            }
+            let _ = writeln!(out);
+        }
+        if events {
+            let _ = writeln!(
+                out,
+                "  (events/ms: synaptic events per 1 ms step on the busiest core, from the simulated spike rates)"
+            );
+        }
+        if r.populations.iter().any(|p| p.splitter_cores > 0) {
+            let _ = writeln!(
+                out,
+                "  (cores a+b: a cores of its neurons, b cores of splitter neurons copying their spikes)"
+            );
+        }
+        if layers {
+            let _ = writeln!(
+                out,
+                "  (kernel, neuron, bias: sinabs's memory entries; util: kernel entries over the core's kernel memory)"
             );
         }
         if !r.violations.is_empty() {
@@ -329,15 +459,26 @@ fn report_text(
             );
         }
     }
-    if let Some(q) = quantized {
+    for q in quantized {
+        let how = match (&q.stats, &q.grid) {
+            (Some(s), _) => format!(
+                "symmetric, per block; {} blocks, {} weights, {} rounded to 0, max error {:.2}% of a block's max |w|",
+                s.blocks,
+                s.weights,
+                s.zeroed,
+                100.0 * s.max_relative_error
+            ),
+            (None, Some(g)) => format!(
+                "the chip's arithmetic: one grid per operand holding weights with their per-channel factors and factors at {} bits, constants at {} bits, and the unit threshold; {} operands, {} values, {} block(s) with per-element factors left unfolded",
+                q.bits, q.state_bits, g.operands, g.values, g.unfolded_blocks
+            ),
+            (None, None) => String::new(),
+        };
         let _ = writeln!(
             out,
-            "\nweights quantised to {} bits (symmetric, per block; {} blocks, {} weights, {} rounded to 0, max error {:.2}% of a block's max |w|), {} inputs{}",
+            "\nweights quantised to {} bits{} ({how}), {} inputs{}",
             q.bits,
-            q.stats.blocks,
-            q.stats.weights,
-            q.stats.zeroed,
-            100.0 * q.stats.max_relative_error,
+            if q.targets.is_empty() { String::new() } else { format!(" ({})", q.targets.join(", ")) },
             q.inputs,
             q.ann.map_or(String::new(), |a| format!(", ANN accuracy {:.2}%", 100.0 * a))
         );
@@ -354,6 +495,15 @@ fn report_text(
 /// A few words for a limit, for the summary table.
 fn short_limit(limit: &str) -> &'static str {
     let table = [
+        ("kernel memory", "kernel mem."),
+        ("neuron memory", "neuron mem."),
+        ("bias memory", "bias mem."),
+        ("max pooling", "max pooling"),
+        ("factors per output channel", "per-position factors"),
+        ("distinct weights", "weights/neuron"),
+        ("kernel size", "kernel size"),
+        ("stride", "stride"),
+        ("channels per layer", "channels"),
         ("input axons", "fan-in"),
         ("synaptic memory", "memory (B)"),
         ("output axons", "output axons"),

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{Array2, Array3, ArrayD, IxDyn};
 use ndarray_npy::{WritableElement, WriteNpyExt};
 use serde_json::json;
-use signgd::convert::{convert, ConvertOptions, Progress};
+use signgd::convert::{convert, ConvertOptions, Progress, ReluNorm};
 use signgd::data::{
     read_inputs, read_labels, scale_warning, split_array_name, Dataset, ImageFolder, LoadLimits, Preprocess,
 };
@@ -88,6 +88,10 @@ pub struct RunArgs {
     /// Target function of GELU neurons.
     #[arg(long, value_enum, default_value_t = GeluArg::Sigmoid)]
     gelu: GeluArg,
+    /// ReLU normalisation's maxima: per element, per channel (kernels stay shared over
+    /// positions) or per layer (one threshold per layer).
+    #[arg(long, value_enum, default_value_t = ReluNormArg::Element)]
+    relu_norm: ReluNormArg,
     /// Neuronal dynamics: signGD, or rate-coded IF neurons (ReLU networks only; their own step
     /// 1/(t+1) and the input fed unchanged, so --schedule and --encoder do not apply).
     #[arg(long, value_enum, default_value_t = NeuronArg::Signgd)]
@@ -220,6 +224,24 @@ enum EncoderArg {
     Float,
     Spike,
     Exact,
+}
+
+/// `--relu-norm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ReluNormArg {
+    Element,
+    Channel,
+    Layer,
+}
+
+impl From<ReluNormArg> for ReluNorm {
+    fn from(arg: ReluNormArg) -> Self {
+        match arg {
+            ReluNormArg::Element => ReluNorm::Element,
+            ReluNormArg::Channel => ReluNorm::Channel,
+            ReluNormArg::Layer => ReluNorm::Layer,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -487,6 +509,7 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
         calibration: calibration.inputs,
         threads: settings.threads,
         progress: None,
+        relu_norm: args.relu_norm.into(),
     };
     let bar = LateBar::new(options.calibration.len(), "calibration");
     let progress = bar.clone();
@@ -932,13 +955,14 @@ impl<F: Real> Report<'_, F> {
         };
         let _ = writeln!(
             out,
-            "settings     schedule {}, encoder {}, gelu {}, neuron {}, precision {}, threads {}",
+            "settings     schedule {}, encoder {}, gelu {}, neuron {}, precision {}, threads {}, relu norm {}",
             s.schedule_text,
             s.encoder_text,
             value_name(&self.args.gelu),
             self.neuron_text(),
             self.precision,
-            s.threads
+            s.threads,
+            value_name(&self.args.relu_norm)
         );
         let _ = writeln!(out, "calibration  {}", self.calibration_source);
         if let Some(files) = self.provenance["files"].as_object() {
@@ -1025,6 +1049,7 @@ impl<F: Real> Report<'_, F> {
                 "neuron": self.neuron_text(),
                 "precision": self.precision,
                 "threads": s.threads,
+                "relu_norm": value_name(&self.args.relu_norm),
             },
             "calibration": self.calibration_source,
             "network": {

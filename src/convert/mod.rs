@@ -70,11 +70,32 @@ pub struct ConvertOptions {
     pub threads: usize,
     /// Told of calibration inputs as they are evaluated.
     pub progress: Option<Progress>,
+    /// Over what the ReLU maxima of normalisation are taken.
+    pub relu_norm: ReluNorm,
+}
+
+/// Over what ReLU normalisation takes its calibration maxima.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReluNorm {
+    /// One maximum per element (the method's normalisation).
+    #[default]
+    Element,
+    /// One maximum per channel (axis 1 of a map `[N, C, H, W]`, the last axis of tokens
+    /// `[N, T, F]`, per element of a vector): a convolution's kernel stays shared over positions.
+    Channel,
+    /// One maximum per ReLU node: one threshold per layer.
+    Layer,
 }
 
 impl Default for ConvertOptions {
     fn default() -> Self {
-        ConvertOptions { gelu: GeluTarget::Sigmoid, calibration: Vec::new(), threads: 1, progress: None }
+        ConvertOptions {
+            gelu: GeluTarget::Sigmoid,
+            calibration: Vec::new(),
+            threads: 1,
+            progress: None,
+            relu_norm: ReluNorm::Element,
+        }
     }
 }
 

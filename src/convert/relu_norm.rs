@@ -1,8 +1,12 @@
 //! Pass 5: ReLU normalisation from calibration inputs. m = per-element maximum of the ReLU's
 //! output over the calibration set (m := 1 where m ≤ 1e−5); ReLU(x) becomes m ⊙ ReLU(x / m),
-//! and the scalings are absorbed into the synapse blocks, so the neurons work on [0, 1].
+//! and the scalings are absorbed into the synapse blocks, so the neurons work on [0, 1]. With
+//! [`ReluNorm::Channel`] or [`ReluNorm::Layer`], m is the maximum over each channel or the whole
+//! output instead, so that a convolution's weights stay the same at every position.
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, Axis};
+
+use super::ReluNorm;
 
 use super::layernorm::add_binary;
 use super::{finish_pass, ConvertError, ConvertOptions, Progress};
@@ -28,6 +32,7 @@ pub fn normalise(graph: &mut Graph, options: &ConvertOptions, notes: &mut Vec<St
         let Some(mut m) = m else {
             return Err(ConvertError::Graph(format!("calibration did not reach ReLU node `{}`", graph.nodes[r].name)));
         };
+        pool(&mut m, options.relu_norm);
         m.mapv_inplace(|v| if v <= MIN_SCALE { 1.0 } else { v });
         let node = graph.nodes[r].clone();
         let scale = graph.add_constant(format!("{}.calibration_max", node.name), m);
@@ -38,11 +43,37 @@ pub fn normalise(graph: &mut Graph, options: &ConvertOptions, notes: &mut Vec<St
         n.inputs = vec![relu, scale];
     }
     notes.push(format!(
-        "normalised {} ReLU node(s) by their maxima over {} calibration input(s)",
+        "normalised {} ReLU node(s) by their maxima{} over {} calibration input(s)",
         relus.len(),
+        match options.relu_norm {
+            ReluNorm::Element => "",
+            ReluNorm::Channel => " per channel",
+            ReluNorm::Layer => " per layer",
+        },
         calibration.len()
     ));
     finish_pass(graph, &[])
+}
+
+/// Replaces per-element maxima by the maximum of their channel or of the whole output. The
+/// channel is axis 1 of a map `[N, C, H, W, …]`, the feature (last) axis of tokens `[N, T, F]`; a
+/// vector's elements are its channels.
+fn pool(m: &mut ArrayD<f64>, norm: ReluNorm) {
+    match norm {
+        ReluNorm::Element => {}
+        ReluNorm::Layer => {
+            let max = m.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            m.fill(max);
+        }
+        ReluNorm::Channel if m.ndim() >= 3 => {
+            let axis = if m.ndim() == 3 { 2 } else { 1 };
+            for mut channel in m.axis_iter_mut(Axis(axis)) {
+                let max = channel.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                channel.fill(max);
+            }
+        }
+        ReluNorm::Channel => {}
+    }
 }
 
 /// Per-element maxima of the outputs of the nodes `relus` over the calibration inputs, in double

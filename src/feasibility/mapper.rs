@@ -3,8 +3,12 @@
 //! Each population (and the readout, a real-valued accumulator like a relay) is cut, in element
 //! order, into consecutive slices, one per core, each as large as the core's limits allow:
 //! neurons (compartments) per core, distinct source neurons per core (input axons), synaptic
-//! memory (the synapses reaching the slice × bits per synapse), and output axons (for each
-//! neuron, one per distinct destination core). Output axons depend on where the consumers went,
+//! memory under the chip's rule (bits per synapse; nengo-loihi's accounting, see `bits`; synapses
+//! and state in one memory), synaptic events per step from measured rates, and output axons (for
+//! each neuron, one per distinct destination core). On chips with an input-axon limit a
+//! convolution's outputs are also cut in spatial tiles of pixels with all their channels, and the
+//! cut with fewer cores is kept. Neurons that reach more destination cores than one neuron may
+//! are copied by splitter neurons, whose cores are counted. Output axons depend on where the consumers went,
 //! so populations are cut from the last to the first, each with its consumers' placement known.
 //! A limit that one neuron alone exceeds cannot be cured by any cut: it becomes a [`Violation`]
 //! with a suggestion, and the neuron is placed on a core of its own so the count of cores stays
@@ -18,10 +22,17 @@
 //! sources reaching each consumer core.
 //!
 //! Chips that hold one layer per core (`split_populations: false`, Speck) get each population on
-//! one core instead, best fit among cores of different sizes.
+//! one core instead, assigned by a matching of layers to the cores whose memories hold them (as
+//! sinabs assigns DYNAP-CNN layers); a layer that fits no core still counts as one. Under
+//! sinabs's memory rule (see `layer`) a max pooling takes no core: it is reported as unsupported.
 
+mod bits;
+mod layer;
+mod levels;
 mod reach;
 
+pub use layer::{kernel_memory, neuron_memory, LayerMemory};
+use layer::{layer_view, LayerView};
 use reach::{Footprint, Reader};
 
 use super::profile::{MemoryModel, Profile, SpikeKind, TwoOperand};
@@ -33,11 +44,15 @@ use crate::snn::{Network, NeuronKind, Operand, Source, SynapseBlock};
 pub struct MapOptions {
     /// Whether the encoder sends real values (`--encoder float`) rather than binary spikes.
     pub real_valued_input: bool,
+    /// Measured events per neuron per step of every population, in network order (from a
+    /// simulation), for chips with a limit of synaptic events per core per step; the encoder's
+    /// elements count as one event per step.
+    pub rates: Option<Vec<f64>>,
 }
 
 impl Default for MapOptions {
     fn default() -> Self {
-        MapOptions { real_valued_input: true }
+        MapOptions { real_valued_input: true, rates: None }
     }
 }
 
@@ -60,10 +75,10 @@ impl<'a> Mapper<'a> {
         let mut units: Vec<Unit<'a>> = network
             .populations
             .iter()
-            .map(|p| Unit::new(p.name.clone(), p.kind.name(), p.size(), p.kind.arity() == 2, &p.operands))
+            .map(|p| Unit::new(p.name.clone(), p.kind.name(), &p.shape, p.kind.arity() == 2, &p.operands))
             .collect();
         let readout = std::slice::from_ref(&network.readout);
-        units.push(Unit::new("readout".into(), "decoder".into(), network.output_size(), false, readout));
+        units.push(Unit::new("readout".into(), "decoder".into(), &network.output_shape, false, readout));
         Mapper { network, units }
     }
 
@@ -71,20 +86,75 @@ impl<'a> Mapper<'a> {
     pub fn map(&self, profile: &Profile, options: &MapOptions) -> TargetReport {
         let units = &self.units;
         let costs: Vec<u64> = units.iter().map(|unit| unit.cost(profile)).collect();
+        let layers: Vec<Option<LayerView>> = units
+            .iter()
+            .map(|u| {
+                (profile.memory_model == MemoryModel::Sinabs)
+                    .then(|| layer_view(self.network, &u.name, &u.kind, &u.shape, u.operands, profile))
+            })
+            .collect();
         let mut violations = Vec::new();
+        // Per unit and reader: events per step of one source neuron.
+        let rates: Option<Vec<Vec<f64>>> =
+            options.rates.as_ref().filter(|_| profile.synaptic_events_per_ms_per_core.is_some()).map(|rates| {
+                units
+                    .iter()
+                    .map(|u| {
+                        u.readers
+                            .iter()
+                            .map(|r| match r.source {
+                                Source::Input => 1.0,
+                                Source::Population(p) => rates.get(p).copied().unwrap_or(1.0),
+                            })
+                            .collect()
+                    })
+                    .collect()
+            });
         let (placements, chips) = if profile.split_populations {
-            let placements = place_all_split(units, &costs, profile, &mut violations);
-            let cores = placements.iter().map(|p| p.cores as u64).sum::<u64>();
+            let placements = place_all_split(units, &costs, profile, rates.as_deref(), &mut violations);
+            let cores = placements.iter().map(|p| (p.cores + p.splitter_cores) as u64).sum::<u64>();
             (placements, cores.div_ceil(profile.cores_per_chip).max(1))
         } else {
-            place_whole(units, &costs, profile, &mut violations)
+            place_whole(units, &costs, &layers, profile, &mut violations)
         };
-        let total_cores = placements.iter().map(|p| p.cores as u64).sum::<u64>();
+        for (unit, layer) in units.iter().zip(&layers) {
+            for problem in layer.iter().flat_map(|l| &l.problems) {
+                violations.push(Violation {
+                    population: unit.name.clone(),
+                    limit: problem.limit.clone(),
+                    limit_value: problem.limit_value,
+                    value: problem.value,
+                    neurons: unit.neurons,
+                    suggestion: problem.suggestion.clone(),
+                });
+            }
+        }
+        if let Some(limit) = profile.distinct_weights_per_neuron {
+            let bits = profile.weight_bits.min(32) as u32;
+            for unit in units {
+                let needed = levels::max_distinct_weights(unit.operands, bits);
+                if needed > limit {
+                    violations.push(Violation {
+                        population: unit.name.clone(),
+                        limit: "distinct weights per neuron".into(),
+                        limit_value: limit,
+                        value: needed,
+                        neurons: unit.neurons,
+                        suggestion: format!(
+                            "one {} neuron applies at most {limit} distinct weights (one per axon type, shared by the core): train with at most {limit} weight levels per output channel (for example ternary weights), or copy the population once per group of {limit} levels and add the copies",
+                            profile.chip
+                        ),
+                    });
+                }
+            }
+        }
+        let total_cores = placements.iter().map(|p| (p.cores + p.splitter_cores) as u64).sum::<u64>();
         if let Some(limit) = profile.max_destination_cores_per_core {
             check_core_fan_out(units, &placements, limit, &mut violations);
         }
         if let Some(max) = profile.max_chips {
             if chips > max {
+                let matched = chips > total_cores.div_ceil(profile.cores_per_chip);
                 violations.push(Violation {
                     population: "(whole network)".into(),
                     limit: "chips".into(),
@@ -92,8 +162,10 @@ impl<'a> Mapper<'a> {
                     value: chips,
                     neurons: 0,
                     suggestion: format!(
-                        "the network needs {total_cores} cores, {chips} chips of {} cores, and the {} works alone; use a smaller model or another chip",
-                        profile.cores_per_chip, profile.chip
+                        "the network needs {total_cores} cores, {chips} chips of {} cores{}, and the {} works alone; use a smaller model or another chip",
+                        profile.cores_per_chip,
+                        if matched { " (its layers fit only some of a chip's cores)" } else { "" },
+                        profile.chip
                     ),
                 });
             }
@@ -103,15 +175,26 @@ impl<'a> Mapper<'a> {
             .iter()
             .zip(&placements)
             .zip(&costs)
-            .map(|((unit, placement), &cost)| PopulationPlacement {
+            .zip(&layers)
+            .map(|(((unit, placement), &cost), layer)| PopulationPlacement {
                 name: unit.name.clone(),
                 kind: unit.kind.clone(),
                 neurons: unit.neurons,
                 compartments_per_neuron: cost,
                 cores: placement.cores,
+                splitter_cores: placement.splitter_cores,
+                events_per_ms_per_core: placement.busiest_events,
                 max_fan_in: unit.max_fan_in as u32,
                 max_synapses_per_neuron: unit.max_synapses,
                 synapses: unit.total_synapses,
+                memory_bytes: placement.memory_bits.div_ceil(8),
+                memory_utilisation: if placement.capacity_bits == 0 {
+                    0.0
+                } else {
+                    placement.fullest_bits as f64 / placement.capacity_bits as f64
+                },
+                core: placement.core,
+                layer_memory: layer.as_ref().map(|l| l.memory),
             })
             .collect();
         let requirements = requirements(self.network, profile, options);
@@ -135,6 +218,9 @@ impl<'a> Mapper<'a> {
 struct Unit<'a> {
     name: String,
     kind: String,
+    /// Activation shape.
+    shape: Vec<usize>,
+    operands: &'a [Operand],
     neurons: usize,
     /// Whether a neuron holds two operands (two compartments where a chip joins compartments).
     two_operands: bool,
@@ -151,7 +237,8 @@ struct Unit<'a> {
 }
 
 impl<'a> Unit<'a> {
-    fn new(name: String, kind: String, neurons: usize, two_operands: bool, operands: &'a [Operand]) -> Self {
+    fn new(name: String, kind: String, shape: &[usize], two_operands: bool, operands: &'a [Operand]) -> Self {
+        let neurons = shape.iter().product();
         let readers = Reader::of(operands);
         let mut feeds = vec![false; readers.len()];
         let (mut total_synapses, mut max_synapses, mut max_fan_in) = (0, 0, 0);
@@ -166,6 +253,8 @@ impl<'a> Unit<'a> {
         Unit {
             name,
             kind,
+            shape: shape.to_vec(),
+            operands,
             neurons,
             two_operands,
             readers,
@@ -215,12 +304,30 @@ struct Placement {
     cores: usize,
     /// First neuron of each core.
     starts: Vec<u32>,
+    /// Synaptic memory over all its cores, in bits.
+    memory_bits: u64,
+    /// Synaptic memory of its fullest core, in bits.
+    fullest_bits: u64,
+    /// Synaptic memory of that core, in bits.
+    capacity_bits: u64,
+    /// The core of its chip (one population per core).
+    core: Option<usize>,
+    /// Per neuron, its local core, when its cores do not hold consecutive neurons (spatial
+    /// tiles); `starts` is empty then.
+    neuron_cores: Option<Vec<u32>>,
+    /// Cores of splitter neurons copying its spikes to more cores than one neuron may reach.
+    splitter_cores: usize,
+    /// Synaptic events per step of its busiest core (when rates are known).
+    busiest_events: Option<f64>,
 }
 
 impl Placement {
     /// Local core of neuron `t`.
     fn core_of(&self, t: usize) -> usize {
-        self.starts.partition_point(|&s| s as usize <= t).saturating_sub(1)
+        match &self.neuron_cores {
+            Some(cores) => cores[t] as usize,
+            None => self.starts.partition_point(|&s| s as usize <= t).saturating_sub(1),
+        }
     }
 }
 
@@ -230,24 +337,65 @@ fn place_all_split(
     units: &[Unit<'_>],
     costs: &[u64],
     profile: &Profile,
+    rates: Option<&[Vec<f64>]>,
     violations: &mut Vec<Violation>,
 ) -> Vec<Placement> {
     let mut placements = vec![Placement::default(); units.len()];
     // Destination cores of each neuron, per unit, gathered from its consumers' placements.
     let mut dest: Vec<Vec<u32>> = vec![Vec::new(); units.len()];
-    let mut fan_out = vec![None; units.len()];
     for u in (0..units.len()).rev() {
         let mut own = std::mem::take(&mut dest[u]);
         own.resize(units[u].neurons, 0);
-        let (placement, reached) = place_split(&units[u], costs[u], profile, &own, violations);
+        let mut notes = Vec::new();
+        let rates = rates.map(|r| r[u].as_slice());
+        let (mut placement, mut reached) = place_split(&units[u], costs[u], profile, &own, None, rates, &mut notes);
+        for order in tile_orders(&units[u], profile) {
+            let mut tiled_notes = Vec::new();
+            let (tiled, tiled_reached) =
+                place_split(&units[u], costs[u], profile, &own, Some(&order), rates, &mut tiled_notes);
+            if tiled.cores < placement.cores {
+                (placement, reached, notes) = (tiled, tiled_reached, tiled_notes);
+            }
+        }
+        violations.extend(notes);
         if counts_destinations(profile) {
             add_destinations(&units[u], &reached, &mut dest);
         }
-        fan_out[u] = neuron_fan_out(&units[u], &own, profile);
+        placement.splitter_cores = splitter_cores(&own, profile);
         placements[u] = placement;
     }
-    violations.extend(fan_out.into_iter().flatten());
     placements
+}
+
+/// Orders of a population's neurons in spatial tiles of `s × s` pixels with all their channels
+/// (s = 1, 2, 4, 8 below the map's size), for chips with an input-axon limit: a tile of a
+/// convolution's outputs reads a small window of all input channels, where a cut in element
+/// (channel-major) order reads whole rows of every channel.
+fn tile_orders(unit: &Unit<'_>, profile: &Profile) -> Vec<Vec<u32>> {
+    let [c, h, w] = match unit.shape.as_slice() {
+        [.., c, h, w] => [*c, *h, *w],
+        _ => return Vec::new(),
+    };
+    if profile.input_axons_per_core.is_none() || unit.conv.is_none() || h * w <= 1 || c * h * w != unit.neurons {
+        return Vec::new();
+    }
+    [1usize, 2, 4, 8]
+        .into_iter()
+        .filter(|&s| s < h.max(w))
+        .map(|s| {
+            let mut order = Vec::with_capacity(unit.neurons);
+            for ty in (0..h).step_by(s) {
+                for tx in (0..w).step_by(s) {
+                    for y in ty..(ty + s).min(h) {
+                        for x in tx..(tx + s).min(w) {
+                            order.extend((0..c).map(|ch| ((ch * h + y) * w + x) as u32));
+                        }
+                    }
+                }
+            }
+            order
+        })
+        .collect()
 }
 
 /// Which keys of a unit's readers are on the core being filled, and how many cores read each.
@@ -256,6 +404,8 @@ struct Marks {
     stamps: Vec<Vec<u32>>,
     /// Per reader and key: the cores that read it.
     reached: Vec<Vec<u32>>,
+    /// Per reader and key: the neurons of the last core that read it.
+    readers: Vec<Vec<u32>>,
 }
 
 impl Marks {
@@ -265,7 +415,24 @@ impl Marks {
         Marks {
             stamps: unit.readers.iter().map(|r| vec![u32::MAX; keys(r)]).collect(),
             reached: unit.readers.iter().map(|r| vec![0; keys(r)]).collect(),
+            readers: unit.readers.iter().map(|r| vec![0; keys(r)]).collect(),
         }
+    }
+
+    /// nengo-loihi's bits that the neuron read into `footprint` adds to `core`: each source
+    /// behind a key is an input axon whose weights to the core grow by one (keys of readers that
+    /// share a convolution's kernel excepted: `shared`).
+    fn new_bits(&self, footprint: &Footprint, core: u32, shared: &[bool], bits_per_weight: u64) -> u64 {
+        footprint
+            .keys
+            .iter()
+            .filter(|&&(r, _, _)| !shared[r as usize])
+            .map(|&(r, key, live)| {
+                let (r, key) = (r as usize, key as usize);
+                let n = if self.stamps[r][key] == core { self.readers[r][key] as u64 } else { 0 };
+                live as u64 * (bits::bits_per_axon(n + 1, bits_per_weight) - bits::bits_per_axon(n, bits_per_weight))
+            })
+            .sum()
     }
 
     /// Source neurons of the neuron read into `footprint` not yet on `core`.
@@ -281,7 +448,9 @@ impl Marks {
             if *stamp != core {
                 *stamp = core;
                 self.reached[r as usize][key as usize] += 1;
+                self.readers[r as usize][key as usize] = 0;
             }
+            self.readers[r as usize][key as usize] += 1;
         }
     }
 }
@@ -294,15 +463,31 @@ fn place_split(
     cost: u64,
     profile: &Profile,
     dest: &[u32],
+    order: Option<&[u32]>,
+    rates: Option<&[f64]>,
     notes: &mut Vec<Violation>,
 ) -> (Placement, Vec<Vec<u32>>) {
+    let events_cap = rates.and(profile.synaptic_events_per_ms_per_core).map_or(f64::INFINITY, |e| e as f64);
+    let (mut events, mut busiest) = (0f64, 0f64);
     let neuron_cap = profile.neurons_per_core;
     let axon_cap = profile.input_axons_per_core.unwrap_or(u64::MAX);
     let out_cap = profile.output_axons_per_core.unwrap_or(u64::MAX);
-    let memory_cap = profile.synapses_in(profile.synaptic_memory_bytes_per_core);
-    let shared_memory = profile.memory_model == MemoryModel::PerStoredWeight;
+    let memory_cap = profile.synaptic_memory_bytes_per_core.saturating_mul(8);
+    let model = profile.memory_model;
+    let nengo = model == MemoryModel::NengoLoihi;
+    // Kernels shared over a core's neurons: stored once per core that holds any of them.
+    let shared: Vec<bool> = unit.readers.iter().map(|r| nengo && r.conv().is_some()).collect();
+    let bits_per_weight = profile.weight_bits + bits::index_bits(profile.neurons_per_core);
+    let base = match model {
+        MemoryModel::PerStoredWeight => unit.stored_weights * profile.bits_per_synapse,
+        MemoryModel::NengoLoihi => {
+            unit.readers.iter().filter_map(|r| r.conv()).map(|c| bits::conv_bits(c, profile.weight_bits)).sum()
+        }
+        _ => 0,
+    };
     let (counts_axons, counts_destinations) = (profile.input_axons_per_core.is_some(), counts_destinations(profile));
-    let mut marks = Marks::new(unit, counts_axons || counts_destinations);
+    let mut marks = Marks::new(unit, counts_axons || counts_destinations || nengo);
+    let (mut memory_bits, mut fullest_bits) = (0u64, 0u64);
     let mut footprint = Footprint::new(&unit.readers);
     let mut starts = Vec::new();
     let (mut core, mut neurons, mut axons, mut memory, mut outputs) = (0u32, 0u64, 0u64, 0u64, 0u64);
@@ -316,32 +501,52 @@ fn place_split(
     if cost > neuron_cap && unit.neurons > 0 {
         bump(3, cost);
     }
-    for (t, &own_out) in dest.iter().enumerate() {
+    let mut neuron_cores = order.map(|_| vec![0u32; dest.len()]);
+    for i in 0..dest.len() {
+        let t = order.map_or(i, |o| o[i] as usize);
+        let own_out = dest[t];
         footprint.read(&unit.readers, t);
-        let own_memory = if shared_memory { unit.stored_weights } else { footprint.synapses };
         let own_out = own_out as u64;
         let fan_in = footprint.distinct;
         if fan_in > axon_cap {
             bump(0, fan_in);
         }
-        if own_memory > memory_cap {
-            bump(1, own_memory);
+        let alone = base + own_bits(model, profile, &footprint, cost, &marks, u32::MAX, &shared, bits_per_weight);
+        if alone > memory_cap {
+            bump(1, alone);
         }
         if own_out > out_cap {
             bump(2, own_out);
         }
         loop {
             let new = if counts_axons { marks.new_sources(&footprint, core) } else { 0 };
+            let own_memory = own_bits(model, profile, &footprint, cost, &marks, core, &shared, bits_per_weight);
+            let memory_before = if empty { base } else { memory };
+            let own_events = rates.map_or(0.0, |rates| {
+                footprint.keys.iter().map(|&(r, _, live)| live as f64 * rates[r as usize]).sum::<f64>()
+            });
             let fits = neurons + cost <= neuron_cap
+                && events + own_events <= events_cap
                 && axons + new <= axon_cap
-                && (shared_memory || memory + own_memory <= memory_cap)
+                && memory_before + own_memory <= memory_cap
                 && outputs + own_out <= out_cap;
             if fits || empty {
-                if counts_axons || counts_destinations {
+                if counts_axons || counts_destinations || nengo {
                     marks.commit(&footprint, core);
                 }
                 if empty {
+                    memory = base;
+                    memory_bits += base;
+                }
+                memory_bits += own_memory;
+                fullest_bits = fullest_bits.max(memory + own_memory);
+                events += own_events;
+                busiest = busiest.max(events);
+                if empty && order.is_none() {
                     starts.push(t as u32);
+                }
+                if let Some(cores) = &mut neuron_cores {
+                    cores[t] = core;
                 }
                 neurons += cost;
                 axons += new;
@@ -352,16 +557,51 @@ fn place_split(
                 if !fits {
                     core += 1;
                     (neurons, axons, memory, outputs, empty) = (0, 0, 0, 0, true);
+                    events = 0.0;
                 }
                 break;
             }
             core += 1;
             (neurons, axons, memory, outputs, empty) = (0, 0, 0, 0, true);
+            events = 0.0;
         }
     }
     let cores = if unit.neurons == 0 { 0 } else { core as usize + usize::from(!empty) };
     notes.extend(limit_violations(unit, cost, profile, worst));
-    (Placement { cores, starts }, marks.reached)
+    let capacity_bits = memory_cap;
+    let placement = Placement {
+        cores,
+        starts,
+        memory_bits,
+        fullest_bits,
+        capacity_bits,
+        core: None,
+        neuron_cores,
+        splitter_cores: 0,
+        busiest_events: rates.map(|_| busiest),
+    };
+    (placement, marks.reached)
+}
+
+/// Synaptic memory, in bits, that the neuron read into `footprint` adds to `core` under the
+/// chip's memory rule (`u32::MAX`: a core of its own).
+#[allow(clippy::too_many_arguments)]
+fn own_bits(
+    model: MemoryModel,
+    profile: &Profile,
+    footprint: &Footprint,
+    cost: u64,
+    marks: &Marks,
+    core: u32,
+    shared: &[bool],
+    bits_per_weight: u64,
+) -> u64 {
+    match model {
+        MemoryModel::PerSynapse | MemoryModel::Sinabs => footprint.synapses * profile.bits_per_synapse,
+        MemoryModel::PerStoredWeight => 0,
+        MemoryModel::SharedWithState => footprint.synapses * profile.bits_per_synapse + profile.state_bits * cost,
+        MemoryModel::NengoLoihi => marks.new_bits(footprint, core, shared, bits_per_weight),
+    }
 }
 
 /// Whether `profile` limits what depends on the destination cores of a neuron.
@@ -374,6 +614,13 @@ fn counts_destinations(profile: &Profile) -> bool {
 fn limit_violations(unit: &Unit<'_>, cost: u64, profile: &Profile, worst: [Option<(u64, usize)>; 4]) -> Vec<Violation> {
     let memory_cap = profile.synapses_in(profile.synaptic_memory_bytes_per_core);
     let shared_memory = profile.memory_model == MemoryModel::PerStoredWeight;
+    let rule = match profile.memory_model {
+        MemoryModel::NengoLoihi => {
+            "synaptic memory per core (bytes, nengo-loihi's bits of one neuron's synapses and the shared kernels)"
+        }
+        MemoryModel::SharedWithState => "synaptic memory per core (bytes, one neuron's synapses and state)",
+        _ => "synaptic memory per core (bytes, synapses of one neuron)",
+    };
     let limits = [
         ("input axons per core (distinct source neurons of one neuron)", profile.input_axons_per_core),
         ("synaptic memory per core (synapses of one neuron)", Some(memory_cap)),
@@ -383,17 +630,14 @@ fn limit_violations(unit: &Unit<'_>, cost: u64, profile: &Profile, worst: [Optio
     let mut violations = Vec::new();
     for (slot, (limit, cap)) in limits.into_iter().enumerate() {
         if let (Some((value, count)), Some(cap)) = (worst[slot], cap) {
-            let (limit_value, value) = if slot == 1 {
-                (profile.synaptic_memory_bytes_per_core, value * profile.bits_per_synapse / 8)
-            } else {
-                (cap, value)
-            };
+            let (limit_value, value) =
+                if slot == 1 { (profile.synaptic_memory_bytes_per_core, value.div_ceil(8)) } else { (cap, value) };
             violations.push(Violation {
                 population: unit.name.clone(),
                 limit: if slot == 1 && shared_memory {
                     "synaptic memory per core (stored weights, bytes)".into()
                 } else if slot == 1 {
-                    "synaptic memory per core (bytes, synapses of one neuron)".into()
+                    rule.into()
                 } else {
                     limit.into()
                 },
@@ -448,24 +692,19 @@ fn add_destinations(unit: &Unit<'_>, reached: &[Vec<u32>], dest: &mut [Vec<u32>]
     }
 }
 
-/// One neuron sending to more cores than it may (TrueNorth: one).
-fn neuron_fan_out(unit: &Unit<'_>, dest: &[u32], profile: &Profile) -> Option<Violation> {
-    let limit = profile.max_destination_cores_per_neuron?;
-    let over: Vec<u64> = dest.iter().map(|&d| d as u64).filter(|&d| d > limit).collect();
-    let &worst = over.iter().max()?;
-    let copies: u64 = over.iter().map(|d| d.div_ceil(limit) - 1).sum();
-    Some(Violation {
-        population: unit.name.clone(),
-        limit: "destination cores per neuron".into(),
-        limit_value: limit,
-        value: worst,
-        neurons: over.len(),
-        suggestion: format!(
-            "one {} neuron sends to at most {limit} core(s): copy each such neuron with splitter neurons ({copies} extra neurons, about {} more cores)",
-            profile.chip,
-            copies.div_ceil(profile.neurons_per_core)
-        ),
-    })
+/// Cores of splitter neurons for the neurons that send to more cores than one neuron may
+/// (TrueNorth: one). A splitter core receives each such neuron on one axon and copies its spike
+/// with `⌈d / limit⌉` neurons, one per group of destination cores, so the count is the larger of
+/// the copies over the neurons per core and the copied neurons over the axons per core.
+fn splitter_cores(dest: &[u32], profile: &Profile) -> usize {
+    let Some(limit) = profile.max_destination_cores_per_neuron else { return 0 };
+    let (mut copies, mut sources) = (0u64, 0u64);
+    for &d in dest.iter().filter(|&&d| d as u64 > limit) {
+        copies += (d as u64).div_ceil(limit);
+        sources += 1;
+    }
+    let by_axons = profile.input_axons_per_core.map_or(0, |a| sources.div_ceil(a));
+    copies.div_ceil(profile.neurons_per_core).max(by_axons) as usize
 }
 
 /// The destination cores of every core of every population: per consumer core, the distinct
@@ -479,6 +718,25 @@ struct CoreFanOut {
     last: Vec<Vec<u64>>,
     /// Per population: the consumers it has synapses to.
     consumers: Vec<Vec<usize>>,
+}
+
+/// The unit whose core sends unit `u`'s output: `u` itself, or, for a unit without a core of
+/// its own (a pooling merged into the core before it), the first population it reads, followed
+/// back.
+fn host_core_unit(units: &[Unit<'_>], placements: &[Placement], mut u: usize) -> usize {
+    for _ in 0..units.len() {
+        if placements[u].cores > 0 {
+            break;
+        }
+        match units[u].readers.iter().find_map(|r| match r.source {
+            Source::Population(p) => Some(p),
+            Source::Input => None,
+        }) {
+            Some(p) => u = p,
+            None => break,
+        }
+    }
+    u
 }
 
 impl CoreFanOut {
@@ -497,10 +755,20 @@ impl CoreFanOut {
             let whole = placements[c].cores <= 1
                 && (0..consumer.readers.len()).filter_map(sources).all(|u| placements[u].cores <= 1);
             if whole {
+                // A unit without a core of its own (a pooling inside its producer's core) sends
+                // from its producer's core.
+                if placements[c].cores == 0 {
+                    continue;
+                }
+                let mut hosts = Vec::new();
                 for (r, u) in (0..consumer.readers.len()).filter_map(|r| Some((r, sources(r)?))) {
                     if consumer.feeds[r] {
-                        fan_out.pairs[u][0] += 1;
-                        fan_out.consumers[u].push(c);
+                        let host = host_core_unit(units, placements, u);
+                        if !hosts.contains(&host) {
+                            hosts.push(host);
+                            fan_out.pairs[host][0] += 1;
+                            fan_out.consumers[host].push(c);
+                        }
                     }
                 }
             } else {
@@ -569,75 +837,191 @@ fn check_core_fan_out(units: &[Unit<'_>], placements: &[Placement], limit: u64, 
     }
 }
 
-/// One population per core, best fit among free cores of possibly different sizes.
+/// What one unit needs of a core, on a chip that holds one population per core: neurons (or
+/// neuron memory entries), synaptic memory in units of `bits_per_synapse`, bias entries.
+#[derive(Clone, Copy)]
+struct Demand {
+    neurons: u64,
+    memory: u64,
+    bias: u64,
+}
+
+/// One population per core: layers matched to the cores whose memories hold them (a maximum
+/// bipartite matching, as sinabs assigns DYNAP-CNN layers), smallest cores tried first; chips are
+/// added until every layer that fits some core has one. A layer that fits no core is a violation
+/// and still counts as a core; a max pooling under sinabs's rule takes none.
 fn place_whole(
     units: &[Unit<'_>],
     costs: &[u64],
+    layers: &[Option<LayerView>],
     profile: &Profile,
     violations: &mut Vec<Violation>,
 ) -> (Vec<Placement>, u64) {
     let per_chip = profile.cores_per_chip as usize;
-    let mut free: Vec<bool> = Vec::new(); // over all chips opened so far
-    let mut placements = vec![Placement::default(); units.len()];
-    let mut order: Vec<usize> = (0..units.len()).collect();
-    order.sort_by_key(|&u| std::cmp::Reverse(units[u].neurons as u64 * costs[u]));
-    let memory_of = |u: &Unit<'_>| match profile.memory_model {
-        MemoryModel::PerStoredWeight => u.stored_weights,
-        MemoryModel::PerSynapse => u.total_synapses,
+    let demand = |u: usize| match &layers[u] {
+        Some(l) => {
+            Demand { neurons: l.memory.neuron_memory, memory: l.memory.kernel_memory, bias: l.memory.bias_memory }
+        }
+        None => Demand {
+            neurons: units[u].neurons as u64 * costs[u],
+            memory: match profile.memory_model {
+                MemoryModel::PerStoredWeight => units[u].stored_weights,
+                _ => units[u].total_synapses,
+            },
+            bias: 0,
+        },
     };
-    for u in order {
-        let unit = &units[u];
-        let neurons = unit.neurons as u64 * costs[u];
-        let memory = memory_of(unit);
-        let fits = |k: usize| {
-            neurons <= profile.core_neuron_capacity(k % per_chip)
-                && memory <= profile.synapses_in(profile.core_memory_bytes(k % per_chip))
-        };
-        placements[u] = Placement { cores: 1, starts: vec![0] };
-        if !(0..per_chip).any(fits) {
-            let (limit, limit_value, value) = if neurons > profile.max_core_neurons() {
-                ("neurons per core (one population per core)", profile.max_core_neurons(), neurons)
-            } else {
-                (
-                    "synaptic memory per core (bytes, one population per core)",
-                    profile.max_core_memory_bytes(),
-                    memory * profile.bits_per_synapse / 8,
-                )
-            };
-            violations.push(Violation {
-                population: unit.name.clone(),
-                limit: limit.into(),
-                limit_value,
-                value,
-                neurons: unit.neurons,
-                suggestion: format!(
-                    "a population cannot be split over cores on the {}: shrink the layer (fewer channels or a smaller map){}",
-                    profile.chip,
-                    if limit.starts_with("synaptic") { ", or share weights (a convolution stores its kernel once)" } else { "" }
-                ),
-            });
+    let memory_cap = |k: usize| profile.synapses_in(profile.core_memory_bytes(k % per_chip));
+    let fits = |d: Demand, k: usize| {
+        d.neurons <= profile.core_neuron_capacity(k % per_chip)
+            && d.memory <= memory_cap(k)
+            && profile.bias_entries_per_core.is_none_or(|b| d.bias <= b)
+    };
+    let sinabs = profile.memory_model == MemoryModel::Sinabs;
+    let mut placements = vec![Placement::default(); units.len()];
+    let mut layered = Vec::new();
+    let mut failed = 0usize;
+    for (u, unit) in units.iter().enumerate() {
+        if layers[u].as_ref().is_some_and(|l| l.max_pooling) {
             continue;
         }
-        let best = (0..free.len())
-            .filter(|&k| free[k] && fits(k))
-            .min_by_key(|&k| (profile.core_neuron_capacity(k % per_chip), profile.core_memory_bytes(k % per_chip), k));
-        let k = match best {
-            Some(k) => k,
-            None => {
-                let start = free.len();
-                free.extend(std::iter::repeat_n(true, per_chip));
-                (start..free.len())
-                    .filter(|&k| fits(k))
-                    .min_by_key(|&k| {
-                        (profile.core_neuron_capacity(k % per_chip), profile.core_memory_bytes(k % per_chip), k)
-                    })
-                    .expect("a core of a fresh chip fits")
-            }
+        let d = demand(u);
+        placements[u] = Placement {
+            cores: 1,
+            starts: vec![0],
+            memory_bits: d.memory * profile.bits_per_synapse,
+            ..Placement::default()
         };
-        free[k] = false;
+        if (0..per_chip).any(|k| fits(d, k)) {
+            layered.push(u);
+            continue;
+        }
+        failed += 1;
+        let bias_cap = profile.bias_entries_per_core.unwrap_or(u64::MAX);
+        let (limit, limit_value, value) = if d.neurons > profile.max_core_neurons() {
+            let what = if sinabs {
+                "neuron memory per core (entries, sinabs's rule)"
+            } else {
+                "neurons per core (one population per core)"
+            };
+            (what, profile.max_core_neurons(), d.neurons)
+        } else if d.bias > bias_cap {
+            ("bias memory per core (entries)", bias_cap, d.bias)
+        } else if sinabs {
+            (
+                "kernel memory per core (entries, sinabs's rule)",
+                profile.synapses_in(profile.max_core_memory_bytes()),
+                d.memory,
+            )
+        } else {
+            (
+                "synaptic memory per core (bytes, one population per core)",
+                profile.max_core_memory_bytes(),
+                d.memory * profile.bits_per_synapse / 8,
+            )
+        };
+        violations.push(Violation {
+            population: unit.name.clone(),
+            limit: limit.into(),
+            limit_value,
+            value,
+            neurons: unit.neurons,
+            suggestion: whole_suggestion(layers[u].as_ref(), limit, limit_value, profile),
+        });
+        let placement = &mut placements[u];
+        placement.fullest_bits = placement.memory_bits;
+        placement.capacity_bits = profile.max_core_memory_bytes() * 8;
     }
-    let chips = (free.len() / per_chip.max(1)).max(1) as u64;
-    (placements, chips)
+    let mut chips = (layered.len() + failed).div_ceil(per_chip).max(1);
+    let assignment = loop {
+        let slots = chips * per_chip;
+        let mut order: Vec<usize> = (0..slots).collect();
+        order.sort_by_key(|&k| (profile.core_neuron_capacity(k % per_chip), memory_cap(k), k));
+        if let Some(assignment) = match_cores(&layered, &order, |u, k| fits(demand(u), k)) {
+            break assignment;
+        }
+        chips += 1;
+    };
+    for (&u, &k) in layered.iter().zip(&assignment) {
+        let placement = &mut placements[u];
+        placement.core = Some(k % per_chip);
+        placement.fullest_bits = placement.memory_bits;
+        placement.capacity_bits = memory_cap(k) * profile.bits_per_synapse;
+    }
+    (placements, chips as u64)
+}
+
+/// A maximum matching of `units` to cores (Kuhn's augmenting paths), cores tried in `order`:
+/// the core of each unit, or `None` if some unit gets none.
+fn match_cores(units: &[usize], order: &[usize], fits: impl Fn(usize, usize) -> bool) -> Option<Vec<usize>> {
+    fn augment(
+        i: usize,
+        units: &[usize],
+        order: &[usize],
+        fits: &dyn Fn(usize, usize) -> bool,
+        owner: &mut [Option<usize>],
+        seen: &mut [bool],
+    ) -> bool {
+        for &k in order {
+            if seen[k] || !fits(units[i], k) {
+                continue;
+            }
+            seen[k] = true;
+            if owner[k].is_none_or(|j| augment(j, units, order, fits, owner, seen)) {
+                owner[k] = Some(i);
+                return true;
+            }
+        }
+        false
+    }
+    let mut owner = vec![None; order.len()];
+    for i in 0..units.len() {
+        let mut seen = vec![false; order.len()];
+        if !augment(i, units, order, &fits, &mut owner, &mut seen) {
+            return None;
+        }
+    }
+    let mut core = vec![0; units.len()];
+    for (k, o) in owner.iter().enumerate() {
+        if let Some(i) = o {
+            core[*i] = k;
+        }
+    }
+    Some(core)
+}
+
+/// What would make a layer that fits no core fit: computed from its structure.
+fn whole_suggestion(layer: Option<&LayerView>, limit: &str, cap: u64, profile: &Profile) -> String {
+    let chip = &profile.chip;
+    let Some(layer) = layer else {
+        return format!(
+            "a population cannot be split over cores on the {chip}: shrink the layer (fewer channels or a smaller map){}",
+            if limit.starts_with("synaptic") { ", or share weights (a convolution stores its kernel once)" } else { "" }
+        );
+    };
+    let m = layer.memory;
+    if limit.starts_with("neuron memory") {
+        // neuron memory = c_out · 2^(⌈log2 H⌉ + ⌈log2 W⌉): the channels that fit, or the pooling.
+        let [c_out, h, w] = layer.map;
+        let entries = |h: usize, w: usize| neuron_memory(1, h, w);
+        let channels = cap / entries(h, w);
+        let pool = (1..=6)
+            .map(|k| 1usize << k)
+            .find(|&p| c_out as u64 * entries(h.div_ceil(p), w.div_ceil(p)) <= cap)
+            .map_or("no pooling".to_string(), |p| format!("a stride or pooling of {p} on its input"));
+        format!(
+            "at most {channels} output channels fit a core's {cap} neuron entries at this {h}×{w} map; or keep {c_out} channels with {pool} (sinabs rounds each side up to a power of 2)"
+        )
+    } else if limit.starts_with("kernel memory") {
+        // kernel memory = c_in · 2^(⌈log2 kxky⌉ + ⌈log2 c_out⌉): the input channels that fit.
+        let per_input = m.kernel_memory / (layer.c_in as u64).max(1);
+        format!(
+            "at most {} input channels fit a core's {cap} kernel entries with this kernel and output channel count ({per_input} entries per input channel); split the input channels into groups on separate cores, or pool the input map before a linear layer",
+            cap / per_input.max(1)
+        )
+    } else {
+        format!("at most {cap} output channels have a bias on one core of the {chip}")
+    }
 }
 
 fn short_list(names: &[&str], n: usize) -> String {

@@ -15,7 +15,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-pub use mapper::{map, MapOptions, Mapper};
+pub use mapper::{kernel_memory, map, neuron_memory, LayerMemory, MapOptions, Mapper};
 pub use profile::{Profile, ProfileError};
 
 /// A limit that no split of a population over cores can cure.
@@ -71,12 +71,30 @@ pub struct PopulationPlacement {
     pub compartments_per_neuron: u64,
     /// Cores it occupies.
     pub cores: usize,
+    /// Cores of splitter neurons that copy its spikes to more destination cores than one neuron
+    /// may reach (TrueNorth); counted in the target's cores.
+    pub splitter_cores: usize,
+    /// Synaptic events per 1 ms step of its busiest core, from the simulated rates (chips with
+    /// an events limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_per_ms_per_core: Option<f64>,
     /// Largest number of distinct source neurons of one neuron.
     pub max_fan_in: u32,
     /// Largest number of synapses reaching one neuron.
     pub max_synapses_per_neuron: u64,
     /// Synapses reaching the population.
     pub synapses: u64,
+    /// Synaptic memory the population takes under the chip's memory rule, in bytes, over all
+    /// its cores.
+    pub memory_bytes: u64,
+    /// The fullest of its cores: memory used over the core's memory (0 when it has no core).
+    pub memory_utilisation: f64,
+    /// The core of its chip it is assigned to (chips that hold one layer per core).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core: Option<usize>,
+    /// sinabs's kernel, neuron and bias memory (DYNAP-CNN chips, Speck), in entries.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub layer_memory: Option<LayerMemory>,
 }
 
 /// The feasibility of one network on one chip.

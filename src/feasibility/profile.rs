@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The bundled profiles, in the order `--target all` reports them: (target name, JSON text).
-pub const BUNDLED: [(&str, &str); 5] = [
+pub const BUNDLED: [(&str, &str); 6] = [
     ("loihi", include_str!("../../hardware/loihi.json")),
     ("loihi2", include_str!("../../hardware/loihi2.json")),
     ("truenorth", include_str!("../../hardware/truenorth.json")),
     ("spinnaker", include_str!("../../hardware/spinnaker.json")),
+    ("spinnaker2", include_str!("../../hardware/spinnaker2.json")),
     ("speck", include_str!("../../hardware/speck.json")),
 ];
 
@@ -40,7 +41,7 @@ pub enum ProfileError {
     },
     /// No bundled profile has this name.
     #[error(
-        "unknown target `{0}`; choose one of loihi, loihi2, truenorth, spinnaker, speck or all, or pass --profile FILE"
+        "unknown target `{0}`; choose one of loihi, loihi2, truenorth, spinnaker, spinnaker2, speck or all, or pass --profile FILE"
     )]
     UnknownTarget(String),
 }
@@ -75,6 +76,18 @@ pub enum MemoryModel {
     PerSynapse,
     /// Only stored weights count (a convolution kernel once, shared over positions).
     PerStoredWeight,
+    /// sinabs's rule for DYNAP-CNN chips (Speck): one convolutional layer per core, kernel
+    /// memory `c_in · 2^(⌈log2(kx·ky)⌉ + ⌈log2 c_out⌉)` entries, neuron memory
+    /// `c_out · 2^(⌈log2 H⌉ + ⌈log2 W⌉)` entries, one bias entry per output channel; pooling is
+    /// a sum inside the layer's core (max pooling is not supported).
+    Sinabs,
+    /// nengo-loihi's accounting (`SynapseConfig.bits_per_axon`): per input axon, its weights in
+    /// groups of 64, each weight with its index bits, each group with a 10-bit header, rounded up
+    /// to 64-bit words; a convolution's kernel stored once per core (`axon_to_weight_map`).
+    NengoLoihi,
+    /// Synapses (`bits_per_synapse` each) and neuron state (`state_bits` per neuron) share one
+    /// memory of `synaptic_memory_bytes_per_core`.
+    SharedWithState,
 }
 
 /// The limits of one chip. See `hardware/*.json` for the sources of the bundled values.
@@ -129,6 +142,25 @@ pub struct Profile {
     pub per_step_drive: bool,
     /// Whether neuron updates are programmable (any spike function, e.g. exp, products).
     pub programmable_neurons: bool,
+    /// Bias entries per core (one per output channel of the layer it holds); may be omitted.
+    #[serde(default)]
+    pub bias_entries_per_core: Option<u64>,
+    /// Largest kernel side of a convolution; may be omitted.
+    #[serde(default)]
+    pub max_kernel_size: Option<u64>,
+    /// The convolution strides the chip supports; may be omitted (any).
+    #[serde(default)]
+    pub strides: Option<Vec<u64>>,
+    /// Largest number of input or output channels of a layer; may be omitted.
+    #[serde(default)]
+    pub max_channels: Option<u64>,
+    /// Distinct weights one neuron can apply (TrueNorth: 4 axon types); may be omitted.
+    #[serde(default)]
+    pub distinct_weights_per_neuron: Option<u64>,
+    /// Synaptic events one core can process per millisecond step (SpiNNaker's CPU budget);
+    /// may be omitted.
+    #[serde(default)]
+    pub synaptic_events_per_ms_per_core: Option<u64>,
 }
 
 const FIELDS: [&str; 24] = [
@@ -158,8 +190,23 @@ const FIELDS: [&str; 24] = [
     "programmable_neurons",
 ];
 
+/// Fields that may be omitted (they default to `null`).
+const OPTIONAL_FIELDS: [&str; 6] = [
+    "bias_entries_per_core",
+    "max_kernel_size",
+    "strides",
+    "max_channels",
+    "distinct_weights_per_neuron",
+    "synaptic_events_per_ms_per_core",
+];
+
 /// Fields that hold a limit: a positive whole number (or `null` where allowed).
-const LIMITS: [&str; 11] = [
+const LIMITS: [&str; 16] = [
+    "bias_entries_per_core",
+    "max_kernel_size",
+    "max_channels",
+    "distinct_weights_per_neuron",
+    "synaptic_events_per_ms_per_core",
     "neurons_per_core",
     "input_axons_per_core",
     "output_axons_per_core",
@@ -189,13 +236,22 @@ impl Profile {
                 return Err(field(name, "missing (write `null` for a limit the chip does not have)".into()));
             }
         }
-        if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(field(unknown, format!("unknown field; the fields are {}", FIELDS.join(", "))));
+        let known = |k: &str| FIELDS.contains(&k) || OPTIONAL_FIELDS.contains(&k);
+        if let Some(unknown) = object.keys().find(|k| !known(k.as_str())) {
+            return Err(field(
+                unknown,
+                format!(
+                    "unknown field; the fields are {}, and optionally {}",
+                    FIELDS.join(", "),
+                    OPTIONAL_FIELDS.join(", ")
+                ),
+            ));
         }
+        let null = serde_json::Value::Null;
         // Limits: positive whole numbers, checked on the raw JSON so that -1 or 0.5 get a
         // message about the limit rather than about types.
         for name in LIMITS {
-            let v = &object[name];
+            let v = object.get(name).unwrap_or(&null);
             if v.is_null()
                 && !matches!(
                     name,
@@ -211,15 +267,15 @@ impl Profile {
             }
             check_positive(v).map_err(|p| field(name, p))?;
         }
-        for name in ["core_neurons", "core_synaptic_memory_bytes"] {
-            match &object[name] {
+        for name in ["core_neurons", "core_synaptic_memory_bytes", "strides"] {
+            match object.get(name).unwrap_or(&null) {
                 serde_json::Value::Null => {}
                 serde_json::Value::Array(items) => {
                     for (i, v) in items.iter().enumerate() {
                         check_positive(v).map_err(|p| field(name, format!("entry {i}: {p}")))?;
                     }
                 }
-                _ => return Err(field(name, "expected null or a list of positive whole numbers, one per core".into())),
+                _ => return Err(field(name, "expected null or a list of positive whole numbers".into())),
             }
         }
         let profile: Profile = serde_json::from_value(value).map_err(|e| parse(e.to_string()))?;
@@ -310,7 +366,7 @@ mod tests {
     #[test]
     fn bundled_profiles_load() {
         let all = Profile::all_bundled().unwrap();
-        assert_eq!(all.len(), 5);
-        assert_eq!(all[4].core_neuron_capacity(3), 32768);
+        assert_eq!(all.len(), 6);
+        assert_eq!(all[5].core_neuron_capacity(3), 32768);
     }
 }

@@ -53,6 +53,15 @@ impl<'a> Reader<'a> {
         Reader { source, sources: blocks[0].sources(), reaches, expanded }
     }
 
+    /// The convolution this reader reads through, when it reads nothing else and its keys are
+    /// input positions (its kernel can be stored once and shared).
+    pub fn conv(&self) -> Option<&'a ConvBlock> {
+        match self.reaches.as_slice() {
+            [Reach::Conv { block, .. }] if !self.expanded => Some(block),
+            _ => None,
+        }
+    }
+
     /// Size of the key space.
     pub fn keys(&self) -> usize {
         if self.expanded {
