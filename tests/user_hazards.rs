@@ -250,3 +250,17 @@ fn bench_times_the_network_run_converts() {
     assert_eq!(bench["calibration_inputs"], 256);
     assert_eq!(bench["synaptic_events"], run["checkpoints"][0]["synaptic_events"]);
 }
+
+#[test]
+fn feasibility_and_run_count_the_same_neurons() {
+    let feasibility = signgd(&["feasibility", "--model", "fixtures/models/mlp.onnx", "--target", "loihi", "--json"]);
+    let run = run_mlp(&["--json"]);
+    assert!(feasibility.status.success() && run.status.success(), "{}\n{}", text(&feasibility), text(&run));
+    let feasibility: serde_json::Value = serde_json::from_slice(&feasibility.stdout).unwrap();
+    let run: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    // The MLP fixture has relays; neither counts them as neurons.
+    assert!(run["network"]["relays"].as_u64().unwrap() > 0);
+    for key in ["neurons", "relays", "populations"] {
+        assert_eq!(feasibility["network"][key], run["network"][key], "{key}");
+    }
+}

@@ -296,8 +296,13 @@ fn spike_rates(network: &Network, result: &runner::SimulationResult<f32>) -> Vec
         .collect()
 }
 
+/// Neurons, not counting relays (real-valued accumulators), as `run` and the reports count them.
 fn neurons(network: &Network) -> usize {
-    network.populations.iter().map(|p| p.size()).sum()
+    network.populations.iter().filter(|p| !p.kind.is_relay()).map(|p| p.size()).sum()
+}
+
+fn relays(network: &Network) -> usize {
+    network.populations.iter().filter(|p| p.kind.is_relay()).count()
 }
 
 fn report_json(
@@ -310,7 +315,11 @@ fn report_json(
         "schema_version": 1,
         "model": args.model.display().to_string(),
         "encoder": if args.encoder == EncoderArg::Float { "float" } else { "spike" },
-        "network": { "populations": network.populations.len(), "neurons": neurons(network) },
+        "network": {
+            "populations": network.populations.len() - relays(network),
+            "neurons": neurons(network),
+            "relays": relays(network),
+        },
         "targets": reports,
         "relu_norm": args.relu_norm.to_possible_value().map(|v| v.get_name().to_string()),
         "weight_bits": quantized.iter().find(|q| q.targets.is_empty()).map(quantized_json),
@@ -342,10 +351,11 @@ fn report_text(args: &FeasibilityArgs, network: &Network, reports: &[TargetRepor
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "model    {}: {} populations, {} neurons (encoder {})",
+        "model    {}: {} neuron populations, {} neurons, {} relays (encoder {})",
         args.model.display(),
-        network.populations.len(),
+        network.populations.len() - relays(network),
         neurons(network),
+        relays(network),
         if args.encoder == EncoderArg::Float { "float" } else { "spike" }
     );
     for r in reports {
