@@ -120,7 +120,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         "threads": threads,
         "precision": "f32",
         "calibration_inputs": calibration_set.samples,
-        "neurons": network.populations.iter().filter(|p| !p.kind.is_relay()).map(|p| p.size()).sum::<usize>(),
+        "neurons": network.neurons(),
         "synaptic_events": events,
         "snn_images_per_s": images / snn_seconds,
         "synaptic_events_per_s": events as f64 / snn_seconds,

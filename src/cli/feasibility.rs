@@ -296,15 +296,6 @@ fn spike_rates(network: &Network, result: &runner::SimulationResult<f32>) -> Vec
         .collect()
 }
 
-/// Neurons, not counting relays (real-valued accumulators), as `run` and the reports count them.
-fn neurons(network: &Network) -> usize {
-    network.populations.iter().filter(|p| !p.kind.is_relay()).map(|p| p.size()).sum()
-}
-
-fn relays(network: &Network) -> usize {
-    network.populations.iter().filter(|p| p.kind.is_relay()).count()
-}
-
 fn report_json(
     args: &FeasibilityArgs,
     network: &Network,
@@ -316,9 +307,9 @@ fn report_json(
         "model": args.model.display().to_string(),
         "encoder": if args.encoder == EncoderArg::Float { "float" } else { "spike" },
         "network": {
-            "populations": network.populations.len() - relays(network),
-            "neurons": neurons(network),
-            "relays": relays(network),
+            "populations": network.populations.len() - network.relays(),
+            "neurons": network.neurons(),
+            "relays": network.relays(),
         },
         "targets": reports,
         "relu_norm": args.relu_norm.to_possible_value().map(|v| v.get_name().to_string()),
@@ -353,9 +344,9 @@ fn report_text(args: &FeasibilityArgs, network: &Network, reports: &[TargetRepor
         out,
         "model    {}: {} neuron populations, {} neurons, {} relays (encoder {})",
         args.model.display(),
-        network.populations.len() - relays(network),
-        neurons(network),
-        relays(network),
+        network.populations.len() - network.relays(),
+        network.neurons(),
+        network.relays(),
         if args.encoder == EncoderArg::Float { "float" } else { "spike" }
     );
     for r in reports {

@@ -435,7 +435,7 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     let limits = LoadLimits { max_samples: args.limit, ..LoadLimits::default() };
     let started = Instant::now();
     let folder = data_path.is_dir().then(|| ImageFolder::scan(&data_path)).transpose().map_err(flat)?;
-    let data = load_inputs(args, &data_path, limits, &sample_shape)?;
+    let data = load_inputs(args, &data_path, folder.as_ref(), limits, &sample_shape)?;
     ensure!(data.samples > 0, "{}: the data set holds no samples", data_path.display());
     tracing::info!(seconds = started.elapsed().as_secs_f64(), inputs = data.samples, "read {}", data_path.display());
     if let Some(limit) = args.limit.filter(|&l| l > data.samples) {
@@ -485,7 +485,7 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     }
 
     // Calibration inputs.
-    let calibration = calibration(args, &data, &data_path, &sample_shape, &full_input_shape)?;
+    let calibration = calibration(args, &data, &data_path, folder.as_ref(), &sample_shape, &full_input_shape)?;
     let has_relu = graph.nodes.iter().any(|n| matches!(n.op, Op::Relu));
     if has_relu && args.calibration.is_none() {
         tracing::warn!(
@@ -670,9 +670,16 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
-/// The inputs of `path`: an image folder, preprocessed as asked, or an array file.
-fn load_inputs(args: &RunArgs, path: &Path, limits: LoadLimits, sample_shape: &[usize]) -> Result<Dataset> {
-    if !path.is_dir() {
+/// The inputs of `path`: an image folder (`folder`, when already scanned), preprocessed as
+/// asked, or an array file.
+fn load_inputs(
+    args: &RunArgs,
+    path: &Path,
+    folder: Option<&ImageFolder>,
+    limits: LoadLimits,
+    sample_shape: &[usize],
+) -> Result<Dataset> {
+    if folder.is_none() && !path.is_dir() {
         return read_inputs(path, limits).and_then(|d| d.into_fitted(sample_shape, path)).map_err(flat);
     }
     let crop = sample_shape.iter().copied().filter(|&d| d > 3).max().unwrap_or(1);
@@ -693,7 +700,14 @@ fn load_inputs(args: &RunArgs, path: &Path, limits: LoadLimits, sample_shape: &[
         preprocess.std = list(std, "--std")?;
         ensure!(preprocess.std.iter().all(|&s| s > 0.0), "--std `{std}`: standard deviations must be positive");
     }
-    let folder = ImageFolder::scan(path).map_err(flat)?;
+    let scanned;
+    let folder = match folder {
+        Some(folder) => folder,
+        None => {
+            scanned = ImageFolder::scan(path).map_err(flat)?;
+            &scanned
+        }
+    };
     folder.load(limits, sample_shape, &preprocess).map_err(flat)
 }
 
@@ -701,12 +715,13 @@ fn calibration(
     args: &RunArgs,
     data: &Dataset,
     data_path: &Path,
+    data_folder: Option<&ImageFolder>,
     sample_shape: &[usize],
     full_shape: &[usize],
 ) -> Result<Calibration> {
     let (set, source) = match &args.calibration {
         Some(path) => {
-            let set = load_inputs(args, path, LoadLimits::default(), sample_shape)?;
+            let set = load_inputs(args, path, None, LoadLimits::default(), sample_shape)?;
             ensure!(set.samples > 0, "{}: the calibration file holds no samples", path.display());
             let source = format!("{} ({} inputs)", path.display(), set.samples);
             (set, source)
@@ -716,7 +731,7 @@ fn calibration(
                 None
             } else {
                 let limits = LoadLimits { max_samples: Some(CALIBRATION_FROM_DATA), ..LoadLimits::default() };
-                Some(load_inputs(args, data_path, limits, sample_shape)?)
+                Some(load_inputs(args, data_path, data_folder, limits, sample_shape)?)
             };
             let set = set.unwrap_or_else(|| data.clone());
             let n = set.samples.min(CALIBRATION_FROM_DATA);
@@ -869,15 +884,6 @@ struct Row {
 }
 
 impl<F: Real> Report<'_, F> {
-    /// Neurons, not counting relays (real-valued accumulators).
-    fn neurons(&self) -> usize {
-        self.network.populations.iter().filter(|p| !p.kind.is_relay()).map(|p| p.size()).sum()
-    }
-
-    fn relays(&self) -> usize {
-        self.network.populations.iter().filter(|p| p.kind.is_relay()).count()
-    }
-
     fn ann_accuracy(&self) -> Option<f64> {
         self.labels.map(|l| runner::accuracy(self.ann, self.output_size, l))
     }
@@ -889,7 +895,7 @@ impl<F: Real> Report<'_, F> {
     }
 
     fn ann_accuracy_ci95(&self) -> Option<Interval> {
-        self.correct(self.ann).and_then(|c| wilson(c.iter().filter(|&&ok| ok).count(), c.len()))
+        self.correct(self.ann).and_then(|c| accuracy_ci95(&c))
     }
 
     fn rows(&self) -> Vec<Row> {
@@ -905,9 +911,7 @@ impl<F: Real> Report<'_, F> {
                 Row {
                     timesteps,
                     accuracy: self.labels.map(|l| runner::accuracy(outputs, self.output_size, l)),
-                    accuracy_ci95: snn_correct
-                        .as_ref()
-                        .and_then(|c| wilson(c.iter().filter(|&&ok| ok).count(), c.len())),
+                    accuracy_ci95: snn_correct.as_deref().and_then(accuracy_ci95),
                     mcnemar_vs_ann: snn_correct.as_ref().zip(ann_correct.as_ref()).map(|(s, a)| mcnemar(s, a)),
                     agreement: runner::agreement(outputs, self.ann, self.output_size),
                     mean_abs_diff: runner::mean_abs_diff(outputs, self.ann),
@@ -976,12 +980,12 @@ impl<F: Real> Report<'_, F> {
                 digests.join(", ")
             );
         }
-        let populations = self.network.populations.len() - self.relays();
+        let populations = self.network.populations.len() - self.network.relays();
         let _ = writeln!(
             out,
             "network      {populations} neuron populations, {} neurons, {} relays",
-            self.neurons(),
-            self.relays()
+            self.network.neurons(),
+            self.network.relays()
         );
         let _ = match self.ann_accuracy() {
             Some(a) => writeln!(out, "ANN accuracy {}{}", percent(a), report::interval_text(self.ann_accuracy_ci95())),
@@ -1000,7 +1004,7 @@ impl<F: Real> Report<'_, F> {
                 "{:>7} | {:>8} | {:>13} | {:>12} | {:>10} | {:>10.3e}",
                 row.timesteps,
                 row.accuracy.map_or("-".to_string(), percent),
-                row.accuracy_ci95.map_or("-".to_string(), |i| format!("{:.1}–{:.1}%", 100.0 * i.low, 100.0 * i.high)),
+                report::interval_range(row.accuracy_ci95),
                 percent(row.agreement),
                 row.mcnemar_vs_ann.map_or("-".to_string(), |t| report::p_value_text(t.p_value)),
                 row.mean_abs_diff
@@ -1053,9 +1057,9 @@ impl<F: Real> Report<'_, F> {
             },
             "calibration": self.calibration_source,
             "network": {
-                "populations": self.network.populations.len() - self.relays(),
-                "neurons": self.neurons(),
-                "relays": self.relays(),
+                "populations": self.network.populations.len() - self.network.relays(),
+                "neurons": self.network.neurons(),
+                "relays": self.network.relays(),
                 "outputs": self.output_size,
             },
             "conversion_notes": self.notes,
@@ -1079,6 +1083,11 @@ impl<F: Real> Report<'_, F> {
             "images_per_s": finite(self.images_per_second()),
         })
     }
+}
+
+/// The 95 % Wilson interval of the fraction of `correct` inputs.
+fn accuracy_ci95(correct: &[bool]) -> Option<Interval> {
+    wilson(correct.iter().filter(|&&ok| ok).count(), correct.len())
 }
 
 /// Total spikes and synaptic events over all populations and the readout up to checkpoint `k`.

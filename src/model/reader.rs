@@ -594,6 +594,19 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| self.invalid(format!("node '{}' ({}) reads undefined value '{name}'", n.name, n.op_type)))
     }
 
+    /// The inputs of a variadic node (Max, Min), empty names skipped: the first and the rest.
+    fn variadic_inputs(&self, n: &NodeProto) -> Result<(ValueId, Vec<ValueId>), ModelError> {
+        let mut ins = Vec::with_capacity(n.input.len());
+        for i in 0..n.input.len() {
+            ins.extend(self.input(n, i)?);
+        }
+        if ins.is_empty() {
+            return Err(self.unsupported(n, format!("{} needs inputs", n.op_type)));
+        }
+        let first = ins.remove(0);
+        Ok((first, ins))
+    }
+
     fn req(&self, n: &NodeProto, i: usize) -> Result<ValueId, ModelError> {
         self.input(n, i)?.ok_or_else(|| self.unsupported(n, format!("required input {i} is missing")))
     }
@@ -841,15 +854,7 @@ impl<'a> Reader<'a> {
                 self.finish(n, y)
             }
             "Min" => {
-                let ins: Vec<ValueId> = (0..n.input.len())
-                    .map(|i| self.input(n, i))
-                    .collect::<Result<Vec<_>, _>>()?
-                    .into_iter()
-                    .flatten()
-                    .collect();
-                let Some((&first, rest)) = ins.split_first() else {
-                    return Err(self.unsupported(n, "Min needs inputs"));
-                };
+                let (first, rest) = self.variadic_inputs(n)?;
                 let name = self.out_name(n)?;
                 let mut acc = self.add(n, &format!("{name}/neg0"), Op::Neg, vec![first], None)?;
                 for (i, &b) in rest.iter().enumerate() {
@@ -1114,15 +1119,7 @@ impl<'a> Reader<'a> {
                 self.emit(n, Op::Pow, vec![x, e], None)
             }
             "Max" => {
-                let ins: Vec<ValueId> = (0..n.input.len())
-                    .map(|i| self.input(n, i))
-                    .collect::<Result<Vec<_>, _>>()?
-                    .into_iter()
-                    .flatten()
-                    .collect();
-                let Some((&first, rest)) = ins.split_first() else {
-                    return Err(self.unsupported(n, "Max needs inputs"));
-                };
+                let (first, rest) = self.variadic_inputs(n)?;
                 let name = self.out_name(n)?;
                 let mut acc = first;
                 for (i, &b) in rest.iter().enumerate() {

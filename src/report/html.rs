@@ -96,15 +96,12 @@ svg.chart {{ display: block; margin: 8px 0; max-width: 100%; height: auto; }}
             "mean |Δ output|",
         ],
         acc.checkpoints.iter().map(|c| {
-            let ci = |i: Option<crate::stats::significance::Interval>| {
-                i.map_or("-".into(), |i| format!("{:.1}–{:.1}%", 100.0 * i.low, 100.0 * i.high))
-            };
             vec![
                 c.timesteps.to_string(),
                 pct(c.snn_accuracy),
-                ci(c.snn_accuracy_ci95),
+                super::interval_range(c.snn_accuracy_ci95),
                 pct(acc.ann),
-                ci(acc.ann_ci95),
+                super::interval_range(acc.ann_ci95),
                 pct(Some(c.agreement)),
                 c.mcnemar_vs_ann.map_or("-".into(), |t| {
                     format!(
@@ -440,9 +437,7 @@ fn energy_against_t(out: &mut String, r: &ReportData) {
         format_pj(e.ann_memory_bounds.reuse.memory_inclusive_pj),
         format_pj(e.ann_memory_bounds.no_reuse.memory_inclusive_pj)
     );
-    let span = |s: Option<super::Span>, f: &dyn Fn(f64) -> String| {
-        s.map_or("-".to_string(), |s| format!("{} – {}", f(s.min), f(s.max)))
-    };
+    let span = |s: Option<super::Span>, f: &dyn Fn(f64) -> String| super::span_text(s, f, " – ");
     let times = |x: f64| format!("{x:.2}×");
     if let Some(m) = &e.at_ann_accuracy {
         let g = m.energy.range.unwrap_or_default();

@@ -877,9 +877,7 @@ impl ReportData {
             point(&e.break_even_timestep.compute),
             point(&e.break_even_timestep.memory_inclusive)
         );
-        let span = |s: Option<Span>, f: &dyn Fn(f64) -> String| {
-            s.map_or("-".to_string(), |s| format!("{}–{}", f(s.min), f(s.max)))
-        };
+        let span = |s: Option<Span>, f: &dyn Fn(f64) -> String| span_text(s, f, "–");
         let times = |x: f64| format!("{x:.2}×");
         match (&e.at_ann_accuracy, self.accuracy.ann) {
             (Some(m), _) => {
@@ -971,9 +969,19 @@ impl ReportData {
     }
 }
 
-/// ` (95 % CI 84.6–88.8 %)`, or nothing without an interval.
+/// `low{dash}high` of a range, each end written by `f`; `-` without one.
+pub(crate) fn span_text(span: Option<Span>, f: &dyn Fn(f64) -> String, dash: &str) -> String {
+    span.map_or("-".to_string(), |s| format!("{}{dash}{}", f(s.min), f(s.max)))
+}
+
+/// `84.6–88.8%`, or `-` without an interval.
+pub fn interval_range(interval: Option<Interval>) -> String {
+    interval.map_or("-".to_string(), |i| format!("{:.1}–{:.1}%", 100.0 * i.low, 100.0 * i.high))
+}
+
+/// ` (95% CI 84.6–88.8%)`, or nothing without an interval.
 pub fn interval_text(interval: Option<Interval>) -> String {
-    interval.map_or(String::new(), |i| format!(" (95% CI {:.1}–{:.1}%)", 100.0 * i.low, 100.0 * i.high))
+    interval.map_or(String::new(), |i| format!(" (95% CI {})", interval_range(Some(i))))
 }
 
 /// A p-value with the precision it deserves.

@@ -165,6 +165,16 @@ pub struct Network {
 }
 
 impl Network {
+    /// Number of neurons; relays (real-valued accumulators) are not neurons.
+    pub fn neurons(&self) -> usize {
+        self.populations.iter().filter(|p| !p.kind.is_relay()).map(|p| p.size()).sum()
+    }
+
+    /// Number of relay populations.
+    pub fn relays(&self) -> usize {
+        self.populations.iter().filter(|p| p.kind.is_relay()).count()
+    }
+
     /// Number of input elements.
     pub fn input_size(&self) -> usize {
         self.input_shape.iter().product()
