@@ -21,9 +21,11 @@ fn family(c: &mut Criterion, name: &str) {
     )
     .expect("fixture data");
     let shape = graph.values[graph.input].shape.clone();
-    let calibration =
+    let calibration: Vec<ArrayD<f64>> =
         (0..data.samples).map(|i| ArrayD::from_shape_vec(IxDyn(&shape), data.sample(i).to_vec()).unwrap()).collect();
-    let network = convert(&graph, &ConvertOptions { calibration, ..ConvertOptions::default() }).unwrap().network;
+    let network = convert(&graph, &ConvertOptions { calibration: calibration.into(), ..ConvertOptions::default() })
+        .unwrap()
+        .network;
     let simulator = Simulator::<f32>::new(&network, &SimConfig::reference(vec![STEPS])).unwrap();
     let mut workspace = simulator.workspace();
     let input: Vec<f32> = data.sample(0).iter().map(|&x| x as f32).collect();

@@ -10,10 +10,25 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ndarray::{ArrayD, IxDyn};
 
+use crate::data::DataError;
 use crate::engine::{Counters, SimConfig, Simulator, Workspace};
 use crate::model::{Evaluator, Graph, ModelError};
 use crate::real::Real;
 use crate::snn::{Network, NetworkError};
+
+/// Why a pass over a data set stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// An input could not be read.
+    #[error(transparent)]
+    Input(#[from] DataError),
+    /// The network cannot be simulated with these settings.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// The ANN cannot be evaluated.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
 
 /// The decoded outputs of a simulated data set.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,7 +57,8 @@ impl<F> SimulationResult<F> {
 /// Simulates `count` inputs with `network` under `config` on `threads` worker threads.
 ///
 /// `load(i, buffer)` writes input `i` (the network's input size, row-major) into `buffer`; it is
-/// called from the workers, so inputs need not all be converted up front. `progress(n)` is called
+/// called from the workers, so inputs need not all be read up front, and the first input it
+/// cannot read stops the run. `progress(n)` is called
 /// from the workers after each input with the number of inputs just finished (always 1).
 ///
 /// The result is identical for every `threads >= 1`; `threads == 0` is refused.
@@ -53,10 +69,10 @@ pub fn simulate<F, L>(
     load: L,
     threads: usize,
     progress: &(dyn Fn(usize) + Sync),
-) -> Result<SimulationResult<F>, NetworkError>
+) -> Result<SimulationResult<F>, RunError>
 where
     F: Real,
-    L: Fn(usize, &mut [F]) + Sync,
+    L: Fn(usize, &mut [F]) -> Result<(), DataError> + Sync,
 {
     let simulator = Simulator::<F>::new(network, config)?;
     simulate_prepared(&simulator, count, load, threads, progress)
@@ -70,13 +86,13 @@ pub fn simulate_prepared<F, L>(
     load: L,
     threads: usize,
     progress: &(dyn Fn(usize) + Sync),
-) -> Result<SimulationResult<F>, NetworkError>
+) -> Result<SimulationResult<F>, RunError>
 where
     F: Real,
-    L: Fn(usize, &mut [F]) + Sync,
+    L: Fn(usize, &mut [F]) -> Result<(), DataError> + Sync,
 {
     if threads == 0 {
-        return Err(NetworkError::Setting("the number of threads must be at least 1".into()));
+        return Err(NetworkError::Setting("the number of threads must be at least 1".into()).into());
     }
     let checkpoints = simulator.checkpoints().to_vec();
     let output_size = simulator.output_size();
@@ -92,10 +108,10 @@ where
         threads,
         || State { workspace: simulator.workspace(), input: vec![F::zero(); input_size] },
         |state: &mut State<F>, i| {
-            load(i, &mut state.input);
+            load(i, &mut state.input)?;
             let mut row = vec![F::zero(); per_input];
             simulator.run(&mut state.workspace, &state.input, &mut row, &mut ())?;
-            Ok::<_, NetworkError>(row)
+            Ok::<_, RunError>(row)
         },
         progress,
     )?;
@@ -121,15 +137,20 @@ pub fn simulate_inputs<F: Real>(
     inputs: &[Vec<F>],
     threads: usize,
     progress: &(dyn Fn(usize) + Sync),
-) -> Result<SimulationResult<F>, NetworkError> {
+) -> Result<SimulationResult<F>, RunError> {
     let expected = network.input_size();
     if let Some(i) = inputs.iter().position(|x| x.len() != expected) {
         return Err(NetworkError::Setting(format!(
             "input {i} has {} elements, the network takes {expected}",
             inputs[i].len()
-        )));
+        ))
+        .into());
     }
-    simulate(network, config, inputs.len(), |i, buffer: &mut [F]| buffer.copy_from_slice(&inputs[i]), threads, progress)
+    let load = |i: usize, buffer: &mut [F]| {
+        buffer.copy_from_slice(&inputs[i]);
+        Ok(())
+    };
+    simulate(network, config, inputs.len(), load, threads, progress)
 }
 
 /// Evaluates the ANN `graph` with the dense reference evaluator on `count` inputs, in parallel.
@@ -143,10 +164,10 @@ pub fn evaluate_ann<F, L>(
     load: L,
     threads: usize,
     progress: &(dyn Fn(usize) + Sync),
-) -> Result<Vec<F>, ModelError>
+) -> Result<Vec<F>, RunError>
 where
     F: Real,
-    L: Fn(usize, &mut [F]) + Sync,
+    L: Fn(usize, &mut [F]) -> Result<(), DataError> + Sync,
 {
     evaluate_ann_prepared(&Evaluator::new(graph), count, load, threads, progress)
 }
@@ -158,15 +179,15 @@ pub fn evaluate_ann_prepared<F, L>(
     load: L,
     threads: usize,
     progress: &(dyn Fn(usize) + Sync),
-) -> Result<Vec<F>, ModelError>
+) -> Result<Vec<F>, RunError>
 where
     F: Real,
-    L: Fn(usize, &mut [F]) + Sync,
+    L: Fn(usize, &mut [F]) -> Result<(), DataError> + Sync,
 {
     let graph = evaluator.graph();
     let invalid = |detail: String| ModelError::Invalid { origin: "reference evaluator".into(), detail };
     if threads == 0 {
-        return Err(invalid("the number of threads must be at least 1".into()));
+        return Err(invalid("the number of threads must be at least 1".into()).into());
     }
     let input_value = graph
         .values
@@ -185,7 +206,7 @@ where
         || (),
         |_: &mut (), i| {
             let mut buffer = vec![F::zero(); input_size];
-            load(i, &mut buffer);
+            load(i, &mut buffer)?;
             let input = ArrayD::from_shape_vec(IxDyn(&shape), buffer)
                 .map_err(|e| invalid(format!("input {i} does not fit shape {shape:?}: {e}")))?;
             let output = evaluator.evaluate(&input)?;
@@ -193,9 +214,10 @@ where
                 return Err(invalid(format!(
                     "the output of input {i} has {} elements, the graph declares {output_size}",
                     output.len()
-                )));
+                ))
+                .into());
             }
-            Ok(output.iter().copied().collect::<Vec<F>>())
+            Ok::<_, RunError>(output.iter().copied().collect::<Vec<F>>())
         },
         progress,
     )?;
@@ -203,15 +225,20 @@ where
 }
 
 /// Convenience form of [`evaluate_ann`] for inputs already held in memory.
-pub fn evaluate_ann_inputs<F: Real>(graph: &Graph, inputs: &[Vec<F>], threads: usize) -> Result<Vec<F>, ModelError> {
+pub fn evaluate_ann_inputs<F: Real>(graph: &Graph, inputs: &[Vec<F>], threads: usize) -> Result<Vec<F>, RunError> {
     let expected: usize = graph.values.get(graph.input).map(|v| v.shape.iter().product()).unwrap_or(0);
     if let Some(i) = inputs.iter().position(|x| x.len() != expected) {
         return Err(ModelError::Invalid {
             origin: "reference evaluator".into(),
             detail: format!("input {i} has {} elements, the graph takes {expected}", inputs[i].len()),
-        });
+        }
+        .into());
     }
-    evaluate_ann(graph, inputs.len(), |i, buffer: &mut [F]| buffer.copy_from_slice(&inputs[i]), threads, &|_| {})
+    let load = |i: usize, buffer: &mut [F]| {
+        buffer.copy_from_slice(&inputs[i]);
+        Ok(())
+    };
+    evaluate_ann(graph, inputs.len(), load, threads, &|_| {})
 }
 
 /// What one worker of [`parallel_map`] hands back: its state, its results by input index, and

@@ -25,7 +25,8 @@ fn model_with(op: &str, extra_inputs: &[&str], initializers: Vec<signgd::model::
 
 fn try_convert(bytes: &[u8]) -> Result<signgd::convert::Conversion, String> {
     let graph = read_onnx_bytes(bytes, None, "test.onnx").map_err(|e| e.to_string())?;
-    let options = ConvertOptions { calibration: vec![ArrayD::from_elem(IxDyn(&[1, 4]), 0.5)], ..Default::default() };
+    let options =
+        ConvertOptions { calibration: vec![ArrayD::from_elem(IxDyn(&[1, 4]), 0.5)].into(), ..Default::default() };
     convert(&graph, &options).map_err(|e| e.to_string())
 }
 

@@ -17,7 +17,8 @@ fn convert_case(name: &str) -> (GoldenCase, signgd::snn::Network) {
         case.json["input_shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
     // The reference calibrates ReLU normalisation on one batch equal to the case's own input.
     let calibration = vec![ArrayD::from_shape_vec(IxDyn(&shape), case.input()).unwrap()];
-    let options = ConvertOptions { gelu: GeluTarget::Sigmoid, calibration, ..ConvertOptions::default() };
+    let options =
+        ConvertOptions { gelu: GeluTarget::Sigmoid, calibration: calibration.into(), ..ConvertOptions::default() };
     let conversion = convert(&graph, &options).unwrap_or_else(|e| panic!("{name}: {e}"));
     (case, conversion.network)
 }

@@ -59,7 +59,7 @@ fn every_fixture_converts_and_reconstructs_the_ann_exactly() {
         let as_input = |x: &Vec<f64>| ArrayD::from_shape_vec(IxDyn(&shape), x.clone()).unwrap();
         let options = ConvertOptions {
             gelu: GeluTarget::Sigmoid,
-            calibration: inputs.iter().map(as_input).collect(),
+            calibration: inputs.iter().map(as_input).collect::<Vec<_>>().into(),
             ..ConvertOptions::default()
         };
         let conversion = convert(&graph, &options).unwrap_or_else(|e| panic!("{name}: {e}"));

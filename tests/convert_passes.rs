@@ -54,7 +54,8 @@ fn assert_same_function(a: &Graph, b: &Graph) {
 #[test]
 fn batchnorm_folds_into_the_convolution_before_it() {
     let original = conv_bn_relu(false);
-    let conversion = convert(&original, &ConvertOptions { calibration: inputs(), ..Default::default() }).unwrap();
+    let conversion =
+        convert(&original, &ConvertOptions { calibration: inputs().into(), ..Default::default() }).unwrap();
     assert!(conversion.notes.iter().any(|n| n.contains("folded 1 BatchNorm")), "{:?}", conversion.notes);
     assert!(!conversion.graph.nodes.iter().any(|n| matches!(n.op, Op::BatchNorm { .. })));
     assert_same_function(&original, &conversion.graph);
@@ -66,7 +67,8 @@ fn batchnorm_folds_into_the_convolution_before_it() {
 #[test]
 fn a_batchnorm_that_is_not_the_only_consumer_stays_affine() {
     let original = conv_bn_relu(true);
-    let conversion = convert(&original, &ConvertOptions { calibration: inputs(), ..Default::default() }).unwrap();
+    let conversion =
+        convert(&original, &ConvertOptions { calibration: inputs().into(), ..Default::default() }).unwrap();
     assert!(!conversion.notes.iter().any(|n| n.contains("BatchNorm")), "{:?}", conversion.notes);
     assert!(conversion.graph.nodes.iter().any(|n| matches!(n.op, Op::BatchNorm { .. })));
     assert_same_function(&original, &conversion.graph);

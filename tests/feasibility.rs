@@ -574,7 +574,7 @@ fn fixture(name: &str, norm: ReluNorm) -> Network {
     let graph = read_onnx(Path::new(&format!("fixtures/models/{name}.onnx")), None).unwrap();
     let shape = graph.values[graph.input].shape.clone();
     let calibration = vec![ArrayD::from_elem(IxDyn(&shape), 0.5)];
-    let options = ConvertOptions { calibration, relu_norm: norm, ..ConvertOptions::default() };
+    let options = ConvertOptions { calibration: calibration.into(), relu_norm: norm, ..ConvertOptions::default() };
     convert(&graph, &options).unwrap().network
 }
 

@@ -27,7 +27,7 @@ fn refusal(bytes: &[u8]) -> String {
         Err(e) => return e.to_string(),
         Ok(g) => g,
     };
-    let options = ConvertOptions { calibration: vec![ArrayD::zeros(IxDyn(&[1, 4]))], ..Default::default() };
+    let options = ConvertOptions { calibration: vec![ArrayD::zeros(IxDyn(&[1, 4]))].into(), ..Default::default() };
     match convert(&graph, &options) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("a model with non-finite weights was converted"),
@@ -37,7 +37,7 @@ fn refusal(bytes: &[u8]) -> String {
 #[test]
 fn finite_model_converts() {
     let graph = read_onnx_bytes(&gemm_model(0.3, 0.0), None, "ok.onnx").unwrap();
-    let options = ConvertOptions { calibration: vec![ArrayD::zeros(IxDyn(&[1, 4]))], ..Default::default() };
+    let options = ConvertOptions { calibration: vec![ArrayD::zeros(IxDyn(&[1, 4]))].into(), ..Default::default() };
     convert(&graph, &options).unwrap();
 }
 

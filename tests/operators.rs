@@ -26,8 +26,8 @@ fn ann(g: &Graph) -> Vec<f64> {
 /// The SNN's output after `steps` steps with the exact encoder and a slow schedule.
 fn snn(g: &Graph, steps: usize) -> Vec<f64> {
     let calibration = vec![ArrayD::from_shape_vec(IxDyn(&[1, 8]), X.to_vec()).unwrap()];
-    let conversion =
-        convert(g, &ConvertOptions { calibration, ..Default::default() }).unwrap_or_else(|e| panic!("{e}"));
+    let conversion = convert(g, &ConvertOptions { calibration: calibration.into(), ..Default::default() })
+        .unwrap_or_else(|e| panic!("{e}"));
     let config = SimConfig {
         encoder: EncoderKind::Exact,
         schedule: signgd::snn::Schedule::parse("exp:1.0:0.97").unwrap(),

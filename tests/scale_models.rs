@@ -31,8 +31,11 @@ fn load(name: &str) -> (signgd::model::Graph, ArrayD<f64>, Vec<f64>, Conversion)
     let graph = read_onnx(&dir().join(format!("{name}.onnx")), None).unwrap_or_else(|e| panic!("{name}: {e}"));
     let input = npy(&dir().join(format!("{name}.input.npy"))).mapv(f64::from);
     let logits = npy(&dir().join(format!("{name}.logits.npy"))).iter().map(|&v| v as f64).collect();
-    let options =
-        ConvertOptions { gelu: GeluTarget::Sigmoid, calibration: vec![input.clone()], ..ConvertOptions::default() };
+    let options = ConvertOptions {
+        gelu: GeluTarget::Sigmoid,
+        calibration: vec![input.clone()].into(),
+        ..ConvertOptions::default()
+    };
     let conversion = convert(&graph, &options).unwrap_or_else(|e| panic!("{name}: {e}"));
     (graph, input, logits, conversion)
 }

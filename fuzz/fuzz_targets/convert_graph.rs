@@ -15,6 +15,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let shape = graph.values[graph.input].shape.clone();
-    let options = ConvertOptions { calibration: vec![ArrayD::zeros(IxDyn(&shape))], ..Default::default() };
+    let options = ConvertOptions { calibration: vec![ArrayD::zeros(IxDyn(&shape))].into(), ..Default::default() };
     let _ = convert(&graph, &options);
 });

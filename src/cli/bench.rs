@@ -93,7 +93,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let calibration: Vec<ArrayD<f64>> = (0..calibration_set.samples)
         .map(|i| ArrayD::from_shape_vec(IxDyn(&input_shape), calibration_set.sample(i).to_vec()))
         .collect::<Result<_, _>>()?;
-    let conversion = convert(&graph, &ConvertOptions { calibration, threads, ..ConvertOptions::default() })?;
+    let conversion =
+        convert(&graph, &ConvertOptions { calibration: calibration.into(), threads, ..ConvertOptions::default() })?;
     let network = &conversion.network;
     let inputs: Vec<Vec<f32>> = inputs64.iter().map(|x| x.iter().map(|&v| v as f32).collect()).collect();
 
@@ -101,7 +102,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let simulator = Simulator::<f32>::new(network, &SimConfig::reference(vec![args.timesteps]))?;
     let prepare_seconds = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let load = |i: usize, buffer: &mut [f32]| buffer.copy_from_slice(&inputs[i]);
+    let load = |i: usize, buffer: &mut [f32]| {
+        buffer.copy_from_slice(&inputs[i]);
+        Ok(())
+    };
     let result = simulate_prepared(&simulator, inputs.len(), load, threads, &|_| {})?;
     let snn_seconds = start.elapsed().as_secs_f64();
     let ann_seconds = ann_seconds(&graph, &inputs, threads)?;
@@ -172,7 +176,10 @@ fn ann_seconds(graph: &Graph, inputs: &[Vec<f32>], threads: usize) -> Result<f64
     let expected: usize = graph.values[graph.input].shape.iter().product();
     ensure!(inputs.iter().all(|x| x.len() == expected), "the inputs do not fit the model's input");
     let evaluator = Evaluator::<f32>::new(graph);
-    let load = |i: usize, buffer: &mut [f32]| buffer.copy_from_slice(&inputs[i]);
+    let load = |i: usize, buffer: &mut [f32]| {
+        buffer.copy_from_slice(&inputs[i]);
+        Ok(())
+    };
     evaluate_ann_prepared(&evaluator, inputs.len(), load, threads, &|_| {})?;
     let start = Instant::now();
     let mut runs = 0usize;

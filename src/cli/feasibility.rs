@@ -157,8 +157,12 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
     let calibration = (0..data.samples.min(CALIBRATION_FROM_DATA))
         .map(|i| ArrayD::from_shape_vec(IxDyn(&full_shape), data.sample(i).to_vec()))
         .collect::<Result<Vec<_>, _>>()?;
-    let options =
-        ConvertOptions { calibration, threads, relu_norm: args.relu_norm.into(), ..ConvertOptions::default() };
+    let options = ConvertOptions {
+        calibration: calibration.into(),
+        threads,
+        relu_norm: args.relu_norm.into(),
+        ..ConvertOptions::default()
+    };
     let conversion = convert(&graph, &options).with_context(|| format!("cannot convert {}", args.model.display()))?;
     let network = conversion.network;
 
@@ -188,6 +192,7 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
         for (b, &v) in buffer.iter_mut().zip(data.sample(i)) {
             *b = v as f32;
         }
+        Ok(())
     };
     let encoder = match args.encoder {
         EncoderArg::Float => EncoderKind::Float,

@@ -61,8 +61,11 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
     };
     // Structure does not depend on calibration: one zero input gives every ReLU scale 1.
     let calibration = check_input.clone().unwrap_or_else(|| ArrayD::zeros(IxDyn(&input_shape)));
-    let options =
-        ConvertOptions { gelu: GeluTarget::Sigmoid, calibration: vec![calibration], ..ConvertOptions::default() };
+    let options = ConvertOptions {
+        gelu: GeluTarget::Sigmoid,
+        calibration: vec![calibration].into(),
+        ..ConvertOptions::default()
+    };
     let conversion = convert(&graph, &options);
     let check = match (&conversion, &check_input) {
         (Ok(c), Some(x)) => Some(

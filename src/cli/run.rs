@@ -14,9 +14,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{Array2, Array3, ArrayD, IxDyn};
 use ndarray_npy::{WritableElement, WriteNpyExt};
 use serde_json::json;
-use signgd::convert::{convert, ConvertOptions, Progress, ReluNorm};
+use signgd::convert::{convert, CalibrationSet, ConvertOptions, Progress, ReluNorm};
 use signgd::data::{
-    read_inputs, read_labels, scale_warning, split_array_name, Dataset, ImageFolder, LoadLimits, Preprocess,
+    fit_shape, open_inputs, read_labels, scale_warning, split_array_name, DataError, First, ImageFolder, InputSource,
+    LoadLimits, Preprocess, Tapped,
 };
 use signgd::engine::{Counters, SimConfig, Simulator};
 use signgd::model::reader::read_onnx_with_limits;
@@ -397,9 +398,9 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Where the calibration inputs came from.
+/// The calibration inputs and where they came from.
 struct Calibration {
-    inputs: Vec<ArrayD<f64>>,
+    inputs: Arc<Tapped>,
     source: String,
 }
 
@@ -435,16 +436,14 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     let limits = LoadLimits { max_samples: args.limit, ..LoadLimits::default() };
     let started = Instant::now();
     let folder = data_path.is_dir().then(|| ImageFolder::scan(&data_path)).transpose().map_err(flat)?;
-    let data = load_inputs(args, &data_path, folder.as_ref(), limits, &sample_shape)?;
-    ensure!(data.samples > 0, "{}: the data set holds no samples", data_path.display());
-    tracing::info!(seconds = started.elapsed().as_secs_f64(), inputs = data.samples, "read {}", data_path.display());
-    if let Some(limit) = args.limit.filter(|&l| l > data.samples) {
-        tracing::warn!(
-            "--limit {limit}: {} holds only {} inputs; all {} are used",
-            data_path.display(),
-            data.samples,
-            data.samples
-        );
+    let opened = load_inputs(args, &data_path, folder.as_ref(), limits, &sample_shape)?;
+    let samples = opened.len();
+    let scaled_from_u8 = opened.scaled_from_u8();
+    let data = Arc::new(Tapped::new(Arc::from(opened)));
+    ensure!(samples > 0, "{}: the data set holds no samples", data_path.display());
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), inputs = samples, "opened {}", data_path.display());
+    if let Some(limit) = args.limit.filter(|&l| l > samples) {
+        tracing::warn!("--limit {limit}: {} holds only {samples} inputs; all {samples} are used", data_path.display());
     }
     let labels_path = labels_path.or_else(|| folder.is_some().then(|| data_path.clone()));
     let labels = match &labels_path {
@@ -454,12 +453,12 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
         Some(path) => {
             let labels = read_labels(path, limits).map_err(flat)?;
             ensure!(
-                labels.len() == data.samples,
+                labels.len() == samples,
                 "{} holds {} labels but {} holds {} inputs{}; give one label per input",
                 path.display(),
                 labels.len(),
                 data_path.display(),
-                data.samples,
+                samples,
                 if args.limit.is_some() { " (after --limit)" } else { "" }
             );
             if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l >= output_size) {
@@ -475,27 +474,21 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
 
     if args.report.is_some() {
         ensure!(
-            args.raster_input < data.samples,
-            "--raster-input {}: the data holds {} inputs{}; give an index below {}",
+            args.raster_input < samples,
+            "--raster-input {}: the data holds {samples} inputs{}; give an index below {samples}",
             args.raster_input,
-            data.samples,
             if args.limit.is_some() { " (after --limit)" } else { "" },
-            data.samples
         );
     }
 
     // Calibration inputs.
-    let calibration = calibration(args, &data, &data_path, folder.as_ref(), &sample_shape, &full_input_shape)?;
+    let calibration = calibration(args, &data, &data_path, folder.as_ref(), &sample_shape)?;
     let has_relu = graph.nodes.iter().any(|n| matches!(n.op, Op::Relu));
     if has_relu && args.calibration.is_none() {
         tracing::warn!(
             "the ReLU scales are calibrated on the first {} inputs of --data, the inputs being evaluated: the test set leaks into the normalisation; give --calibration FILE with training inputs (the reference implementation calibrates on training data)",
             calibration.inputs.len()
         );
-    }
-    let calibration_max = calibration.inputs.iter().flat_map(|x| x.iter()).fold(0.0f64, |m, v| m.max(v.abs()));
-    if let Some(warning) = scale_warning(&data, args.calibration.is_some().then_some(calibration_max)) {
-        tracing::warn!("{}: {warning}", data_path.display());
     }
     let provenance = provenance(&model_path, &data_path, labels_path.as_deref(), args.calibration.as_deref())?;
 
@@ -506,7 +499,7 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
             GeluArg::Sigmoid => GeluTarget::Sigmoid,
             GeluArg::Erf => GeluTarget::Erf,
         },
-        calibration: calibration.inputs,
+        calibration: CalibrationSet::new(calibration.inputs.clone()),
         threads: settings.threads,
         progress: None,
         relu_norm: args.relu_norm.into(),
@@ -537,39 +530,57 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     })?;
     signgd::memory::release_free_memory();
     let checkpoints = settings.checkpoints.len();
-    let total_outputs = checkpoints.saturating_mul(data.samples).saturating_mul(output_size);
+    let total_outputs = checkpoints.saturating_mul(samples).saturating_mul(output_size);
     ensure!(
         total_outputs <= MAX_OUTPUT_VALUES,
-        "{checkpoints} checkpoints × {} inputs × {output_size} outputs is too many values to keep; use fewer --timesteps or a smaller --limit",
-        data.samples
+        "{checkpoints} checkpoints × {samples} inputs × {output_size} outputs is too many values to keep; use fewer --timesteps or a smaller --limit",
     );
 
-    let load = |i: usize, buffer: &mut [F]| {
-        for (b, &v) in buffer.iter_mut().zip(data.sample(i)) {
+    let load = |i: usize, buffer: &mut [F]| -> Result<(), DataError> {
+        let mut values = vec![0.0; buffer.len()];
+        data.read(i, &mut values)?;
+        for (b, v) in buffer.iter_mut().zip(values) {
             *b = F::of(v);
         }
+        Ok(())
     };
 
     // ANN reference.
     let started = Instant::now();
-    let bar = LateBar::new(data.samples, "ANN");
-    let ann = runner::evaluate_ann::<F, _>(&graph, data.samples, load, settings.threads, &|n| bar.inc(n));
+    let bar = LateBar::new(samples, "ANN");
+    let ann = runner::evaluate_ann::<F, _>(&graph, samples, load, settings.threads, &|n| bar.inc(n));
     bar.finish();
     let ann = ann.context("evaluating the ANN")?;
     let ann_time = started.elapsed();
-    tracing::info!(seconds = ann_time.as_secs_f64(), inputs = data.samples, "ANN evaluation");
+    tracing::info!(seconds = ann_time.as_secs_f64(), inputs = samples, "ANN evaluation");
+    let calibration_max = match (&args.calibration, calibration.inputs.stats()) {
+        (None, _) => None,
+        (Some(_), Some(stats)) => Some(stats.max_abs),
+        // Not read by the conversion (a model without ReLUs): read it once for its range.
+        (Some(path), None) => Some(
+            signgd::data::scan(&*calibration.inputs)
+                .map_err(flat)
+                .with_context(|| format!("reading {}", path.display()))?
+                .max_abs,
+        ),
+    };
+    if let Some(stats) = data.stats() {
+        if let Some(warning) = scale_warning(&stats, scaled_from_u8, calibration_max) {
+            tracing::warn!("{}: {warning}", data_path.display());
+        }
+    }
 
     // SNN, once to the largest checkpoint.
     let started = Instant::now();
-    let bar = progress_bar(data.samples, "SNN");
-    let result = runner::simulate_prepared(&simulator, data.samples, load, settings.threads, &|n| bar.inc(n as u64))
+    let bar = progress_bar(samples, "SNN");
+    let result = runner::simulate_prepared(&simulator, samples, load, settings.threads, &|n| bar.inc(n as u64))
         .context("simulating the SNN")?;
     drop(simulator);
     bar.finish_and_clear();
     let snn_time = started.elapsed();
     tracing::info!(
         seconds = snn_time.as_secs_f64(),
-        inputs = data.samples,
+        inputs = samples,
         steps = settings.checkpoints.last().copied().unwrap_or(0),
         "SNN simulation"
     );
@@ -582,7 +593,7 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
         dumps.push((path.clone(), Box::new(move |w| Ok(array.write_npy(w)?))));
     }
     if let Some(path) = &args.dump_ann {
-        let array = Array2::from_shape_vec((data.samples, output_size), ann.clone())?;
+        let array = Array2::from_shape_vec((samples, output_size), ann.clone())?;
         dumps.push((path.clone(), Box::new(move |w| Ok(array.write_npy(w)?))));
     }
     write_all_atomically(dumps)?;
@@ -591,7 +602,7 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     let observation = match raster_population {
         Some(population) => {
             let mut input = vec![F::zero(); network.input_size()];
-            load(args.raster_input, &mut input);
+            load(args.raster_input, &mut input)?;
             Some(observe::<F>(&network, &conversion.graph, &settings.config, population, args.raster_input, &input)?)
         }
         None => None,
@@ -604,7 +615,8 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
         provenance: &provenance,
         data_path: &data_path,
         labels_path: labels_path.as_deref(),
-        data: &data,
+        inputs: samples,
+        scaled_from_u8,
         labels: labels.as_deref(),
         calibration_source: &calibration.source,
         network: &network,
@@ -639,7 +651,7 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
             network: &network,
             counters: &result.counters,
             checkpoints: &result.checkpoints,
-            inputs: data.samples as u64,
+            inputs: samples as u64,
             ann_graph: &graph,
             accuracy: report::Accuracy {
                 ann: report.ann_accuracy(),
@@ -670,17 +682,19 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
-/// The inputs of `path`: an image folder (`folder`, when already scanned), preprocessed as
-/// asked, or an array file.
+/// The inputs of `path`, read as they are needed: an image folder (`folder`, when already
+/// scanned), preprocessed as asked, or an array file, checked to fit the model's input.
 fn load_inputs(
     args: &RunArgs,
     path: &Path,
     folder: Option<&ImageFolder>,
     limits: LoadLimits,
     sample_shape: &[usize],
-) -> Result<Dataset> {
+) -> Result<Box<dyn InputSource>> {
     if folder.is_none() && !path.is_dir() {
-        return read_inputs(path, limits).and_then(|d| d.into_fitted(sample_shape, path)).map_err(flat);
+        let inputs = open_inputs(path, limits).map_err(flat)?;
+        fit_shape(inputs.shape(), sample_shape, path).map_err(flat)?;
+        return Ok(inputs);
     }
     let crop = sample_shape.iter().copied().filter(|&d| d > 3).max().unwrap_or(1);
     let mut preprocess = match args.preprocess {
@@ -708,41 +722,39 @@ fn load_inputs(
             &scanned
         }
     };
-    folder.load(limits, sample_shape, &preprocess).map_err(flat)
+    Ok(Box::new(folder.inputs(limits, sample_shape, &preprocess).map_err(flat)?))
 }
 
+/// The calibration inputs: the --calibration file, or the first inputs of --data (read again
+/// past --limit when the limit keeps fewer).
 fn calibration(
     args: &RunArgs,
-    data: &Dataset,
+    data: &Arc<Tapped>,
     data_path: &Path,
     data_folder: Option<&ImageFolder>,
     sample_shape: &[usize],
-    full_shape: &[usize],
 ) -> Result<Calibration> {
-    let (set, source) = match &args.calibration {
+    let (inputs, source): (Arc<dyn InputSource>, String) = match &args.calibration {
         Some(path) => {
             let set = load_inputs(args, path, None, LoadLimits::default(), sample_shape)?;
-            ensure!(set.samples > 0, "{}: the calibration file holds no samples", path.display());
-            let source = format!("{} ({} inputs)", path.display(), set.samples);
-            (set, source)
+            ensure!(!set.is_empty(), "{}: the calibration file holds no samples", path.display());
+            let source = format!("{} ({} inputs)", path.display(), set.len());
+            (Arc::from(set), source)
         }
         None => {
-            let set = if data.samples >= CALIBRATION_FROM_DATA || args.limit.is_none() {
-                None
+            let set: Arc<dyn InputSource> = if data.len() >= CALIBRATION_FROM_DATA || args.limit.is_none() {
+                data.clone()
             } else {
                 let limits = LoadLimits { max_samples: Some(CALIBRATION_FROM_DATA), ..LoadLimits::default() };
-                Some(load_inputs(args, data_path, data_folder, limits, sample_shape)?)
+                Arc::from(load_inputs(args, data_path, data_folder, limits, sample_shape)?)
             };
-            let set = set.unwrap_or_else(|| data.clone());
-            let n = set.samples.min(CALIBRATION_FROM_DATA);
-            let source = format!("first {n} inputs of --data {} (no --calibration given)", data_path.display());
-            (Dataset { samples: n, values: set.values[..n * set.sample_len()].to_vec(), ..set }, source)
+            let first = First::new(set, CALIBRATION_FROM_DATA);
+            let source =
+                format!("first {} inputs of --data {} (no --calibration given)", first.len(), data_path.display());
+            (Arc::new(first), source)
         }
     };
-    let inputs = (0..set.samples)
-        .map(|i| ArrayD::from_shape_vec(IxDyn(full_shape), set.sample(i).to_vec()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Calibration { inputs, source })
+    Ok(Calibration { inputs: Arc::new(Tapped::new(inputs)), source })
 }
 
 /// The tool's version and the size and SHA-256 of every input file, by role.
@@ -857,7 +869,8 @@ struct Report<'a, F> {
     settings: &'a Settings,
     data_path: &'a Path,
     labels_path: Option<&'a Path>,
-    data: &'a Dataset,
+    inputs: usize,
+    scaled_from_u8: bool,
     labels: Option<&'a [usize]>,
     calibration_source: &'a str,
     model_path: &'a Path,
@@ -925,7 +938,7 @@ impl<F: Real> Report<'_, F> {
     fn images_per_second(&self) -> f64 {
         let secs = self.times[2].as_secs_f64();
         if secs > 0.0 {
-            self.data.samples as f64 / secs
+            self.inputs as f64 / secs
         } else {
             f64::INFINITY
         }
@@ -950,8 +963,8 @@ impl<F: Real> Report<'_, F> {
             out,
             "data         {}: {} inputs{}",
             self.data_path.display(),
-            self.data.samples,
-            if self.data.scaled_from_u8 { ", uint8 scaled to [0,1]" } else { "" }
+            self.inputs,
+            if self.scaled_from_u8 { ", uint8 scaled to [0,1]" } else { "" }
         );
         let _ = match self.labels_path {
             Some(path) => writeln!(out, "labels       {}", path.display()),
@@ -1014,7 +1027,7 @@ impl<F: Real> Report<'_, F> {
             let _ = writeln!(
                 out,
                 "             (95% Wilson intervals over {} inputs; McNemar's exact test of SNN against ANN accuracy)",
-                self.data.samples
+                self.inputs
             );
         }
         let _ = writeln!(out);
@@ -1040,9 +1053,9 @@ impl<F: Real> Report<'_, F> {
             "provenance": self.provenance,
             "data": {
                 "path": self.data_path.display().to_string(),
-                "inputs": self.data.samples,
+                "inputs": self.inputs,
                 "input_shape": self.network.input_shape,
-                "scaled_from_u8": self.data.scaled_from_u8,
+                "scaled_from_u8": self.scaled_from_u8,
                 "labels": self.labels_path.map(|p| p.display().to_string()),
             },
             "settings": {

@@ -21,6 +21,7 @@ use std::time::Instant;
 use ndarray::ArrayD;
 use thiserror::Error;
 
+use crate::data::{Arrays, DataError, InputSource};
 use crate::model::{Graph, ModelError, Node};
 use crate::snn::{GeluTarget, Network};
 
@@ -45,6 +46,9 @@ pub enum ConvertError {
     /// The model evaluator failed (calibration).
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A calibration input could not be read.
+    #[error("calibration input: {0}")]
+    Calibration(#[from] DataError),
 }
 
 impl ConvertError {
@@ -64,8 +68,8 @@ impl ConvertError {
 pub struct ConvertOptions {
     /// Target function of GELU neurons.
     pub gelu: GeluTarget,
-    /// Calibration inputs for ReLU normalisation, each of the model's input shape (with batch).
-    pub calibration: Vec<ArrayD<f64>>,
+    /// Calibration inputs for ReLU normalisation, read one at a time as the maxima are taken.
+    pub calibration: CalibrationSet,
     /// Worker threads evaluating the calibration inputs (the maxima do not depend on it).
     pub threads: usize,
     /// Told of calibration inputs as they are evaluated.
@@ -91,11 +95,52 @@ impl Default for ConvertOptions {
     fn default() -> Self {
         ConvertOptions {
             gelu: GeluTarget::Sigmoid,
-            calibration: Vec::new(),
+            calibration: CalibrationSet::default(),
             threads: 1,
             progress: None,
             relu_norm: ReluNorm::Element,
         }
+    }
+}
+
+/// The calibration inputs of a conversion: any [`InputSource`] whose samples hold the model
+/// input's values (row-major), read as the maxima are taken, so memory does not grow with their
+/// number.
+#[derive(Clone, Default)]
+pub struct CalibrationSet(Option<Arc<dyn InputSource>>);
+
+impl CalibrationSet {
+    /// The samples of `source`.
+    pub fn new(source: Arc<dyn InputSource>) -> Self {
+        CalibrationSet(Some(source))
+    }
+
+    /// Number of calibration inputs.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |s| s.len())
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The inputs, if any.
+    pub fn source(&self) -> Option<&dyn InputSource> {
+        self.0.as_deref()
+    }
+}
+
+impl From<Vec<ArrayD<f64>>> for CalibrationSet {
+    /// Inputs held as arrays of the model's input shape (batch axis included).
+    fn from(arrays: Vec<ArrayD<f64>>) -> Self {
+        CalibrationSet::new(Arc::new(Arrays::new(arrays)))
+    }
+}
+
+impl fmt::Debug for CalibrationSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CalibrationSet({} inputs)", self.len())
     }
 }
 

@@ -4,9 +4,11 @@
 //! [`ReluNorm::Channel`] or [`ReluNorm::Layer`], m is the maximum over each channel or the whole
 //! output instead, so that a convolution's weights stay the same at every position.
 
-use ndarray::{ArrayD, Axis};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::ReluNorm;
+use ndarray::{ArrayD, Axis, IxDyn};
+
+use super::{CalibrationSet, ReluNorm};
 
 use super::layernorm::add_binary;
 use super::{finish_pass, ConvertError, ConvertOptions, Progress};
@@ -77,31 +79,51 @@ fn pool(m: &mut ArrayD<f64>, norm: ReluNorm) {
 }
 
 /// Per-element maxima of the outputs of the nodes `relus` over the calibration inputs, in double
-/// precision, by `threads` workers each taking every `threads`-th input. Each worker keeps its
-/// own maxima and one evaluation's live values; the maxima are merged at the end (maxima do not
-/// depend on the order).
+/// precision, by `threads` workers each taking the next input not yet taken. Each worker keeps
+/// its own maxima and one evaluation's live values; the maxima are merged at the end (maxima do
+/// not depend on the order).
 fn maxima(
     graph: &Graph,
     relus: &[usize],
-    calibration: &[ArrayD<f64>],
+    calibration: &CalibrationSet,
     threads: usize,
     progress: Option<&Progress>,
 ) -> Result<Vec<Option<ArrayD<f64>>>, ConvertError> {
-    let threads = threads.min(calibration.len()).max(1);
+    let Some(source) = calibration.source() else { return Ok(vec![None; relus.len()]) };
+    let count = source.len();
+    let threads = threads.min(count).max(1);
     let slots: Vec<Option<usize>> = (0..graph.nodes.len()).map(|i| relus.iter().position(|&r| r == i)).collect();
     let evaluator = Evaluator::<f64>::new(graph);
     let evaluator = &evaluator;
-    let worker = |first: usize| -> Result<Vec<Option<ArrayD<f64>>>, ConvertError> {
+    let shape = graph.values[graph.input].shape.clone();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let worker = || -> Result<Vec<Option<ArrayD<f64>>>, ConvertError> {
         let mut maxima: Vec<Option<ArrayD<f64>>> = vec![None; relus.len()];
-        for input in calibration.iter().skip(first).step_by(threads) {
-            evaluator.evaluate_visit(input, |node, out| {
-                if let Some(slot) = slots[node] {
-                    match &mut maxima[slot] {
-                        None => maxima[slot] = Some(out.clone()),
-                        Some(m) => m.zip_mut_with(out, |a, &b| *a = a.max(b)),
+        let mut buffer = vec![0.0; shape.iter().product()];
+        while !failed.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= count {
+                break;
+            }
+            let evaluated = source.read(i, &mut buffer).map_err(ConvertError::from).and_then(|()| {
+                let input = ArrayD::from_shape_vec(IxDyn(&shape), std::mem::take(&mut buffer))
+                    .map_err(|e| ConvertError::Graph(format!("calibration input {i}: {e}")))?;
+                evaluator.evaluate_visit(&input, |node, out| {
+                    if let Some(slot) = slots[node] {
+                        match &mut maxima[slot] {
+                            None => maxima[slot] = Some(out.clone()),
+                            Some(m) => m.zip_mut_with(out, |a, &b| *a = a.max(b)),
+                        }
                     }
-                }
-            })?;
+                })?;
+                buffer = input.into_raw_vec_and_offset().0;
+                Ok(())
+            });
+            if let Err(e) = evaluated {
+                failed.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
             if let Some(progress) = progress {
                 (progress.0)(1);
             }
@@ -109,10 +131,10 @@ fn maxima(
         Ok(maxima)
     };
     let results: Vec<_> = if threads == 1 {
-        vec![worker(0)]
+        vec![worker()]
     } else {
         std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads).map(|w| scope.spawn(move || worker(w))).collect();
+            let handles: Vec<_> = (0..threads).map(|_| scope.spawn(worker)).collect();
             handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or_else(|_| Err(ConvertError::Graph("a calibration worker panicked".into()))))

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
 
-use super::{DataError, Dataset, LoadLimits};
+use super::{read_all, DataError, Dataset, InputSource, LoadLimits};
 
 /// File extensions read as images (compared without case).
 const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
@@ -96,6 +96,27 @@ impl ImageFolder {
     /// input without the batch axis, `[C, H, W]` (or `[H, W, C]` when only the last axis has 1 or
     /// 3 entries), with C = 1 (grey) or 3 (RGB).
     pub fn load(&self, limit: LoadLimits, shape: &[usize], preprocess: &Preprocess) -> Result<Dataset, DataError> {
+        let inputs = self.inputs(limit, shape, preprocess)?;
+        let per_sample = inputs.layout.channels * inputs.layout.height * inputs.layout.width;
+        let bytes = (inputs.len() as u64).saturating_mul(per_sample as u64).saturating_mul(8);
+        if bytes > limit.max_bytes {
+            return Err(DataError::TooLarge {
+                path: self.images[0].0.clone(),
+                detail: format!("{} images of {shape:?} ({bytes} bytes as f64)", inputs.len()),
+                limit: limit.max_bytes,
+            });
+        }
+        read_all(&inputs)
+    }
+
+    /// The first `limit` images as inputs of `shape` (see [`ImageFolder::load`]), each decoded
+    /// and preprocessed when it is read.
+    pub fn inputs(
+        &self,
+        limit: LoadLimits,
+        shape: &[usize],
+        preprocess: &Preprocess,
+    ) -> Result<FolderInputs, DataError> {
         let layout = Layout::of(shape).ok_or_else(|| DataError::Malformed {
             path: self.images.first().map(|(p, _)| p.clone()).unwrap_or_default(),
             detail: format!("the model's input {shape:?} is not an image of 1 or 3 channels ([C, H, W] or [H, W, C]); give the data as .npy instead"),
@@ -113,20 +134,50 @@ impl ImageFolder {
             }
         }
         let count = self.images.len().min(limit.max_samples.unwrap_or(usize::MAX));
-        let per_sample = layout.channels * layout.height * layout.width;
-        let bytes = (count as u64).saturating_mul(per_sample as u64).saturating_mul(8);
-        if bytes > limit.max_bytes {
-            return Err(DataError::TooLarge {
-                path: self.images[0].0.clone(),
-                detail: format!("{count} images of {shape:?} ({bytes} bytes as f64)"),
-                limit: limit.max_bytes,
+        Ok(FolderInputs {
+            files: self.images[..count].iter().map(|(path, _)| path.clone()).collect(),
+            shape: shape.to_vec(),
+            layout,
+            preprocess: preprocess.clone(),
+        })
+    }
+}
+
+/// The images of a folder, decoded and preprocessed as they are read.
+pub struct FolderInputs {
+    files: Vec<PathBuf>,
+    shape: Vec<usize>,
+    layout: Layout,
+    preprocess: Preprocess,
+}
+
+impl InputSource for FolderInputs {
+    fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn scaled_from_u8(&self) -> bool {
+        true
+    }
+
+    fn read(&self, index: usize, into: &mut [f64]) -> Result<(), DataError> {
+        let path = self.files.get(index).ok_or_else(|| DataError::Malformed {
+            path: PathBuf::from("the image folder"),
+            detail: format!("image {index} asked for, but there are only {}", self.files.len()),
+        })?;
+        let values = sample(path, &self.layout, &self.preprocess)?;
+        if values.len() != into.len() {
+            return Err(DataError::Malformed {
+                path: path.clone(),
+                detail: format!("the image gives {} values where {} are asked for", values.len(), into.len()),
             });
         }
-        let mut values = Vec::with_capacity(count * per_sample);
-        for (path, _) in &self.images[..count] {
-            values.extend(sample(path, &layout, preprocess)?);
-        }
-        Ok(Dataset { shape: shape.to_vec(), samples: count, values, scaled_from_u8: true })
+        into.copy_from_slice(&values);
+        Ok(())
     }
 }
 

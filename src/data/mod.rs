@@ -45,6 +45,7 @@ mod folder;
 mod idx;
 mod npy;
 mod npz;
+mod source;
 
 use std::fmt;
 use std::fs::File;
@@ -53,7 +54,8 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 
-pub use folder::{ImageFolder, Preprocess, IMAGENET_MEAN, IMAGENET_STD};
+pub use folder::{FolderInputs, ImageFolder, Preprocess, IMAGENET_MEAN, IMAGENET_STD};
+pub use source::{open_inputs, read_all, scan, Arrays, First, InputSource, Tapped, ValueStats};
 
 /// Bytes of memory charged per loaded value when checking [`LoadLimits::max_bytes`] (an `f64`);
 /// labels are charged their larger in-memory size while they are validated.
@@ -274,16 +276,7 @@ impl Dataset {
     /// either way. Anything else is a [`DataError::ShapeMismatch`] naming `path`, the file's
     /// per-sample shape and the model's.
     pub fn fit_to(&self, model_shape: &[usize], path: &Path) -> Result<Vec<usize>, DataError> {
-        let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
-        if self.shape == model_shape || squeeze(&self.shape) == squeeze(model_shape) {
-            Ok(model_shape.to_vec())
-        } else {
-            Err(DataError::ShapeMismatch {
-                path: path.to_path_buf(),
-                file: self.shape.clone(),
-                model: model_shape.to_vec(),
-            })
-        }
+        fit_shape(&self.shape, model_shape, path)
     }
 
     /// Like [`Dataset::fit_to`], but consumes the data set and returns it with
@@ -294,13 +287,23 @@ impl Dataset {
     }
 }
 
-/// Why the values of `data` look scaled unlike what the model expects, if they do: whole numbers
-/// up to 255 stored as floats (pixel values never divided by 255), or values far beyond
-/// `calibration_max_abs`, the largest magnitude among the calibration inputs.
-pub fn scale_warning(data: &Dataset, calibration_max_abs: Option<f64>) -> Option<String> {
-    let max_abs = data.values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let whole = data.values.iter().all(|v| v.fract() == 0.0);
-    if !data.scaled_from_u8 && whole && (16.0..=255.0).contains(&max_abs) {
+/// As [`Dataset::fit_to`], for samples of shape `file` from `path`.
+pub fn fit_shape(file: &[usize], model_shape: &[usize], path: &Path) -> Result<Vec<usize>, DataError> {
+    let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    if file == model_shape || squeeze(file) == squeeze(model_shape) {
+        Ok(model_shape.to_vec())
+    } else {
+        Err(DataError::ShapeMismatch { path: path.to_path_buf(), file: file.to_vec(), model: model_shape.to_vec() })
+    }
+}
+
+/// Why data whose values have statistics `data` look scaled unlike what the model expects, if
+/// they do: whole numbers up to 255 stored as floats (pixel values never divided by 255; not
+/// when `scaled_from_u8`), or values far beyond `calibration_max_abs`, the largest magnitude
+/// among the calibration inputs.
+pub fn scale_warning(data: &ValueStats, scaled_from_u8: bool, calibration_max_abs: Option<f64>) -> Option<String> {
+    let (max_abs, whole) = (data.max_abs, data.whole);
+    if !scaled_from_u8 && whole && (16.0..=255.0).contains(&max_abs) {
         return Some(format!(
             "the inputs are whole numbers up to {max_abs}: they look like 0–255 pixel values stored as floats; uint8 data are divided by 255, float data are used as they are, so divide by 255 (and normalise as in training) before saving, or save them as uint8"
         ));
@@ -492,11 +495,24 @@ struct Loaded<T> {
 
 /// A readable byte stream with its total length, when known (plain files and stored zip entries).
 struct Stream<'a> {
-    reader: Box<dyn Read + 'a>,
+    reader: Box<dyn Read + Send + 'a>,
     /// Total length of the stream in bytes, if known without reading it.
     len: Option<u64>,
     /// Whether the stream is decompressed on the fly (decoding errors mean corrupt data).
     compressed: bool,
+    /// Offset in the file of the stream's first byte, when the stream is the file's own bytes
+    /// (not decompressed), so that any sample can be read by seeking.
+    origin: Option<u64>,
+}
+
+/// A data file opened, its header read, its stream at the first value.
+struct Opened {
+    /// The file (without an `:NAME` array selection).
+    path: PathBuf,
+    header: Header,
+    /// Bytes of the stream before the first value.
+    header_len: u64,
+    stream: Stream<'static>,
 }
 
 /// Opens `path`, detects its format and loads its array with `convert`.
@@ -506,6 +522,13 @@ fn load<T: Copy>(
     prefer: &[&str],
     convert: fn(Elem, &[u8]) -> T,
 ) -> Result<Loaded<T>, DataError> {
+    let opened = open(path, prefer)?;
+    load_payload(&opened.path, opened.header, opened.header_len, opened.stream, limit, convert)
+}
+
+/// Opens `path` (or the array `path` names inside an `.npz` archive), detects its format and
+/// reads its header.
+fn open(path: &Path, prefer: &[&str]) -> Result<Opened, DataError> {
     let (path, key) = &split_array_name(path);
     let (path, key) = (path.as_path(), key.as_deref());
     let io_err = |source| DataError::Io { path: path.to_path_buf(), source };
@@ -519,7 +542,7 @@ fn load<T: Copy>(
     let got = read_full(&mut file, &mut prefix).map_err(io_err)?;
     let prefix = &prefix[..got];
     if prefix.starts_with(b"PK") {
-        return npz::load(path, file, len, limit, npz::Choice { key, prefer }, convert);
+        return npz::open(path, file, len, npz::Choice { key, prefer });
     }
     if let Some(key) = key {
         return Err(DataError::KeyOnPlainFile { path: path.to_path_buf(), key: key.to_string() });
@@ -537,11 +560,11 @@ fn load<T: Copy>(
             });
         }
         let reader = Cursor::new(inner.to_vec()).chain(gz);
-        let stream = Stream { reader: Box::new(reader), len: None, compressed: true };
-        return load_array(path, stream, inner, limit, convert, " inside the gzip stream");
+        let stream = Stream { reader: Box::new(reader), len: None, compressed: true, origin: None };
+        return open_array(path, stream, inner, " inside the gzip stream");
     }
-    let stream = Stream { reader: Box::new(rest), len: Some(len), compressed: false };
-    load_array(path, stream, prefix, limit, convert, "")
+    let stream = Stream { reader: Box::new(rest), len: Some(len), compressed: false, origin: Some(0) };
+    open_array(path, stream, prefix, "")
 }
 
 /// `archive.npz:NAME` as the archive and the array's name, when `path` itself does not exist
@@ -557,15 +580,8 @@ pub fn split_array_name(path: &Path) -> (PathBuf, Option<String>) {
     (path.to_path_buf(), None)
 }
 
-/// Loads a `.npy` or IDX array from `stream`, whose first bytes are `prefix`.
-fn load_array<T: Copy>(
-    path: &Path,
-    mut stream: Stream<'_>,
-    prefix: &[u8],
-    limit: LoadLimits,
-    convert: fn(Elem, &[u8]) -> T,
-    place: &str,
-) -> Result<Loaded<T>, DataError> {
+/// Reads the `.npy` or IDX header at the start of `stream`, whose first bytes are `prefix`.
+fn open_array(path: &Path, mut stream: Stream<'static>, prefix: &[u8], place: &str) -> Result<Opened, DataError> {
     let (header, header_len) = if prefix.starts_with(npy::MAGIC) {
         npy::read_header(path, &mut stream)?
     } else if idx::looks_like_idx(prefix) {
@@ -579,7 +595,7 @@ fn load_array<T: Copy>(
             detail: format!("first bytes{place} are {}", hex.join(" ")),
         });
     };
-    load_payload(path, header, header_len, stream, limit, convert)
+    Ok(Opened { path: path.to_path_buf(), header, header_len, stream })
 }
 
 /// Checks the sizes a header claims, then reads the values that follow it.
@@ -591,46 +607,20 @@ fn load_payload<T: Copy>(
     limit: LoadLimits,
     convert: fn(Elem, &[u8]) -> T,
 ) -> Result<Loaded<T>, DataError> {
+    let extent = Extent::of(path, &header, limit)?;
     let Header { elem, shape, fortran_order } = header;
-    let malformed = |detail: String| DataError::Malformed { path: path.to_path_buf(), detail };
     let too_large = |detail: String| DataError::TooLarge { path: path.to_path_buf(), detail, limit: limit.max_bytes };
-    if shape.is_empty() {
-        return Err(malformed(
-            "the array has no dimensions, so no sample axis; store samples along the first axis".to_string(),
-        ));
-    }
     let overflow = || too_large(format!("shape {shape:?}, whose size overflows 64 bits"));
-    let total = checked_product(&shape).ok_or_else(overflow)?;
-    let total_bytes = total.checked_mul(elem.size() as u64).ok_or_else(overflow)?;
-    let per_sample_u64 = checked_product(&shape[1..]).ok_or_else(overflow)?;
-    if per_sample_u64 == 0 {
-        return Err(malformed(format!(
-            "shape {shape:?} gives every sample zero values; store samples along the first axis"
-        )));
-    }
     let samples_u64 = shape[0];
-    let keep_u64 = match limit.max_samples {
-        Some(n) => samples_u64.min(n as u64),
-        None => samples_u64,
-    };
+    let keep_u64 = extent.kept(limit);
     // Fortran-ordered data interleave the samples, so all of them are read and transposed.
     let read_u64 = if fortran_order { samples_u64 } else { keep_u64 };
-    let read_elems = read_u64.checked_mul(per_sample_u64).ok_or_else(overflow)?;
+    let read_elems = read_u64.checked_mul(extent.per_sample).ok_or_else(overflow)?;
     let read_mem = read_elems.checked_mul(std::mem::size_of::<T>().max(BYTES_PER_VALUE) as u64).ok_or_else(overflow)?;
     if read_mem > limit.max_bytes {
         return Err(too_large(format!("shape {shape:?} of {elem}: loading {read_u64} samples takes {read_mem} bytes")));
     }
-    if let Some(len) = stream.len {
-        let available = len.saturating_sub(header_len);
-        if available < total_bytes {
-            return Err(DataError::Truncated {
-                path: path.to_path_buf(),
-                detail: format!(
-                    "the header claims shape {shape:?} of {elem}, {total_bytes} bytes of values, but only {available} bytes follow the {header_len}-byte header"
-                ),
-            });
-        }
-    }
+    extent.check_present(path, &shape, elem, header_len, stream.len)?;
     // The counts read are bounded by `max_bytes`; a platform whose usize is narrower than the
     // stored dimensions gets an error from `try_from` instead of a truncated cast.
     let to_usize = |v: u64| usize::try_from(v).map_err(|_| overflow());
@@ -644,6 +634,70 @@ fn load_payload<T: Copy>(
         values.truncate(samples * per_sample.iter().product::<usize>());
     }
     Ok(Loaded { elem, per_sample, samples, values })
+}
+
+/// The sizes an array header claims, checked for sense and overflow.
+struct Extent {
+    /// Bytes of values the whole array holds.
+    total_bytes: u64,
+    /// Values per sample.
+    per_sample: u64,
+    /// Samples stored.
+    samples: u64,
+}
+
+impl Extent {
+    fn of(path: &Path, header: &Header, limit: LoadLimits) -> Result<Self, DataError> {
+        let shape = &header.shape;
+        let malformed = |detail: String| DataError::Malformed { path: path.to_path_buf(), detail };
+        if shape.is_empty() {
+            return Err(malformed(
+                "the array has no dimensions, so no sample axis; store samples along the first axis".to_string(),
+            ));
+        }
+        let overflow = || DataError::TooLarge {
+            path: path.to_path_buf(),
+            detail: format!("shape {shape:?}, whose size overflows 64 bits"),
+            limit: limit.max_bytes,
+        };
+        let total = checked_product(shape).ok_or_else(overflow)?;
+        let total_bytes = total.checked_mul(header.elem.size() as u64).ok_or_else(overflow)?;
+        let per_sample = checked_product(&shape[1..]).ok_or_else(overflow)?;
+        if per_sample == 0 {
+            return Err(malformed(format!(
+                "shape {shape:?} gives every sample zero values; store samples along the first axis"
+            )));
+        }
+        Ok(Extent { total_bytes, per_sample, samples: shape[0] })
+    }
+
+    /// Samples kept after [`LoadLimits::max_samples`].
+    fn kept(&self, limit: LoadLimits) -> u64 {
+        limit.max_samples.map_or(self.samples, |n| self.samples.min(n as u64))
+    }
+
+    /// Refuses a stream of known length `stream_len` too short for the values after the header.
+    fn check_present(
+        &self,
+        path: &Path,
+        shape: &[u64],
+        elem: Elem,
+        header_len: u64,
+        stream_len: Option<u64>,
+    ) -> Result<(), DataError> {
+        let Some(len) = stream_len else { return Ok(()) };
+        let available = len.saturating_sub(header_len);
+        if available < self.total_bytes {
+            return Err(DataError::Truncated {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "the header claims shape {shape:?} of {elem}, {} bytes of values, but only {available} bytes follow the {header_len}-byte header",
+                    self.total_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 fn checked_product(dims: &[u64]) -> Option<u64> {

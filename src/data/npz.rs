@@ -8,7 +8,7 @@ use std::path::Path;
 
 use flate2::read::DeflateDecoder;
 
-use super::{load_array, read_full, DataError, Elem, LoadLimits, Loaded, Stream};
+use super::{open_array, read_full, DataError, Opened, Stream};
 
 /// Largest central directory accepted.
 const MAX_DIRECTORY: u64 = 64 << 20;
@@ -45,15 +45,8 @@ pub(super) struct Choice<'a> {
     pub prefer: &'a [&'a str],
 }
 
-/// Loads the chosen array of the `.npz` archive `file` (of `len` bytes).
-pub(super) fn load<T: Copy>(
-    path: &Path,
-    mut file: File,
-    len: u64,
-    limit: LoadLimits,
-    choice: Choice<'_>,
-    convert: fn(Elem, &[u8]) -> T,
-) -> Result<Loaded<T>, DataError> {
+/// Opens the chosen array of the `.npz` archive `file` (of `len` bytes).
+pub(super) fn open(path: &Path, mut file: File, len: u64, choice: Choice<'_>) -> Result<Opened, DataError> {
     let entries = directory(path, &mut file, len)?;
     let arrays: Vec<&Entry> = entries.iter().filter(|e| e.name.ends_with(".npy") && !e.name.ends_with('/')).collect();
     if arrays.is_empty() {
@@ -94,8 +87,10 @@ pub(super) fn load<T: Copy>(
     file.seek(SeekFrom::Start(data_start)).map_err(|source| io_error(path, source))?;
     let raw = BufReader::new(file).take(chosen.compressed);
     let mut stream = match chosen.method {
-        0 => Stream { reader: Box::new(raw), len: Some(chosen.compressed), compressed: false },
-        8 => Stream { reader: Box::new(DeflateDecoder::new(raw)), len: None, compressed: true },
+        0 => {
+            Stream { reader: Box::new(raw), len: Some(chosen.compressed), compressed: false, origin: Some(data_start) }
+        }
+        8 => Stream { reader: Box::new(DeflateDecoder::new(raw)), len: None, compressed: true, origin: None },
         m => {
             return Err(malformed(format!(
                 "zip compression method {m} is not supported; save with np.savez or np.savez_compressed"
@@ -111,7 +106,7 @@ pub(super) fn load<T: Copy>(
     }
     let stream = Stream { reader: Box::new(std::io::Cursor::new(prefix.clone()).chain(stream.reader)), ..stream };
     let place = format!(" of npz member '{}'", chosen.name);
-    load_array(path, stream, &prefix, limit, convert, &place)
+    open_array(path, stream, &prefix, &place)
 }
 
 /// The array `choice` selects: the named one, the only one, or the one conventional name present.
