@@ -238,3 +238,24 @@ fn auto_shards_come_from_slurm_and_kubernetes_job_arrays() {
     let error = refused(signgd(dir, &["run", "--shard", "1/3"], &[]));
     assert!(error.contains("--report"), "{error}");
 }
+
+#[test]
+fn relative_paths_of_the_shards_are_taken_from_where_they_ran() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::copy(fixture("fixtures/models/mlp.onnx"), work.join("model.onnx")).unwrap();
+    for k in 1..=2 {
+        ok(run(&work, &format!("s{k}"), &["--model", "model.onnx", "--shard", &format!("{k}/2")]));
+    }
+    ok(run(&work, "whole", &["--model", "model.onnx"]));
+    ok(signgd(tmp.path(), &["merge", "work/s1", "work/s2", "--report", "merged"], &[]));
+    let (mut whole, mut merged) = (comparable(&work.join("whole")), comparable(&tmp.path().join("merged")));
+    let model = work.join("model.onnx").display().to_string();
+    assert_eq!(merged["run"]["model"], Value::from(model.clone()));
+    for report in [&mut whole, &mut merged] {
+        report["run"]["model"] = Value::Null;
+        report["run"]["provenance"]["files"]["model"]["path"] = Value::Null;
+    }
+    assert_eq!(whole, merged);
+}

@@ -271,6 +271,10 @@ fn replay(dir: &Path, record: &Record) -> Result<RunArgs> {
                 *path = record.working_directory.join(&*path);
             }
         }
+        let energy_file = record.working_directory.join(&args.energy_model);
+        if Path::new(&args.energy_model).is_relative() && energy_file.is_file() {
+            args.energy_model = energy_file.display().to_string();
+        }
     }
     Ok(args)
 }

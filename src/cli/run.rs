@@ -138,7 +138,7 @@ pub struct RunArgs {
     /// loihi-routing, spinnaker, spinnaker2, spinnaker2-2021) or a JSON file in the format of the
     /// repository's energy/ folder.
     #[arg(long, value_name = "FILE|PRESET", default_value = signgd::stats::energy::DEFAULT_PRESET)]
-    energy_model: String,
+    pub(super) energy_model: String,
     /// Energy convention: charge the encoder layer's synapses once per input (A·x, as the engine
     /// computes it) or as dense MACs at every step.
     #[arg(long, value_enum, default_value_t = EncoderChargeArg::Once)]
@@ -714,7 +714,7 @@ fn run_in<F: Real + WritableElement + ReadableElement>(args: &RunArgs, settings:
             report_data.render()?.into_iter().map(|(name, text)| (name, text.into_bytes())).collect();
         if let Some(slice) = slice {
             let record =
-                super::shard::Record::new(slice, &provenance, labels.as_deref(), &result, [ann_time, snn_time]);
+                super::shard::Record::new(slice, &provenance, labels.as_deref(), &result, [ann_time, snn_time])?;
             files.extend(record.files(&ann, &result)?);
         }
         report::write_dir(dir, &files, args.force)?;

@@ -115,12 +115,22 @@ impl Record {
         labels: Option<&[usize]>,
         result: &SimulationResult<F>,
         [ann, snn]: [Duration; 2],
-    ) -> Self {
-        let mut arguments: Vec<String> = std::env::args().skip(1).collect();
+    ) -> Result<Self> {
+        let mut arguments = std::env::args_os()
+            .skip(1)
+            .map(|a| {
+                a.into_string().map_err(|a| {
+                    anyhow::anyhow!(
+                        "--shard: the option {} is not UTF-8 text, which the shard's record cannot hold; rename the file",
+                        a.to_string_lossy()
+                    )
+                })
+            })
+            .collect::<Result<Vec<String>>>()?;
         if arguments.first().is_some_and(|a| a == "run") {
             arguments.remove(0);
         }
-        Record {
+        Ok(Record {
             format: FORMAT.into(),
             version: VERSION,
             shard,
@@ -133,7 +143,7 @@ impl Record {
             labels: labels.map(<[usize]>::to_vec),
             time_s: Times { ann: ann.as_secs_f64(), snn: snn.as_secs_f64() },
             counters: result.counters.clone(),
-        }
+        })
     }
 
     /// The shard's files: the record and both outputs.
