@@ -14,6 +14,7 @@ pub mod provenance;
 pub mod real;
 pub mod report;
 pub mod runner;
+pub mod shard;
 pub mod snn;
 pub mod stats;
 pub mod theory;

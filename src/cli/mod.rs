@@ -3,9 +3,11 @@
 mod bench;
 mod feasibility;
 mod inspect;
+mod merge;
 mod ops;
 mod report;
 mod run;
+mod shard;
 mod theory;
 
 use std::process::ExitCode;
@@ -33,6 +35,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// List every supported ONNX operator and what the conversion makes of it.
     Ops(ops::OpsArgs),
+    /// Combine the report directories of `signgd run --shard K/N` into the report of the whole run.
+    Merge(merge::MergeArgs),
     /// Print the summary of a report directory written by `signgd run --report DIR`.
     Report(report::ReportArgs),
     /// Check that IF neurons and the subgradient method give identical spike trains (SPEC §1).
@@ -51,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Feasibility(args) => feasibility::run(args),
         Command::Report(args) => report::run(args),
+        Command::Merge(args) => merge::run(args),
         Command::Ops(args) => ops::run(args),
     };
     match result {

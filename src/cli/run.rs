@@ -12,7 +12,7 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{Array2, Array3, ArrayD, IxDyn};
-use ndarray_npy::{WritableElement, WriteNpyExt};
+use ndarray_npy::{ReadableElement, WritableElement, WriteNpyExt};
 use serde_json::json;
 use signgd::convert::{convert, CalibrationSet, ConvertOptions, Progress, ReluNorm};
 use signgd::data::{
@@ -28,6 +28,7 @@ use super::model_limits;
 use signgd::real::Real;
 use signgd::report::{self, ReportData};
 use signgd::runner;
+use signgd::shard::Shard;
 use signgd::snn::{EncoderKind, GeluTarget, Network, Schedule};
 use signgd::stats::energy::{
     Addressing, AnnMemory, Conventions, EncoderCharge, EnergyModel, MemoryPricing, SharedCharge,
@@ -46,16 +47,16 @@ const MAX_TIMESTEPS: usize = 1_000_000;
 const MAX_OUTPUT_VALUES: usize = 1 << 30;
 
 /// Options of `signgd run`.
-#[derive(Args)]
+#[derive(Args, Clone, Debug)]
 pub struct RunArgs {
     /// The ONNX model (default: the bundled ConvNeXt fixture, fixtures/models/convnext.onnx).
     #[arg(long, value_name = "FILE.onnx")]
-    model: Option<PathBuf>,
+    pub(super) model: Option<PathBuf>,
     /// Input samples (.npy, .npz, IDX or gzip-compressed IDX/.npy; `FILE.npz:NAME` picks an
     /// array of an archive; or an image folder DIR/CLASS/IMAGE.jpg, see --preprocess); uint8
     /// data are scaled to [0,1]. Default: the bundled Fashion-MNIST test subset.
     #[arg(long, value_name = "FILE")]
-    data: Option<PathBuf>,
+    pub(super) data: Option<PathBuf>,
     /// Preprocessing of an image folder given as --data or --calibration: `none` (pixels / 255,
     /// images of the model's size), `imagenet` (torchvision's evaluation transform: resize to
     /// crop/0.875, i.e. 256 for 224, centre crop, ImageNet mean and std).
@@ -70,7 +71,7 @@ pub struct RunArgs {
     /// Class labels, one per sample (default: the Fashion-MNIST labels when --data is defaulted;
     /// the class sub-folders of an image folder).
     #[arg(long, value_name = "FILE")]
-    labels: Option<PathBuf>,
+    pub(super) labels: Option<PathBuf>,
     /// Use only the first N samples of --data (and --labels).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
@@ -79,7 +80,7 @@ pub struct RunArgs {
     timesteps: String,
     /// Inputs for ReLU normalisation (default: the first 256 inputs of --data).
     #[arg(long, value_name = "FILE")]
-    calibration: Option<PathBuf>,
+    pub(super) calibration: Option<PathBuf>,
     /// Step sizes: exp:ETA0:GAMMA, inverse:ETA0 or constant:ETA0.
     #[arg(long, value_name = "SCHEDULE", default_value = "exp:0.15:0.95")]
     schedule: String,
@@ -102,32 +103,43 @@ pub struct RunArgs {
     precision: PrecisionArg,
     /// Worker threads (default: the available parallelism).
     #[arg(long, value_name = "N")]
-    threads: Option<usize>,
+    pub(super) threads: Option<usize>,
     /// Print the result as one JSON object.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// Largest number of tensor elements the model may hold, per tensor and in total (refused
     /// before anything is allocated).
     #[arg(long, value_name = "N", default_value_t = signgd::model::reader::MAX_TOTAL_ELEMENTS)]
     max_model_elements: usize,
     /// Write the decoded SNN outputs, shape [checkpoints, inputs, outputs], to this .npy file.
     #[arg(long, value_name = "FILE.npy")]
-    dump_outputs: Option<PathBuf>,
+    pub(super) dump_outputs: Option<PathBuf>,
     /// Write the ANN outputs, shape [inputs, outputs], to this .npy file.
     #[arg(long, value_name = "FILE.npy")]
-    dump_ann: Option<PathBuf>,
+    pub(super) dump_ann: Option<PathBuf>,
     /// Write a report directory: report.json, populations.csv, accuracy.csv, report.md and a
     /// self-contained report.html with charts (written atomically; see also --force).
     #[arg(long, value_name = "DIR")]
-    report: Option<PathBuf>,
+    pub(super) report: Option<PathBuf>,
     /// Replace an existing --report directory.
     #[arg(long, requires = "report")]
-    force: bool,
+    pub(super) force: bool,
+    /// Simulate only shard K of N (numbered from 1): the K-th of N contiguous slices of the
+    /// inputs (after --limit), sizes differing by at most one. `auto` takes K and N from a Slurm
+    /// job array (SLURM_ARRAY_TASK_ID, _MIN, _MAX, _COUNT; --array=0-(N-1) or 1-N); `auto/N`
+    /// takes K from a Kubernetes Indexed Job (JOB_COMPLETION_INDEX + 1) and N from the flag. The
+    /// --report directory then also holds the per-input outputs and counters that `signgd merge`
+    /// combines into the report of the whole run.
+    #[arg(long, value_name = "K/N|auto|auto/N", requires = "report")]
+    pub(super) shard: Option<String>,
+    /// The shards a merged run takes its outputs from instead of simulating.
+    #[arg(skip)]
+    pub(super) merge: Option<Arc<super::merge::Plan>>,
     /// Energy cost model of the report: a preset (45nm-fp32, 45nm-fp16, 45nm-int8, loihi,
     /// loihi-routing, spinnaker, spinnaker2, spinnaker2-2021) or a JSON file in the format of the
     /// repository's energy/ folder.
     #[arg(long, value_name = "FILE|PRESET", default_value = signgd::stats::energy::DEFAULT_PRESET)]
-    energy_model: String,
+    pub(super) energy_model: String,
     /// Energy convention: charge the encoder layer's synapses once per input (A·x, as the engine
     /// computes it) or as dense MACs at every step.
     #[arg(long, value_enum, default_value_t = EncoderChargeArg::Once)]
@@ -285,6 +297,7 @@ struct Settings {
     encoder_text: String,
     threads: usize,
     energy_model: EnergyModel,
+    shard: Option<Shard>,
 }
 
 /// Runs the command.
@@ -326,7 +339,8 @@ fn settings(args: &RunArgs) -> Result<Settings> {
         report::check_target(dir, args.force).context("--report")?;
     }
     let energy_model = EnergyModel::load(&args.energy_model).map_err(flat).context("--energy-model")?;
-    Ok(Settings { checkpoints, config, schedule_text, encoder_text, threads, energy_model })
+    let shard = args.shard.as_deref().map(|t| Shard::from_arg(t, |v| std::env::var(v).ok())).transpose()?;
+    Ok(Settings { checkpoints, config, schedule_text, encoder_text, threads, energy_model, shard })
 }
 
 /// Parses `32,64,128`, `1-256` or `1-4,32` into sorted, distinct timesteps.
@@ -404,7 +418,7 @@ struct Calibration {
     source: String,
 }
 
-fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Result<ExitCode> {
+fn run_in<F: Real + WritableElement + ReadableElement>(args: &RunArgs, settings: &Settings) -> Result<ExitCode> {
     let model_path = match &args.model {
         Some(path) => path.clone(),
         None => super::bundled(DEFAULT_MODEL, "--model FILE.onnx")?,
@@ -481,6 +495,14 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
         );
     }
 
+    // This shard's slice of the inputs (all of them unless --shard).
+    let range = match settings.shard {
+        Some(shard) => shard.range(samples).with_context(|| format!("--shard {shard}"))?,
+        None => 0..samples,
+    };
+    let labels = labels.map(|l| l[range.clone()].to_vec());
+    let count = range.len();
+
     // Calibration inputs.
     let calibration = calibration(args, &data, &data_path, folder.as_ref(), &sample_shape)?;
     let has_relu = graph.nodes.iter().any(|n| matches!(n.op, Op::Relu));
@@ -530,13 +552,13 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
     })?;
     signgd::memory::release_free_memory();
     let checkpoints = settings.checkpoints.len();
-    let total_outputs = checkpoints.saturating_mul(samples).saturating_mul(output_size);
+    let total_outputs = checkpoints.saturating_mul(count).saturating_mul(output_size);
     ensure!(
         total_outputs <= MAX_OUTPUT_VALUES,
-        "{checkpoints} checkpoints × {samples} inputs × {output_size} outputs is too many values to keep; use fewer --timesteps or a smaller --limit",
+        "{checkpoints} checkpoints × {count} inputs × {output_size} outputs is too many values to keep; use fewer --timesteps or a smaller --limit"
     );
 
-    let load = |i: usize, buffer: &mut [F]| -> Result<(), DataError> {
+    let load_global = |i: usize, buffer: &mut [F]| -> Result<(), DataError> {
         let mut values = vec![0.0; buffer.len()];
         data.read(i, &mut values)?;
         for (b, v) in buffer.iter_mut().zip(values) {
@@ -544,15 +566,29 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
         }
         Ok(())
     };
+    let load = |j: usize, buffer: &mut [F]| load_global(range.start + j, buffer);
+    let merged = match &args.merge {
+        Some(plan) => {
+            plan.check_provenance(&provenance)?;
+            Some(plan.results::<F>(count, labels.as_deref(), output_size, &settings.checkpoints)?)
+        }
+        None => None,
+    };
+    let (merged_ann, merged_snn) =
+        merged.map_or((None, None), |m| (Some((m.ann, m.ann_time)), Some((m.result, m.snn_time))));
 
     // ANN reference.
     let started = Instant::now();
-    let bar = LateBar::new(samples, "ANN");
-    let ann = runner::evaluate_ann::<F, _>(&graph, samples, load, settings.threads, &|n| bar.inc(n));
-    bar.finish();
-    let ann = ann.context("evaluating the ANN")?;
-    let ann_time = started.elapsed();
-    tracing::info!(seconds = ann_time.as_secs_f64(), inputs = samples, "ANN evaluation");
+    let (ann, ann_time) = match merged_ann {
+        Some(merged) => merged,
+        None => {
+            let bar = LateBar::new(count, "ANN");
+            let ann = runner::evaluate_ann::<F, _>(&graph, count, load, settings.threads, &|n| bar.inc(n));
+            bar.finish();
+            (ann.context("evaluating the ANN")?, started.elapsed())
+        }
+    };
+    tracing::info!(seconds = ann_time.as_secs_f64(), inputs = count, "ANN evaluation");
     let calibration_max = match (&args.calibration, calibration.inputs.stats()) {
         (None, _) => None,
         (Some(_), Some(stats)) => Some(stats.max_abs),
@@ -572,15 +608,20 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
 
     // SNN, once to the largest checkpoint.
     let started = Instant::now();
-    let bar = progress_bar(samples, "SNN");
-    let result = runner::simulate_prepared(&simulator, samples, load, settings.threads, &|n| bar.inc(n as u64))
-        .context("simulating the SNN")?;
+    let (result, snn_time) = match merged_snn {
+        Some(merged) => merged,
+        None => {
+            let bar = progress_bar(count, "SNN");
+            let result = runner::simulate_prepared(&simulator, count, load, settings.threads, &|n| bar.inc(n as u64))
+                .context("simulating the SNN")?;
+            bar.finish_and_clear();
+            (result, started.elapsed())
+        }
+    };
     drop(simulator);
-    bar.finish_and_clear();
-    let snn_time = started.elapsed();
     tracing::info!(
         seconds = snn_time.as_secs_f64(),
-        inputs = samples,
+        inputs = count,
         steps = settings.checkpoints.last().copied().unwrap_or(0),
         "SNN simulation"
     );
@@ -593,19 +634,19 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
         dumps.push((path.clone(), Box::new(move |w| Ok(array.write_npy(w)?))));
     }
     if let Some(path) = &args.dump_ann {
-        let array = Array2::from_shape_vec((samples, output_size), ann.clone())?;
+        let array = Array2::from_shape_vec((count, output_size), ann.clone())?;
         dumps.push((path.clone(), Box::new(move |w| Ok(array.write_npy(w)?))));
     }
     write_all_atomically(dumps)?;
 
     // One input up close, for the report.
     let observation = match raster_population {
-        Some(population) => {
+        Some(population) if range.contains(&args.raster_input) => {
             let mut input = vec![F::zero(); network.input_size()];
-            load(args.raster_input, &mut input)?;
+            load_global(args.raster_input, &mut input)?;
             Some(observe::<F>(&network, &conversion.graph, &settings.config, population, args.raster_input, &input)?)
         }
-        None => None,
+        _ => None,
     };
 
     let report = Report {
@@ -615,8 +656,8 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
         provenance: &provenance,
         data_path: &data_path,
         labels_path: labels_path.as_deref(),
-        inputs: samples,
         scaled_from_u8,
+        inputs: count,
         labels: labels.as_deref(),
         calibration_source: &calibration.source,
         network: &network,
@@ -644,6 +685,15 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
             1,
         );
     }
+    let slice = settings.shard.map(|shard| super::shard::Slice::new(shard, &range, samples));
+    if let Some(slice) = &slice {
+        json["shard"] = json!(slice);
+        let _ = writeln!(text, "shard        {slice}");
+    }
+    if let Some(plan) = &args.merge {
+        json["merged_from"] = json!(plan.directories());
+        let _ = writeln!(text, "merged       {}", plan.describe());
+    }
     if let Some(dir) = &args.report {
         let rows = report.rows();
         let report_data = ReportData::build(report::Sources {
@@ -651,7 +701,7 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
             network: &network,
             counters: &result.counters,
             checkpoints: &result.checkpoints,
-            inputs: samples as u64,
+            inputs: count as u64,
             ann_graph: &graph,
             accuracy: report::Accuracy {
                 ann: report.ann_accuracy(),
@@ -672,7 +722,13 @@ fn run_in<F: Real + WritableElement>(args: &RunArgs, settings: &Settings) -> Res
             conventions: args.conventions(),
             observation,
         });
-        let files = report_data.render()?;
+        let mut files: Vec<(&str, Vec<u8>)> =
+            report_data.render()?.into_iter().map(|(name, text)| (name, text.into_bytes())).collect();
+        if let Some(slice) = slice {
+            let record =
+                super::shard::Record::new(slice, &provenance, labels.as_deref(), &result, [ann_time, snn_time])?;
+            files.extend(record.files(&ann, &result)?);
+        }
         report::write_dir(dir, &files, args.force)?;
         let _ = writeln!(text, "report       {} (open {})", dir.display(), dir.join("report.html").display());
         json["report"] = json!(dir.display().to_string());
@@ -869,8 +925,9 @@ struct Report<'a, F> {
     settings: &'a Settings,
     data_path: &'a Path,
     labels_path: Option<&'a Path>,
-    inputs: usize,
     scaled_from_u8: bool,
+    /// The inputs simulated: this shard's, or all of --data (after --limit).
+    inputs: usize,
     labels: Option<&'a [usize]>,
     calibration_source: &'a str,
     model_path: &'a Path,

@@ -33,6 +33,9 @@ pub const SCHEMA_VERSION: u32 = 2;
 pub const FILES: [&str; 6] =
     ["report.json", "populations.csv", "accuracy.csv", "layers.csv", "report.md", "report.html"];
 
+/// The files a shard's report directory holds besides [`FILES`]: what merging the shards needs.
+pub const SHARD_FILES: [&str; 3] = ["shard.json", "ann.npy", "snn.npy"];
+
 /// Accuracy at one checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AccuracyRow {
@@ -1106,7 +1109,8 @@ fn check_replaceable(dir: &Path) -> anyhow::Result<()> {
         .and_then(|it| it.map(|e| e.map(|e| e.file_name())).collect::<Result<Vec<_>, _>>())
         .map_err(|e| refuse(format!("cannot be listed ({e})")))?;
     entries.sort();
-    if let Some(foreign) = entries.iter().find(|name| !FILES.iter().any(|f| name.as_os_str() == *f)) {
+    if let Some(foreign) = entries.iter().find(|name| !FILES.iter().chain(&SHARD_FILES).any(|f| name.as_os_str() == *f))
+    {
         return Err(refuse(format!("holds {}, which is not a file of a report", foreign.to_string_lossy())));
     }
     let json = dir.join("report.json");
@@ -1136,7 +1140,7 @@ fn parent_of(dir: &Path) -> PathBuf {
 
 /// Writes `files` into a temporary sibling of `dir`, then renames it to `dir` (replacing an
 /// existing `dir` only with `force`). On failure nothing at `dir` changes.
-pub fn write_dir(dir: &Path, files: &[(&str, String)], force: bool) -> anyhow::Result<()> {
+pub fn write_dir(dir: &Path, files: &[(&str, impl AsRef<[u8]>)], force: bool) -> anyhow::Result<()> {
     use anyhow::Context as _;
     check_target(dir, force)?;
     let parent = parent_of(dir);
@@ -1155,7 +1159,7 @@ pub fn write_dir(dir: &Path, files: &[(&str, String)], force: bool) -> anyhow::R
         for (file, text) in files {
             let path = tmp.join(file);
             let mut f = fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-            f.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+            f.write_all(text.as_ref()).with_context(|| format!("cannot write {}", path.display()))?;
             f.sync_all()?;
         }
         if dir.exists() {
