@@ -526,7 +526,7 @@ fn run_in<F: Real + WritableElement + ReadableElement>(args: &RunArgs, settings:
         progress: None,
         relu_norm: args.relu_norm.into(),
     };
-    let bar = LateBar::new(options.calibration.len(), "calibration");
+    let bar = LateBar::new(options.calibration.len(), "calibration", args.json);
     let progress = bar.clone();
     let options = ConvertOptions { progress: Some(Progress(Arc::new(move |n| progress.inc(n)))), ..options };
     let conversion = convert(&graph, &options).with_context(|| format!("cannot convert {}", model_path.display()));
@@ -582,7 +582,7 @@ fn run_in<F: Real + WritableElement + ReadableElement>(args: &RunArgs, settings:
     let (ann, ann_time) = match merged_ann {
         Some(merged) => merged,
         None => {
-            let bar = LateBar::new(count, "ANN");
+            let bar = LateBar::new(count, "ANN", args.json);
             let ann = runner::evaluate_ann::<F, _>(&graph, count, load, settings.threads, &|n| bar.inc(n));
             bar.finish();
             (ann.context("evaluating the ANN")?, started.elapsed())
@@ -611,7 +611,7 @@ fn run_in<F: Real + WritableElement + ReadableElement>(args: &RunArgs, settings:
     let (result, snn_time) = match merged_snn {
         Some(merged) => merged,
         None => {
-            let bar = progress_bar(count, "SNN");
+            let bar = progress_bar(count, "SNN", args.json);
             let result = runner::simulate_prepared(&simulator, count, load, settings.threads, &|n| bar.inc(n as u64))
                 .context("simulating the SNN")?;
             bar.finish_and_clear();
@@ -839,9 +839,10 @@ fn provenance(
     Ok(json!({ "signgd_version": VERSION, "files": files }))
 }
 
-/// A progress bar with ETA on stderr when it is a terminal; hidden otherwise.
-fn progress_bar(len: usize, what: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
+/// A progress bar with rate and ETA on stderr when it is a terminal; hidden otherwise and with
+/// `--json` (`json`).
+fn progress_bar(len: usize, what: &str, json: bool) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len as u64);
@@ -862,8 +863,8 @@ struct LateBar {
 }
 
 impl LateBar {
-    fn new(len: usize, what: &str) -> Self {
-        let bar = progress_bar(len, what);
+    fn new(len: usize, what: &str, json: bool) -> Self {
+        let bar = progress_bar(len, what, json);
         let terminal = !bar.is_hidden();
         bar.set_draw_target(ProgressDrawTarget::hidden());
         LateBar { bar, terminal }
