@@ -62,6 +62,26 @@ impl<F> SimulationResult<F> {
 /// from the workers after each input with the number of inputs just finished (always 1).
 ///
 /// The result is identical for every `threads >= 1`; `threads == 0` is refused.
+///
+/// ```
+/// use std::path::Path;
+/// use signgd::convert::{convert, ConvertOptions};
+/// use signgd::data::{open_inputs, InputSource, LoadLimits};
+/// use signgd::engine::SimConfig;
+/// use signgd::model::read_onnx;
+/// use signgd::runner::simulate;
+///
+/// let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+/// let network = convert(&read_onnx(&root.join("models/mlp.onnx"), None)?, &ConvertOptions::default())?.network;
+/// let limit = LoadLimits { max_samples: Some(4), ..LoadLimits::default() };
+/// let images = open_inputs(&root.join("data/fashion-mnist-test-1000-images-idx3-ubyte.gz"), limit)?;
+/// let load = |i: usize, buffer: &mut [f64]| images.read(i, buffer);
+/// let result = simulate(&network, &SimConfig::reference(vec![32, 64]), images.len(), load, 2, &|_| {})?;
+/// assert_eq!(result.at_checkpoint(1).len(), 4 * 10); // 4 inputs × 10 outputs at T = 64
+/// let at_64 = &result.counters.at_checkpoints[1]; // per population, summed over the inputs
+/// assert!(at_64.iter().map(|c| c.spikes).sum::<u64>() > 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn simulate<F, L>(
     network: &Network,
     config: &SimConfig,

@@ -166,6 +166,18 @@ pub struct Conversion {
 }
 
 /// Runs every pass in the order of SPEC.md §4 and lowers the result into a spiking network.
+///
+/// ```
+/// use std::path::Path;
+/// use signgd::convert::{convert, ConvertOptions};
+/// use signgd::model::read_onnx;
+///
+/// let graph = read_onnx(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/mlp.onnx"), None)?;
+/// let conversion = convert(&graph, &ConvertOptions::default())?;
+/// assert_eq!(conversion.network.input_size(), 28 * 28);
+/// assert_eq!(conversion.network.output_size(), 10);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn convert(graph: &Graph, options: &ConvertOptions) -> Result<Conversion, ConvertError> {
     check_finite(graph)?;
     let started = Instant::now();
