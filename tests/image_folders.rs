@@ -378,3 +378,63 @@ fn nested_folders_keep_torchvisions_order_and_other_image_types_are_refused() {
     let error = ImageFolder::scan(scratch.path()).unwrap_err().to_string();
     assert!(error.contains("scan.BMP") && error.contains("convert it to PNG"), "{error}");
 }
+
+#[test]
+fn preprocess_imagenet_gives_the_outputs_of_torchvisions_tensors() {
+    // A 28×28 model: --preprocess imagenet resizes to round(28 / 0.875) = 32 and crops 28, the
+    // transform of the grey reference tensors, with --mean/--std 0.5 as there.
+    let preprocess = Preprocess { mean: vec![0.5], std: vec![0.5], ..Preprocess::imagenet(28) };
+    assert_eq!(preprocess.resize, Some(32));
+    let folder = ImageFolder::scan(&images("resized")).unwrap();
+    let n = folder.images.len();
+    let ours = folder.load(LoadLimits::default(), &[1, 28, 28], &preprocess).unwrap();
+    let (_, theirs) = reference("resized-grey-resize32-crop28.npy");
+    // torchvision's pixels for PNG files (JPEG files as decoded here), normalised in float64.
+    let mut x = Vec::with_capacity(n * 784);
+    for (k, (path, _)) in folder.images.iter().enumerate() {
+        let range = k * 784..(k + 1) * 784;
+        if path.extension().unwrap() == "png" {
+            let pixels = theirs[range.clone()].iter().map(|&t| ((t * 0.5 + 0.5) * 255.0).round());
+            x.extend(pixels.map(|v| (v / 255.0 - 0.5) / 0.5));
+            assert_eq!(&x[range.clone()], &ours.values[range], "{}", path.display());
+        } else {
+            x.extend_from_slice(&ours.values[range]);
+        }
+    }
+    let y: Vec<i64> = folder.images.iter().map(|&(_, label)| label as i64).collect();
+    let scratch = tempfile::tempdir().unwrap();
+    let (x_path, y_path) = (scratch.path().join("x.npy"), scratch.path().join("y.npy"));
+    ndarray::Array4::from_shape_vec((n, 1, 28, 28), x)
+        .unwrap()
+        .write_npy(std::fs::File::create(&x_path).unwrap())
+        .unwrap();
+    ndarray::Array1::from_vec(y).write_npy(std::fs::File::create(&y_path).unwrap()).unwrap();
+    let common = ["run", "--model", "fixtures/models/resnet.onnx", "--timesteps", "4,16", "--threads", "2", "--json"];
+    let (from_folder, from_array) = (scratch.path().join("folder.npy"), scratch.path().join("array.npy"));
+    let folder_path = images("resized");
+    let folder_run = signgd(
+        &[
+            &common[..],
+            &["--data", folder_path.to_str().unwrap(), "--preprocess", "imagenet", "--mean", "0.5", "--std", "0.5"],
+            &["--dump-outputs", from_folder.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert!(folder_run.status.success(), "{}", String::from_utf8_lossy(&folder_run.stderr));
+    let array_run = signgd(
+        &[
+            &common[..],
+            &["--data", x_path.to_str().unwrap(), "--labels", y_path.to_str().unwrap()],
+            &["--dump-outputs", from_array.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert!(array_run.status.success(), "{}", String::from_utf8_lossy(&array_run.stderr));
+    assert_eq!(std::fs::read(&from_folder).unwrap(), std::fs::read(&from_array).unwrap());
+    let folder_json: serde_json::Value = serde_json::from_slice(&folder_run.stdout).unwrap();
+    let array_json: serde_json::Value = serde_json::from_slice(&array_run.stdout).unwrap();
+    for key in ["ann_accuracy", "checkpoints"] {
+        assert_eq!(folder_json[key], array_json[key], "{key}");
+    }
+    assert_eq!(folder_json["data"]["preprocess"], "imagenet");
+}
