@@ -143,9 +143,10 @@ impl ImageFolder {
                 return Err(DataError::Malformed {
                     path: PathBuf::from(format!("--{what}")),
                     detail: format!(
-                        "{} values for a model of {} channels; give one, or one per channel",
+                        "{} values (given, or the --preprocess preset's) for a model of {} channel{}; give --{what} with one value, or one per channel",
                         values.len(),
-                        layout.channels
+                        layout.channels,
+                        if layout.channels == 1 { "" } else { "s" }
                     ),
                 });
             }
