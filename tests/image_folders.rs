@@ -336,7 +336,18 @@ fn bad_images_and_folders_are_refused_naming_the_file() {
         error.contains("big.png") && error.contains("100×75") && error.contains("--preprocess imagenet"),
         "{error}"
     );
-    // …and with it the same folder is read.
+    // A sliver that resizing for a 224 model would blow up to 256×512,000 pixels: refused
+    // before allocating.
+    let sliver = scratch.path().join("sliver");
+    std::fs::create_dir_all(sliver.join("a")).unwrap();
+    GrayImage::new(1, 2000).save(sliver.join("a/sliver.png")).unwrap();
+    let inputs = ImageFolder::scan(&sliver)
+        .unwrap()
+        .inputs(LoadLimits::default(), &[3, 224, 224], &Preprocess::imagenet(224))
+        .unwrap();
+    let error = inputs.read(0, &mut vec![0.0; 3 * 224 * 224]).unwrap_err().to_string();
+    assert!(error.contains("sliver.png") && error.contains("1×2000") && error.contains("256×512000"), "{error}");
+    // …and with --preprocess a folder of mixed sizes is read.
     let out = signgd(&[
         "run",
         "--model",

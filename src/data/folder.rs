@@ -6,8 +6,6 @@ mod resize;
 
 use std::path::{Path, PathBuf};
 
-use image::RgbImage;
-
 use super::{read_all, DataError, Dataset, InputSource, LoadLimits};
 use resize::resize_bilinear;
 
@@ -17,6 +15,10 @@ const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
 /// The other extensions torchvision's `ImageFolder` reads as images: refused rather than skipped,
 /// so that the images and labels stay those torchvision would give.
 const OTHER_TORCHVISION_EXTENSIONS: &[&str] = &["ppm", "bmp", "pgm", "tif", "tiff", "webp"];
+
+/// Largest image a resize may make (RGB bytes): a sliver of an image would otherwise become an
+/// enormous one.
+const MAX_RESIZED_BYTES: u64 = 256 << 20;
 
 /// ImageNet's per-channel mean and standard deviation (torchvision's reference scripts).
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
@@ -266,7 +268,25 @@ fn sample(path: &Path, layout: &Layout, preprocess: &Preprocess) -> Result<Vec<f
             path: path.to_path_buf(),
             detail: format!("cannot decode the image ({e}); the file may be truncated or not a JPEG or PNG image: replace it or move it out of the folder"),
         })?;
-    let rgb = resized(decoded.to_rgb8(), preprocess.resize);
+    let rgb = decoded.to_rgb8();
+    let rgb = match preprocess.resize {
+        None => rgb,
+        Some(shorter) => {
+            let (nw, nh) = resized_size(rgb.dimensions(), shorter);
+            let bytes = nw as u64 * nh as u64 * 3;
+            if bytes > MAX_RESIZED_BYTES {
+                return Err(DataError::Malformed {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "the image is {}×{}: resizing its shorter side to {shorter} would make a {nw}×{nh} image of {bytes} bytes (at most {MAX_RESIZED_BYTES}); crop it to a usual aspect ratio or move it out of the folder",
+                        rgb.width(),
+                        rgb.height()
+                    ),
+                });
+            }
+            resize_bilinear(&rgb, nw, nh)
+        }
+    };
     let (w, h) = rgb.dimensions();
     let (tw, th) = (layout.width as u32, layout.height as u32);
     if preprocess.resize.is_none() && (w, h) != (tw, th) {
@@ -315,15 +335,16 @@ fn luma(r: u8, g: u8, b: u8) -> u8 {
     ((r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16) as u8
 }
 
-/// The image with its shorter side resized to `shorter` (torchvision's `Resize(int)`: the longer
-/// side becomes `int(shorter * long / short)`), as PIL's antialiased bilinear resampling does.
-fn resized(image: RgbImage, shorter: Option<u32>) -> RgbImage {
-    let Some(s) = shorter else { return image };
-    let (w, h) = image.dimensions();
+/// The size of a `w`×`h` image with its shorter side resized to `shorter` (torchvision's
+/// `Resize(int)`: the longer side becomes `int(shorter * long / short)`).
+fn resized_size((w, h): (u32, u32), shorter: u32) -> (u32, u32) {
     let (short, long) = (w.min(h).max(1), w.max(h));
-    let new_long = (s as f64 * long as f64 / short as f64) as u32;
-    let (nw, nh) = if w <= h { (s, new_long) } else { (new_long, s) };
-    resize_bilinear(&image, nw, nh)
+    let new_long = (shorter as f64 * long as f64 / short as f64) as u32;
+    if w <= h {
+        (shorter, new_long)
+    } else {
+        (new_long, shorter)
+    }
 }
 
 #[cfg(test)]
@@ -343,8 +364,8 @@ mod tests {
     #[test]
     fn resize_keeps_the_aspect_ratio_with_truncation() {
         // 400×300 to a shorter side of 256: 256 · 400 / 300 = 341.33 → 341.
-        assert_eq!(resized(RgbImage::new(400, 300), Some(256)).dimensions(), (341, 256));
-        assert_eq!(resized(RgbImage::new(33, 57), Some(32)).dimensions(), (32, 55));
-        assert_eq!(resized(RgbImage::new(28, 28), Some(32)).dimensions(), (32, 32));
+        assert_eq!(resized_size((400, 300), 256), (341, 256));
+        assert_eq!(resized_size((33, 57), 32), (32, 55));
+        assert_eq!(resized_size((28, 28), 32), (32, 32));
     }
 }
