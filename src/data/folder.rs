@@ -2,27 +2,37 @@
 //! sorted order, labels their indices), JPEG and PNG files found recursively in sorted order,
 //! preprocessed as torchvision's usual evaluation transforms do.
 
+mod resize;
+
 use std::path::{Path, PathBuf};
 
-use image::imageops::FilterType;
-use image::{DynamicImage, RgbImage};
-
 use super::{read_all, DataError, Dataset, InputSource, LoadLimits};
+use resize::resize_bilinear;
 
 /// File extensions read as images (compared without case).
 const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
+
+/// The other extensions torchvision's `ImageFolder` reads as images: refused rather than skipped,
+/// so that the images and labels stay those torchvision would give.
+const OTHER_TORCHVISION_EXTENSIONS: &[&str] = &["ppm", "bmp", "pgm", "tif", "tiff", "webp"];
+
+/// Largest image a resize may make (RGB bytes): a sliver of an image would otherwise become an
+/// enormous one.
+const MAX_RESIZED_BYTES: u64 = 256 << 20;
 
 /// ImageNet's per-channel mean and standard deviation (torchvision's reference scripts).
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 /// See [`IMAGENET_MEAN`].
 pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
-/// The evaluation transform: `Resize(resize)` of the shorter side (bilinear, antialiased),
-/// `CenterCrop` to the model's size, scaling to [0, 1], then `Normalize(mean, std)` per channel.
+/// The evaluation transform: `Resize(resize)` of the shorter side (PIL's antialiased bilinear,
+/// reproduced exactly), `CenterCrop` to the model's size, `Grayscale()` for a one-channel model
+/// (PIL's integer luma), scaling to [0, 1], then `Normalize(mean, std)` per channel; images are
+/// first converted to RGB as torchvision's `ImageFolder` loader does (`convert("RGB")`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Preprocess {
-    /// Length the shorter side is resized to; `None` takes images as they are (they must then
-    /// have the model's size, or at least cover it for the centre crop).
+    /// Length the shorter side is resized to before the centre crop; `None` takes images as
+    /// they are, and every image must then have the model's size.
     pub resize: Option<u32>,
     /// Per-channel mean subtracted after scaling to [0, 1] (one value for every channel, or one
     /// per channel).
@@ -72,16 +82,25 @@ impl ImageFolder {
             });
         }
         let mut images = Vec::new();
-        for (label, (_, class_dir)) in classes.iter().enumerate() {
-            let mut files = Vec::new();
-            walk(class_dir, &mut files).map_err(|e| io(class_dir, e))?;
-            files.sort();
+        let mut empty = Vec::new();
+        for (label, (name, class_dir)) in classes.iter().enumerate() {
+            let files = image_files(class_dir)?;
+            if files.is_empty() {
+                empty.push(name.as_str());
+            }
             images.extend(files.into_iter().map(|f| (f, label)));
         }
-        if images.is_empty() {
+        // torchvision's ImageFolder refuses a class without images (its labels would shift).
+        if !empty.is_empty() {
             return Err(DataError::Malformed {
                 path: dir.to_path_buf(),
-                detail: format!("its class folders hold no image (files ending in {})", EXTENSIONS.join(", ")),
+                detail: format!(
+                    "the class folder{} {} hold{} no image (files ending in .{}); add images or remove the folder",
+                    if empty.len() > 1 { "s" } else { "" },
+                    empty.join(", "),
+                    if empty.len() > 1 { "" } else { "s" },
+                    EXTENSIONS.join(", .")
+                ),
             });
         }
         Ok(ImageFolder { classes: classes.into_iter().map(|(name, _)| name).collect(), images })
@@ -126,9 +145,10 @@ impl ImageFolder {
                 return Err(DataError::Malformed {
                     path: PathBuf::from(format!("--{what}")),
                     detail: format!(
-                        "{} values for a model of {} channels; give one, or one per channel",
+                        "{} values (given, or the --preprocess preset's) for a model of {} channel{}; give --{what} with one value, or one per channel",
                         values.len(),
-                        layout.channels
+                        layout.channels,
+                        if layout.channels == 1 { "" } else { "s" }
                     ),
                 });
             }
@@ -181,20 +201,40 @@ impl InputSource for FolderInputs {
     }
 }
 
-/// Appends every image file under `dir` (recursively) to `out`.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+/// The image files under `dir`, recursively, in torchvision's order: directories by their path
+/// as a string (`sorted(os.walk(dir))`), then files by name within each.
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut directories = Vec::new();
+    list_directories(dir, &mut directories)?;
+    directories.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(directories.into_iter().flat_map(|(_, files)| files).collect())
+}
+
+/// Appends `dir` and every directory under it to `out`, each with its image files sorted by
+/// name; refuses a file torchvision would read as an image that this reader cannot decode.
+fn list_directories(dir: &Path, out: &mut Vec<(String, Vec<PathBuf>)>) -> Result<(), DataError> {
+    let io = |source| DataError::Io { path: dir.to_path_buf(), source };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
         if path.is_dir() {
-            walk(&path, out)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
-        {
-            out.push(path);
+            list_directories(&path, out)?;
+            continue;
+        }
+        let extension = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+        match extension.as_deref() {
+            Some(e) if EXTENSIONS.contains(&e) => files.push(path),
+            Some(e) if OTHER_TORCHVISION_EXTENSIONS.contains(&e) => {
+                return Err(DataError::Malformed {
+                    path,
+                    detail: "torchvision's ImageFolder would read this file as an image, but only JPEG and PNG images are read here; convert it to PNG or move it out of the folder".into(),
+                })
+            }
+            _ => {}
         }
     }
+    files.sort_by_key(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()));
+    out.push((dir.to_string_lossy().into_owned(), files));
     Ok(())
 }
 
@@ -226,18 +266,41 @@ fn sample(path: &Path, layout: &Layout, preprocess: &Preprocess) -> Result<Vec<f
         .decode()
         .map_err(|e| DataError::Malformed {
             path: path.to_path_buf(),
-            detail: format!("cannot decode the image: {e}"),
+            detail: format!("cannot decode the image ({e}); the file may be truncated or not a JPEG or PNG image: replace it or move it out of the folder"),
         })?;
-    let rgb = resized(decoded.to_rgb8(), preprocess.resize);
+    let rgb = decoded.to_rgb8();
+    let rgb = match preprocess.resize {
+        None => rgb,
+        Some(shorter) => {
+            let (nw, nh) = resized_size(rgb.dimensions(), shorter);
+            let bytes = nw as u64 * nh as u64 * 3;
+            if bytes > MAX_RESIZED_BYTES {
+                return Err(DataError::Malformed {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "the image is {}×{}: resizing its shorter side to {shorter} would make a {nw}×{nh} image of {bytes} bytes (at most {MAX_RESIZED_BYTES}); crop it to a usual aspect ratio or move it out of the folder",
+                        rgb.width(),
+                        rgb.height()
+                    ),
+                });
+            }
+            resize_bilinear(&rgb, nw, nh)
+        }
+    };
     let (w, h) = rgb.dimensions();
     let (tw, th) = (layout.width as u32, layout.height as u32);
-    if w < tw || h < th {
+    if preprocess.resize.is_none() && (w, h) != (tw, th) {
         return Err(DataError::Malformed {
             path: path.to_path_buf(),
             detail: format!(
-                "the image is {w}×{h}{}, smaller than the model's {tw}×{th}; use --preprocess imagenet (resize and centre crop) or resize the images",
-                if preprocess.resize.is_some() { " after resizing" } else { "" }
+                "the image is {w}×{h} and the model takes {tw}×{th}; use --preprocess imagenet (resize and centre crop) or give images of the model's size"
             ),
+        });
+    }
+    if w < tw || h < th {
+        return Err(DataError::Malformed {
+            path: path.to_path_buf(),
+            detail: format!("the image is {w}×{h} after resizing, smaller than the model's {tw}×{th}"),
         });
     }
     // torchvision's CenterCrop: offsets round((size − crop) / 2), halves to even.
@@ -254,9 +317,7 @@ fn sample(path: &Path, layout: &Layout, preprocess: &Preprocess) -> Result<Vec<f
             let [r, g, b] = rgb.get_pixel(left + x, top + y).0;
             let pixel = (y * tw + x) as usize;
             if layout.channels == 1 {
-                // PIL's convert("L"): ITU-R 601-2 luma.
-                let luma = (r as f64 * 299.0 + g as f64 * 587.0 + b as f64 * 114.0) / 1000.0;
-                out[pixel] = channel(0, luma);
+                out[pixel] = channel(0, luma(r, g, b) as f64);
             } else {
                 for (c, v) in [r, g, b].into_iter().enumerate() {
                     let index =
@@ -269,18 +330,42 @@ fn sample(path: &Path, layout: &Layout, preprocess: &Preprocess) -> Result<Vec<f
     Ok(out)
 }
 
-/// The image with its shorter side resized to `shorter` (torchvision's `Resize(int)`: the longer
-/// side becomes ⌊shorter · long / short⌋), bilinear with antialiasing.
-fn resized(image: RgbImage, shorter: Option<u32>) -> RgbImage {
-    let Some(s) = shorter else { return image };
-    let (w, h) = image.dimensions();
-    let (nw, nh) = if w <= h {
-        (s, (s as u64 * h as u64 / w.max(1) as u64) as u32)
+/// PIL's `convert("L")` of an RGB pixel: ITU-R 601-2 luma in 16-bit fixed point, rounded.
+fn luma(r: u8, g: u8, b: u8) -> u8 {
+    ((r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16) as u8
+}
+
+/// The size of a `w`×`h` image with its shorter side resized to `shorter` (torchvision's
+/// `Resize(int)`: the longer side becomes `int(shorter * long / short)`).
+fn resized_size((w, h): (u32, u32), shorter: u32) -> (u32, u32) {
+    let (short, long) = (w.min(h).max(1), w.max(h));
+    let new_long = (shorter as f64 * long as f64 / short as f64) as u32;
+    if w <= h {
+        (shorter, new_long)
     } else {
-        ((s as u64 * w as u64 / h.max(1) as u64) as u32, s)
-    };
-    if (nw, nh) == (w, h) {
-        return image;
+        (new_long, shorter)
     }
-    DynamicImage::ImageRgb8(image).resize_exact(nw, nh, FilterType::Triangle).to_rgb8()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luma_is_pils_integer_form() {
+        // (255·19595 + 32768) >> 16 = 76 (the float weights would give 76.245).
+        assert_eq!(luma(255, 0, 0), 76);
+        assert_eq!(luma(0, 255, 0), 150);
+        assert_eq!(luma(0, 0, 255), 29);
+        assert_eq!(luma(255, 255, 255), 255);
+        assert_eq!(luma(7, 7, 7), 7);
+    }
+
+    #[test]
+    fn resize_keeps_the_aspect_ratio_with_truncation() {
+        // 400×300 to a shorter side of 256: 256 · 400 / 300 = 341.33 → 341.
+        assert_eq!(resized_size((400, 300), 256), (341, 256));
+        assert_eq!(resized_size((33, 57), 32), (32, 55));
+        assert_eq!(resized_size((28, 28), 32), (32, 32));
+    }
 }
