@@ -33,8 +33,9 @@ Both figures are wall-clock milliseconds per image and step with THREADS threads
 (`1000 / (images/s × T)` for signgd); the ratio is reference ÷ signgd, above 1 when signgd is
 faster. Both programs' speed depends on what else runs on the machine (PyTorch's OpenMP workers
 slow down many times over when another process takes a core), so the one-minute load average is
-recorded before the reference, between the two and after signgd; `--repeats` runs every case
-again to show the spread.
+recorded before the reference, between the two and after signgd, with the CPU time other
+processes took while each ran (in cores, from /proc/stat); `--repeats` runs every case again to
+show the spread.
 """
 
 import argparse
@@ -204,6 +205,35 @@ def load():
     return round(os.getloadavg()[0], 2)
 
 
+class OtherCpu:
+    """Cores' worth of CPU time that other processes used while the block ran (from /proc/stat,
+    minus this process's and its children's own time); None where /proc/stat is missing."""
+
+    def __enter__(self):
+        self.start = self._sample()
+        return self
+
+    def __exit__(self, *exc):
+        end = self._sample()
+        self.cores = None
+        if self.start is not None and end is not None:
+            busy, own, wall = (b - a for a, b in zip(self.start, end))
+            self.cores = round(max(busy - own, 0.0) / wall, 2) if wall > 0 else None
+        return False
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle, iowait
+        t = os.times()
+        own = t.user + t.system + t.children_user + t.children_system
+        return busy, own, time.perf_counter()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", required=True, metavar="DIR", help="checkout of snuhcs/snn_signgd")
@@ -250,9 +280,11 @@ def main():
             difference = check_same_weights(model, name, files[name])
             calibration, x = inputs(side, batch)
             load_before = load()
-            conversion, reference_ms = time_reference(model, dynamics, calibration, x, steps)
+            with OtherCpu() as reference_other:
+                conversion, reference_ms = time_reference(model, dynamics, calibration, x, steps)
             load_between = load()
-            bench = time_signgd(args.signgd, files[name]["onnx"], x, limit, timesteps, args.threads)
+            with OtherCpu() as signgd_other:
+                bench = time_signgd(args.signgd, files[name]["onnx"], x, limit, timesteps, args.threads)
             load_after = load()
             signgd_ms = 1000.0 / (bench["snn_images_per_s"] * timesteps)
             row = {"model": name, "repeat": repeat, "input": [3, side, side],
@@ -262,23 +294,27 @@ def main():
                    "signgd": {"inputs": limit, "timesteps": timesteps, "ms_per_image_step": signgd_ms,
                               "bench": bench},
                    "ratio": reference_ms / signgd_ms, "target_ratio": TARGET_RATIO[name],
-                   "load": [load_before, load_between, load_after]}
+                   "load": [load_before, load_between, load_after],
+                   "other_cpu_cores": [reference_other.cores, signgd_other.cores]}
             rows.append(row)
             print(f"{name}: reference {reference_ms:.3f} ms per image and step (batch {batch}, {steps} steps), "
                   f"signgd {signgd_ms:.3f} ({limit} inputs, T = {timesteps}), reference ÷ signgd "
                   f"{row['ratio']:.2f} (target {TARGET_RATIO[name]:g}); load {load_before} → {load_between} → "
-                  f"{load_after}", flush=True)
+                  f"{load_after}; other processes {reference_other.cores} and {signgd_other.cores} cores",
+                  flush=True)
 
     print()
     print("| model | input | reference: batch × steps | reference ms per image and step | signgd: inputs × T "
-          "| signgd ms per image and step | reference ÷ signgd (target) | load average (before, between, after) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| signgd ms per image and step | reference ÷ signgd (target) | load average (before, between, after) "
+          "| other processes' cores (reference, signgd) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         side = r["input"][-1]
         ref, sgd = r["reference"], r["signgd"]
         print(f"| {r['model']} | {side}×{side} | {ref['batch']} × {ref['steps']} | {ref['ms_per_image_step']:.2f} "
               f"| {sgd['inputs']} × {sgd['timesteps']} | {sgd['ms_per_image_step']:.2f} "
-              f"| {r['ratio']:.2f} (≥ {r['target_ratio']:g}) | {' / '.join(f'{v:.2f}' for v in r['load'])} |")
+              f"| {r['ratio']:.2f} (≥ {r['target_ratio']:g}) | {' / '.join(f'{v:.2f}' for v in r['load'])} "
+              f"| {' / '.join(str(v) for v in r['other_cpu_cores'])} |")
     if args.json:
         partial = args.json + ".partial"
         with open(partial, "w") as f:
