@@ -41,10 +41,39 @@ pub trait Real: Float + FromPrimitive + NumAssign + Sum + Default + Debug + Disp
     fn exp_in_place(values: &mut [Self]) {
         values.iter_mut().for_each(|v| *v = v.exp());
     }
+
+    /// Runs `f` on a buffer of `len` values that the calling thread keeps from call to call (so
+    /// a large work matrix is not allocated and page-faulted anew each time); its contents on
+    /// entry are unspecified. Calls must not nest.
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+}
+
+thread_local! {
+    static SCRATCH_F32: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH_F64: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`Real::with_scratch`] on one thread-local buffer.
+fn scratch<T: Copy + Default, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    key.with(|cell| {
+        let mut buffer = cell.borrow_mut();
+        if buffer.len() < len {
+            buffer.resize(len, T::default());
+        }
+        f(&mut buffer[..len])
+    })
 }
 
 impl Real for f32 {
     const NAME: &'static str = "f32";
+
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+        scratch(&SCRATCH_F32, len, f)
+    }
     fn of(value: f64) -> Self {
         value as f32
     }
@@ -92,6 +121,10 @@ fn exp_f32(x: f32) -> f32 {
 
 impl Real for f64 {
     const NAME: &'static str = "f64";
+
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+        scratch(&SCRATCH_F64, len, f)
+    }
     fn of(value: f64) -> Self {
         value
     }

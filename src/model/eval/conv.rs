@@ -93,22 +93,30 @@ pub(super) fn conv2d<F: Real>(
     }
     let kk = cg * kh * kw;
     let in_place = kh == 1 && kw == 1 && strides == [1, 1] && pads == [0; 4];
-    let mut cols = if in_place { Vec::new() } else { vec![F::zero(); kk * plane] };
-    for (x, out) in inputs.zip(outputs) {
-        for g in 0..groups {
-            let xg = &x[g * cg * h * wd..(g + 1) * cg * h * wd];
-            let cols = if in_place {
-                xg
-            } else {
-                im2col(xg, cg, &window, &mut cols);
-                &cols[..]
-            };
-            let cols = ArrayView2::from_shape((kk, plane), cols).map_err(|e| e.to_string())?;
-            let wg = ArrayView2::from_shape((mg, kk), &w[g * mg * kk..(g + 1) * mg * kk]).map_err(|e| e.to_string())?;
-            let mut y = ArrayViewMut2::from_shape((mg, plane), &mut out[g * mg * plane..(g + 1) * mg * plane])
-                .map_err(|e| e.to_string())?;
-            product_into(&mut y, wg, cols, bias.is_some())?;
+    let multiply = |cols: &mut [F]| -> Result<(), String> {
+        for (x, out) in inputs.zip(outputs) {
+            for g in 0..groups {
+                let xg = &x[g * cg * h * wd..(g + 1) * cg * h * wd];
+                let cols = if in_place {
+                    xg
+                } else {
+                    im2col(xg, cg, &window, cols);
+                    &cols[..]
+                };
+                let cols = ArrayView2::from_shape((kk, plane), cols).map_err(|e| e.to_string())?;
+                let wg =
+                    ArrayView2::from_shape((mg, kk), &w[g * mg * kk..(g + 1) * mg * kk]).map_err(|e| e.to_string())?;
+                let mut y = ArrayViewMut2::from_shape((mg, plane), &mut out[g * mg * plane..(g + 1) * mg * plane])
+                    .map_err(|e| e.to_string())?;
+                product_into(&mut y, wg, cols, bias.is_some())?;
+            }
         }
+        Ok(())
+    };
+    if in_place {
+        multiply(&mut [])?;
+    } else {
+        F::with_scratch(kk * plane, multiply)?;
     }
     super::shaped(&shape, out)
 }
