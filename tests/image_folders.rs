@@ -19,19 +19,26 @@ fn signgd(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_signgd")).current_dir(env!("CARGO_MANIFEST_DIR")).args(args).output().unwrap()
 }
 
-/// Runs `common` on an image folder (`folder_args`) and on the same inputs as the arrays `x` and
-/// `y`; checks that both succeed with byte-identical SNN outputs and returns both JSON results.
+/// Runs `common` on an image folder (`folder_args`) and on the same inputs given as arrays, `x`
+/// (28×28 grey images, row-major) and labels `y`, written as .npy files into `dir`; checks that
+/// both succeed with byte-identical SNN outputs and returns both JSON results.
 fn folder_and_arrays_agree(
     dir: &Path,
     common: &[&str],
     folder_args: &[&str],
-    x: &Path,
-    y: &Path,
+    x: Vec<f64>,
+    y: Vec<i64>,
 ) -> (serde_json::Value, serde_json::Value) {
+    let (x_path, y_path) = (dir.join("x.npy"), dir.join("y.npy"));
+    ndarray::Array4::from_shape_vec((y.len(), 1, 28, 28), x)
+        .unwrap()
+        .write_npy(std::fs::File::create(&x_path).unwrap())
+        .unwrap();
+    ndarray::Array1::from_vec(y).write_npy(std::fs::File::create(&y_path).unwrap()).unwrap();
     let (from_folder, from_array) = (dir.join("folder.npy"), dir.join("array.npy"));
     let folder_run = signgd(&[common, folder_args, &["--dump-outputs", from_folder.to_str().unwrap()]].concat());
     assert!(folder_run.status.success(), "{}", String::from_utf8_lossy(&folder_run.stderr));
-    let array_args = ["--data", x.to_str().unwrap(), "--labels", y.to_str().unwrap()];
+    let array_args = ["--data", x_path.to_str().unwrap(), "--labels", y_path.to_str().unwrap()];
     let array_run = signgd(&[common, &array_args, &["--dump-outputs", from_array.to_str().unwrap()]].concat());
     assert!(array_run.status.success(), "{}", String::from_utf8_lossy(&array_run.stderr));
     assert_eq!(std::fs::read(&from_folder).unwrap(), std::fs::read(&from_array).unwrap());
@@ -65,19 +72,13 @@ fn a_folder_of_pngs_gives_what_the_same_pixels_as_an_array_give() {
     let x: Vec<f64> = order.iter().flat_map(|&i| images.sample(i).iter().copied()).collect();
     let y: Vec<i64> =
         order.iter().map(|&i| classes_present.iter().position(|&c| c == labels[i]).unwrap() as i64).collect();
-    let (x_path, y_path) = (scratch.path().join("x.npy"), scratch.path().join("y.npy"));
-    ndarray::Array4::from_shape_vec((n, 1, 28, 28), x)
-        .unwrap()
-        .write_npy(std::fs::File::create(&x_path).unwrap())
-        .unwrap();
-    ndarray::Array1::from_vec(y).write_npy(std::fs::File::create(&y_path).unwrap()).unwrap();
 
     let scanned = ImageFolder::scan(&folder).unwrap();
     assert_eq!(scanned.classes, classes_present.iter().map(|c| format!("class{c}")).collect::<Vec<_>>());
 
     let common = ["run", "--model", "fixtures/models/resnet.onnx", "--timesteps", "8", "--threads", "2", "--json"];
     let (folder_json, array_json) =
-        folder_and_arrays_agree(scratch.path(), &common, &["--data", folder.to_str().unwrap()], &x_path, &y_path);
+        folder_and_arrays_agree(scratch.path(), &common, &["--data", folder.to_str().unwrap()], x, y);
     assert_eq!(folder_json["ann_accuracy"], array_json["ann_accuracy"]);
     assert_eq!(folder_json["data"]["classes"][0], format!("class{}", classes_present[0]));
     assert!(folder_json["provenance"]["files"]["data"]["bytes"].as_u64().unwrap() > 0);
@@ -248,16 +249,10 @@ fn the_committed_folder_gives_the_outputs_of_the_same_pictures_through_idx() {
         y.push(idx_labels[index] as i64);
     }
     let scratch = tempfile::tempdir().unwrap();
-    let (x_path, y_path) = (scratch.path().join("x.npy"), scratch.path().join("y.npy"));
-    ndarray::Array4::from_shape_vec((n, 1, 28, 28), x)
-        .unwrap()
-        .write_npy(std::fs::File::create(&x_path).unwrap())
-        .unwrap();
-    ndarray::Array1::from_vec(y).write_npy(std::fs::File::create(&y_path).unwrap()).unwrap();
     let common = ["run", "--model", "fixtures/models/vgg.onnx", "--timesteps", "4,16", "--threads", "2", "--json"];
     let folder_path = images("fashion");
     let (folder_json, array_json) =
-        folder_and_arrays_agree(scratch.path(), &common, &["--data", folder_path.to_str().unwrap()], &x_path, &y_path);
+        folder_and_arrays_agree(scratch.path(), &common, &["--data", folder_path.to_str().unwrap()], x, y);
     for key in ["ann_accuracy", "checkpoints", "network"] {
         assert_eq!(folder_json[key], array_json[key], "{key}");
     }
@@ -402,17 +397,11 @@ fn preprocess_imagenet_gives_the_outputs_of_torchvisions_tensors() {
     }
     let y: Vec<i64> = folder.images.iter().map(|&(_, label)| label as i64).collect();
     let scratch = tempfile::tempdir().unwrap();
-    let (x_path, y_path) = (scratch.path().join("x.npy"), scratch.path().join("y.npy"));
-    ndarray::Array4::from_shape_vec((n, 1, 28, 28), x)
-        .unwrap()
-        .write_npy(std::fs::File::create(&x_path).unwrap())
-        .unwrap();
-    ndarray::Array1::from_vec(y).write_npy(std::fs::File::create(&y_path).unwrap()).unwrap();
     let common = ["run", "--model", "fixtures/models/resnet.onnx", "--timesteps", "4,16", "--threads", "2", "--json"];
     let folder_path = images("resized");
     let folder_args =
         ["--data", folder_path.to_str().unwrap(), "--preprocess", "imagenet", "--mean", "0.5", "--std", "0.5"];
-    let (folder_json, array_json) = folder_and_arrays_agree(scratch.path(), &common, &folder_args, &x_path, &y_path);
+    let (folder_json, array_json) = folder_and_arrays_agree(scratch.path(), &common, &folder_args, x, y);
     for key in ["ann_accuracy", "checkpoints"] {
         assert_eq!(folder_json[key], array_json[key], "{key}");
     }
