@@ -59,7 +59,7 @@ impl<F> SimulationResult<F> {
 /// `load(i, buffer)` writes input `i` (the network's input size, row-major) into `buffer`; it is
 /// called from the workers, so inputs need not all be read up front, and the first input it
 /// cannot read stops the run. `progress(n)` is called
-/// from the workers after each input with the number of inputs just finished (always 1).
+/// from the workers with the number of inputs just finished (a batch at a time).
 ///
 /// The result is identical for every `threads >= 1`; `threads == 0` is refused.
 ///
@@ -119,22 +119,37 @@ where
     let input_size = simulator.input_size();
     let per_input = checkpoints.len() * output_size;
 
+    // Each worker simulates a batch of inputs together; the results do not depend on how the
+    // inputs are batched.
+    let lanes = simulator.batch_lanes(count, threads);
+    let batch_of = |c: usize| c * lanes..count.min((c + 1) * lanes);
     struct State<F: Real> {
-        workspace: Workspace<F>,
-        input: Vec<F>,
+        workspaces: Vec<Workspace<F>>,
+        inputs: Vec<F>,
     }
-    let (rows, states) = parallel_map(
-        count,
+    let (batches, states) = parallel_map(
+        count.div_ceil(lanes),
         threads,
-        || State { workspace: simulator.workspace(), input: vec![F::zero(); input_size] },
-        |state: &mut State<F>, i| {
-            load(i, &mut state.input)?;
-            let mut row = vec![F::zero(); per_input];
-            simulator.run(&mut state.workspace, &state.input, &mut row, &mut ())?;
-            Ok::<_, RunError>(row)
+        || State {
+            workspaces: (0..lanes).map(|_| simulator.workspace()).collect(),
+            inputs: vec![F::zero(); lanes * input_size],
         },
+        |state: &mut State<F>, c| {
+            let batch = batch_of(c);
+            let inputs = &mut state.inputs[..batch.len() * input_size];
+            for (i, buffer) in batch.clone().zip(inputs.chunks_exact_mut(input_size.max(1))) {
+                load(i, buffer)?;
+            }
+            let mut rows = vec![F::zero(); batch.len() * per_input];
+            let mut row_refs: Vec<&mut [F]> = rows.chunks_exact_mut(per_input.max(1)).collect();
+            let input_refs: Vec<&[F]> = inputs.chunks_exact(input_size.max(1)).collect();
+            simulator.run_batch(&mut state.workspaces, &input_refs, &mut row_refs)?;
+            Ok::<_, RunError>(rows)
+        },
+        &|c| batch_of(c).len(),
         progress,
     )?;
+    let rows: Vec<&[F]> = batches.iter().flat_map(|rows| rows.chunks_exact(per_input.max(1))).collect();
 
     let mut outputs = vec![F::zero(); per_input * count];
     for (i, row) in rows.iter().enumerate() {
@@ -144,8 +159,8 @@ where
         }
     }
     let mut counters = Counters::new(simulator.populations(), checkpoints.len());
-    for state in &states {
-        counters.merge(&state.workspace.counters);
+    for workspace in states.iter().flat_map(|s| &s.workspaces) {
+        counters.merge(&workspace.counters);
     }
     Ok(SimulationResult { checkpoints, outputs, counters, inputs: count, output_size })
 }
@@ -239,6 +254,7 @@ where
             }
             Ok::<_, RunError>(output.iter().copied().collect::<Vec<F>>())
         },
+        &|_| 1,
         progress,
     )?;
     Ok(rows.concat())
@@ -266,7 +282,8 @@ pub fn evaluate_ann_inputs<F: Real>(graph: &Graph, inputs: &[Vec<F>], threads: u
 type WorkerResult<S, T, E> = (S, Vec<(usize, T)>, Option<(usize, E)>);
 
 /// Runs `work(state, i)` for every `i < count` on `threads` workers, each with its own state from
-/// `init`. Returns the results in index order and the workers' final states (in worker order).
+/// `init`, calling `progress(inputs(i))` after each. Returns the results in index order and the
+/// workers' final states (in worker order).
 /// The first error stops the remaining work and is returned (the one of the lowest index among
 /// those that failed before the workers stopped).
 fn parallel_map<S, T, E, I, W>(
@@ -274,6 +291,7 @@ fn parallel_map<S, T, E, I, W>(
     threads: usize,
     init: I,
     work: W,
+    inputs: &(dyn Fn(usize) -> usize + Sync),
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<(Vec<T>, Vec<S>), E>
 where
@@ -298,7 +316,7 @@ where
             match work(&mut state, i) {
                 Ok(value) => {
                     done.push((i, value));
-                    progress(1);
+                    progress(inputs(i));
                 }
                 Err(e) => {
                     failed.store(true, Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! The event-driven simulator: per step, per population in topological order, deliver the
 //! events of the sources that spiked, add the constant drive, fire, update.
 
+mod batch_conv;
 mod constants;
 mod conv_kernel;
 pub mod counters;
@@ -11,6 +12,7 @@ mod tiles;
 
 use serde::{Deserialize, Serialize};
 
+use batch_conv::BatchConv;
 use constants::OperandConstants;
 use conv_kernel::{ConvGather, ConvScratch};
 pub use counters::{ActivityCounts, Counters};
@@ -113,6 +115,8 @@ enum Kernel<F> {
     Select(SelectBlock<F>),
     /// Elementwise factors.
     Diagonal(Vec<F>),
+    /// A plain convolution of spikes, computed for every input of a batch at once.
+    Batched(Box<BatchConv<F>>),
 }
 
 /// The index maps and source factors of a convolution that does not read and write its own
@@ -125,6 +129,12 @@ struct Around<F> {
     logical_targets: usize,
 }
 
+/// Most inputs one worker simulates together.
+pub const MAX_LANES: usize = 32;
+
+/// Most bytes of state one worker's batch holds.
+pub const BATCH_BYTES: usize = 1 << 30;
+
 /// Neurons fired together when some operand is kept per element and written out per neuron.
 const FIRE_SLICE: usize = 4096;
 
@@ -134,8 +144,14 @@ const FIRE_SLICE: usize = 4096;
 const TILED_SYNAPSES: u64 = 1 << 21;
 
 impl<F: Real> Kernel<F> {
-    /// The kernel for `block`, whose source emits spikes (`spiking`) or real values.
-    fn new(block: &SynapseBlock, spiking: bool, isa: isa::Isa) -> Self {
+    /// The kernel for `block`, whose source emits spikes (`spiking`) or real values; a
+    /// population's spikes (`from_population`) may be computed for batches.
+    fn new(block: &SynapseBlock, spiking: bool, from_population: bool, isa: isa::Isa) -> Self {
+        if let SynapseBlock::Conv(conv) = block {
+            if spiking && from_population && batch_conv::handles(conv) {
+                return Kernel::Batched(Box::new(BatchConv::new(&conv.cast::<F>(), isa)));
+            }
+        }
         let plain_conv = matches!(block, SynapseBlock::Conv(conv) if conv.is_plain() && conv.target.is_identity());
         // A selection through a strided map is as fast without an explicit matrix when it reads
         // real values or reads spikes in place; from spikes through a map, the tiles scatter the
@@ -195,6 +211,7 @@ impl<F: Real> Kernel<F> {
             Kernel::Dense(dense) => dense.bytes(),
             Kernel::Select(select) => select.source.stored_entries() * 4 + select.scale.stored() * f,
             Kernel::Diagonal(scale) => scale.len() * f,
+            Kernel::Batched(kernel) => kernel.bytes(),
         }
     }
 }
@@ -206,6 +223,8 @@ struct CompiledProjection<F> {
     kernel: Kernel<F>,
     /// Number of source elements.
     sources: usize,
+    /// Number of target elements.
+    targets: usize,
     /// The fan-out of each source, for a spiking source whose sources differ in fan-out.
     fan_out: Vec<u32>,
     /// The fan-out every source has, when they all have the same.
@@ -214,6 +233,8 @@ struct CompiledProjection<F> {
     /// The slot of [`SharedProducts`] holding this projection's product when other operands
     /// receive the same block from the same source.
     shared: Option<usize>,
+    /// For a batched kernel, the slot of [`BatchScratch::products`] holding its product.
+    batch_slot: Option<usize>,
 }
 
 struct CompiledOperand<F> {
@@ -258,6 +279,8 @@ pub struct Simulator<F: Real> {
     output_size: usize,
     /// Targets of each shared product.
     shared_sizes: Vec<usize>,
+    /// Targets of each batched product.
+    batch_sizes: Vec<usize>,
     /// The instruction set of the firing loops.
     isa: isa::Isa,
 }
@@ -279,6 +302,10 @@ pub struct Workspace<F: Real> {
     scratch: Scratch<F>,
     /// The float encoder's gain `1 − Π(1 − η_i)` after the previous step.
     encoder_gain: F,
+    /// `(a, b)` with the encoder's emitted values `u = a + b x` this step, when it has that form.
+    closed_form: Option<(F, F)>,
+    /// The batched products of the inputs this workspace runs with, when it is the batch's first.
+    batch: BatchScratch<F>,
     y: Vec<F>,
     /// Activity counters, summed over every input this workspace ran.
     pub counters: Counters,
@@ -310,6 +337,42 @@ impl<F: Real> Workspace<F> {
             + (self.encoder_fired.capacity() + self.fired.capacity() + self.scratch.every_source.capacity()) * 4
             + self.scratch.conv.bytes()
             + self.scratch.structured.bytes()
+            + self.batch.bytes()
+    }
+}
+
+/// Products of the batched kernels for every input of a batch, `[target][input]`.
+struct BatchScratch<F> {
+    /// Inputs of the batch.
+    lanes: usize,
+    /// The spikes of one source for every input, in a batched kernel's layout.
+    spread: Vec<F>,
+    products: Vec<Vec<F>>,
+    /// The step each product was last computed at (0: not yet for these inputs).
+    computed_at: Vec<usize>,
+}
+
+impl<F> Default for BatchScratch<F> {
+    fn default() -> Self {
+        BatchScratch { lanes: 0, spread: Vec::new(), products: Vec::new(), computed_at: Vec::new() }
+    }
+}
+
+impl<F: Real> BatchScratch<F> {
+    /// Prepares the buffers for `lanes` inputs and products of `sizes` targets.
+    fn start(&mut self, lanes: usize, sizes: &[usize]) {
+        self.lanes = lanes;
+        self.products.resize_with(sizes.len(), Vec::new);
+        for (product, &size) in self.products.iter_mut().zip(sizes) {
+            product.resize(size * lanes, F::zero());
+        }
+        self.computed_at.clear();
+        self.computed_at.resize(sizes.len(), 0);
+    }
+
+    fn bytes(&self) -> usize {
+        (self.spread.capacity() + self.products.iter().map(Vec::capacity).sum::<usize>()) * std::mem::size_of::<F>()
+            + self.computed_at.capacity() * 8
     }
 }
 
@@ -424,9 +487,11 @@ impl<F: Real> Simulator<F> {
             input_size: network.input_size(),
             output_size: network.output_size(),
             shared_sizes: Vec::new(),
+            batch_sizes: Vec::new(),
             isa,
         };
         simulator.share_products(network);
+        simulator.assign_batch_slots();
         Ok(simulator)
     }
 
@@ -455,6 +520,30 @@ impl<F: Real> Simulator<F> {
         for (projection, slot) in compiled.flat_map(|o| &mut o.projections).zip(slot_of) {
             projection.shared = slot;
         }
+    }
+
+    /// Gives every batched projection a product slot, one per shared product.
+    fn assign_batch_slots(&mut self) {
+        let mut slot_of_shared: Vec<Option<usize>> = vec![None; self.shared_sizes.len()];
+        let mut sizes = Vec::new();
+        let compiled = self.populations.iter_mut().flat_map(|p| &mut p.operands).chain([&mut self.readout]);
+        for projection in compiled.flat_map(|o| &mut o.projections) {
+            if !matches!(projection.kernel, Kernel::Batched(_)) {
+                continue;
+            }
+            let slot = match projection.shared.and_then(|s| slot_of_shared[s]) {
+                Some(slot) => slot,
+                None => {
+                    sizes.push(projection.targets);
+                    sizes.len() - 1
+                }
+            };
+            if let Some(shared) = projection.shared {
+                slot_of_shared[shared] = Some(slot);
+            }
+            projection.batch_slot = Some(slot);
+        }
+        self.batch_sizes = sizes;
     }
 
     /// The largest number of elements a source of a real-valued tiled projection has.
@@ -496,6 +585,20 @@ impl<F: Real> Simulator<F> {
         let projection_bytes = |p: &CompiledProjection<F>| p.kernel.bytes() + p.fan_out.len() * 4;
         operands.map(|o| operand_bytes(o) + o.projections.iter().map(projection_bytes).sum::<usize>()).sum::<usize>()
             + self.etas.len() * f
+    }
+
+    /// Inputs one worker simulates together when `count` inputs run on `threads` workers: up to
+    /// [`MAX_LANES`], as many as keep every worker busy to the end, within [`BATCH_BYTES`] of
+    /// state per worker; 1 when no kernel gains from batches.
+    pub fn batch_lanes(&self, count: usize, threads: usize) -> usize {
+        if self.batch_sizes.is_empty() || count == 0 {
+            return 1;
+        }
+        let per_lane = self.workspace().bytes() + self.batch_sizes.iter().sum::<usize>() * std::mem::size_of::<F>();
+        let cap = MAX_LANES.min(BATCH_BYTES / per_lane.max(1)).max(1);
+        let threads = threads.max(1);
+        let rounds = count.div_ceil(threads * cap);
+        count.div_ceil(threads * rounds).clamp(1, cap)
     }
 
     /// Number of populations (relays included).
@@ -553,6 +656,8 @@ impl<F: Real> Simulator<F> {
                 computed_at: vec![0; self.shared_sizes.len()],
             },
             encoder_gain: F::zero(),
+            closed_form: None,
+            batch: BatchScratch::default(),
             y: vec![F::zero(); self.output_size],
             counters: Counters::new(self.populations.len(), self.checkpoints.len()),
         }
@@ -567,6 +672,44 @@ impl<F: Real> Simulator<F> {
         outputs: &mut [F],
         observer: &mut O,
     ) -> Result<(), NetworkError> {
+        self.check_buffers(input, outputs)?;
+        self.run_lanes(std::slice::from_mut(workspace), &[input], &mut [outputs], std::slice::from_mut(observer));
+        Ok(())
+    }
+
+    /// Simulates `inputs` together, input `i` in `workspaces[i]`: each gets the outputs and counts
+    /// [`Simulator::run`] gives it alone, bit for bit, while the batched kernels read their
+    /// weights once per step for all of them. `workspaces` must hold at least one per input.
+    pub fn run_batch(
+        &self,
+        workspaces: &mut [Workspace<F>],
+        inputs: &[&[F]],
+        outputs: &mut [&mut [F]],
+    ) -> Result<(), NetworkError> {
+        if inputs.len() != outputs.len() || workspaces.len() < inputs.len() {
+            return Err(NetworkError::Setting(format!(
+                "a batch of {} inputs needs as many output buffers (got {}) and workspaces (got {})",
+                inputs.len(),
+                outputs.len(),
+                workspaces.len()
+            )));
+        }
+        for (input, output) in inputs.iter().zip(outputs.iter()) {
+            self.check_buffers(input, output)?;
+        }
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        for ((inputs, outputs), workspaces) in
+            inputs.chunks(MAX_LANES).zip(outputs.chunks_mut(MAX_LANES)).zip(workspaces.chunks_mut(MAX_LANES))
+        {
+            let mut observers = vec![(); inputs.len()];
+            self.run_lanes(&mut workspaces[..inputs.len()], inputs, outputs, &mut observers);
+        }
+        Ok(())
+    }
+
+    fn check_buffers(&self, input: &[F], outputs: &[F]) -> Result<(), NetworkError> {
         if input.len() != self.input_size {
             return Err(NetworkError::Setting(format!(
                 "the input has {} elements, the network takes {}",
@@ -583,19 +726,49 @@ impl<F: Real> Simulator<F> {
                 self.checkpoints.len() * self.output_size
             )));
         }
-        self.reset(workspace, input);
+        Ok(())
+    }
+
+    /// Simulates one input per lane, all lanes step by step and population by population.
+    fn run_lanes<O: Observer<F>>(
+        &self,
+        lanes: &mut [Workspace<F>],
+        inputs: &[&[F]],
+        outputs: &mut [&mut [F]],
+        observers: &mut [O],
+    ) {
+        let mut batch = std::mem::take(&mut lanes[0].batch);
+        batch.start(lanes.len(), &self.batch_sizes);
+        for (ws, input) in lanes.iter_mut().zip(inputs) {
+            self.reset(ws, input);
+        }
         let mut next_checkpoint = 0;
         for (step, &eta) in self.etas.iter().enumerate() {
             let t = step + 1;
-            self.step(workspace, input, t, eta, observer);
+            for ((ws, input), observer) in lanes.iter_mut().zip(inputs).zip(observers.iter_mut()) {
+                self.encode(ws, input, t, eta, observer);
+            }
+            for (index, population) in self.populations.iter().enumerate() {
+                batch_products(&population.operands, lanes, &mut batch, t);
+                for (lane, (ws, observer)) in lanes.iter_mut().zip(observers.iter_mut()).enumerate() {
+                    self.update(ws, (&batch, lane), index, t, eta, observer);
+                }
+            }
+            batch_products(std::slice::from_ref(&self.readout), lanes, &mut batch, t);
+            for (lane, (ws, observer)) in lanes.iter_mut().zip(observers.iter_mut()).enumerate() {
+                self.read_out(ws, (&batch, lane), t, eta, observer);
+            }
             if self.checkpoints.get(next_checkpoint) == Some(&t) {
-                let row = &mut outputs[next_checkpoint * self.output_size..(next_checkpoint + 1) * self.output_size];
-                row.copy_from_slice(&workspace.y);
-                workspace.counters.snapshot(next_checkpoint);
+                for (ws, outputs) in lanes.iter_mut().zip(outputs.iter_mut()) {
+                    let row =
+                        &mut outputs[next_checkpoint * self.output_size..(next_checkpoint + 1) * self.output_size];
+                    row.copy_from_slice(&ws.y);
+                    ws.counters.snapshot(next_checkpoint);
+                }
                 next_checkpoint += 1;
             }
         }
-        Ok(())
+        lanes[0].batch = batch;
     }
 
     fn reset(&self, ws: &mut Workspace<F>, input: &[F]) {
@@ -620,11 +793,12 @@ impl<F: Real> Simulator<F> {
         ws.counters.reset_running();
     }
 
-    fn step<O: Observer<F>>(&self, ws: &mut Workspace<F>, input: &[F], t: usize, eta: F, observer: &mut O) {
-        let closed_form = self.encoder.affine_coefficients(t, eta, &mut ws.encoder_gain);
+    /// The encoder's step `t`.
+    fn encode<O: Observer<F>>(&self, ws: &mut Workspace<F>, input: &[F], t: usize, eta: F, observer: &mut O) {
+        ws.closed_form = self.encoder.affine_coefficients(t, eta, &mut ws.encoder_gain);
         // With the closed form no projection reads the encoder's outputs: they are computed only
         // for an observer that looks at them.
-        if closed_form.is_none() || observer.observes_encoder() {
+        if ws.closed_form.is_none() || observer.observes_encoder() {
             self.encoder.step(input, eta, t == 1, &mut ws.encoder_estimate, &mut ws.encoder_emitted);
             if self.encoder.is_binary() {
                 ws.encoder_fired.clear();
@@ -633,78 +807,123 @@ impl<F: Real> Simulator<F> {
             }
             observer.encoder(t, &ws.encoder_emitted, &ws.encoder_estimate);
         }
-        let inputs = Inputs { emitted: &ws.encoder_emitted, fired: &ws.encoder_fired, closed_form, t };
-        for (index, population) in self.populations.iter().enumerate() {
-            let (earlier, rest) = ws.populations.split_at_mut(index);
-            let state = &mut rest[0];
-            let counts = &mut ws.counters.populations[index];
-            if population.relay {
-                let operand = &population.operands[0];
-                let input_product = &state.input_products[0];
-                gather(operand, &inputs, input_product, earlier, &mut state.v, counts, &mut ws.scratch);
-                if observer.observes_populations() {
-                    observer.population(t, index, &state.x, &[], &state.v);
-                }
-                continue;
-            }
-            for (j, (operand, x)) in population.operands.iter().zip(state.x.iter_mut()).enumerate() {
-                let acc = &mut ws.acc[..operand.len()];
-                let input_product = &state.input_products[j];
-                gather(operand, &inputs, input_product, earlier, acc, counts, &mut ws.scratch);
-                charge(self.dynamics, operand, acc, eta, x);
-            }
-            ws.fired.clear();
-            let how = Firing { isa: self.isa, dynamics: self.dynamics, kind: population.kind, eta, first: 0 };
-            let last = population.operands.len() - 1;
-            if population.operands.iter().all(|o| o.broadcast.is_none()) {
-                fire_and_update(how, &state.x[0], &state.x[last], &mut state.v, &mut ws.fired);
-            } else {
-                // Operands kept per element are written out per neuron a slice at a time.
-                for start in (0..population.size).step_by(FIRE_SLICE) {
-                    let end = (start + FIRE_SLICE).min(population.size);
-                    for (j, operand) in population.operands.iter().enumerate() {
-                        let slice = &mut ws.expanded[j][..end - start];
-                        match &operand.broadcast {
-                            Some(index) => index.for_each_in(start, end, |t, q| {
-                                slice[t - start] = state.x[j][q.expect("a broadcast has no holes")]
-                            }),
-                            None => slice.copy_from_slice(&state.x[j][start..end]),
-                        }
-                    }
-                    let how = Firing { first: start as u32, ..how };
-                    let (x1, x2) = (&ws.expanded[0][..end - start], &ws.expanded[last][..end - start]);
-                    fire_and_update(how, x1, x2, &mut state.v[start..end], &mut ws.fired);
-                }
-            }
-            state.count = ws.fired.len();
-            if population.listed_spikes {
-                state.fired.clear();
-                state.fired.extend_from_slice(&ws.fired);
-            }
-            if population.dense_spikes {
-                state.bits.fill(0);
-                ws.fired.iter().for_each(|&j| state.bits[j as usize / 64] |= 1 << (j % 64));
-            }
-            counts.spikes += state.count as u64;
-            counts.neuron_updates += population.size as u64;
+    }
+
+    /// Population `index`'s step `t` for the input of `ws`, lane `lane.1` of the batch.
+    fn update<O: Observer<F>>(
+        &self,
+        ws: &mut Workspace<F>,
+        lane: Lane<F>,
+        index: usize,
+        t: usize,
+        eta: F,
+        observer: &mut O,
+    ) {
+        let population = &self.populations[index];
+        let inputs =
+            Inputs { emitted: &ws.encoder_emitted, fired: &ws.encoder_fired, closed_form: ws.closed_form, t, lane };
+        let (earlier, rest) = ws.populations.split_at_mut(index);
+        let state = &mut rest[0];
+        let counts = &mut ws.counters.populations[index];
+        if population.relay {
+            let operand = &population.operands[0];
+            let input_product = &state.input_products[0];
+            gather(operand, &inputs, input_product, earlier, &mut state.v, counts, &mut ws.scratch);
             if observer.observes_populations() {
-                let estimates: Vec<Vec<F>> = population
-                    .operands
-                    .iter()
-                    .zip(&state.x)
-                    .map(|(operand, x)| match &operand.broadcast {
-                        Some(index) => (0..population.size).map(|t| x[index.get(t).expect("no holes")]).collect(),
-                        None => x.clone(),
-                    })
-                    .collect();
-                observer.population(t, index, &estimates, &ws.fired, &state.v);
+                observer.population(t, index, &state.x, &[], &state.v);
+            }
+            return;
+        }
+        for (j, (operand, x)) in population.operands.iter().zip(state.x.iter_mut()).enumerate() {
+            let acc = &mut ws.acc[..operand.len()];
+            let input_product = &state.input_products[j];
+            gather(operand, &inputs, input_product, earlier, acc, counts, &mut ws.scratch);
+            charge(self.dynamics, operand, acc, eta, x);
+        }
+        ws.fired.clear();
+        let how = Firing { isa: self.isa, dynamics: self.dynamics, kind: population.kind, eta, first: 0 };
+        let last = population.operands.len() - 1;
+        if population.operands.iter().all(|o| o.broadcast.is_none()) {
+            fire_and_update(how, &state.x[0], &state.x[last], &mut state.v, &mut ws.fired);
+        } else {
+            // Operands kept per element are written out per neuron a slice at a time.
+            for start in (0..population.size).step_by(FIRE_SLICE) {
+                let end = (start + FIRE_SLICE).min(population.size);
+                for (j, operand) in population.operands.iter().enumerate() {
+                    let slice = &mut ws.expanded[j][..end - start];
+                    match &operand.broadcast {
+                        Some(index) => index.for_each_in(start, end, |t, q| {
+                            slice[t - start] = state.x[j][q.expect("a broadcast has no holes")]
+                        }),
+                        None => slice.copy_from_slice(&state.x[j][start..end]),
+                    }
+                }
+                let how = Firing { first: start as u32, ..how };
+                let (x1, x2) = (&ws.expanded[0][..end - start], &ws.expanded[last][..end - start]);
+                fire_and_update(how, x1, x2, &mut state.v[start..end], &mut ws.fired);
             }
         }
+        state.count = ws.fired.len();
+        if population.listed_spikes {
+            state.fired.clear();
+            state.fired.extend_from_slice(&ws.fired);
+        }
+        if population.dense_spikes {
+            state.bits.fill(0);
+            ws.fired.iter().for_each(|&j| state.bits[j as usize / 64] |= 1 << (j % 64));
+        }
+        counts.spikes += state.count as u64;
+        counts.neuron_updates += population.size as u64;
+        if observer.observes_populations() {
+            let estimates: Vec<Vec<F>> = population
+                .operands
+                .iter()
+                .zip(&state.x)
+                .map(|(operand, x)| match &operand.broadcast {
+                    Some(index) => (0..population.size).map(|t| x[index.get(t).expect("no holes")]).collect(),
+                    None => x.clone(),
+                })
+                .collect();
+            observer.population(t, index, &estimates, &ws.fired, &state.v);
+        }
+    }
+
+    /// The decoder's step `t` for the input of `ws`.
+    fn read_out<O: Observer<F>>(&self, ws: &mut Workspace<F>, lane: Lane<F>, t: usize, eta: F, observer: &mut O) {
+        let inputs =
+            Inputs { emitted: &ws.encoder_emitted, fired: &ws.encoder_fired, closed_form: ws.closed_form, t, lane };
         let readout_input = &ws.readout_input_product;
         let counts = &mut ws.counters.readout;
-        gather(&self.readout, &inputs, readout_input, &ws.populations, &mut ws.readout_acc, counts, &mut ws.scratch);
+        let acc = &mut ws.readout_acc;
+        gather(&self.readout, &inputs, readout_input, &ws.populations, acc, counts, &mut ws.scratch);
         charge(self.dynamics, &self.readout, &ws.readout_acc, eta, &mut ws.y);
         observer.readout(t, &ws.y);
+    }
+}
+
+/// The batch's products and the lane of the input being updated.
+type Lane<'a, F> = (&'a BatchScratch<F>, usize);
+
+/// Computes the batched products `operands` read this step, for every lane, once each.
+fn batch_products<F: Real>(
+    operands: &[CompiledOperand<F>],
+    lanes: &[Workspace<F>],
+    batch: &mut BatchScratch<F>,
+    t: usize,
+) {
+    for projection in operands.iter().flat_map(|o| &o.projections) {
+        let (Kernel::Batched(kernel), Some(slot)) = (&projection.kernel, projection.batch_slot) else { continue };
+        if batch.computed_at[slot] == t {
+            continue;
+        }
+        let Source::Population(q) = projection.source else { unreachable!("a batched kernel reads a population") };
+        let len = kernel.spread_len(lanes.len());
+        if batch.spread.len() < len {
+            batch.spread.resize(len, F::zero());
+        }
+        kernel.spread(lanes.len(), |b| &lanes[b].populations[q].fired, &mut batch.spread[..len]);
+        kernel.product(lanes.len(), &batch.spread[..len], &mut batch.products[slot]);
+        batch.computed_at[slot] = t;
     }
 }
 
@@ -715,6 +934,8 @@ struct Inputs<'a, F> {
     closed_form: Option<(F, F)>,
     /// The step (from 1).
     t: usize,
+    /// The batch's products and this input's lane in it.
+    lane: Lane<'a, F>,
 }
 
 impl<F: Real> CompiledProjection<F> {
@@ -733,6 +954,7 @@ impl<F: Real> CompiledProjection<F> {
             Kernel::Dense(dense) => dense.add(values, false, &mut scratch.structured, acc),
             Kernel::Select(select) => add_selected(select, values, acc),
             Kernel::Diagonal(scale) => acc.iter_mut().zip(values).zip(scale).for_each(|((a, &v), &d)| *a += v * d),
+            Kernel::Batched(_) => unreachable!("batched kernels are built for spiking sources only"),
         }
     }
 
@@ -755,6 +977,15 @@ impl<F: Real> CompiledProjection<F> {
             }
             Kernel::Select(select) => add_selected(select, spikes, acc),
             Kernel::Diagonal(scale) => fired.iter().for_each(|&j| acc[j as usize] += scale[j as usize]),
+            Kernel::Batched(kernel) => {
+                let mut spread = vec![F::zero(); kernel.spread_len(1)];
+                kernel.spread(1, |_| fired, &mut spread);
+                let mut product = vec![F::zero(); acc.len()];
+                kernel.product(1, &spread, &mut product);
+                for (i, (a, p)) in acc.iter_mut().zip(product).enumerate() {
+                    *a += p * kernel.target_scale.get(i);
+                }
+            }
         }
     }
 
@@ -862,14 +1093,16 @@ fn compile_operand<F: Real>(
                 CompiledProjection {
                     source: p.source,
                     dense,
-                    kernel: Kernel::new(kernel_block, !dense, isa),
+                    kernel: Kernel::new(kernel_block, !dense, p.source != Source::Input, isa),
                     sources: p.block.sources(),
+                    targets: p.block.targets(),
                     // Real-valued sources count every synapse every step; a uniform fan-out
                     // needs no table.
                     fan_out: if dense || uniform_fan_out.is_some() { Vec::new() } else { fan_out },
                     uniform_fan_out,
                     synapses,
                     shared: None,
+                    batch_slot: None,
                 }
             })
             .collect(),
@@ -953,6 +1186,18 @@ fn gather<F: Real>(
             if already_shared {
                 counts.shared_events += events;
             }
+        }
+        if let (Kernel::Batched(kernel), Some(slot)) = (&projection.kernel, projection.batch_slot) {
+            let (batch, lane) = inputs.lane;
+            let product = batch.products[slot].iter().skip(lane).step_by(batch.lanes);
+            match &kernel.target_scale {
+                Scale::One => acc.iter_mut().zip(product).for_each(|(a, &p)| *a += p),
+                scale => acc.iter_mut().zip(product).enumerate().for_each(|(i, (a, &p))| *a += p * scale.get(i)),
+            }
+            if let Some(shared) = projection.shared {
+                scratch.computed_at[shared] = inputs.t;
+            }
+            continue;
         }
         let mut spikes = std::mem::take(&mut scratch.spikes);
         let spike_values: &[F] = match projection.source {

@@ -1,0 +1,580 @@
+//! A convolution of binary spikes computed for a batch of inputs at once, as a register-tiled
+//! product of 0/1 values: the kernel's weights are loaded once per step for every input of the
+//! batch, which event lists per input cannot do.
+//!
+//! The spikes of the batch are spread into a padded layout `[channel][row][column phase]
+//! [column / stride][input]` (0 or 1 per element, zero padding around), so that for an output
+//! row the sources of one kernel tap and input channel are contiguous over (output column, input).
+//! A tile of [`ROWS`] output channels × two vectors of (column, input) lanes is summed in
+//! registers over every tap and input channel of its group, in one fixed order.
+//!
+//! Exact: each target is the sum, in that fixed order, of the weights of the sources that fired
+//! (times their factors, each term a fused multiply-add; adding zero changes nothing). The order
+//! does not depend on the batch, the lane a target occupies or the instruction set, so the result
+//! is the same bit for bit for every batch size, thread count and CPU.
+
+use std::any::TypeId;
+
+use super::isa::{Isa, Level};
+use super::MAX_LANES;
+use crate::real::Real;
+use crate::snn::{ConvBlock, Scale};
+
+/// Output channels of one register tile.
+pub const ROWS: usize = 14;
+
+/// Vectors of lanes in one register tile.
+const VECTORS: usize = 2;
+
+/// Lanes of one register tile in precision `F` (64-byte vectors).
+fn tile_lanes<F>() -> usize {
+    VECTORS * 64 / std::mem::size_of::<F>()
+}
+
+/// The kernel rows and columns that read some source for a tile, as bit masks.
+type LiveTaps = (u64, u64);
+
+/// One term of a tile's sums: the offset of its sources in the spread layout and of its weights
+/// in the panel.
+type Term = (u32, u32);
+
+/// Geometry of the convolution and of its spread source layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Geometry {
+    in_shape: [usize; 3],
+    out_c: usize,
+    out_h: usize,
+    out_w: usize,
+    groups: usize,
+    in_per_group: usize,
+    out_per_group: usize,
+    /// Kernel size `[kh, kw]`.
+    kernel_size: [usize; 2],
+    /// Leading padding `[top, left]`.
+    pads: [usize; 2],
+    /// Vertical stride.
+    stride_h: usize,
+    /// Horizontal stride: the number of column phases.
+    phases: usize,
+    /// Rows of the spread layout (padding included).
+    rows: usize,
+    /// Columns per phase of the spread layout.
+    columns: usize,
+}
+
+impl Geometry {
+    /// Positions (elements per input) of one input channel of the spread layout.
+    fn channel_positions(&self) -> usize {
+        self.rows * self.phases * self.columns
+    }
+
+    /// Positions of the whole spread layout.
+    fn positions(&self) -> usize {
+        self.in_shape[0] * self.channel_positions()
+    }
+}
+
+/// A plain convolution (no index maps, no source factors, unit dilation) from a spiking source,
+/// prepared for batches.
+pub struct BatchConv<F> {
+    geometry: Geometry,
+    /// `[group][row tile][k][ROWS]` with `k = in channel of group × taps + tap`; rows past the
+    /// group's output channels are zero.
+    weights: Vec<F>,
+    /// Per `k`: the position of its source relative to the tile's first, in the spread layout.
+    k_positions: Vec<usize>,
+    /// Per source element: its position in the spread layout (`u32::MAX`: read by no target).
+    source_positions: Vec<u32>,
+    /// Factors per target, applied when the product is read.
+    pub target_scale: Scale<F>,
+    /// Factors per source: a spike of source `j` is spread as its factor.
+    source_scale: Scale<F>,
+    isa: Isa,
+}
+
+/// Whether [`BatchConv`] computes `conv`.
+pub fn handles<F: Real>(conv: &ConvBlock<F>) -> bool {
+    let depthwise = conv.in_shape[0] == conv.groups && conv.out_shape[0] / conv.groups < 8;
+    let [kh, kw] = conv.kernel_size;
+    let [_, out_h, out_w] = conv.out_shape;
+    let [sh, sw] = conv.strides;
+    let rows = out_h.saturating_sub(1) * sh + kh;
+    let columns = (out_w.saturating_sub(1) * sw + kw).div_ceil(sw) * sw;
+    // Offsets into the spread layout of a full batch are 32-bit.
+    let addressable = (conv.in_shape[0] * rows * columns + 1) * MAX_LANES < u32::MAX as usize;
+    conv.source.is_identity()
+        && conv.target.is_identity()
+        && conv.dilations == [1, 1]
+        && !depthwise
+        && addressable
+        && out_h * out_w > 0
+        && kh <= 64
+        && kw <= 64
+}
+
+impl<F: Real> BatchConv<F> {
+    /// Prepares `conv` (which [`handles`] must accept).
+    pub fn new(conv: &ConvBlock<F>, isa: Isa) -> Self {
+        let [in_c, in_h, in_w] = conv.in_shape;
+        let [out_c, out_h, out_w] = conv.out_shape;
+        let [kh, kw] = conv.kernel_size;
+        let [sh, sw] = conv.strides;
+        let [ph, pw] = conv.pads;
+        let geometry = Geometry {
+            in_shape: conv.in_shape,
+            out_c,
+            out_h,
+            out_w,
+            groups: conv.groups,
+            in_per_group: in_c / conv.groups,
+            out_per_group: out_c / conv.groups,
+            kernel_size: conv.kernel_size,
+            pads: conv.pads,
+            stride_h: sh,
+            phases: sw,
+            rows: (out_h - 1) * sh + kh,
+            columns: ((out_w - 1) * sw + kw).div_ceil(sw),
+        };
+        let g = &geometry;
+        let taps = kh * kw;
+        let k_len = g.in_per_group * taps;
+        let tiles = g.out_per_group.div_ceil(ROWS);
+        let mut weights = vec![F::zero(); g.groups * tiles * k_len * ROWS];
+        for co in 0..out_c {
+            let (group, within) = (co / g.out_per_group, co % g.out_per_group);
+            let panel = (group * tiles + within / ROWS) * k_len * ROWS;
+            for k in 0..k_len {
+                weights[panel + k * ROWS + within % ROWS] = conv.kernel[co * k_len + k];
+            }
+        }
+        let k_positions = (0..k_len)
+            .map(|k| {
+                let (ci, tap) = (k / taps, k % taps);
+                let (ky, kx) = (tap / kw, tap % kw);
+                ((ci * g.rows + ky) * g.phases + kx % sw) * g.columns + kx / sw
+            })
+            .collect();
+        let mut source_positions = vec![u32::MAX; in_c * in_h * in_w];
+        for c in 0..in_c {
+            for y in 0..in_h {
+                for x in 0..in_w {
+                    let (row, column) = (y + ph, x + pw);
+                    if row < g.rows && column / sw < g.columns {
+                        let position = ((c * g.rows + row) * g.phases + column % sw) * g.columns + column / sw;
+                        source_positions[(c * in_h + y) * in_w + x] = position as u32;
+                    }
+                }
+            }
+        }
+        BatchConv {
+            geometry,
+            weights,
+            k_positions,
+            source_positions,
+            target_scale: conv.target_scale.clone(),
+            source_scale: conv.source_scale.clone(),
+            isa,
+        }
+    }
+
+    /// Bytes of the prepared weights and tables.
+    pub fn bytes(&self) -> usize {
+        self.weights.len() * std::mem::size_of::<F>() + (self.k_positions.len() * 2 + self.source_positions.len()) * 4
+    }
+
+    /// Elements of the spread layout for `lanes` inputs, with the slack one tile may read past
+    /// its end.
+    pub fn spread_len(&self, lanes: usize) -> usize {
+        self.geometry.positions() * lanes + tile_lanes::<F>()
+    }
+
+    /// Writes the spikes of `lanes` inputs into `spread` (see [`BatchConv::spread_len`]):
+    /// `fired(b)` lists the sources input `b` fired.
+    pub fn spread<'a>(&self, lanes: usize, fired: impl Fn(usize) -> &'a [u32], spread: &mut [F]) {
+        spread.fill(F::zero());
+        for b in 0..lanes {
+            for &j in fired(b) {
+                let position = self.source_positions[j as usize];
+                if position != u32::MAX {
+                    spread[position as usize * lanes + b] = self.source_scale.get(j as usize);
+                }
+            }
+        }
+    }
+
+    /// Writes the product for `lanes` inputs from their spread spikes into `product`,
+    /// `[target][input]` (unscaled: the target factors are applied by the reader).
+    pub fn product(&self, lanes: usize, spread: &[F], product: &mut [F]) {
+        let g = &self.geometry;
+        assert!(spread.len() >= self.spread_len(lanes), "spread layout too short");
+        assert!(lanes <= MAX_LANES, "a batch of {lanes} inputs, at most {MAX_LANES} are computed together");
+        assert_eq!(product.len(), g.out_c * g.out_h * g.out_w * lanes, "product of the wrong size");
+        let k_len = self.k_positions.len();
+        let tiles = g.out_per_group.div_ceil(ROWS);
+        let row_lanes = g.out_w * lanes;
+        let plane = g.out_h * row_lanes;
+        let step = tile_lanes::<F>();
+        // The terms of each pattern of live taps met so far (a few: interior, edges, corners).
+        let mut patterns: Vec<(LiveTaps, Vec<Term>)> = Vec::new();
+        for group in 0..g.groups {
+            let group_spread = &spread[group * g.in_per_group * g.channel_positions() * lanes..];
+            for tile in 0..tiles {
+                let first = tile * ROWS;
+                let rows = ROWS.min(g.out_per_group - first);
+                let panel = &self.weights[(group * tiles + tile) * k_len * ROWS..][..k_len * ROWS];
+                let out_first = (group * g.out_per_group + first) * plane;
+                for oy in 0..g.out_h {
+                    let row_start = oy * g.stride_h * g.phases * g.columns * lanes;
+                    for start in (0..row_lanes).step_by(step) {
+                        let n = step.min(row_lanes - start);
+                        let taps = self.live_taps(oy, start / lanes, (start + n - 1) / lanes);
+                        let pattern = match patterns.iter().position(|(p, _)| *p == taps) {
+                            Some(i) => i,
+                            None => {
+                                patterns.push((taps, self.live_terms(taps, lanes)));
+                                patterns.len() - 1
+                            }
+                        };
+                        let tile = Tile {
+                            panel,
+                            spread: &group_spread[row_start + start..],
+                            terms: &patterns[pattern].1,
+                            out: out_first + oy * row_lanes + start,
+                            out_stride: plane,
+                            rows,
+                            lanes: n,
+                        };
+                        self.run_tile(&tile, product);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The kernel rows and columns (bit masks) that read a source for output row `oy` and some
+    /// output column of `first..=last`: the other taps read padding only.
+    fn live_taps(&self, oy: usize, first: usize, last: usize) -> LiveTaps {
+        let g = &self.geometry;
+        let [kh, kw] = g.kernel_size;
+        let [ph, pw] = g.pads;
+        let [_, in_h, in_w] = g.in_shape;
+        let inside = |position: usize, pad: usize, size: usize| position >= pad && position - pad < size;
+        let rows = (0..kh).filter(|ky| inside(oy * g.stride_h + ky, ph, in_h)).fold(0, |m, ky| m | 1 << ky);
+        let columns = (0..kw)
+            .filter(|kx| (first..=last).any(|ox| inside(ox * g.phases + kx, pw, in_w)))
+            .fold(0, |m, kx| m | 1 << kx);
+        (rows, columns)
+    }
+
+    /// The `(spread offset, panel offset)` of every `k` whose tap is live, in `k` order.
+    fn live_terms(&self, (rows, columns): LiveTaps, lanes: usize) -> Vec<Term> {
+        let [kh, kw] = self.geometry.kernel_size;
+        let taps = kh * kw;
+        let live = |k: &usize| rows >> (k % taps / kw) & 1 == 1 && columns >> (k % taps % kw) & 1 == 1;
+        (0..self.k_positions.len())
+            .filter(live)
+            .map(|k| ((self.k_positions[k] * lanes) as u32, (k * ROWS) as u32))
+            .collect()
+    }
+
+    fn run_tile(&self, tile: &Tile<F>, product: &mut [F]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.isa.level() == Level::Avx512 {
+            if TypeId::of::<F>() == TypeId::of::<f32>() {
+                // SAFETY: `F` is `f32` (same type, same layout); `Isa::detect` found AVX-512F.
+                return unsafe { avx512::tile_f32(cast(tile), cast_mut(product)) };
+            }
+            if TypeId::of::<F>() == TypeId::of::<f64>() {
+                // SAFETY: as above, for `f64`.
+                return unsafe { avx512::tile_f64(cast(tile), cast_mut(product)) };
+            }
+        }
+        tile_generic(tile, product)
+    }
+}
+
+/// One register tile: `rows` output channels × `lanes` consecutive (column, input) lanes.
+struct Tile<'a, F> {
+    /// `[k][ROWS]` weights.
+    panel: &'a [F],
+    /// The spread layout from the tile's first lane at `k` offset 0.
+    spread: &'a [F],
+    /// `(spread offset, panel offset)` of each term, in summation order.
+    terms: &'a [Term],
+    /// Index in the product of the tile's first row and lane.
+    out: usize,
+    /// Distance in the product between consecutive output channels.
+    out_stride: usize,
+    rows: usize,
+    lanes: usize,
+}
+
+/// Reinterprets a tile of `F` as one of `T`.
+///
+/// # Safety
+/// `F` and `T` must be the same type.
+#[cfg(target_arch = "x86_64")]
+unsafe fn cast<'a, F, T>(tile: &'a Tile<'a, F>) -> &'a Tile<'a, T> {
+    &*(tile as *const Tile<'a, F>).cast::<Tile<'a, T>>()
+}
+
+/// Reinterprets a slice of `F` as one of `T`.
+///
+/// # Safety
+/// `F` and `T` must be the same type.
+#[cfg(target_arch = "x86_64")]
+unsafe fn cast_mut<F, T>(values: &mut [F]) -> &mut [T] {
+    std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<T>(), values.len())
+}
+
+/// The tile in portable code: the same fused multiply-adds in the same order as the vector
+/// kernels.
+fn tile_generic<F: Real>(tile: &Tile<F>, product: &mut [F]) {
+    for r in 0..tile.rows {
+        for lane in 0..tile.lanes {
+            let mut sum = F::zero();
+            for &(offset, weights) in tile.terms {
+                sum = tile.panel[weights as usize + r].mul_add(tile.spread[offset as usize + lane], sum);
+            }
+            product[tile.out + r * tile.out_stride + lane] = sum;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Tile, ROWS};
+
+    macro_rules! tile_kernel {
+        ($name:ident, $rows:ident, $t:ty, $vec:ty, $lanes:expr, $zero:ident, $set1:ident, $fmadd:ident,
+         $loadu:ident, $mask_storeu:ident, $mask:ty) => {
+            /// Runs the tile with the row count dispatched to a constant.
+            #[target_feature(enable = "avx512f")]
+            pub(super) fn $name(tile: &Tile<$t>, product: &mut [$t]) {
+                let end = tile.out + (tile.rows - 1) * tile.out_stride + tile.lanes;
+                assert!(end <= product.len(), "tile past the end of the product");
+                let last = tile.terms.iter().map(|&(o, _)| o as usize + 2 * $lanes).max().unwrap_or(0);
+                assert!(last <= tile.spread.len(), "tile past the end of the spread layout");
+                let weights = tile.terms.iter().map(|&(_, w)| w as usize + ROWS).max().unwrap_or(0);
+                assert!(weights <= tile.panel.len(), "tile past the end of the weights");
+                // SAFETY: the bounds were checked above.
+                unsafe {
+                    match tile.rows {
+                        14 => $rows::<14>(tile, product),
+                        13 => $rows::<13>(tile, product),
+                        12 => $rows::<12>(tile, product),
+                        11 => $rows::<11>(tile, product),
+                        10 => $rows::<10>(tile, product),
+                        9 => $rows::<9>(tile, product),
+                        8 => $rows::<8>(tile, product),
+                        7 => $rows::<7>(tile, product),
+                        6 => $rows::<6>(tile, product),
+                        5 => $rows::<5>(tile, product),
+                        4 => $rows::<4>(tile, product),
+                        3 => $rows::<3>(tile, product),
+                        2 => $rows::<2>(tile, product),
+                        1 => $rows::<1>(tile, product),
+                        n => unreachable!("a tile of {n} rows"),
+                    }
+                }
+            }
+
+            #[target_feature(enable = "avx512f")]
+            #[inline]
+            unsafe fn $rows<const R: usize>(tile: &Tile<$t>, product: &mut [$t]) {
+                let mut acc = [[$zero(); 2]; R];
+                let spread = tile.spread.as_ptr();
+                let panel = tile.panel.as_ptr();
+                for &(offset, weights) in tile.terms {
+                    let x = spread.add(offset as usize);
+                    let (x0, x1) = ($loadu(x), $loadu(x.add($lanes)));
+                    let weights = panel.add(weights as usize);
+                    for (r, sums) in acc.iter_mut().enumerate() {
+                        let w = $set1(*weights.add(r));
+                        sums[0] = $fmadd(w, x0, sums[0]);
+                        sums[1] = $fmadd(w, x1, sums[1]);
+                    }
+                }
+                let full = |n: usize| -> $mask {
+                    if n >= $lanes {
+                        !0
+                    } else {
+                        ((1u32 << n) - 1) as $mask
+                    }
+                };
+                let (low, high) = (full(tile.lanes), full(tile.lanes.saturating_sub($lanes)));
+                let out = product.as_mut_ptr().add(tile.out);
+                for (r, sums) in acc.iter().enumerate() {
+                    let row = out.add(r * tile.out_stride);
+                    $mask_storeu(row, low, sums[0]);
+                    $mask_storeu(row.add($lanes), high, sums[1]);
+                }
+            }
+        };
+    }
+
+    tile_kernel!(
+        tile_f32,
+        rows_f32,
+        f32,
+        __m512,
+        16,
+        _mm512_setzero_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_loadu_ps,
+        _mm512_mask_storeu_ps,
+        __mmask16
+    );
+    tile_kernel!(
+        tile_f64,
+        rows_f64,
+        f64,
+        __m512d,
+        8,
+        _mm512_setzero_pd,
+        _mm512_set1_pd,
+        _mm512_fmadd_pd,
+        _mm512_loadu_pd,
+        _mm512_mask_storeu_pd,
+        __mmask8
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snn::SynapseBlock;
+
+    #[allow(clippy::too_many_arguments)]
+    fn block<F: Real>(
+        in_shape: [usize; 3],
+        out_c: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+    ) -> ConvBlock<F> {
+        let [ci, h, w] = in_shape;
+        let out = |n: usize| (n + 2 * pad - (k - 1) - 1) / stride + 1;
+        ConvBlock::new(
+            (0..out_c * (ci / groups) * k * k).map(|i| F::of((i as f64 * 1.618).sin())).collect(),
+            in_shape,
+            [out_c, out(h), out(w)],
+            [k, k],
+            [stride, stride],
+            [pad, pad],
+            [1, 1],
+            groups,
+        )
+    }
+
+    fn fired_of(sources: usize, b: usize) -> Vec<u32> {
+        (0..sources as u32).filter(|j| (j * 7 + b as u32 * 3) % 11 < 5).collect()
+    }
+
+    fn products<F: Real>(conv: &ConvBlock<F>, lanes: usize, isa: Isa) -> Vec<F> {
+        let kernel = BatchConv::new(conv, isa);
+        let sources = conv.in_shape.iter().product();
+        let fired: Vec<Vec<u32>> = (0..lanes).map(|b| fired_of(sources, b)).collect();
+        let mut spread = vec![F::zero(); kernel.spread_len(lanes)];
+        kernel.spread(lanes, |b| &fired[b], &mut spread);
+        let mut product = vec![F::zero(); conv.out_shape.iter().product::<usize>() * lanes];
+        kernel.product(lanes, &spread, &mut product);
+        product
+    }
+
+    /// Per-element factors on the sources and targets.
+    fn scaled<F: Real>(mut conv: ConvBlock<F>) -> ConvBlock<F> {
+        let factors =
+            |n: usize, phase: f64| Scale::Each((0..n).map(|i| F::of(0.75 + 0.5 * (i as f64 * phase).cos())).collect());
+        conv.source_scale = factors(conv.in_shape.iter().product(), 0.3);
+        conv.target_scale = factors(conv.out_shape.iter().product(), 0.7);
+        conv
+    }
+
+    fn cases<F: Real>() -> Vec<ConvBlock<F>> {
+        vec![
+            scaled(block([16, 9, 7], 32, 3, 2, 1, 1)),
+            scaled(block([8, 6, 6], 16, 3, 1, 1, 2)),
+            block([3, 8, 8], 5, 3, 1, 1, 1),
+            block([16, 9, 7], 32, 3, 2, 1, 1),
+            block([16, 14, 14], 48, 3, 1, 1, 1),
+            block([8, 10, 10], 16, 1, 1, 0, 1),
+            block([8, 10, 10], 16, 1, 2, 0, 1),
+            block([4, 9, 9], 8, 3, 2, 1, 2),
+            block([16, 12, 12], 32, 3, 1, 1, 2),
+            block([1, 28, 28], 8, 4, 4, 0, 1),
+            block([2, 11, 11], 64, 3, 2, 0, 2),
+            block([3, 15, 15], 20, 7, 2, 3, 1),
+            block([32, 1, 1], 30, 3, 1, 1, 1),
+        ]
+    }
+
+    /// Each lane's product equals the generic block's delivery of that lane's spikes, within
+    /// rounding (the generic block sums in another order).
+    fn check<F: Real>(tolerance: f64) {
+        for conv in cases::<F>() {
+            let generic = SynapseBlock::Conv(conv.clone());
+            for lanes in [1, 3, 8, 17] {
+                let product = products(&conv, lanes, Isa::detect());
+                for b in 0..lanes {
+                    let mut expected = vec![F::zero(); generic.targets()];
+                    generic.deliver_events(&fired_of(generic.sources(), b), &mut expected);
+                    for (t, e) in expected.iter().enumerate() {
+                        let got = product[t * lanes + b] * conv.target_scale.get(t);
+                        let (g, e) = (got.to_f64_lossless(), e.to_f64_lossless());
+                        assert!(
+                            (g - e).abs() <= tolerance * (1.0 + e.abs()),
+                            "lane {b} of {lanes}, target {t}: {g} vs {e} in {conv:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matches_the_generic_block_in_f64() {
+        check::<f64>(1e-12);
+    }
+
+    #[test]
+    fn matches_the_generic_block_in_f32() {
+        check::<f32>(1e-4);
+    }
+
+    /// A target's bits do not depend on the batch size, its lane or the instruction set.
+    fn same_bits<F: Real>() {
+        for conv in cases::<F>() {
+            let targets: usize = conv.out_shape.iter().product();
+            // Input b alone in the last lane of a batch of b + 1, on the portable code.
+            let reference: Vec<Vec<F>> = (0..5)
+                .map(|b| {
+                    let product = products(&conv, b + 1, Isa::baseline());
+                    (0..targets).map(|t| product[t * (b + 1) + b]).collect()
+                })
+                .collect();
+            for (lanes, isa) in [(5, Isa::detect()), (5, Isa::baseline()), (MAX_LANES, Isa::detect())] {
+                let product = products(&conv, lanes, isa);
+                for (b, expected) in reference.iter().enumerate() {
+                    for (t, e) in expected.iter().enumerate() {
+                        assert_eq!(
+                            product[t * lanes + b].to_f64_lossless().to_bits(),
+                            e.to_f64_lossless().to_bits(),
+                            "lane {b} of {lanes} on {isa:?}, target {t} in {conv:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_size_lane_and_instruction_set_do_not_change_the_bits() {
+        same_bits::<f32>();
+        same_bits::<f64>();
+    }
+}
