@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use ndarray::{ArrayD, IxDyn};
 
 use crate::data::DataError;
-use crate::engine::{Counters, SimConfig, Simulator, Workspace};
+use crate::engine::{Counters, KernelWork, SimConfig, Simulator, Workspace};
 use crate::model::{Evaluator, Graph, ModelError};
 use crate::real::Real;
 use crate::snn::{Network, NetworkError};
@@ -43,6 +43,8 @@ pub struct SimulationResult<F> {
     pub inputs: usize,
     /// Number of output elements per input.
     pub output_size: usize,
+    /// The accumulates the kernels performed (zero for results merged from shards).
+    pub work: KernelWork,
 }
 
 impl<F> SimulationResult<F> {
@@ -159,10 +161,12 @@ where
         }
     }
     let mut counters = Counters::new(simulator.populations(), checkpoints.len());
+    let mut work = KernelWork::default();
     for workspace in states.iter().flat_map(|s| &s.workspaces) {
         counters.merge(&workspace.counters);
+        work.accumulate(&workspace.kernel_work());
     }
-    Ok(SimulationResult { checkpoints, outputs, counters, inputs: count, output_size })
+    Ok(SimulationResult { checkpoints, outputs, counters, inputs: count, output_size, work })
 }
 
 /// Convenience form of [`simulate`] for inputs already held in memory.

@@ -239,6 +239,7 @@ impl Plan {
                 counters,
                 inputs: total,
                 output_size,
+                work: Default::default(),
             },
             snn_time: seconds(snn_time),
         })

@@ -203,8 +203,10 @@ impl<F: Real> BatchConv<F> {
     }
 
     /// Writes the product for `lanes` inputs from their spread spikes into `product`,
-    /// `[target][input]` (unscaled: the target factors are applied by the reader).
-    pub fn product(&self, lanes: usize, spread: &[F], product: &mut [F]) {
+    /// `[target][input]` (unscaled: the target factors are applied by the reader). Returns the
+    /// multiply-accumulates performed for the inputs (not for the unused lanes of a tile).
+    pub fn product(&self, lanes: usize, spread: &[F], product: &mut [F]) -> u64 {
+        let mut macs = 0;
         let g = &self.geometry;
         assert!(spread.len() >= self.spread_len(lanes), "spread layout too short");
         assert!(lanes <= MAX_LANES, "a batch of {lanes} inputs, at most {MAX_LANES} are computed together");
@@ -245,10 +247,12 @@ impl<F: Real> BatchConv<F> {
                             lanes: n,
                         };
                         self.run_tile(&tile, product);
+                        macs += (patterns[pattern].1.len() * rows * n) as u64;
                     }
                 }
             }
         }
+        macs
     }
 
     /// The kernel rows and columns (bit masks) that read a source for output row `oy` and some

@@ -84,3 +84,22 @@ impl Counters {
         }
     }
 }
+
+/// The accumulates the kernels performed, for speed figures (not part of the network's counts,
+/// which do not depend on the kernels).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelWork {
+    /// Multiply-accumulates of the batched 0/1 products: every synapse of a batched convolution
+    /// whose source is not padding, every step, whether the source fired or not.
+    pub product_macs: u64,
+    /// Synaptic events delivered by the event-driven kernels.
+    pub delivered_events: u64,
+}
+
+impl KernelWork {
+    /// Adds another worker's work to this one.
+    pub fn accumulate(&mut self, other: &KernelWork) {
+        self.product_macs += other.product_macs;
+        self.delivered_events += other.delivered_events;
+    }
+}

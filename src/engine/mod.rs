@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use batch_conv::BatchConv;
 use constants::OperandConstants;
 use conv_kernel::{ConvGather, ConvScratch};
-pub use counters::{ActivityCounts, Counters};
+pub use counters::{ActivityCounts, Counters, KernelWork};
 use fire::{fire_and_update, Firing};
 use structured::{add_selected, gather_logical, scatter_logical, DenseKernel, StructuredScratch};
 pub use tiles::{ColumnTiles, TileScratch};
@@ -341,20 +341,40 @@ impl<F: Real> Workspace<F> {
     }
 }
 
-/// Products of the batched kernels for every input of a batch, `[target][input]`.
+impl<F: Real> Workspace<F> {
+    /// The accumulates this workspace's kernels performed (the batched products of the batches
+    /// it ran first in, the events it delivered).
+    pub fn kernel_work(&self) -> KernelWork {
+        KernelWork { product_macs: self.batch.macs, delivered_events: self.scratch.delivered_events }
+    }
+}
+
+/// Products of the batched kernels for every input of a batch.
 struct BatchScratch<F> {
     /// Inputs of the batch.
     lanes: usize,
     /// The spikes of one source for every input, in a batched kernel's layout.
     spread: Vec<F>,
+    /// One product as the kernel writes it, `[target][input]`.
+    interleaved: Vec<F>,
+    /// Per batched projection, its product `[input][target]`.
     products: Vec<Vec<F>>,
     /// The step each product was last computed at (0: not yet for these inputs).
     computed_at: Vec<usize>,
+    /// Multiply-accumulates of the products computed so far.
+    macs: u64,
 }
 
 impl<F> Default for BatchScratch<F> {
     fn default() -> Self {
-        BatchScratch { lanes: 0, spread: Vec::new(), products: Vec::new(), computed_at: Vec::new() }
+        BatchScratch {
+            lanes: 0,
+            spread: Vec::new(),
+            interleaved: Vec::new(),
+            products: Vec::new(),
+            computed_at: Vec::new(),
+            macs: 0,
+        }
     }
 }
 
@@ -371,7 +391,8 @@ impl<F: Real> BatchScratch<F> {
     }
 
     fn bytes(&self) -> usize {
-        (self.spread.capacity() + self.products.iter().map(Vec::capacity).sum::<usize>()) * std::mem::size_of::<F>()
+        let reals = self.spread.capacity() + self.interleaved.capacity();
+        (reals + self.products.iter().map(Vec::capacity).sum::<usize>()) * std::mem::size_of::<F>()
             + self.computed_at.capacity() * 8
     }
 }
@@ -393,6 +414,8 @@ struct Scratch<F> {
     shared: Vec<Vec<F>>,
     /// The step each shared product was last computed at (0: not yet for this input).
     computed_at: Vec<usize>,
+    /// Synaptic events the event-driven kernels delivered.
+    delivered_events: u64,
 }
 
 struct PopulationState<F> {
@@ -654,6 +677,7 @@ impl<F: Real> Simulator<F> {
                 ],
                 shared: self.shared_sizes.iter().map(|&n| vec![F::zero(); n]).collect(),
                 computed_at: vec![0; self.shared_sizes.len()],
+                delivered_events: 0,
             },
             encoder_gain: F::zero(),
             closed_form: None,
@@ -840,11 +864,13 @@ impl<F: Real> Simulator<F> {
             gather(operand, &inputs, input_product, earlier, acc, counts, &mut ws.scratch);
             charge(self.dynamics, operand, acc, eta, x);
         }
-        ws.fired.clear();
+        // The spikes go straight into the population's list where a reader needs one.
+        let fired = if population.listed_spikes { &mut state.fired } else { &mut ws.fired };
+        fired.clear();
         let how = Firing { isa: self.isa, dynamics: self.dynamics, kind: population.kind, eta, first: 0 };
         let last = population.operands.len() - 1;
         if population.operands.iter().all(|o| o.broadcast.is_none()) {
-            fire_and_update(how, &state.x[0], &state.x[last], &mut state.v, &mut ws.fired);
+            fire_and_update(how, &state.x[0], &state.x[last], &mut state.v, fired);
         } else {
             // Operands kept per element are written out per neuron a slice at a time.
             for start in (0..population.size).step_by(FIRE_SLICE) {
@@ -860,17 +886,13 @@ impl<F: Real> Simulator<F> {
                 }
                 let how = Firing { first: start as u32, ..how };
                 let (x1, x2) = (&ws.expanded[0][..end - start], &ws.expanded[last][..end - start]);
-                fire_and_update(how, x1, x2, &mut state.v[start..end], &mut ws.fired);
+                fire_and_update(how, x1, x2, &mut state.v[start..end], fired);
             }
         }
-        state.count = ws.fired.len();
-        if population.listed_spikes {
-            state.fired.clear();
-            state.fired.extend_from_slice(&ws.fired);
-        }
+        state.count = fired.len();
         if population.dense_spikes {
             state.bits.fill(0);
-            ws.fired.iter().for_each(|&j| state.bits[j as usize / 64] |= 1 << (j % 64));
+            fired.iter().for_each(|&j| state.bits[j as usize / 64] |= 1 << (j % 64));
         }
         counts.spikes += state.count as u64;
         counts.neuron_updates += population.size as u64;
@@ -884,7 +906,7 @@ impl<F: Real> Simulator<F> {
                     None => x.clone(),
                 })
                 .collect();
-            observer.population(t, index, &estimates, &ws.fired, &state.v);
+            observer.population(t, index, &estimates, fired, &state.v);
         }
     }
 
@@ -898,6 +920,20 @@ impl<F: Real> Simulator<F> {
         gather(&self.readout, &inputs, readout_input, &ws.populations, acc, counts, &mut ws.scratch);
         charge(self.dynamics, &self.readout, &ws.readout_acc, eta, &mut ws.y);
         observer.readout(t, &ws.y);
+    }
+}
+
+/// Writes `[target][input]` values as `[input][target]`, a block of targets at a time.
+fn deinterleave<F: Real>(interleaved: &[F], lanes: usize, out: &mut [F]) {
+    const BLOCK: usize = 64;
+    let targets = interleaved.len() / lanes;
+    for first in (0..targets).step_by(BLOCK) {
+        let last = (first + BLOCK).min(targets);
+        for (lane, row) in out.chunks_exact_mut(targets).enumerate() {
+            for (t, value) in row[first..last].iter_mut().enumerate() {
+                *value = interleaved[(first + t) * lanes + lane];
+            }
+        }
     }
 }
 
@@ -922,7 +958,10 @@ fn batch_products<F: Real>(
             batch.spread.resize(len, F::zero());
         }
         kernel.spread(lanes.len(), |b| &lanes[b].populations[q].fired, &mut batch.spread[..len]);
-        kernel.product(lanes.len(), &batch.spread[..len], &mut batch.products[slot]);
+        let product = &mut batch.products[slot];
+        batch.interleaved.resize(product.len(), F::zero());
+        batch.macs += kernel.product(lanes.len(), &batch.spread[..len], &mut batch.interleaved);
+        deinterleave(&batch.interleaved, lanes.len(), product);
         batch.computed_at[slot] = t;
     }
 }
@@ -1185,11 +1224,13 @@ fn gather<F: Real>(
             counts.synaptic_events += events;
             if already_shared {
                 counts.shared_events += events;
+            } else if !matches!(projection.kernel, Kernel::Batched(_)) {
+                scratch.delivered_events += events;
             }
         }
         if let (Kernel::Batched(kernel), Some(slot)) = (&projection.kernel, projection.batch_slot) {
             let (batch, lane) = inputs.lane;
-            let product = batch.products[slot].iter().skip(lane).step_by(batch.lanes);
+            let product = &batch.products[slot][lane * projection.targets..][..projection.targets];
             match &kernel.target_scale {
                 Scale::One => acc.iter_mut().zip(product).for_each(|(a, &p)| *a += p),
                 scale => acc.iter_mut().zip(product).enumerate().for_each(|(i, (a, &p))| *a += p * scale.get(i)),
