@@ -23,6 +23,10 @@ use crate::snn::{ConvBlock, Scale};
 /// Output channels of one register tile.
 pub const ROWS: usize = 14;
 
+/// Terms summed per pass over a tile: the sources of one run and the weights of one tile stay
+/// in the caches closest to the core.
+const K_BLOCK: usize = 256;
+
 /// Vectors of lanes in one register tile.
 const VECTORS: usize = 2;
 
@@ -78,7 +82,8 @@ impl Geometry {
 /// prepared for batches.
 pub struct BatchConv<F> {
     geometry: Geometry,
-    /// `[group][row tile][k][ROWS]` with `k = in channel of group × taps + tap`; rows past the
+    /// `[group][row tile][k][ROWS]` with `k = tap × in channels of group + in channel` (the
+    /// terms of a tap that reads padding only are then one contiguous run); rows past the
     /// group's output channels are zero.
     weights: Vec<F>,
     /// Per `k`: the position of its source relative to the tile's first, in the spread layout.
@@ -93,7 +98,7 @@ pub struct BatchConv<F> {
 }
 
 /// Whether [`BatchConv`] computes `conv`.
-pub fn handles<F: Real>(conv: &ConvBlock<F>) -> bool {
+pub(crate) fn handles<F: Real>(conv: &ConvBlock<F>) -> bool {
     let depthwise = conv.in_shape[0] == conv.groups && conv.out_shape[0] / conv.groups < 8;
     let [kh, kw] = conv.kernel_size;
     let [_, out_h, out_w] = conv.out_shape;
@@ -113,8 +118,14 @@ pub fn handles<F: Real>(conv: &ConvBlock<F>) -> bool {
 }
 
 impl<F: Real> BatchConv<F> {
+    /// Prepares `conv` for this CPU's widest instruction set, if it is a convolution this kernel
+    /// computes (no index maps, unit dilation, not depthwise).
+    pub fn prepare(conv: &ConvBlock<F>) -> Option<Self> {
+        handles(conv).then(|| Self::new(conv, Isa::detect()))
+    }
+
     /// Prepares `conv` (which [`handles`] must accept).
-    pub fn new(conv: &ConvBlock<F>, isa: Isa) -> Self {
+    pub(crate) fn new(conv: &ConvBlock<F>, isa: Isa) -> Self {
         let [in_c, in_h, in_w] = conv.in_shape;
         let [out_c, out_h, out_w] = conv.out_shape;
         let [kh, kw] = conv.kernel_size;
@@ -144,12 +155,13 @@ impl<F: Real> BatchConv<F> {
             let (group, within) = (co / g.out_per_group, co % g.out_per_group);
             let panel = (group * tiles + within / ROWS) * k_len * ROWS;
             for k in 0..k_len {
-                weights[panel + k * ROWS + within % ROWS] = conv.kernel[co * k_len + k];
+                let (tap, ci) = (k / g.in_per_group, k % g.in_per_group);
+                weights[panel + k * ROWS + within % ROWS] = conv.kernel[co * k_len + ci * taps + tap];
             }
         }
         let k_positions = (0..k_len)
             .map(|k| {
-                let (ci, tap) = (k / taps, k % taps);
+                let (tap, ci) = (k / g.in_per_group, k % g.in_per_group);
                 let (ky, kx) = (tap / kw, tap % kw);
                 ((ci * g.rows + ky) * g.phases + kx % sw) * g.columns + kx / sw
             })
@@ -216,38 +228,50 @@ impl<F: Real> BatchConv<F> {
         let row_lanes = g.out_w * lanes;
         let plane = g.out_h * row_lanes;
         let step = tile_lanes::<F>();
-        // The terms of each pattern of live taps met so far (a few: interior, edges, corners).
+        // The terms of each pattern of live taps (a few: interior, edges, corners), and the
+        // pattern of each run of lanes `(output row, first lane, lanes)`.
         let mut patterns: Vec<(LiveTaps, Vec<Term>)> = Vec::new();
+        let mut runs = Vec::new();
+        for oy in 0..g.out_h {
+            for start in (0..row_lanes).step_by(step) {
+                let n = step.min(row_lanes - start);
+                let taps = self.live_taps(oy, start / lanes, (start + n - 1) / lanes);
+                let pattern = patterns.iter().position(|(p, _)| *p == taps).unwrap_or_else(|| {
+                    patterns.push((taps, self.live_terms(taps, lanes)));
+                    patterns.len() - 1
+                });
+                runs.push((oy, start, n, pattern));
+            }
+        }
+        let blocks = patterns.iter().map(|(_, terms)| terms.len().div_ceil(K_BLOCK)).max().unwrap_or(0).max(1);
         for group in 0..g.groups {
             let group_spread = &spread[group * g.in_per_group * g.channel_positions() * lanes..];
-            for tile in 0..tiles {
-                let first = tile * ROWS;
-                let rows = ROWS.min(g.out_per_group - first);
-                let panel = &self.weights[(group * tiles + tile) * k_len * ROWS..][..k_len * ROWS];
-                let out_first = (group * g.out_per_group + first) * plane;
-                for oy in 0..g.out_h {
+            // Blocks of terms outermost, so that one run's sources stay in cache across the
+            // output channels; each target continues its sum from the previous block.
+            for block in 0..blocks {
+                for &(oy, start, n, pattern) in &runs {
+                    let terms = &patterns[pattern].1;
+                    let first_term = block * K_BLOCK;
+                    if first_term >= terms.len() && block > 0 {
+                        continue;
+                    }
+                    let terms = &terms[first_term.min(terms.len())..terms.len().min(first_term + K_BLOCK)];
                     let row_start = oy * g.stride_h * g.phases * g.columns * lanes;
-                    for start in (0..row_lanes).step_by(step) {
-                        let n = step.min(row_lanes - start);
-                        let taps = self.live_taps(oy, start / lanes, (start + n - 1) / lanes);
-                        let pattern = match patterns.iter().position(|(p, _)| *p == taps) {
-                            Some(i) => i,
-                            None => {
-                                patterns.push((taps, self.live_terms(taps, lanes)));
-                                patterns.len() - 1
-                            }
-                        };
+                    for tile in 0..tiles {
+                        let first = tile * ROWS;
+                        let rows = ROWS.min(g.out_per_group - first);
                         let tile = Tile {
-                            panel,
+                            panel: &self.weights[(group * tiles + tile) * k_len * ROWS..][..k_len * ROWS],
                             spread: &group_spread[row_start + start..],
-                            terms: &patterns[pattern].1,
-                            out: out_first + oy * row_lanes + start,
+                            terms,
+                            out: (group * g.out_per_group + first) * plane + oy * row_lanes + start,
                             out_stride: plane,
                             rows,
                             lanes: n,
+                            continued: block > 0,
                         };
                         self.run_tile(&tile, product);
-                        macs += (patterns[pattern].1.len() * rows * n) as u64;
+                        macs += (terms.len() * rows * n) as u64;
                     }
                 }
             }
@@ -272,9 +296,9 @@ impl<F: Real> BatchConv<F> {
 
     /// The `(spread offset, panel offset)` of every `k` whose tap is live, in `k` order.
     fn live_terms(&self, (rows, columns): LiveTaps, lanes: usize) -> Vec<Term> {
-        let [kh, kw] = self.geometry.kernel_size;
-        let taps = kh * kw;
-        let live = |k: &usize| rows >> (k % taps / kw) & 1 == 1 && columns >> (k % taps % kw) & 1 == 1;
+        let kw = self.geometry.kernel_size[1];
+        let tap = |k: usize| k / self.geometry.in_per_group;
+        let live = |k: &usize| rows >> (tap(*k) / kw) & 1 == 1 && columns >> (tap(*k) % kw) & 1 == 1;
         (0..self.k_positions.len())
             .filter(live)
             .map(|k| ((self.k_positions[k] * lanes) as u32, (k * ROWS) as u32))
@@ -311,6 +335,8 @@ struct Tile<'a, F> {
     out_stride: usize,
     rows: usize,
     lanes: usize,
+    /// The sums continue from the values in the product (a later block of terms).
+    continued: bool,
 }
 
 /// Reinterprets a tile of `F` as one of `T`.
@@ -336,11 +362,12 @@ unsafe fn cast_mut<F, T>(values: &mut [F]) -> &mut [T] {
 fn tile_generic<F: Real>(tile: &Tile<F>, product: &mut [F]) {
     for r in 0..tile.rows {
         for lane in 0..tile.lanes {
-            let mut sum = F::zero();
+            let at = tile.out + r * tile.out_stride + lane;
+            let mut sum = if tile.continued { product[at] } else { F::zero() };
             for &(offset, weights) in tile.terms {
                 sum = tile.panel[weights as usize + r].mul_add(tile.spread[offset as usize + lane], sum);
             }
-            product[tile.out + r * tile.out_stride + lane] = sum;
+            product[at] = sum;
         }
     }
 }
@@ -353,7 +380,7 @@ mod avx512 {
 
     macro_rules! tile_kernel {
         ($name:ident, $rows:ident, $t:ty, $vec:ty, $lanes:expr, $zero:ident, $set1:ident, $fmadd:ident,
-         $loadu:ident, $mask_storeu:ident, $mask:ty) => {
+         $loadu:ident, $mask_loadu:ident, $mask_storeu:ident, $mask:ty) => {
             /// Runs the tile with the row count dispatched to a constant.
             #[target_feature(enable = "avx512f")]
             pub(super) fn $name(tile: &Tile<$t>, product: &mut [$t]) {
@@ -388,7 +415,22 @@ mod avx512 {
             #[target_feature(enable = "avx512f")]
             #[inline]
             unsafe fn $rows<const R: usize>(tile: &Tile<$t>, product: &mut [$t]) {
+                let full = |n: usize| -> $mask {
+                    if n >= $lanes {
+                        !0
+                    } else {
+                        ((1u32 << n) - 1) as $mask
+                    }
+                };
+                let (low, high) = (full(tile.lanes), full(tile.lanes.saturating_sub($lanes)));
+                let out = product.as_mut_ptr().add(tile.out);
                 let mut acc = [[$zero(); 2]; R];
+                if tile.continued {
+                    for (r, sums) in acc.iter_mut().enumerate() {
+                        let row = out.add(r * tile.out_stride);
+                        *sums = [$mask_loadu($zero(), low, row), $mask_loadu($zero(), high, row.add($lanes))];
+                    }
+                }
                 let spread = tile.spread.as_ptr();
                 let panel = tile.panel.as_ptr();
                 for &(offset, weights) in tile.terms {
@@ -401,15 +443,6 @@ mod avx512 {
                         sums[1] = $fmadd(w, x1, sums[1]);
                     }
                 }
-                let full = |n: usize| -> $mask {
-                    if n >= $lanes {
-                        !0
-                    } else {
-                        ((1u32 << n) - 1) as $mask
-                    }
-                };
-                let (low, high) = (full(tile.lanes), full(tile.lanes.saturating_sub($lanes)));
-                let out = product.as_mut_ptr().add(tile.out);
                 for (r, sums) in acc.iter().enumerate() {
                     let row = out.add(r * tile.out_stride);
                     $mask_storeu(row, low, sums[0]);
@@ -429,6 +462,7 @@ mod avx512 {
         _mm512_set1_ps,
         _mm512_fmadd_ps,
         _mm512_loadu_ps,
+        _mm512_mask_loadu_ps,
         _mm512_mask_storeu_ps,
         __mmask16
     );
@@ -442,6 +476,7 @@ mod avx512 {
         _mm512_set1_pd,
         _mm512_fmadd_pd,
         _mm512_loadu_pd,
+        _mm512_mask_loadu_pd,
         _mm512_mask_storeu_pd,
         __mmask8
     );
@@ -514,6 +549,9 @@ mod tests {
             block([2, 11, 11], 64, 3, 2, 0, 2),
             block([3, 15, 15], 20, 7, 2, 3, 1),
             block([32, 1, 1], 30, 3, 1, 1, 1),
+            // More terms than one block.
+            block([64, 6, 6], 20, 3, 1, 1, 1),
+            scaled(block([300, 2, 3], 15, 1, 1, 0, 1)),
         ]
     }
 

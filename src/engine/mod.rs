@@ -12,7 +12,7 @@ mod tiles;
 
 use serde::{Deserialize, Serialize};
 
-use batch_conv::BatchConv;
+pub use batch_conv::BatchConv;
 use constants::OperandConstants;
 use conv_kernel::{ConvGather, ConvScratch};
 pub use counters::{ActivityCounts, Counters, KernelWork};
