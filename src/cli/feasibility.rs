@@ -18,7 +18,7 @@ use serde_json::json;
 use signgd::data::InputSource;
 use signgd::feasibility::quantize::{quantize_network, quantize_network_on_grid, GridStats, QuantizeStats};
 use signgd::feasibility::{MapOptions, Mapper, Profile, TargetReport};
-use signgd::pipeline::{fingerprint, prepare, Neuron, NoProgress, Progress, Settings};
+use signgd::pipeline::{event_rates, fingerprint, prepare, Neuron, NoProgress, Progress, Settings};
 use signgd::runner;
 use signgd::snn::{EncoderKind, Network, Schedule};
 
@@ -191,7 +191,7 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
         runner::simulate::<f32, _>(net, &config, inputs, load, threads, &|_| {}).context("simulating the SNN")
     };
     let full = if needs_rates || !widths.is_empty() { Some(simulate(network)?) } else { None };
-    let rates = full.as_ref().filter(|_| needs_rates).map(|full| spike_rates(network, full));
+    let rates = full.as_ref().filter(|_| needs_rates).map(|full| event_rates(network, full));
 
     let map_options = MapOptions { real_valued_input: args.encoder == EncoderArg::Float, rates };
     let reports: Vec<TargetReport> = {
@@ -249,25 +249,6 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
         _ => {}
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Events per neuron per step of every population over the whole simulation: spikes for signGD
-/// neurons, one value per step for relays (graded events).
-fn spike_rates(network: &Network, result: &runner::SimulationResult<f32>) -> Vec<f64> {
-    let steps = result.checkpoints.last().copied().unwrap_or(1).max(1) as f64;
-    let totals = result.counters.at_checkpoints.last();
-    network
-        .populations
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            if p.kind.is_relay() {
-                return 1.0;
-            }
-            let spikes = totals.and_then(|t| t.get(i)).map_or(0, |c| c.spikes) as f64;
-            spikes / (p.size().max(1) as f64 * steps * result.inputs.max(1) as f64)
-        })
-        .collect()
 }
 
 fn report_json(

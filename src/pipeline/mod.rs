@@ -302,6 +302,26 @@ fn warn_of_scale(prepared: &Prepared, plan: &Plan) -> Result<(), PipelineError> 
     Ok(())
 }
 
+/// Events per neuron per step of every population over a whole simulation (the spike rates a
+/// chip's event budget is checked against): spikes for signGD neurons, one value per step for
+/// relays (graded events).
+pub fn event_rates<F>(network: &Network, result: &SimulationResult<F>) -> Vec<f64> {
+    let steps = result.checkpoints.last().copied().unwrap_or(1).max(1) as f64;
+    let totals = result.counters.at_checkpoints.last();
+    network
+        .populations
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if p.kind.is_relay() {
+                return 1.0;
+            }
+            let spikes = totals.and_then(|t| t.get(i)).map_or(0, |c| c.spikes) as f64;
+            spikes / (p.size().max(1) as f64 * steps * result.inputs.max(1) as f64)
+        })
+        .collect()
+}
+
 /// Simulates one input with a recorder: the raster of `population` and, for every population
 /// with neurons, the mean |v − ANN value| per step against the converted graph's values.
 pub fn observe_input<F: Real>(
