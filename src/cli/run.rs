@@ -321,7 +321,7 @@ fn settings(args: &RunArgs) -> Result<Settings> {
         },
         threads,
     };
-    run_settings.check().map_err(flat)?;
+    run_settings.check().map_err(flat).with_context(|| format!("--timesteps `{}`", args.timesteps))?;
     for path in [&args.dump_outputs, &args.dump_ann].into_iter().flatten() {
         check_output_path(path)?;
     }
