@@ -99,3 +99,69 @@ fn run_prints_the_outcome_of_the_library_pipeline() {
     assert_eq!(outcome.data.inputs, 12);
     assert!(outcome.ann_accuracy.unwrap() > 0.5 && outcome.checkpoints[1].spikes > 0, "{outcome:?}");
 }
+
+/// Counts the inputs each phase reports done.
+#[derive(Default)]
+struct Counting(std::sync::Mutex<Vec<(signgd::pipeline::Phase, usize, usize)>>);
+
+impl Progress for Counting {
+    fn start(&self, phase: signgd::pipeline::Phase, total: usize) {
+        self.0.lock().unwrap().push((phase, total, 0));
+    }
+    fn advance(&self, phase: signgd::pipeline::Phase, done: usize) {
+        let mut phases = self.0.lock().unwrap();
+        let entry = phases.iter_mut().rev().find(|(p, _, _)| *p == phase).expect("advance after start");
+        entry.2 += done;
+    }
+}
+
+#[test]
+fn progress_counts_every_input_of_every_phase() {
+    use signgd::pipeline::Phase;
+    let plan = Plan {
+        model: ModelSpec::new(fixture("models/resnet.onnx")),
+        data: DataSpec {
+            limit: Some(5),
+            ..DataSpec::new(fixture("data/fashion-mnist-test-1000-images-idx3-ubyte.gz"))
+        },
+        calibration: Default::default(),
+        settings: Settings { checkpoints: vec![4], threads: 2, ..Settings::default() },
+    };
+    let counting = Arc::new(Counting::default());
+    let progress: Arc<dyn Progress> = counting.clone();
+    let outcome = execute::<f64>(&plan, &progress, &mut ()).unwrap();
+    // Calibrated on the first 256 inputs however few are evaluated; 5 through the ANN and the SNN.
+    let phases = counting.0.lock().unwrap().clone();
+    assert_eq!(phases, vec![(Phase::Calibration, 256, 256), (Phase::Ann, 5, 5), (Phase::Snn, 5, 5)]);
+    assert_eq!((outcome.settings.precision.as_str(), outcome.data.inputs), ("f64", 5));
+    assert!(outcome.calibration.contains("first 256 inputs"), "{}", outcome.calibration);
+}
+
+#[test]
+fn errors_name_the_file() {
+    let missing = fixture("models/no-such-model.onnx");
+    let plan = Plan {
+        model: ModelSpec::new(&missing),
+        data: DataSpec::new(fixture("data/fashion-mnist-test-1000-images-idx3-ubyte.gz")),
+        calibration: Default::default(),
+        settings: Settings::default(),
+    };
+    let progress: Arc<dyn Progress> = Arc::new(NoProgress);
+    let error = execute::<f32>(&plan, &progress, &mut ()).unwrap_err().to_string();
+    assert!(error.contains("no-such-model.onnx"), "{error}");
+    // Labels that do not match the data: both files and both counts named.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("four.npy");
+    ndarray_npy::write_npy(&data, &ndarray::Array3::<f64>::zeros((4, 28, 28))).unwrap();
+    let labels = fixture("data/fashion-mnist-test-1000-labels-idx1-ubyte.gz");
+    let plan = Plan {
+        model: ModelSpec::new(fixture("models/mlp.onnx")),
+        data: DataSpec { labels: Some(labels), ..DataSpec::new(&data) },
+        ..plan
+    };
+    let error = execute::<f32>(&plan, &progress, &mut ()).unwrap_err().to_string();
+    assert!(
+        error.contains("1000 labels") && error.contains("four.npy holds 4 inputs") && error.contains("labels-idx1"),
+        "{error}"
+    );
+}
