@@ -23,9 +23,11 @@ fn fixture(relative: &str) -> PathBuf {
 
 /// The fingerprints of the networks `run`, `bench` and `feasibility` convert from `common`.
 fn fingerprints(common: &[&str], feasibility_only: &[&str]) -> [String; 3] {
-    let run = json(&[&["run", "--timesteps", "4", "--json"][..], common].concat());
-    let bench = json(&[&["bench", "--timesteps", "4", "--json"][..], common].concat());
-    let feasibility = json(&[&["feasibility", "--target", "loihi", "--json"][..], common, feasibility_only].concat());
+    let run = json(&[&["run", "--timesteps", "4", "--json", "--fingerprint"][..], common].concat());
+    let bench = json(&[&["bench", "--timesteps", "4", "--json", "--fingerprint"][..], common].concat());
+    let feasibility = json(
+        &[&["feasibility", "--target", "loihi", "--json", "--fingerprint"][..], common, feasibility_only].concat(),
+    );
     [&run["network"]["fingerprint"], &bench["network_fingerprint"], &feasibility["network"]["fingerprint"]]
         .map(|f| f.as_str().expect("a fingerprint").to_string())
 }
@@ -61,10 +63,14 @@ fn run_bench_and_feasibility_convert_the_same_network() {
 #[test]
 fn run_and_feasibility_share_the_relu_normalisation() {
     let common = ["--model", "fixtures/models/resnet.onnx", "--limit", "2", "--threads", "1", "--relu-norm", "layer"];
-    let run = json(&[&["run", "--timesteps", "4", "--json"][..], &common[..]].concat());
-    let feasibility = json(&[&["feasibility", "--target", "speck", "--json"][..], &common[..]].concat());
-    let element =
-        json(&["run", "--model", "fixtures/models/resnet.onnx", "--limit", "2", "--timesteps", "4", "--json"]);
+    let run = json(&[&["run", "--timesteps", "4", "--json", "--fingerprint"][..], &common[..]].concat());
+    let feasibility =
+        json(&[&["feasibility", "--target", "speck", "--json", "--fingerprint"][..], &common[..]].concat());
+    let model = ["--model", "fixtures/models/resnet.onnx", "--limit", "2", "--timesteps", "4"];
+    let element = json(&[&["run", "--json", "--fingerprint"][..], &model[..]].concat());
+    // Without the flag no fingerprint is computed.
+    let plain = json(&[&["run", "--json"][..], &model[..]].concat());
+    assert!(plain["network"].get("fingerprint").is_none(), "{}", plain["network"]);
     assert_eq!(run["network"]["fingerprint"], feasibility["network"]["fingerprint"]);
     assert_ne!(run["network"]["fingerprint"], element["network"]["fingerprint"]);
 }

@@ -61,6 +61,9 @@ pub struct FeasibilityArgs {
     /// Worker threads (default: the available parallelism).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Also give the SHA-256 fingerprint of the converted network (as `signgd run --fingerprint`).
+    #[arg(long)]
+    fingerprint: bool,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -237,7 +240,13 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
     };
 
     let text = if args.json {
-        serde_json::to_string_pretty(&report_json(&args, network, &reports, &quantized))? + "\n"
+        let mut json = report_json(&args, network, &reports, &quantized);
+        if args.fingerprint {
+            json["network"]["fingerprint"] = json!(fingerprint(network));
+        }
+        serde_json::to_string_pretty(&json)? + "\n"
+    } else if args.fingerprint {
+        report_text(&args, network, &reports, &quantized) + &format!("\nfingerprint sha256 {}\n", fingerprint(network))
     } else {
         report_text(&args, network, &reports, &quantized)
     };
@@ -265,7 +274,6 @@ fn report_json(
             "populations": network.populations.len() - network.relays(),
             "neurons": network.neurons(),
             "relays": network.relays(),
-            "fingerprint": fingerprint(network),
         },
         "targets": reports,
         "relu_norm": args.relu_norm.to_possible_value().map(|v| v.get_name().to_string()),

@@ -17,8 +17,8 @@ use serde_json::json;
 use signgd::convert::ReluNorm;
 use signgd::data::InputSource;
 use signgd::pipeline::{
-    execute, observe_input, parse_timesteps, Finished, Neuron, Observer, Outcome, Phase, PipelineError, Plan,
-    Precision, Prepared, PreprocessPreset, Progress, Replay,
+    execute, fingerprint, observe_input, parse_timesteps, Finished, Neuron, Observer, Outcome, Phase, PipelineError,
+    Plan, Precision, Prepared, PreprocessPreset, Progress, Replay,
 };
 use signgd::provenance::VERSION;
 
@@ -148,6 +148,11 @@ pub struct RunArgs {
     /// population with neurons).
     #[arg(long, value_name = "NAME|INDEX", requires = "report")]
     raster_population: Option<String>,
+    /// Also give the SHA-256 fingerprint of the converted network (equal exactly when two
+    /// conversions made the same network; hashing takes time and memory in proportion to the
+    /// weights).
+    #[arg(long)]
+    pub(super) fingerprint: bool,
     /// Input (index into the data after --limit) whose raster and error traces the report shows.
     #[arg(long, value_name = "I", default_value_t = 0)]
     raster_input: usize,
@@ -501,6 +506,9 @@ impl Hooks<'_> {
             _ => None,
         };
 
+        if args.fingerprint {
+            outcome.network.fingerprint = Some(fingerprint(prepared.network()));
+        }
         let slice = prepared.data.len();
         let slice = self.settings.plan.data.shard.map(|shard| super::shard::Slice::new(shard, &prepared.range, slice));
         if let Some(slice) = &slice {
@@ -709,6 +717,9 @@ fn text(o: &Outcome) -> String {
     let n = &o.network;
     let _ =
         writeln!(out, "network      {} neuron populations, {} neurons, {} relays", n.populations, n.neurons, n.relays);
+    if let Some(fingerprint) = &n.fingerprint {
+        let _ = writeln!(out, "fingerprint  sha256 {fingerprint}");
+    }
     let _ = match o.ann_accuracy {
         Some(a) => writeln!(out, "ANN accuracy {}{}", percent(a), report::interval_text(o.ann_accuracy_ci95)),
         None => writeln!(out, "ANN accuracy -"),

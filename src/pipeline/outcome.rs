@@ -128,9 +128,10 @@ pub struct NetworkSize {
     /// Output values per input.
     pub outputs: usize,
     /// SHA-256 of every constant of the network ([`fingerprint`]): equal exactly when two
-    /// conversions made the same network.
-    #[serde(default)]
-    pub fingerprint: String,
+    /// conversions made the same network. Computed only when asked for (it serialises every
+    /// weight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 impl NetworkSize {
@@ -141,7 +142,7 @@ impl NetworkSize {
             neurons: network.neurons(),
             relays: network.relays(),
             outputs: network.output_size(),
-            fingerprint: fingerprint(network),
+            fingerprint: None,
         }
     }
 }
@@ -292,7 +293,9 @@ fn accuracy_ci95(correct: &[bool]) -> Option<Interval> {
 
 /// SHA-256 (lowercase hexadecimal) of the network's every population, operand, weight and
 /// constant, as its serialised form spells them (floats exactly, in their shortest round-trip
-/// form): two networks have the same fingerprint exactly when they are the same network.
+/// form): two networks have the same fingerprint exactly when they are the same network. It
+/// takes time and memory in proportion to the weights (each synapse block is copied as `f64`
+/// while it is hashed).
 pub fn fingerprint(network: &Network) -> String {
     /// Feeds what is written into the hash, so the serialised form is never held in memory.
     struct Hashing(Sha256);
