@@ -266,6 +266,12 @@ impl Network {
         py.import("json")?.call_method1("loads", (text,))
     }
 
+    /// SHA-256 of every weight and constant of the network, as `signgd run --fingerprint` gives
+    /// it: equal exactly when two conversions made the same network.
+    fn fingerprint(&self, py: Python<'_>) -> String {
+        py.detach(|| pipeline::fingerprint(&self.network))
+    }
+
     /// Elements of one input (without the batch axis).
     #[getter]
     fn input_shape(&self) -> Vec<usize> {

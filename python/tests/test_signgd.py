@@ -111,7 +111,11 @@ def test_report_writes_the_command_lines_report(tmp_path):
     outcome = net.report(tmp_path / "py", x[:40], labels=y[:40], timesteps=[8, 32], threads=2)
     for name in ["report.json", "report.md", "report.html", "accuracy.csv", "populations.csv"]:
         assert (tmp_path / "py" / name).is_file(), name
-    # Counters, energy and accuracy per population and checkpoint: the same table, byte for byte.
+    # The same network, and the same counters, energy and accuracy per population and checkpoint.
+    fingerprint = command_json("run", "--model", str(model), "--data", str(IMAGES), "--limit", "2",
+                               "--timesteps", "4", "--json", "--fingerprint")["network"]["fingerprint"]
+    assert net.fingerprint() == fingerprint
+    assert signgd.convert(model, calibration=x[256:512]).fingerprint() != fingerprint
     assert (tmp_path / "py" / "populations.csv").read_bytes() == (cli / "populations.csv").read_bytes()
     expected = json.loads((cli / "report.json").read_text())
     written = json.loads((tmp_path / "py" / "report.json").read_text())
