@@ -10,6 +10,7 @@ pub mod engine;
 pub mod feasibility;
 pub mod memory;
 pub mod model;
+pub mod pipeline;
 pub mod provenance;
 pub mod real;
 pub mod report;

@@ -1,7 +1,7 @@
 """Type stubs of the compiled module (re-exported by `signgd`)."""
 
 from os import PathLike
-from typing import Any, Dict, List, Literal, Optional, TypedDict, Union
+from typing import Any, Dict, List, Literal, Optional, Sequence, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,7 @@ class Network:
     @property
     def notes(self) -> List[str]: ...
     def summary(self) -> Dict[str, Any]: ...
+    def fingerprint(self) -> str: ...
     def simulate(
         self,
         x: npt.NDArray[np.float64],
@@ -34,6 +35,26 @@ class Network:
         threads: int = 1,
         precision: Literal["f32", "f64"] = "f32",
     ) -> Simulation: ...
+    def report(
+        self,
+        dir: Union[str, "PathLike[str]"],
+        x: npt.NDArray[np.float64],
+        labels: Optional[Sequence[int]] = None,
+        *,
+        timesteps: List[int] = [32, 64, 128, 256],
+        threads: int = 1,
+        precision: Literal["f32", "f64"] = "f32",
+        energy_model: str = "45nm-fp32",
+        force: bool = False,
+    ) -> Dict[str, Any]: ...
+    def feasibility(
+        self,
+        target: str = "all",
+        x: Optional[npt.NDArray[np.float64]] = None,
+        *,
+        encoder: Literal["float", "spike"] = "float",
+        threads: int = 1,
+    ) -> List[Dict[str, Any]]: ...
 
 def convert(
     onnx_path: Union[str, "PathLike[str]"],

@@ -15,11 +15,16 @@ use pyo3::types::PyDict;
 use signgd::convert::{convert as convert_graph, CalibrationSet, ConvertOptions, ReluNorm};
 use signgd::data::{fit_shape, Dataset, InputSource};
 use signgd::engine::{ActivityCounts, Counters, SimConfig};
-use signgd::model::{read_onnx, ModelError};
+use signgd::feasibility::{MapOptions, Mapper, Profile};
+use signgd::model::{read_onnx, Graph, ModelError};
+use signgd::pipeline::{self, DataSummary, Outcome, Results, Settings};
+use signgd::provenance::{digest, VERSION};
 use signgd::real::Real;
+use signgd::report::{self, ReportData};
 use signgd::runner::{self, RunError};
 use signgd::snn::summary::NetworkSummary;
-use signgd::snn::GeluTarget;
+use signgd::snn::{EncoderKind, GeluTarget};
+use signgd::stats::energy::{Conventions, EnergyModel, DEFAULT_PRESET};
 
 create_exception!(
     _signgd,
@@ -64,6 +69,15 @@ struct Network {
     network: signgd::snn::Network,
     sample_shape: Vec<usize>,
     notes: Vec<String>,
+    /// The model as read: the ANN a report compares against.
+    graph: Graph,
+    /// The graph after the conversion passes (the values a report's error traces follow).
+    converted: Graph,
+    onnx_path: PathBuf,
+    /// Calibration inputs given to `convert`.
+    calibration_inputs: usize,
+    gelu: GeluTarget,
+    relu_norm: ReluNorm,
 }
 
 /// Reads the ONNX model at `onnx_path` and converts it into a spiking network.
@@ -102,11 +116,22 @@ fn convert(
         Some(x) => CalibrationSet::new(Arc::new(samples(&x, &sample_shape, "calibration")?)),
         None => CalibrationSet::default(),
     };
+    let calibration_inputs = calibration.len();
     let options = ConvertOptions { gelu, calibration, threads: threads.max(1), progress: None, relu_norm };
     let conversion = py
         .detach(|| convert_graph(&graph, &options))
         .map_err(|e| SigngdError::new_err(format!("cannot convert {}: {e}", onnx_path.display())))?;
-    Ok(Network { network: conversion.network, sample_shape, notes: conversion.notes })
+    Ok(Network {
+        network: conversion.network,
+        sample_shape,
+        notes: conversion.notes,
+        graph,
+        converted: conversion.graph,
+        onnx_path,
+        calibration_inputs,
+        gelu,
+        relu_norm,
+    })
 }
 
 #[pymethods]
@@ -141,6 +166,110 @@ impl Network {
             "f64" => self.simulate_in::<f64>(py, &data, &config, threads),
             other => Err(PyValueError::new_err(format!("precision={other:?}: give \"f32\" or \"f64\""))),
         }
+    }
+
+    /// Evaluates the ANN and simulates the SNN on every sample of `x` (float64, `[N, ...]`) and
+    /// writes the report directory `signgd run --report` writes (report.json, populations.csv,
+    /// accuracy.csv, report.md, report.html; atomically, replacing an earlier report only with
+    /// `force`). `labels` (integers, one per sample) give the accuracies. Returns the run's
+    /// outcome, as `signgd run --json` prints it.
+    #[pyo3(signature = (dir, x, labels=None, *, timesteps=vec![32, 64, 128, 256], threads=1, precision="f32", energy_model=DEFAULT_PRESET, force=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn report<'py>(
+        &self,
+        py: Python<'py>,
+        dir: PathBuf,
+        x: PyReadonlyArrayDyn<'py, f64>,
+        labels: Option<Vec<i64>>,
+        timesteps: Vec<usize>,
+        threads: usize,
+        precision: &str,
+        energy_model: &str,
+        force: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut checkpoints = timesteps.clone();
+        checkpoints.sort_unstable();
+        checkpoints.dedup();
+        let settings = Settings {
+            checkpoints,
+            gelu: self.gelu,
+            relu_norm: self.relu_norm,
+            threads: threads.max(1),
+            ..Settings::default()
+        };
+        settings.check().map_err(|e| PyValueError::new_err(format!("timesteps={timesteps:?}: {e}")))?;
+        report::check_target(&dir, force).map_err(|e| signgd_error(format!("{e:#}")))?;
+        let energy = EnergyModel::load(energy_model).map_err(|e| signgd_error(format!("energy_model: {e}")))?;
+        let data = samples(&x, &self.sample_shape, "x")?;
+        let labels = match labels {
+            None => None,
+            Some(labels) => Some(self.checked_labels(&labels, data.samples)?),
+        };
+        let outcome = match precision {
+            "f32" => self.report_in::<f32>(py, &dir, &data, labels.as_deref(), &settings, energy, force),
+            "f64" => self.report_in::<f64>(py, &dir, &data, labels.as_deref(), &settings, energy, force),
+            other => Err(PyValueError::new_err(format!("precision={other:?}: give \"f32\" or \"f64\""))),
+        }?;
+        let text = serde_json::to_string(&outcome).map_err(signgd_error)?;
+        py.import("json")?.call_method1("loads", (text,))
+    }
+
+    /// Places the network on the cores of `target` (`loihi`, `loihi2`, `truenorth`,
+    /// `spinnaker`, `spinnaker2`, `speck`, or `all`) as `signgd feasibility` does and returns one
+    /// report per chip: cores and chips used, per-population placement, the limits no split
+    /// cures and the method's needs each chip meets or not. Chips with an event budget per core
+    /// are checked against spike rates simulated on `x` (float64, `[N, ...]`) when given.
+    #[pyo3(signature = (target="all", x=None, *, encoder="float", threads=1))]
+    fn feasibility<'py>(
+        &self,
+        py: Python<'py>,
+        target: &str,
+        x: Option<PyReadonlyArrayDyn<'py, f64>>,
+        encoder: &str,
+        threads: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let encoder = match encoder {
+            "float" => EncoderKind::Float,
+            "spike" => EncoderKind::Spike,
+            other => return Err(PyValueError::new_err(format!("encoder={other:?}: give \"float\" or \"spike\""))),
+        };
+        let profiles = if target.eq_ignore_ascii_case("all") {
+            Profile::all_bundled()
+        } else {
+            Profile::bundled(target).map(|p| vec![p])
+        }
+        .map_err(signgd_error)?;
+        let needs_rates = profiles.iter().any(|p| p.synaptic_events_per_ms_per_core.is_some());
+        let rates = match x {
+            Some(x) if needs_rates => {
+                let data = samples(&x, &self.sample_shape, "x")?;
+                let config = SimConfig { encoder, ..SimConfig::reference(vec![32, 64, 128, 256]) };
+                let load = |i: usize, buffer: &mut [f32]| {
+                    let mut values = vec![0.0; buffer.len()];
+                    data.read(i, &mut values)?;
+                    buffer.iter_mut().zip(values).for_each(|(b, v)| *b = v as f32);
+                    Ok(())
+                };
+                let result = py
+                    .detach(|| {
+                        runner::simulate::<f32, _>(&self.network, &config, data.samples, load, threads.max(1), &|_| {})
+                    })
+                    .map_err(|e: RunError| signgd_error(e))?;
+                Some(pipeline::event_rates(&self.network, &result))
+            }
+            _ => None,
+        };
+        let options = MapOptions { real_valued_input: encoder == EncoderKind::Float, rates };
+        let mapper = Mapper::new(&self.network);
+        let reports: Vec<_> = profiles.iter().map(|p| mapper.map(p, &options)).collect();
+        let text = serde_json::to_string(&reports).map_err(signgd_error)?;
+        py.import("json")?.call_method1("loads", (text,))
+    }
+
+    /// SHA-256 of every weight and constant of the network, as `signgd run --fingerprint` gives
+    /// it: equal exactly when two conversions made the same network.
+    fn fingerprint(&self, py: Python<'_>) -> String {
+        py.detach(|| pipeline::fingerprint(&self.network))
     }
 
     /// Elements of one input (without the batch axis).
@@ -180,6 +309,111 @@ impl Network {
 }
 
 impl Network {
+    /// `labels` as classes, one per sample, each a class of the model.
+    fn checked_labels(&self, labels: &[i64], samples: usize) -> PyResult<Vec<usize>> {
+        if labels.len() != samples {
+            return Err(PyValueError::new_err(format!(
+                "labels: {} labels for {samples} samples; give one label per sample",
+                labels.len()
+            )));
+        }
+        let classes = self.network.output_size();
+        labels
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| {
+                usize::try_from(l).ok().filter(|&c| c < classes).ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "labels: label {l} at index {i} is not a class of the model, which has {classes} outputs"
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Evaluates, simulates, assembles the outcome and writes the report directory.
+    #[allow(clippy::too_many_arguments)]
+    fn report_in<F: Real>(
+        &self,
+        py: Python<'_>,
+        dir: &Path,
+        data: &Dataset,
+        labels: Option<&[usize]>,
+        settings: &Settings,
+        energy: EnergyModel,
+        force: bool,
+    ) -> PyResult<Outcome> {
+        let load = |i: usize, buffer: &mut [F]| {
+            let mut values = vec![0.0; buffer.len()];
+            data.read(i, &mut values)?;
+            buffer.iter_mut().zip(values).for_each(|(b, v)| *b = F::of(v));
+            Ok(())
+        };
+        let config = settings.sim_config();
+        let threads = settings.threads;
+        let (ann, result, times) = py
+            .detach(|| {
+                let started = std::time::Instant::now();
+                let ann = runner::evaluate_ann::<F, _>(&self.graph, data.samples, load, threads, &|_| {})?;
+                let ann_time = started.elapsed();
+                let started = std::time::Instant::now();
+                let result = runner::simulate::<F, _>(&self.network, &config, data.samples, load, threads, &|_| {})?;
+                Ok::<_, RunError>((ann, result, [std::time::Duration::ZERO, ann_time, started.elapsed()]))
+            })
+            .map_err(signgd_error)?;
+        let model = digest(&self.onnx_path)
+            .map_err(|e| signgd_error(format!("cannot read {}: {e}", self.onnx_path.display())))?;
+        let provenance = serde_json::json!({ "signgd_version": VERSION, "files": { "model": model } });
+        let mut outcome = Outcome::assemble(Results {
+            model: &self.onnx_path,
+            provenance,
+            data: DataSummary {
+                path: "numpy array".into(),
+                inputs: data.samples,
+                input_shape: self.network.input_shape.clone(),
+                scaled_from_u8: false,
+                labels: labels.map(|_| "numpy array".into()),
+                classes: None,
+                preprocess: None,
+            },
+            calibration: format!("{} inputs given to convert()", self.calibration_inputs),
+            settings,
+            network: &self.network,
+            notes: &self.notes,
+            labels,
+            ann: &ann,
+            result: &result,
+            times,
+        });
+        // The first input up close: the raster of the first population with neurons.
+        let observation = match self.network.populations.iter().position(|p| !p.kind.is_relay()) {
+            Some(population) if data.samples > 0 => {
+                let input: Vec<F> = data.sample(0).iter().map(|&v| F::of(v)).collect();
+                Some(
+                    pipeline::observe_input::<F>(&self.network, &self.converted, &config, population, 0, &input)
+                        .map_err(signgd_error)?,
+                )
+            }
+            _ => None,
+        };
+        let report = ReportData::build(report::Sources {
+            run: outcome.to_json(),
+            network: &self.network,
+            counters: &result.counters,
+            checkpoints: &result.checkpoints,
+            inputs: data.samples as u64,
+            ann_graph: &self.graph,
+            accuracy: outcome.accuracy(),
+            energy_model: energy,
+            conventions: Conventions::default(),
+            observation,
+        });
+        let files = report.render().map_err(|e| signgd_error(format!("{e:#}")))?;
+        report::write_dir(dir, &files, force).map_err(|e| signgd_error(format!("{e:#}")))?;
+        outcome.report = Some(dir.display().to_string());
+        Ok(outcome)
+    }
+
     fn simulate_in<'py, F: Real + Element>(
         &self,
         py: Python<'py>,

@@ -2,17 +2,19 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
 use clap::Args;
-use ndarray::{ArrayD, IxDyn};
-use signgd::convert::{convert, ConvertOptions};
-use signgd::data::{read_inputs, LoadLimits};
-use signgd::engine::SimConfig;
+use signgd::data::{fit_shape, open_inputs, InputSource, LoadLimits};
 use signgd::engine::Simulator;
-use signgd::model::{read_onnx, Evaluator, Graph};
+use signgd::model::reader::read_onnx_with_limits;
+use signgd::model::{Evaluator, Graph};
+use signgd::pipeline::{fingerprint, prepare, NoProgress, Progress, Settings};
 use signgd::runner::{evaluate_ann_prepared, simulate_prepared};
+
+use super::plan::{Labels, Sources};
 
 /// Options of `signgd bench`.
 #[derive(Args)]
@@ -36,6 +38,9 @@ pub struct BenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Also give the SHA-256 fingerprint of the converted network (as `signgd run --fingerprint`).
+    #[arg(long)]
+    fingerprint: bool,
     /// Time only the ANN (no conversion, no simulation).
     #[arg(long)]
     ann_only: bool,
@@ -48,23 +53,21 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     ensure!(threads > 0, "--threads must be at least 1");
     ensure!(args.limit > 0, "--limit must be at least 1");
     ensure!(args.timesteps > 0, "--timesteps must be at least 1");
-    let model = match &args.model {
-        Some(path) => path.clone(),
-        None => super::bundled("fixtures/models/convnext.onnx", "--model FILE.onnx")?,
-    };
-    let data_path = match &args.data {
-        Some(path) => path.clone(),
-        None => super::bundled("fixtures/data/fashion-mnist-test-1000-images-idx3-ubyte.gz", "--data FILE")?,
-    };
-    let graph = read_onnx(&model, None).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let input_shape = graph.values[graph.input].shape.clone();
-    let data = read_inputs(&data_path, LoadLimits { max_samples: Some(args.limit), ..LoadLimits::default() })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let model_shape = &input_shape[1..];
-    data.fit_to(model_shape, &data_path)?;
-    let inputs64: Vec<Vec<f64>> = (0..data.samples).map(|i| data.sample(i).to_vec()).collect();
+    let plan = Sources {
+        model: args.model.as_deref(),
+        data: args.data.as_deref(),
+        limit: Some(args.limit),
+        ..Sources::default()
+    }
+    .plan(Labels::Unused, Settings { checkpoints: vec![args.timesteps], threads, ..Settings::default() })?;
+    let model = plan.model.path.clone();
     if args.ann_only {
-        let inputs: Vec<Vec<f32>> = inputs64.iter().map(|x| x.iter().map(|&v| v as f32).collect()).collect();
+        let graph = read_onnx_with_limits(&model, None, plan.model.limits).map_err(flat)?;
+        let sample_shape = graph.values[graph.input].shape.get(1..).unwrap_or(&[]).to_vec();
+        let data = open_inputs(&plan.data.path, LoadLimits { max_samples: Some(args.limit), ..LoadLimits::default() })
+            .map_err(flat)?;
+        fit_shape(data.shape(), &sample_shape, &plan.data.path).map_err(flat)?;
+        let inputs = read_f32(&*data)?;
         let ann_images_per_s = inputs.len() as f64 / ann_seconds(&graph, &inputs, threads)?;
         if args.json {
             let report = serde_json::json!({
@@ -82,24 +85,15 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    // Calibrated as `run` calibrates without --calibration (the first inputs of the data, however
-    // few are timed), so both time the same network.
-    let calibration_set = read_inputs(
-        &data_path,
-        LoadLimits { max_samples: Some(super::run::CALIBRATION_FROM_DATA), ..LoadLimits::default() },
-    )
-    .and_then(|d| d.into_fitted(model_shape, &data_path))
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let calibration: Vec<ArrayD<f64>> = (0..calibration_set.samples)
-        .map(|i| ArrayD::from_shape_vec(IxDyn(&input_shape), calibration_set.sample(i).to_vec()))
-        .collect::<Result<_, _>>()?;
-    let conversion =
-        convert(&graph, &ConvertOptions { calibration: calibration.into(), threads, ..ConvertOptions::default() })?;
-    let network = &conversion.network;
-    let inputs: Vec<Vec<f32>> = inputs64.iter().map(|x| x.iter().map(|&v| v as f32).collect()).collect();
+    // Converted as `run` converts (the same plan: calibrated on the first inputs of the data,
+    // however few are timed), so both time the same network.
+    let no_progress: Arc<dyn Progress> = Arc::new(NoProgress);
+    let prepared = prepare(&plan, &no_progress).map_err(flat)?;
+    let (graph, network) = (&prepared.graph, prepared.network());
+    let inputs = read_f32(&*prepared.data)?;
 
     let start = Instant::now();
-    let simulator = Simulator::<f32>::new(network, &SimConfig::reference(vec![args.timesteps]))?;
+    let simulator = Simulator::<f32>::new(network, &plan.settings.sim_config())?;
     let prepare_seconds = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let load = |i: usize, buffer: &mut [f32]| {
@@ -108,7 +102,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     };
     let result = simulate_prepared(&simulator, inputs.len(), load, threads, &|_| {})?;
     let snn_seconds = start.elapsed().as_secs_f64();
-    let ann_seconds = ann_seconds(&graph, &inputs, threads)?;
+    let ann_seconds = ann_seconds(graph, &inputs, threads)?;
 
     let totals = result.counters.at_checkpoints.last().cloned().unwrap_or_default();
     let events: u64 = totals.iter().map(|c| c.synaptic_events).sum();
@@ -125,7 +119,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         "timesteps": args.timesteps,
         "threads": threads,
         "precision": "f32",
-        "calibration_inputs": calibration_set.samples,
+        "calibration_inputs": prepared.calibration.len(),
         "neurons": network.neurons(),
         "synaptic_events": events,
         "snn_images_per_s": images / snn_seconds,
@@ -143,6 +137,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         "ann_images_per_s": images / ann_seconds,
         "peak_memory_bytes": peak_bytes,
     });
+    let mut report = report;
+    if args.fingerprint {
+        report["network_fingerprint"] = serde_json::json!(fingerprint(network));
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -182,6 +180,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             ),
             None => println!("peak memory      unknown on this system"),
         }
+        if let Some(fingerprint) = report["network_fingerprint"].as_str() {
+            println!("fingerprint      sha256 {fingerprint}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -217,4 +218,20 @@ fn peak_memory_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Every input of `source`, in single precision.
+fn read_f32(source: &dyn InputSource) -> Result<Vec<Vec<f32>>> {
+    let mut values = vec![0.0; source.shape().iter().product()];
+    (0..source.len())
+        .map(|i| {
+            source.read(i, &mut values).map_err(flat)?;
+            Ok(values.iter().map(|&v| v as f32).collect())
+        })
+        .collect()
+}
+
+/// An error whose message already includes its sources, as one line.
+fn flat(error: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{error}")
 }

@@ -7,26 +7,21 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
 
+use super::plan::{Labels, Sources};
 use super::run::ReluNormArg;
-use ndarray::{ArrayD, IxDyn};
 use serde_json::json;
-use signgd::convert::{convert, ConvertOptions};
-use signgd::data::{read_inputs, read_labels, LoadLimits};
-use signgd::engine::SimConfig;
+use signgd::data::InputSource;
 use signgd::feasibility::quantize::{quantize_network, quantize_network_on_grid, GridStats, QuantizeStats};
 use signgd::feasibility::{MapOptions, Mapper, Profile, TargetReport};
-use signgd::model::read_onnx;
+use signgd::pipeline::{event_rates, fingerprint, prepare, Neuron, NoProgress, Progress, Settings};
 use signgd::runner;
-use signgd::snn::{EncoderKind, Network};
+use signgd::snn::{EncoderKind, Network, Schedule};
 
-const DEFAULT_DATA: &str = "fixtures/data/fashion-mnist-test-1000-images-idx3-ubyte.gz";
-const DEFAULT_LABELS: &str = "fixtures/data/fashion-mnist-test-1000-labels-idx1-ubyte.gz";
-/// Inputs of --data used for ReLU normalisation, as `signgd run` does.
-const CALIBRATION_FROM_DATA: usize = 256;
 const CHECKPOINTS: [usize; 4] = [32, 64, 128, 256];
 /// Inputs simulated for the spike rates when no --weight-bits simulation gives them.
 const RATE_INPUTS: usize = 16;
@@ -66,6 +61,9 @@ pub struct FeasibilityArgs {
     /// Worker threads (default: the available parallelism).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Also give the SHA-256 fingerprint of the converted network (as `signgd run --fingerprint`).
+    #[arg(long)]
+    fingerprint: bool,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -135,36 +133,33 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
         None => vec![Profile::bundled(&args.target)?],
     };
 
-    // Model, data, conversion.
-    let graph = read_onnx(&args.model, None).map_err(flat)?;
-    let full_shape = graph.values[graph.input].shape.clone();
-    let sample_shape = full_shape.get(1..).unwrap_or(&[]).to_vec();
-    let output_size: usize = graph.values[graph.output].shape.iter().product();
-    let data_defaulted = args.data.is_none();
-    let data_path = match &args.data {
-        Some(path) => path.clone(),
-        None => super::bundled(DEFAULT_DATA, "--data FILE")?,
+    // Model, data, conversion: the plan `run` makes of the same arguments. The inputs simulated:
+    // --limit for quantisation, a few for the rates alone.
+    let inputs_wanted = if args.weight_bits.is_some() { args.limit } else { args.limit.min(RATE_INPUTS) };
+    let encoder = match args.encoder {
+        EncoderArg::Float => EncoderKind::Float,
+        EncoderArg::Spike => EncoderKind::Spike,
     };
-    let labels_path = match &args.labels {
-        Some(path) => Some(path.clone()),
-        None if data_defaulted => Some(super::bundled(DEFAULT_LABELS, "--labels FILE")?),
-        None => None,
-    };
-    let wanted = if args.weight_bits.is_some() { args.limit.max(CALIBRATION_FROM_DATA) } else { CALIBRATION_FROM_DATA };
-    let limits = LoadLimits { max_samples: Some(wanted), ..LoadLimits::default() };
-    let data = read_inputs(&data_path, limits).and_then(|d| d.into_fitted(&sample_shape, &data_path)).map_err(flat)?;
-    ensure!(data.samples > 0, "{}: the data set holds no samples", data_path.display());
-    let calibration = (0..data.samples.min(CALIBRATION_FROM_DATA))
-        .map(|i| ArrayD::from_shape_vec(IxDyn(&full_shape), data.sample(i).to_vec()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let options = ConvertOptions {
-        calibration: calibration.into(),
-        threads,
+    let settings = Settings {
+        checkpoints: CHECKPOINTS.to_vec(),
+        neuron: Neuron::SignGd { schedule: Schedule::default(), schedule_text: "exp:0.15:0.95".into(), encoder },
         relu_norm: args.relu_norm.into(),
-        ..ConvertOptions::default()
+        threads,
+        ..Settings::default()
     };
-    let conversion = convert(&graph, &options).with_context(|| format!("cannot convert {}", args.model.display()))?;
-    let network = conversion.network;
+    let sources = Sources {
+        model: Some(&args.model),
+        data: args.data.as_deref(),
+        labels: args.labels.as_deref(),
+        limit: Some(inputs_wanted),
+        ..Sources::default()
+    };
+    let labels_wanted = if args.weight_bits.is_some() { Labels::Wanted } else { Labels::Unused };
+    let plan = sources.plan(labels_wanted, settings)?;
+    let no_progress: Arc<dyn Progress> = Arc::new(NoProgress);
+    let prepared = prepare(&plan, &no_progress).map_err(flat)?;
+    let (graph, network) = (&prepared.graph, prepared.network());
+    let output_size = prepared.output_size();
 
     // (bits, targets) to simulate: one explicit width, or each distinct width of the targets.
     // (weight bits, state bits, targets) to simulate: one explicit width, or each distinct pair
@@ -185,57 +180,34 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
         }
     };
     let needs_rates = profiles.iter().any(|p| p.synaptic_events_per_ms_per_core.is_some());
-    // Inputs simulated: --limit for quantisation, a few for the rates alone.
-    let inputs =
-        if widths.is_empty() { data.samples.min(args.limit).min(RATE_INPUTS) } else { data.samples.min(args.limit) };
+    let inputs = prepared.samples();
     let load = |i: usize, buffer: &mut [f32]| {
-        for (b, &v) in buffer.iter_mut().zip(data.sample(i)) {
+        let mut values = vec![0.0; buffer.len()];
+        prepared.data.read(i, &mut values)?;
+        for (b, v) in buffer.iter_mut().zip(values) {
             *b = v as f32;
         }
         Ok(())
     };
-    let encoder = match args.encoder {
-        EncoderArg::Float => EncoderKind::Float,
-        EncoderArg::Spike => EncoderKind::Spike,
-    };
-    let config = SimConfig { encoder, ..SimConfig::reference(CHECKPOINTS.to_vec()) };
+    let config = plan.settings.sim_config();
     let simulate = |net: &Network| {
         runner::simulate::<f32, _>(net, &config, inputs, load, threads, &|_| {}).context("simulating the SNN")
     };
-    let full = if needs_rates || !widths.is_empty() { Some(simulate(&network)?) } else { None };
-    let rates = full.as_ref().filter(|_| needs_rates).map(|full| spike_rates(&network, full));
+    let full = if needs_rates || !widths.is_empty() { Some(simulate(network)?) } else { None };
+    let rates = full.as_ref().filter(|_| needs_rates).map(|full| event_rates(network, full));
 
     let map_options = MapOptions { real_valued_input: args.encoder == EncoderArg::Float, rates };
     let reports: Vec<TargetReport> = {
-        let mapper = Mapper::new(&network);
+        let mapper = Mapper::new(network);
         profiles.iter().map(|p| mapper.map(p, &map_options)).collect()
     };
 
     let quantized: Vec<Quantized> = match (&full, widths.is_empty()) {
         (Some(full), false) => {
-            let labels = match &labels_path {
-                Some(path) => {
-                    let l = read_labels(path, LoadLimits { max_samples: Some(inputs), ..LoadLimits::default() })
-                        .map_err(flat)?;
-                    ensure!(
-                        l.len() == inputs,
-                        "{} holds {} labels for {inputs} inputs; give one label per input",
-                        path.display(),
-                        l.len()
-                    );
-                    if let Some((i, &bad)) = l.iter().enumerate().find(|(_, &c)| c >= output_size) {
-                        bail!(
-                            "{}: label {bad} at index {i} is not a class of the model ({output_size} outputs)",
-                            path.display()
-                        );
-                    }
-                    Some(l)
-                }
-                None => None,
-            };
+            let labels = &prepared.labels;
             let ann = match &labels {
                 Some(l) => {
-                    let outputs = runner::evaluate_ann::<f32, _>(&graph, inputs, load, threads, &|_| {})
+                    let outputs = runner::evaluate_ann::<f32, _>(graph, inputs, load, threads, &|_| {})
                         .context("evaluating the ANN")?;
                     Some(runner::accuracy(&outputs, output_size, l))
                 }
@@ -244,10 +216,10 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
             let mut quantized = Vec::new();
             for (bits, state_bits, targets) in widths {
                 let (q_network, stats, grid) = if targets.is_empty() {
-                    let (q, stats) = quantize_network(&network, bits);
+                    let (q, stats) = quantize_network(network, bits);
                     (q, Some(stats), None)
                 } else {
-                    let (q, grid) = quantize_network_on_grid(&network, bits, state_bits);
+                    let (q, grid) = quantize_network_on_grid(network, bits, state_bits);
                     (q, None, Some(grid))
                 };
                 let quant = simulate(&q_network)?;
@@ -268,9 +240,15 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
     };
 
     let text = if args.json {
-        serde_json::to_string_pretty(&report_json(&args, &network, &reports, &quantized))? + "\n"
+        let mut json = report_json(&args, network, &reports, &quantized);
+        if args.fingerprint {
+            json["network"]["fingerprint"] = json!(fingerprint(network));
+        }
+        serde_json::to_string_pretty(&json)? + "\n"
+    } else if args.fingerprint {
+        report_text(&args, network, &reports, &quantized) + &format!("\nfingerprint sha256 {}\n", fingerprint(network))
     } else {
-        report_text(&args, &network, &reports, &quantized)
+        report_text(&args, network, &reports, &quantized)
     };
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
@@ -280,25 +258,6 @@ pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
         _ => {}
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Events per neuron per step of every population over the whole simulation: spikes for signGD
-/// neurons, one value per step for relays (graded events).
-fn spike_rates(network: &Network, result: &runner::SimulationResult<f32>) -> Vec<f64> {
-    let steps = result.checkpoints.last().copied().unwrap_or(1).max(1) as f64;
-    let totals = result.counters.at_checkpoints.last();
-    network
-        .populations
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            if p.kind.is_relay() {
-                return 1.0;
-            }
-            let spikes = totals.and_then(|t| t.get(i)).map_or(0, |c| c.spikes) as f64;
-            spikes / (p.size().max(1) as f64 * steps * result.inputs.max(1) as f64)
-        })
-        .collect()
 }
 
 fn report_json(

@@ -155,11 +155,6 @@ impl Plan {
         self.shards.iter().map(|(dir, _)| dir.display().to_string()).collect()
     }
 
-    /// `3 shards: a, b, c`.
-    pub fn describe(&self) -> String {
-        format!("{} shards: {}", self.shards.len(), self.directories().join(", "))
-    }
-
     /// Refuses a merge whose model, data, labels or calibration files are not the shards'.
     pub fn check_provenance(&self, provenance: &serde_json::Value) -> Result<()> {
         let (dir, first) = &self.shards[0];

@@ -5,6 +5,7 @@ mod feasibility;
 mod inspect;
 mod merge;
 mod ops;
+mod plan;
 mod report;
 mod run;
 mod shard;
