@@ -256,6 +256,7 @@ impl<F: Real> BatchConv<F> {
                         continue;
                     }
                     let terms = &terms[first_term.min(terms.len())..terms.len().min(first_term + K_BLOCK)];
+                    let reach = reach(terms);
                     let row_start = oy * g.stride_h * g.phases * g.columns * lanes;
                     for tile in 0..tiles {
                         let first = tile * ROWS;
@@ -264,6 +265,7 @@ impl<F: Real> BatchConv<F> {
                             panel: &self.weights[(group * tiles + tile) * k_len * ROWS..][..k_len * ROWS],
                             spread: &group_spread[row_start + start..],
                             terms,
+                            reach,
                             out: (group * g.out_per_group + first) * plane + oy * row_lanes + start,
                             out_stride: plane,
                             rows,
@@ -329,6 +331,8 @@ struct Tile<'a, F> {
     spread: &'a [F],
     /// `(spread offset, panel offset)` of each term, in summation order.
     terms: &'a [Term],
+    /// Bounds of the terms: past the largest spread offset and the largest panel offset.
+    reach: Term,
     /// Index in the product of the tile's first row and lane.
     out: usize,
     /// Distance in the product between consecutive output channels.
@@ -337,6 +341,11 @@ struct Tile<'a, F> {
     lanes: usize,
     /// The sums continue from the values in the product (a later block of terms).
     continued: bool,
+}
+
+/// The largest spread offset and panel offset of `terms`.
+fn reach(terms: &[Term]) -> Term {
+    terms.iter().fold((0, 0), |(o, w), &(offset, weights)| (o.max(offset), w.max(weights)))
 }
 
 /// Reinterprets a tile of `F` as one of `T`.
@@ -376,7 +385,7 @@ fn tile_generic<F: Real>(tile: &Tile<F>, product: &mut [F]) {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Tile, ROWS};
+    use super::{reach, Tile, ROWS};
 
     macro_rules! tile_kernel {
         ($name:ident, $rows:ident, $t:ty, $vec:ty, $lanes:expr, $zero:ident, $set1:ident, $fmadd:ident,
@@ -386,10 +395,9 @@ mod avx512 {
             pub(super) fn $name(tile: &Tile<$t>, product: &mut [$t]) {
                 let end = tile.out + (tile.rows - 1) * tile.out_stride + tile.lanes;
                 assert!(end <= product.len(), "tile past the end of the product");
-                let last = tile.terms.iter().map(|&(o, _)| o as usize + 2 * $lanes).max().unwrap_or(0);
-                assert!(last <= tile.spread.len(), "tile past the end of the spread layout");
-                let weights = tile.terms.iter().map(|&(_, w)| w as usize + ROWS).max().unwrap_or(0);
-                assert!(weights <= tile.panel.len(), "tile past the end of the weights");
+                debug_assert_eq!(tile.reach, reach(tile.terms));
+                assert!(tile.reach.0 as usize + 2 * $lanes <= tile.spread.len(), "tile past the spread layout");
+                assert!(tile.reach.1 as usize + ROWS <= tile.panel.len(), "tile past the end of the weights");
                 // SAFETY: the bounds were checked above.
                 unsafe {
                     match tile.rows {

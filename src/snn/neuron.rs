@@ -168,7 +168,7 @@ impl NeuronKind {
     }
 
     /// The spike function Φ(v, x): `true` means the neuron emits 1 (its estimate moves down).
-    #[inline]
+    #[inline(always)]
     pub fn fires<F: Real>(self, v: F, x1: F, x2: F) -> bool {
         match self {
             NeuronKind::Relu => v >= x1.max(F::zero()),

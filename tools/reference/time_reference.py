@@ -61,8 +61,8 @@ REQUIRED = ("torch", "torchvision", "spikingjelly", "loguru", "munch", "tqdm", "
 #        reference batch, reference steps timed, signgd inputs, signgd timesteps)
 CASES = {
     "resnet18_cifar": ("resnet18", {"num_classes": 10}, 32, 64, 64, 64, 64),
-    "resnet18": ("resnet18", {}, 224, 16, 8, 4, 8),
-    "vgg16": ("vgg16", {}, 224, 8, 4, 2, 4),
+    "resnet18": ("resnet18", {}, 224, 16, 8, 16, 8),
+    "vgg16": ("vgg16", {}, 224, 8, 4, 8, 4),
 }
 
 # The targets of the real-size engine work: signgd's speed as a multiple of the reference's.
