@@ -111,6 +111,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let accumulates = (work.product_macs + work.delivered_events) as f64 / snn_seconds;
     let images = inputs.len() as f64;
     let (network_bytes, worker_bytes) = (simulator.network_bytes(), simulator.workspace().bytes());
+    let lanes = simulator.batch_lanes(inputs.len(), threads);
     let peak_bytes = peak_memory_bytes();
     let report = serde_json::json!({
         "schema_version": 1,
@@ -134,6 +135,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         "prepare_ms": prepare_seconds * 1e3,
         "network_bytes": network_bytes,
         "worker_state_bytes": worker_bytes,
+        "inputs_per_worker_batch": lanes,
         "ann_images_per_s": images / ann_seconds,
         "peak_memory_bytes": peak_bytes,
     });
@@ -169,7 +171,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         );
         println!("ANN              {:.0} images/s (reference evaluator, same machine)", images / ann_seconds);
         println!(
-            "engine memory    {:.2} MiB prepared network (shared) + {:.2} MiB state per worker",
+            "engine memory    {:.2} MiB prepared network (shared) + {:.2} MiB state per input, \
+             {lanes} inputs simulated together per worker",
             network_bytes as f64 / (1024.0 * 1024.0),
             worker_bytes as f64 / (1024.0 * 1024.0)
         );

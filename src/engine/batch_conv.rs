@@ -495,7 +495,7 @@ mod tests {
     use super::*;
     use crate::snn::SynapseBlock;
 
-    #[allow(clippy::too_many_arguments)]
+    /// A convolution with deterministic weights, unit dilation and no factors.
     fn block<F: Real>(
         in_shape: [usize; 3],
         out_c: usize,
@@ -504,18 +504,7 @@ mod tests {
         pad: usize,
         groups: usize,
     ) -> ConvBlock<F> {
-        let [ci, h, w] = in_shape;
-        let out = |n: usize| (n + 2 * pad - (k - 1) - 1) / stride + 1;
-        ConvBlock::new(
-            (0..out_c * (ci / groups) * k * k).map(|i| F::of((i as f64 * 1.618).sin())).collect(),
-            in_shape,
-            [out_c, out(h), out(w)],
-            [k, k],
-            [stride, stride],
-            [pad, pad],
-            [1, 1],
-            groups,
-        )
+        super::super::test_convs::block(in_shape, out_c, k, stride, pad, 1, groups, false)
     }
 
     fn fired_of(sources: usize, b: usize) -> Vec<u32> {

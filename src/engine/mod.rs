@@ -8,6 +8,8 @@ pub mod counters;
 mod fire;
 pub(crate) mod isa;
 mod structured;
+#[cfg(test)]
+mod test_convs;
 mod tiles;
 
 use serde::{Deserialize, Serialize};
