@@ -3,7 +3,8 @@
 //! batch, which event lists per input cannot do.
 //!
 //! The spikes of the batch are spread into a padded layout `[channel][row][column phase]
-//! [column / stride][input]` (0 or 1 per element, zero padding around), so that for an output
+//! [column / stride][input]` (the source's factor where it fired, 0 elsewhere and in the
+//! padding), so that for an output
 //! row the sources of one kernel tap and input channel are contiguous over (output column, input).
 //! A tile of [`ROWS`] output channels × two vectors of (column, input) lanes is summed in
 //! registers over every tap and input channel of its group, in one fixed order.
