@@ -353,8 +353,6 @@ impl<F: Real> Workspace<F> {
 
 /// Products of the batched kernels for every input of a batch.
 struct BatchScratch<F> {
-    /// Inputs of the batch.
-    lanes: usize,
     /// The spikes of one source for every input, in a batched kernel's layout.
     spread: Vec<F>,
     /// One product as the kernel writes it, `[target][input]`.
@@ -370,7 +368,6 @@ struct BatchScratch<F> {
 impl<F> Default for BatchScratch<F> {
     fn default() -> Self {
         BatchScratch {
-            lanes: 0,
             spread: Vec::new(),
             interleaved: Vec::new(),
             products: Vec::new(),
@@ -383,7 +380,6 @@ impl<F> Default for BatchScratch<F> {
 impl<F: Real> BatchScratch<F> {
     /// Prepares the buffers for `lanes` inputs and products of `sizes` targets.
     fn start(&mut self, lanes: usize, sizes: &[usize]) {
-        self.lanes = lanes;
         self.products.resize_with(sizes.len(), Vec::new);
         for (product, &size) in self.products.iter_mut().zip(sizes) {
             product.resize(size * lanes, F::zero());
@@ -1018,15 +1014,7 @@ impl<F: Real> CompiledProjection<F> {
             }
             Kernel::Select(select) => add_selected(select, spikes, acc),
             Kernel::Diagonal(scale) => fired.iter().for_each(|&j| acc[j as usize] += scale[j as usize]),
-            Kernel::Batched(kernel) => {
-                let mut spread = vec![F::zero(); kernel.spread_len(1)];
-                kernel.spread(1, |_| fired, &mut spread);
-                let mut product = vec![F::zero(); acc.len()];
-                kernel.product(1, &spread, &mut product);
-                for (i, (a, p)) in acc.iter_mut().zip(product).enumerate() {
-                    *a += p * kernel.target_scale.get(i);
-                }
-            }
+            Kernel::Batched(_) => unreachable!("batched products are computed for the whole batch"),
         }
     }
 
