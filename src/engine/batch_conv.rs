@@ -16,6 +16,7 @@
 
 use std::any::TypeId;
 
+use super::batch::{deinterleave, BatchKernel};
 use super::isa::{Isa, Level};
 use super::MAX_LANES;
 use crate::real::Real;
@@ -321,6 +322,31 @@ impl<F: Real> BatchConv<F> {
             }
         }
         tile_generic(tile, product)
+    }
+}
+
+impl<F: Real> BatchKernel<F> for BatchConv<F> {
+    fn spread_len(&self, lanes: usize) -> usize {
+        BatchConv::spread_len(self, lanes)
+    }
+
+    fn spread_spikes(&self, fired: &[&[u32]], spread: &mut [F]) {
+        self.spread(fired.len(), |b| fired[b], spread)
+    }
+
+    fn products(&self, lanes: usize, spread: &[F], scratch: &mut Vec<F>, products: &mut [F]) -> u64 {
+        scratch.resize(products.len(), F::zero());
+        let macs = self.product(lanes, spread, scratch);
+        deinterleave(scratch, lanes, products);
+        macs
+    }
+
+    fn target_scale(&self) -> &Scale<F> {
+        &self.target_scale
+    }
+
+    fn bytes(&self) -> usize {
+        BatchConv::bytes(self)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The event-driven simulator: per step, per population in topological order, deliver the
 //! events of the sources that spiked, add the constant drive, fire, update.
 
+mod batch;
 mod batch_conv;
 mod constants;
 mod conv_kernel;
@@ -14,6 +15,7 @@ mod tiles;
 
 use serde::{Deserialize, Serialize};
 
+pub use batch::BatchKernel;
 pub use batch_conv::BatchConv;
 use constants::OperandConstants;
 use conv_kernel::{ConvGather, ConvScratch};
@@ -117,8 +119,8 @@ enum Kernel<F> {
     Select(SelectBlock<F>),
     /// Elementwise factors.
     Diagonal(Vec<F>),
-    /// A plain convolution of spikes, computed for every input of a batch at once.
-    Batched(Box<BatchConv<F>>),
+    /// A product of spikes computed for every input of a batch at once.
+    Batched(Box<dyn BatchKernel<F>>),
 }
 
 /// The index maps and source factors of a convolution that does not read and write its own
@@ -149,9 +151,9 @@ impl<F: Real> Kernel<F> {
     /// The kernel for `block`, whose source emits spikes (`spiking`) or real values; a
     /// population's spikes (`from_population`) may be computed for batches.
     fn new(block: &SynapseBlock, spiking: bool, from_population: bool, isa: isa::Isa) -> Self {
-        if let SynapseBlock::Conv(conv) = block {
-            if spiking && from_population && batch_conv::handles(conv) {
-                return Kernel::Batched(Box::new(BatchConv::new(&conv.cast::<F>(), isa)));
+        if spiking && from_population {
+            if let Some(kernel) = batch::kernel_for(block, isa) {
+                return Kernel::Batched(kernel);
             }
         }
         let plain_conv = matches!(block, SynapseBlock::Conv(conv) if conv.is_plain() && conv.target.is_identity());
@@ -921,20 +923,6 @@ impl<F: Real> Simulator<F> {
     }
 }
 
-/// Writes `[target][input]` values as `[input][target]`, a block of targets at a time.
-fn deinterleave<F: Real>(interleaved: &[F], lanes: usize, out: &mut [F]) {
-    const BLOCK: usize = 64;
-    let targets = interleaved.len() / lanes;
-    for first in (0..targets).step_by(BLOCK) {
-        let last = (first + BLOCK).min(targets);
-        for (lane, row) in out.chunks_exact_mut(targets).enumerate() {
-            for (t, value) in row[first..last].iter_mut().enumerate() {
-                *value = interleaved[(first + t) * lanes + lane];
-            }
-        }
-    }
-}
-
 /// The batch's products and the lane of the input being updated.
 type Lane<'a, F> = (&'a BatchScratch<F>, usize);
 
@@ -955,11 +943,11 @@ fn batch_products<F: Real>(
         if batch.spread.len() < len {
             batch.spread.resize(len, F::zero());
         }
-        kernel.spread(lanes.len(), |b| &lanes[b].populations[q].fired, &mut batch.spread[..len]);
-        let product = &mut batch.products[slot];
-        batch.interleaved.resize(product.len(), F::zero());
-        batch.macs += kernel.product(lanes.len(), &batch.spread[..len], &mut batch.interleaved);
-        deinterleave(&batch.interleaved, lanes.len(), product);
+        let fired: smallvec::SmallVec<[&[u32]; MAX_LANES]> =
+            lanes.iter().map(|ws| ws.populations[q].fired.as_slice()).collect();
+        kernel.spread_spikes(&fired, &mut batch.spread[..len]);
+        batch.macs +=
+            kernel.products(lanes.len(), &batch.spread[..len], &mut batch.interleaved, &mut batch.products[slot]);
         batch.computed_at[slot] = t;
     }
 }
@@ -1221,7 +1209,7 @@ fn gather<F: Real>(
         if let (Kernel::Batched(kernel), Some(slot)) = (&projection.kernel, projection.batch_slot) {
             let (batch, lane) = inputs.lane;
             let product = &batch.products[slot][lane * projection.targets..][..projection.targets];
-            match &kernel.target_scale {
+            match kernel.target_scale() {
                 Scale::One => acc.iter_mut().zip(product).for_each(|(a, &p)| *a += p),
                 scale => acc.iter_mut().zip(product).enumerate().for_each(|(i, (a, &p))| *a += p * scale.get(i)),
             }
