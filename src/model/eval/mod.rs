@@ -22,21 +22,51 @@ use super::infer::broadcast;
 use super::tensor::Tensor;
 use crate::real::Real;
 
-/// A graph made ready for many evaluations in precision `F`: the weights of convolutions on
-/// small feature maps, where some kernel taps only ever see padding, are laid out once tap by
-/// tap so that those taps' weights are never read. Results equal [`Graph::evaluate`]'s up to
-/// the order of summation.
+/// A graph made ready for many evaluations in precision `F`: constants stored in the other
+/// precision are converted once (up to [`CONVERTED_BYTES`]), not at every evaluation, and the
+/// weights of convolutions on small feature maps, where some kernel taps only ever see padding,
+/// are laid out once tap by tap so that those taps' weights are never read. Results equal
+/// [`Graph::evaluate`]'s up to the order of summation.
 pub struct Evaluator<'g, F> {
     graph: &'g Graph,
-    /// Tap-major weights by node index (empty, or `None`, where not prepared).
-    taps: Vec<Option<Vec<F>>>,
+    prepared: Prepared<F>,
 }
 
+/// What an [`Evaluator`] prepares once for every evaluation.
+struct Prepared<F> {
+    /// Tap-major weights by node index (empty, or `None`, where not prepared).
+    taps: Vec<Option<Vec<F>>>,
+    /// Constants converted to `F`, by value id (empty, or `None`, where read as stored).
+    constants: Vec<Option<ArrayD<F>>>,
+}
+
+impl<F> Prepared<F> {
+    fn none() -> Self {
+        Prepared { taps: Vec::new(), constants: Vec::new() }
+    }
+}
+
+/// Most bytes of constants an [`Evaluator`] keeps converted to its precision; the rest are
+/// converted at each evaluation.
+const CONVERTED_BYTES: usize = 1 << 30;
+
 impl<'g, F: Real> Evaluator<'g, F> {
-    /// Prepares `graph`'s convolutions.
+    /// Prepares `graph`'s constants and convolutions.
     pub fn new(graph: &'g Graph) -> Self {
         let taps = graph.nodes.iter().map(|n| prepared_taps::<F>(graph, n)).collect();
-        Evaluator { graph, taps }
+        let mut constants = vec![None; graph.values.len()];
+        let mut budget = CONVERTED_BYTES / std::mem::size_of::<F>();
+        for n in &graph.nodes {
+            for &x in &n.inputs {
+                let Some(c) = graph.constant(x) else { continue };
+                let converted = matches!((c, F::NAME), (Tensor::F32(_), "f64") | (Tensor::F64(_), "f32"));
+                if converted && c.len() <= BLOCKED_WEIGHTS && c.len() <= budget && constants[x].is_none() {
+                    budget -= c.len();
+                    constants[x] = Some(c.view::<F>().into_owned());
+                }
+            }
+        }
+        Evaluator { graph, prepared: Prepared { taps, constants } }
     }
 
     /// The graph evaluated.
@@ -64,7 +94,7 @@ impl<'g, F: Real> Evaluator<'g, F> {
                 }
             }
         }
-        let mut values = graph.run(input, &self.taps, |values, i| {
+        let mut values = graph.run(input, &self.prepared, |values, i| {
             if let Some(value) = values.get(graph.nodes[i].output).and_then(Option::as_ref) {
                 visit(i, value);
             }
@@ -122,23 +152,29 @@ impl Graph {
         input: &ArrayD<F>,
         visit: impl FnMut(usize, &ArrayD<F>),
     ) -> Result<ArrayD<F>, ModelError> {
-        Evaluator { graph: self, taps: Vec::new() }.evaluate_visit(input, visit)
+        Evaluator { graph: self, prepared: Prepared::none() }.evaluate_visit(input, visit)
     }
 
     /// Evaluates the graph and returns every computed value, indexed by
     /// [`crate::model::ValueId`]: the input and every node output. Constants are `None` (read
     /// them with [`Graph::constant`]), as are values no node computes.
     pub fn evaluate_all<F: Real>(&self, input: &ArrayD<F>) -> Result<Vec<Option<ArrayD<F>>>, ModelError> {
-        self.run(input, &[], |_, _| {})
+        self.run(input, &Prepared::none(), |_, _| {})
     }
 
     fn eval_err(&self, node: &str, detail: &str) -> ModelError {
         ModelError::Eval { node: node.into(), op: "-".into(), detail: detail.into() }
     }
 
-    /// A computed value, or a constant in precision `F`.
-    fn operand<'a, F: Real>(&'a self, values: &'a [Option<ArrayD<F>>], x: ValueId) -> Option<CowArray<'a, F, IxDyn>> {
-        match values.get(x).and_then(Option::as_ref) {
+    /// A computed value, or a constant in precision `F` (converted beforehand where `converted`
+    /// holds it).
+    fn operand<'a, F: Real>(
+        &'a self,
+        values: &'a [Option<ArrayD<F>>],
+        converted: &'a [Option<ArrayD<F>>],
+        x: ValueId,
+    ) -> Option<CowArray<'a, F, IxDyn>> {
+        match values.get(x).and_then(Option::as_ref).or_else(|| converted.get(x).and_then(Option::as_ref)) {
             Some(a) => Some(a.view().into()),
             None => self.constant(x).map(|c| c.view::<F>()),
         }
@@ -147,7 +183,7 @@ impl Graph {
     fn run<F: Real>(
         &self,
         input: &ArrayD<F>,
-        taps: &[Option<Vec<F>>],
+        prepared: &Prepared<F>,
         mut after: impl FnMut(&mut Vec<Option<ArrayD<F>>>, usize),
     ) -> Result<Vec<Option<ArrayD<F>>>, ModelError> {
         let mut values: Vec<Option<ArrayD<F>>> = vec![None; self.values.len()];
@@ -161,14 +197,14 @@ impl Graph {
         values[self.input] = Some(input.clone());
         for (i, n) in self.nodes.iter().enumerate() {
             let err = |detail: String| ModelError::Eval { node: n.name.clone(), op: n.op.name().into(), detail };
-            if let Some(out) = self.blocked_product(n, &values) {
+            if let Some(out) = self.blocked_product(n, &values, &prepared.constants) {
                 values[n.output] = Some(out.map_err(err)?);
                 after(&mut values, i);
                 continue;
             }
             let mut ins = Vec::with_capacity(n.inputs.len());
             for &x in &n.inputs {
-                match self.operand(&values, x) {
+                match self.operand(&values, &prepared.constants, x) {
                     Some(a) => ins.push(a),
                     None => {
                         return Err(err(format!("input value {x} is not available (graph not topologically sorted?)")))
@@ -177,7 +213,7 @@ impl Graph {
             }
             let views: Vec<ArrayViewD<F>> = ins.iter().map(|a| a.view()).collect();
             let out_shape = &self.values.get(n.output).ok_or_else(|| err("output id out of range".into()))?.shape;
-            let out = match (&n.op, taps.get(i)) {
+            let out = match (&n.op, prepared.taps.get(i)) {
                 (Op::Conv { strides, pads, dilations, groups }, Some(Some(taps))) if views.len() >= 2 => {
                     conv::conv2d_taps(&views[0], &views[1], taps, views.get(2), *strides, *pads, *dilations, *groups)
                 }
@@ -205,7 +241,12 @@ const WEIGHT_BLOCK: usize = 1 << 20;
 impl Graph {
     /// `x @ W` (MatMul) or `Gemm(x, W, C)` with a large constant `W` stored in another precision
     /// than `F`, evaluated a block of output columns at a time; `None` for any other node.
-    fn blocked_product<F: Real>(&self, n: &Node, values: &[Option<ArrayD<F>>]) -> Option<Result<ArrayD<F>, String>> {
+    fn blocked_product<F: Real>(
+        &self,
+        n: &Node,
+        values: &[Option<ArrayD<F>>],
+        prepared: &[Option<ArrayD<F>>],
+    ) -> Option<Result<ArrayD<F>, String>> {
         let transposed = match n.op {
             Op::MatMul => false,
             Op::Gemm { trans_a: false, trans_b, .. } => trans_b,
@@ -223,7 +264,7 @@ impl Graph {
             return None;
         }
         let c = match n.inputs.get(2) {
-            Some(&c) => match self.operand(values, c) {
+            Some(&c) => match self.operand(values, prepared, c) {
                 Some(c) => Some(match c.broadcast(IxDyn(out_shape)) {
                     Some(b) => b.to_owned(),
                     None => return Some(Err(format!("Gemm's C of shape {:?} does not broadcast", c.shape()))),
