@@ -3,7 +3,7 @@
 //! would otherwise keep hundreds of megabytes of copies.
 
 use crate::real::Real;
-use crate::snn::Repetition;
+use crate::snn::{Repetition, Scale};
 
 /// The constants and offsets of `len` estimates, repeating the same way.
 pub(crate) struct OperandConstants<F> {
@@ -52,21 +52,21 @@ impl<F: Real> OperandConstants<F> {
         }
     }
 
-    /// Calls `each(chunk of estimates, chunk of acc, constants, offsets)` over stretches that read
-    /// the constants in order: one stretch, one per period, or one per run (constants and offsets
-    /// then one value each).
+    /// Calls `each(first estimate, chunk of estimates, chunk of acc, constants, offsets)` over
+    /// stretches that read the constants in order: one stretch, one per period, or one per run
+    /// (constants and offsets then one value each).
     #[inline]
-    fn stretches(&self, x: &mut [F], acc: &[F], mut each: impl FnMut(&mut [F], &[F], &[F], &[F])) {
+    fn stretches(&self, x: &mut [F], acc: &[F], mut each: impl FnMut(usize, &mut [F], &[F], &[F], &[F])) {
         match self.repetition {
-            Repetition::None => each(x, acc, &self.bias, &self.offset),
+            Repetition::None => each(0, x, acc, &self.bias, &self.offset),
             Repetition::Periodic(p) => {
-                for (x, acc) in x.chunks_exact_mut(p).zip(acc.chunks_exact(p)) {
-                    each(x, acc, &self.bias, &self.offset);
+                for (k, (x, acc)) in x.chunks_exact_mut(p).zip(acc.chunks_exact(p)).enumerate() {
+                    each(k * p, x, acc, &self.bias, &self.offset);
                 }
             }
             Repetition::Runs(r) => {
                 for (k, (x, acc)) in x.chunks_exact_mut(r).zip(acc.chunks_exact(r)).enumerate() {
-                    each(x, acc, &self.bias[k..k + 1], &self.offset[k..k + 1]);
+                    each(k * r, x, acc, &self.bias[k..k + 1], &self.offset[k..k + 1]);
                 }
             }
         }
@@ -75,7 +75,7 @@ impl<F: Real> OperandConstants<F> {
     /// The signGD charge `x −= η (2 (a + c) − o)` of every estimate.
     pub fn charge_sign_gd(&self, acc: &[F], eta: F, x: &mut [F]) {
         let two = F::of(2.0);
-        self.stretches(x, acc, |x, acc, bias, offset| {
+        self.stretches(x, acc, |_, x, acc, bias, offset| {
             if bias.len() == 1 {
                 let (c, o) = (bias[0], offset[0]);
                 for (x, &a) in x.iter_mut().zip(acc) {
@@ -89,9 +89,42 @@ impl<F: Real> OperandConstants<F> {
         });
     }
 
+    /// [`OperandConstants::charge_sign_gd`] of an input that is one product `p` with factors
+    /// `s`, read in place: the same bits as accumulating `0 + p s` first.
+    pub fn charge_sign_gd_product(&self, product: &[F], scale: &Scale<F>, eta: F, x: &mut [F]) {
+        let two = F::of(2.0);
+        match scale {
+            // A sum that starts from +0 is never -0, so `0 + p` is `p`.
+            Scale::One => self.charge_sign_gd(product, eta, x),
+            Scale::Uniform(s) => {
+                let s = *s;
+                self.stretches(x, product, |_, x, product, bias, offset| {
+                    for (i, (x, &p)) in x.iter_mut().zip(product).enumerate() {
+                        let (c, o) = if bias.len() == 1 { (bias[0], offset[0]) } else { (bias[i], offset[i]) };
+                        *x -= eta * (two * ((F::zero() + p * s) + c) - o);
+                    }
+                })
+            }
+            Scale::Each(factors) => self.stretches(x, product, |first, x, product, bias, offset| {
+                let factors = &factors[first..first + x.len()];
+                if bias.len() == 1 {
+                    let (c, o) = (bias[0], offset[0]);
+                    for ((x, &p), &s) in x.iter_mut().zip(product).zip(factors) {
+                        *x -= eta * (two * ((F::zero() + p * s) + c) - o);
+                    }
+                } else {
+                    for (((x, &p), &s), (&c, &o)) in x.iter_mut().zip(product).zip(factors).zip(bias.iter().zip(offset))
+                    {
+                        *x -= eta * (two * ((F::zero() + p * s) + c) - o);
+                    }
+                }
+            }),
+        }
+    }
+
     /// The subgradient charge `x −= η (x − (a + c))` of every estimate.
     pub fn charge_subgradient(&self, acc: &[F], eta: F, x: &mut [F]) {
-        self.stretches(x, acc, |x, acc, bias, _| {
+        self.stretches(x, acc, |_, x, acc, bias, _| {
             if bias.len() == 1 {
                 let c = bias[0];
                 for (x, &a) in x.iter_mut().zip(acc) {

@@ -258,6 +258,20 @@ impl<F> CompiledOperand<F> {
     fn len(&self) -> usize {
         self.constants.len()
     }
+
+    /// The batched kernel and product slot of an operand whose whole input is one batched
+    /// product read by no other operand: its estimates are charged from the product in place.
+    fn sole_batched(&self) -> Option<(&dyn BatchKernel<F>, usize, &CompiledProjection<F>)> {
+        let [projection] = self.projections.as_slice() else { return None };
+        match (&projection.kernel, projection.batch_slot) {
+            (Kernel::Batched(kernel), Some(slot))
+                if projection.shared.is_none() && self.input_ones.is_empty() && self.broadcast.is_none() =>
+            {
+                Some((kernel.as_ref(), slot, projection))
+            }
+            _ => None,
+        }
+    }
 }
 
 struct CompiledPopulation<F> {
@@ -859,6 +873,16 @@ impl<F: Real> Simulator<F> {
             return;
         }
         for (j, (operand, x)) in population.operands.iter().zip(state.x.iter_mut()).enumerate() {
+            if let (Some((kernel, slot, projection)), Dynamics::SignGd) = (operand.sole_batched(), self.dynamics) {
+                let Source::Population(p) = projection.source else {
+                    unreachable!("a batched kernel reads a population")
+                };
+                counts.synaptic_events += projection.events(&earlier[p].fired, earlier[p].count);
+                let (batch, lane) = lane;
+                let product = &batch.products[slot][lane * projection.targets..][..projection.targets];
+                operand.constants.charge_sign_gd_product(product, kernel.target_scale(), eta, x);
+                continue;
+            }
             let acc = &mut ws.acc[..operand.len()];
             let input_product = &state.input_products[j];
             gather(operand, &inputs, input_product, earlier, acc, counts, &mut ws.scratch);
@@ -964,6 +988,14 @@ struct Inputs<'a, F> {
 }
 
 impl<F: Real> CompiledProjection<F> {
+    /// Synaptic events of a spiking source's `count` spikes, `fired`.
+    fn events(&self, fired: &[u32], count: usize) -> u64 {
+        match self.uniform_fan_out {
+            Some(fan_out) => count as u64 * fan_out,
+            None => fired.iter().map(|&j| self.fan_out[j as usize] as u64).sum::<u64>(),
+        }
+    }
+
     /// Adds `A u` for a real-valued source vector `u`.
     fn add_dense(&self, values: &[F], scratch: &mut Scratch<F>, acc: &mut [F]) {
         match &self.kernel {
@@ -1195,10 +1227,7 @@ fn gather<F: Real>(
                 counts.shared_macs += projection.synapses;
             }
         } else {
-            let events = match projection.uniform_fan_out {
-                Some(fan_out) => count as u64 * fan_out,
-                None => fired.iter().map(|&j| projection.fan_out[j as usize] as u64).sum::<u64>(),
-            };
+            let events = projection.events(fired, count);
             counts.synaptic_events += events;
             if already_shared {
                 counts.shared_events += events;
