@@ -254,6 +254,18 @@ impl<W: Real> ConvBlock<W> {
         });
     }
 
+    /// The output columns `lo..hi` whose kernel column `kx` reads inside the input.
+    fn valid_columns(&self, kx: usize) -> (usize, usize) {
+        let [_, _, in_w] = self.in_shape;
+        let out_w = self.out_shape[2];
+        let shift = kx * self.dilations[1];
+        let stride = self.strides[1];
+        // ox·stride + shift − pad ∈ [0, in_w)
+        let lo = self.pads[1].saturating_sub(shift).div_ceil(stride);
+        let hi = (in_w + self.pads[1]).checked_sub(shift).map_or(0, |limit| limit.div_ceil(stride)).min(out_w);
+        (lo.min(hi), hi)
+    }
+
     /// `y += conv(x)` on logical tensors, without factors.
     fn convolve(&self, x: &[W], y: &mut [W]) {
         let [in_c, in_h, in_w] = self.in_shape;
@@ -273,6 +285,10 @@ impl<W: Real> ConvBlock<W> {
                         if w == W::zero() {
                             continue;
                         }
+                        let (lo, hi) = self.valid_columns(kx);
+                        if lo == hi {
+                            continue;
+                        }
                         for oy in 0..out_h {
                             let Some(iy) = (oy * self.strides[0] + ky * self.dilations[0])
                                 .checked_sub(self.pads[0])
@@ -281,15 +297,17 @@ impl<W: Real> ConvBlock<W> {
                                 continue;
                             };
                             let in_row = &in_plane[iy * in_w..(iy + 1) * in_w];
-                            let out_row = &mut out_plane[oy * out_w..(oy + 1) * out_w];
-                            for (ox, out) in out_row.iter_mut().enumerate() {
-                                let Some(ix) = (ox * self.strides[1] + kx * self.dilations[1])
-                                    .checked_sub(self.pads[1])
-                                    .filter(|&ix| ix < in_w)
-                                else {
-                                    continue;
-                                };
-                                *out += w * in_row[ix];
+                            let out_row = &mut out_plane[oy * out_w + lo..oy * out_w + hi];
+                            let first = lo * self.strides[1] + kx * self.dilations[1] - self.pads[1];
+                            if self.strides[1] == 1 {
+                                for (out, &v) in out_row.iter_mut().zip(&in_row[first..]) {
+                                    *out += w * v;
+                                }
+                            } else {
+                                let inputs = in_row[first..].iter().step_by(self.strides[1]);
+                                for (out, &v) in out_row.iter_mut().zip(inputs) {
+                                    *out += w * v;
+                                }
                             }
                         }
                     }
