@@ -22,6 +22,7 @@ use crate::snn::Network;
 use crate::stats::energy::{format_pj, ConventionRow, Conventions, EncoderCharge, Energy, EnergyModel, PRESETS};
 use crate::stats::observe::{ErrorTrace, Raster};
 use crate::stats::significance::{Interval, McNemar};
+use crate::stats::static_power::StaticEnergy;
 use crate::stats::{self, AnnLayer, Counts, CountsPerInput, PopulationInfo};
 
 /// Version of the layout of `report.json`. Version 2 added the energy conventions, ranges,
@@ -276,6 +277,10 @@ pub struct EnergyReport {
     pub at_ann_accuracy: Option<AccuracyMatch>,
     /// Every shipped preset at the last checkpoint.
     pub presets: Vec<PresetRow>,
+    /// The chip's static (leakage) energy, a separate term (None: the cost model gives no cited
+    /// static figure).
+    #[serde(default)]
+    pub static_power: Option<StaticEnergy>,
 }
 
 /// One input's simulation seen up close.
@@ -533,6 +538,7 @@ impl ReportData {
                 &Conventions { ann_memory: crate::stats::energy::AnnMemory::NoReuse, ..conventions },
             ),
         };
+        let static_power = crate::stats::static_power::static_energy(&model, s.network, s.checkpoints);
         ReportData {
             schema_version: SCHEMA_VERSION,
             generator: format!("signgd {}", env!("CARGO_PKG_VERSION")),
@@ -554,6 +560,7 @@ impl ReportData {
                 break_even_timestep,
                 at_ann_accuracy,
                 presets,
+                static_power,
             },
             observation: s.observation,
         }
@@ -814,6 +821,7 @@ impl ReportData {
             format_pj(self.ann.total.energy.convention_pj)
         );
         out += &self.energy_details();
+        out += &self.static_details();
         let _ = writeln!(out);
         let _ = writeln!(out, "every shipped cost model at T={t_last}, per input");
         let _ = writeln!(
@@ -936,6 +944,36 @@ impl ReportData {
         out
     }
 
+    /// The static (leakage) term, as the summary prints it (nothing when the model has none).
+    fn static_details(&self) -> String {
+        let Some(st) = &self.energy.static_power else { return String::new() };
+        let p = &st.power;
+        let mut out = format!(
+            "  static (leakage) energy, a separate term not in the figures above: {} cores of {} ({} chip(s){}, from the feasibility mapping) × {} mW per core × {} µs per step:",
+            st.cores,
+            st.chip,
+            st.chips,
+            if st.fits { "" } else { "; the network breaks a limit of the chip, cores counted as placed" },
+            p.mw_per_core,
+            p.us_per_step
+        );
+        let rows: Vec<String> = st
+            .checkpoints
+            .iter()
+            .zip(&self.energy.checkpoints)
+            .map(|(r, e)| {
+                format!(
+                    "T={} {} (SNN + memory + static {})",
+                    r.timesteps,
+                    format_pj(r.static_pj),
+                    format_pj(e.snn.memory_inclusive_pj + r.static_pj)
+                )
+            })
+            .collect();
+        let _ = writeln!(out, " {}", rows.join("; "));
+        out
+    }
+
     /// `report.md`: the summary plus the cost table with sources.
     pub fn markdown(&self) -> String {
         let mut out = String::from("# signgd report\n\n```text\n");
@@ -965,6 +1003,17 @@ impl ReportData {
                     l.source.replace('|', "/")
                 );
             }
+        }
+        if let Some(p) = self.energy.model.static_power.as_ref() {
+            let _ = writeln!(
+                out,
+                "\nStatic power (a separate term; cores from the mapping onto `{}`):\n\n| figure | value | source |\n|---|---|---|\n| mW per core | {} | {} |\n| µs per step | {} | {} |",
+                p.target,
+                p.mw_per_core,
+                p.mw_per_core_source.replace('|', "/"),
+                p.us_per_step,
+                p.us_per_step_source.replace('|', "/")
+            );
         }
         out += "\n## Files\n\n- `report.json`: everything (schema version ";
         let _ = write!(out, "{SCHEMA_VERSION})\n- `populations.csv`: counts per population and checkpoint, summed over the inputs\n- `accuracy.csv`: accuracy per checkpoint\n- `layers.csv`: per ANN node and checkpoint, the ANN's MACs and energy beside the SNN populations computing that node (synaptic operations, dense MACs, energy per input)\n- `report.html`: charts\n");
