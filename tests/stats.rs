@@ -9,6 +9,8 @@ use signgd::stats::energy::{
     Addressing, AnnMemory, Conventions, EncoderCharge, Energy, EnergyModel, MemoryPricing, SharedCharge,
 };
 use signgd::stats::{self, Counts, Role};
+use std::path::Path;
+
 use sprs::TriMat;
 
 fn sparse(rows: usize, cols: usize, entries: &[(usize, usize, f64)]) -> SynapseBlock {
@@ -495,4 +497,49 @@ fn static_energy_by_hand() {
         r#""target": "loihi", "mw_per_core": 1, "mw_per_core_source": " ", "us_per_step": 1, "us_per_step_source": "b""#,
     );
     assert!(e.contains("static_power.mw_per_core_source"), "{e}");
+}
+
+/// The static term end to end: `signgd run --report --energy-model loihi` on the MLP fixture
+/// puts in report.json the cores `signgd feasibility --target loihi` counts, and per input
+/// cores × 0.8154 mW × 5.8 µs × T; the summary states it as a separate term; the default model,
+/// with no cited static figure, has none.
+#[test]
+fn static_energy_in_the_report() {
+    use std::process::Command;
+    let signgd = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_signgd"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let common = ["--model", "fixtures/models/mlp.onnx", "--limit", "4"];
+    let feasibility: serde_json::Value =
+        serde_json::from_str(&signgd(&[&["feasibility", "--target", "loihi", "--json"], &common[..]].concat()))
+            .unwrap();
+    let cores = feasibility["targets"][0]["cores"].as_u64().unwrap();
+    assert!(cores > 0);
+    let scratch = tempfile::tempdir().unwrap();
+    let report = |model: &str| {
+        let dir = scratch.path().join(model);
+        let dir = dir.to_str().unwrap();
+        let args = [&["run", "--timesteps", "4,8", "--energy-model", model, "--report", dir], &common[..]].concat();
+        signgd(&args);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(Path::new(dir).join("report.json")).unwrap()).unwrap();
+        (json, signgd(&["report", dir]))
+    };
+    let (json, summary) = report("loihi");
+    let st = &json["energy"]["static_power"];
+    assert_eq!(st["cores"].as_u64(), Some(cores));
+    for (row, t) in st["checkpoints"].as_array().unwrap().iter().zip([4.0, 8.0]) {
+        let want = cores as f64 * 0.8154 * 5.8 * t * 1000.0;
+        assert!((row["static_pj"].as_f64().unwrap() - want).abs() < 1e-6 * want, "{row} against {want}");
+    }
+    assert!(summary.contains("static (leakage) energy, a separate term"), "{summary}");
+    let (json, summary) = report("45nm-fp32");
+    assert!(json["energy"]["static_power"].is_null());
+    assert!(summary.contains("no static (leakage) power is modelled"), "{summary}");
 }

@@ -437,19 +437,10 @@ fn energy_against_t(out: &mut String, r: &ReportData) {
         format_pj(e.ann_memory_bounds.reuse.memory_inclusive_pj),
         format_pj(e.ann_memory_bounds.no_reuse.memory_inclusive_pj)
     );
-    if let Some(st) = &e.static_power {
-        let rows: Vec<String> =
-            st.checkpoints.iter().map(|c| format!("T = {}: {}", c.timesteps, format_pj(c.static_pj))).collect();
-        let _ = writeln!(
-            out,
-            "<p><b>Static (leakage) energy</b>, a separate term not in the curves above: {} cores of {} (the feasibility mapping{}) × {} mW per core × {} µs per step, per input: {}. The ANN is charged none.</p>",
-            st.cores,
-            esc(&st.chip),
-            if st.fits { "" } else { "; the network breaks a limit of the chip, cores counted as placed" },
-            st.power.mw_per_core,
-            st.power.us_per_step,
-            esc(&rows.join("; "))
-        );
+    if let Some(sentence) = r.static_sentence() {
+        let mut sentence = sentence;
+        sentence.replace_range(..1, "S");
+        let _ = writeln!(out, "<p>{}.</p>", esc(&sentence));
     }
     let span = |s: Option<super::Span>, f: &dyn Fn(f64) -> String| super::span_text(s, f, " – ");
     let times = |x: f64| format!("{x:.2}×");

@@ -946,32 +946,38 @@ impl ReportData {
 
     /// The static (leakage) term, as the summary prints it (nothing when the model has none).
     fn static_details(&self) -> String {
-        let Some(st) = &self.energy.static_power else { return String::new() };
+        self.static_sentence().map_or(String::new(), |s| format!("  {s}\n"))
+    }
+
+    /// One sentence on the static term: its factors, per step, and at the first checkpoint
+    /// within one point of the ANN's accuracy and the last (every checkpoint is in report.json).
+    pub(crate) fn static_sentence(&self) -> Option<String> {
+        let st = self.energy.static_power.as_ref()?;
         let p = &st.power;
-        let mut out = format!(
-            "  static (leakage) energy, a separate term not in the figures above: {} cores of {} ({} chip(s){}, from the feasibility mapping) × {} mW per core × {} µs per step:",
+        let at = |t: usize| {
+            let row = st.checkpoints.iter().find(|r| r.timesteps == t)?;
+            let dynamic = self.energy.checkpoints.iter().find(|r| r.timesteps == t)?;
+            Some(format!(
+                "at T = {t} {} (SNN + memory + static {})",
+                format_pj(row.static_pj),
+                format_pj(dynamic.snn.memory_inclusive_pj + row.static_pj)
+            ))
+        };
+        let mut points: Vec<usize> = self.energy.at_ann_accuracy.iter().map(|m| m.timesteps).collect();
+        points.extend(self.checkpoints.last());
+        points.dedup();
+        let points: Vec<String> = points.into_iter().filter_map(at).collect();
+        Some(format!(
+            "static (leakage) energy, a separate term not in the figures above (the ANN is charged none): {} cores of {} ({} chip(s) in the feasibility mapping{}) × {} mW per core × {} µs per step = {} per step per input; {}",
             st.cores,
             st.chip,
             st.chips,
             if st.fits { "" } else { "; the network breaks a limit of the chip, cores counted as placed" },
             p.mw_per_core,
-            p.us_per_step
-        );
-        let rows: Vec<String> = st
-            .checkpoints
-            .iter()
-            .zip(&self.energy.checkpoints)
-            .map(|(r, e)| {
-                format!(
-                    "T={} {} (SNN + memory + static {})",
-                    r.timesteps,
-                    format_pj(r.static_pj),
-                    format_pj(e.snn.memory_inclusive_pj + r.static_pj)
-                )
-            })
-            .collect();
-        let _ = writeln!(out, " {}", rows.join("; "));
-        out
+            p.us_per_step,
+            format_pj(p.pj(st.cores, 1)),
+            points.join(", ")
+        ))
     }
 
     /// `report.md`: the summary plus the cost table with sources.
