@@ -9,6 +9,8 @@ use signgd::stats::energy::{
     Addressing, AnnMemory, Conventions, EncoderCharge, Energy, EnergyModel, MemoryPricing, SharedCharge,
 };
 use signgd::stats::{self, Counts, Role};
+use std::path::Path;
+
 use sprs::TriMat;
 
 fn sparse(rows: usize, cols: usize, entries: &[(usize, usize, f64)]) -> SynapseBlock {
@@ -378,7 +380,9 @@ fn memory_levels_by_size() {
 /// figure stands and says how that was confirmed, or that it could not be.
 fn source_is_located(source: &str) -> bool {
     let choice = source.starts_with("assumption") || source.starts_with("derived");
-    let location = ["Fig. 1.1.9", "Table 2", "devices[\"", "Eq. 17.2"].iter().any(|l| source.contains(l));
+    let location = ["Fig. 1.1.9", "Table 1", "Table 2", "Table 3", "§5.1", "devices[\"", "Eq. 17.2"]
+        .iter()
+        .any(|l| source.contains(l));
     choice || source.contains("unverified") || (location && source.contains("confirmed"))
 }
 
@@ -411,8 +415,131 @@ fn every_preset_figure_is_documented() {
         for note in &model.notes {
             assert!(!note.contains("include leakage and memory"), "{name}: {note}");
         }
+        if let Some(p) = &model.static_power {
+            for (what, value, source) in [
+                ("mW per core", p.mw_per_core, &p.mw_per_core_source),
+                ("µs per step", p.us_per_step, &p.us_per_step_source),
+            ] {
+                assert!(source_is_located(source), "{name} static {what} does not say where: {source:?}");
+                let row = format!("| `{name}` | {what} | {value} | {source} |");
+                assert!(readme.contains(&row), "energy/README.md lacks `{row}`");
+            }
+        }
     }
+    // Static power only where a source gives it: Loihi's leakage measured on Pohoiki Springs.
+    let with_static: Vec<&str> = signgd::stats::energy::PRESETS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| EnergyModel::preset(n).unwrap().static_power.is_some())
+        .collect();
+    assert_eq!(with_static, ["loihi", "loihi-routing"]);
     for (name, pj) in [("loihi", 23.6), ("loihi-routing", 27.1), ("spinnaker2-2021", 10.0)] {
         assert_eq!(EnergyModel::preset(name).unwrap().costs.ac.pj, pj, "{name}");
     }
+}
+
+/// The static term by hand: the test network maps onto Loihi as 4 cores (a, r, b and the readout
+/// each fit one core: 2, 1, 2 and 1 neurons, a few synapses), so a table of 2 mW per core and
+/// 10 µs per step leaks 4 × 2 mW × 10 µs = 80 nJ per step: 240,000 pJ per input at T = 3 and
+/// 720,000 pJ at T = 9; the Loihi preset (0.8154 mW, 5.8 µs) 4 × 0.8154 × 5.8 × 9 nJ =
+/// 170,255.52 pJ at T = 9. A table without static figures has no static term.
+#[test]
+fn static_energy_by_hand() {
+    use signgd::stats::static_power::static_energy;
+    let table = |extra: &str| {
+        format!(
+            r#"{{"name": "leaky", "costs": {{"mac": {{"pj": 1, "source": "x"}}, "ac": {{"pj": 1, "source": "y"}}}}{extra}}}"#
+        )
+    };
+    let leaky = EnergyModel::parse(
+        &table(
+            r#", "static_power": {"target": "loihi", "mw_per_core": 2, "mw_per_core_source": "a", "us_per_step": 10, "us_per_step_source": "b"}"#,
+        ),
+        "leaky",
+        "test",
+    )
+    .unwrap();
+    let net = network();
+    let s = static_energy(&leaky, &net, &CHECKPOINTS).unwrap();
+    assert_eq!((s.cores, s.chips, s.fits), (4, 1, true));
+    assert_eq!(s.checkpoints.len(), 2);
+    assert_eq!(s.checkpoints[0].timesteps, 3);
+    assert!((s.checkpoints[0].static_pj - 240_000.0).abs() < 1e-6, "{s:?}");
+    assert!((s.checkpoints[1].static_pj - 720_000.0).abs() < 1e-6, "{s:?}");
+    assert!(leaky
+        .assumptions(&Conventions::default())
+        .iter()
+        .any(|a| a.contains("static (leakage) power is a separate term")));
+
+    let loihi = EnergyModel::preset("loihi").unwrap();
+    let s = static_energy(&loihi, &net, &[9]).unwrap();
+    assert!((s.checkpoints[0].static_pj - 170_255.52).abs() < 1e-6, "{s:?}");
+
+    let fp32 = EnergyModel::preset("45nm-fp32").unwrap();
+    assert!(static_energy(&fp32, &net, &CHECKPOINTS).is_none());
+    assert!(fp32.assumptions(&Conventions::default()).iter().any(|a| a.contains("no static (leakage) power")));
+
+    // Bad static figures are refused, naming the field.
+    let bad = |fields: &str| {
+        EnergyModel::parse(&table(&format!(r#", "static_power": {{{fields}}}"#)), "bad", "bad.json")
+            .unwrap_err()
+            .to_string()
+    };
+    let e = bad(
+        r#""target": "tpu", "mw_per_core": 1, "mw_per_core_source": "a", "us_per_step": 1, "us_per_step_source": "b""#,
+    );
+    assert!(e.contains("bad.json") && e.contains("static_power.target") && e.contains("tpu"), "{e}");
+    let e = bad(
+        r#""target": "loihi", "mw_per_core": 0, "mw_per_core_source": "a", "us_per_step": 1, "us_per_step_source": "b""#,
+    );
+    assert!(e.contains("static_power.mw_per_core"), "{e}");
+    let e = bad(
+        r#""target": "loihi", "mw_per_core": 1, "mw_per_core_source": " ", "us_per_step": 1, "us_per_step_source": "b""#,
+    );
+    assert!(e.contains("static_power.mw_per_core_source"), "{e}");
+}
+
+/// The static term end to end: `signgd run --report --energy-model loihi` on the MLP fixture
+/// puts in report.json the cores `signgd feasibility --target loihi` counts, and per input
+/// cores × 0.8154 mW × 5.8 µs × T; the summary states it as a separate term; the default model,
+/// with no cited static figure, has none.
+#[test]
+fn static_energy_in_the_report() {
+    use std::process::Command;
+    let signgd = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_signgd"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let common = ["--model", "fixtures/models/mlp.onnx", "--limit", "4"];
+    let feasibility: serde_json::Value =
+        serde_json::from_str(&signgd(&[&["feasibility", "--target", "loihi", "--json"], &common[..]].concat()))
+            .unwrap();
+    let cores = feasibility["targets"][0]["cores"].as_u64().unwrap();
+    assert!(cores > 0);
+    let scratch = tempfile::tempdir().unwrap();
+    let report = |model: &str| {
+        let dir = scratch.path().join(model);
+        let dir = dir.to_str().unwrap();
+        let args = [&["run", "--timesteps", "4,8", "--energy-model", model, "--report", dir], &common[..]].concat();
+        signgd(&args);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(Path::new(dir).join("report.json")).unwrap()).unwrap();
+        (json, signgd(&["report", dir]))
+    };
+    let (json, summary) = report("loihi");
+    let st = &json["energy"]["static_power"];
+    assert_eq!(st["cores"].as_u64(), Some(cores));
+    for (row, t) in st["checkpoints"].as_array().unwrap().iter().zip([4.0, 8.0]) {
+        let want = cores as f64 * 0.8154 * 5.8 * t * 1000.0;
+        assert!((row["static_pj"].as_f64().unwrap() - want).abs() < 1e-6 * want, "{row} against {want}");
+    }
+    assert!(summary.contains("static (leakage) energy, a separate term"), "{summary}");
+    let (json, summary) = report("45nm-fp32");
+    assert!(json["energy"]["static_power"].is_null());
+    assert!(summary.contains("no static (leakage) power is modelled"), "{summary}");
 }

@@ -437,6 +437,11 @@ fn energy_against_t(out: &mut String, r: &ReportData) {
         format_pj(e.ann_memory_bounds.reuse.memory_inclusive_pj),
         format_pj(e.ann_memory_bounds.no_reuse.memory_inclusive_pj)
     );
+    if let Some(sentence) = r.static_sentence() {
+        let mut sentence = sentence;
+        sentence.replace_range(..1, "S");
+        let _ = writeln!(out, "<p>{}.</p>", esc(&sentence));
+    }
     let span = |s: Option<super::Span>, f: &dyn Fn(f64) -> String| super::span_text(s, f, " – ");
     let times = |x: f64| format!("{x:.2}×");
     if let Some(m) = &e.at_ann_accuracy {

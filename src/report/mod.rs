@@ -22,6 +22,7 @@ use crate::snn::Network;
 use crate::stats::energy::{format_pj, ConventionRow, Conventions, EncoderCharge, Energy, EnergyModel, PRESETS};
 use crate::stats::observe::{ErrorTrace, Raster};
 use crate::stats::significance::{Interval, McNemar};
+use crate::stats::static_power::StaticEnergy;
 use crate::stats::{self, AnnLayer, Counts, CountsPerInput, PopulationInfo};
 
 /// Version of the layout of `report.json`. Version 2 added the energy conventions, ranges,
@@ -276,6 +277,10 @@ pub struct EnergyReport {
     pub at_ann_accuracy: Option<AccuracyMatch>,
     /// Every shipped preset at the last checkpoint.
     pub presets: Vec<PresetRow>,
+    /// The chip's static (leakage) energy, a separate term (None: the cost model gives no cited
+    /// static figure).
+    #[serde(default)]
+    pub static_power: Option<StaticEnergy>,
 }
 
 /// One input's simulation seen up close.
@@ -533,6 +538,7 @@ impl ReportData {
                 &Conventions { ann_memory: crate::stats::energy::AnnMemory::NoReuse, ..conventions },
             ),
         };
+        let static_power = crate::stats::static_power::static_energy(&model, s.network, s.checkpoints);
         ReportData {
             schema_version: SCHEMA_VERSION,
             generator: format!("signgd {}", env!("CARGO_PKG_VERSION")),
@@ -554,6 +560,7 @@ impl ReportData {
                 break_even_timestep,
                 at_ann_accuracy,
                 presets,
+                static_power,
             },
             observation: s.observation,
         }
@@ -814,6 +821,7 @@ impl ReportData {
             format_pj(self.ann.total.energy.convention_pj)
         );
         out += &self.energy_details();
+        out += &self.static_details();
         let _ = writeln!(out);
         let _ = writeln!(out, "every shipped cost model at T={t_last}, per input");
         let _ = writeln!(
@@ -936,6 +944,42 @@ impl ReportData {
         out
     }
 
+    /// The static (leakage) term, as the summary prints it (nothing when the model has none).
+    fn static_details(&self) -> String {
+        self.static_sentence().map_or(String::new(), |s| format!("  {s}\n"))
+    }
+
+    /// One sentence on the static term: its factors, per step, and at the first checkpoint
+    /// within one point of the ANN's accuracy and the last (every checkpoint is in report.json).
+    pub(crate) fn static_sentence(&self) -> Option<String> {
+        let st = self.energy.static_power.as_ref()?;
+        let p = &st.power;
+        let at = |t: usize| {
+            let row = st.checkpoints.iter().find(|r| r.timesteps == t)?;
+            let dynamic = self.energy.checkpoints.iter().find(|r| r.timesteps == t)?;
+            Some(format!(
+                "at T = {t} {} (SNN + memory + static {})",
+                format_pj(row.static_pj),
+                format_pj(dynamic.snn.memory_inclusive_pj + row.static_pj)
+            ))
+        };
+        let mut points: Vec<usize> = self.energy.at_ann_accuracy.iter().map(|m| m.timesteps).collect();
+        points.extend(self.checkpoints.last());
+        points.dedup();
+        let points: Vec<String> = points.into_iter().filter_map(at).collect();
+        Some(format!(
+            "static (leakage) energy, a separate term not in the figures above (the ANN is charged none): {} cores of {} ({} chip(s) in the feasibility mapping{}) × {} mW per core × {} µs per step = {} per step per input; {}",
+            st.cores,
+            st.chip,
+            st.chips,
+            if st.fits { "" } else { "; the network breaks a limit of the chip, cores counted as placed" },
+            p.mw_per_core,
+            p.us_per_step,
+            format_pj(p.pj(st.cores, 1)),
+            points.join(", ")
+        ))
+    }
+
     /// `report.md`: the summary plus the cost table with sources.
     pub fn markdown(&self) -> String {
         let mut out = String::from("# signgd report\n\n```text\n");
@@ -965,6 +1009,17 @@ impl ReportData {
                     l.source.replace('|', "/")
                 );
             }
+        }
+        if let Some(p) = self.energy.model.static_power.as_ref() {
+            let _ = writeln!(
+                out,
+                "\nStatic power (a separate term; cores from the mapping onto `{}`):\n\n| figure | value | source |\n|---|---|---|\n| mW per core | {} | {} |\n| µs per step | {} | {} |",
+                p.target,
+                p.mw_per_core,
+                p.mw_per_core_source.replace('|', "/"),
+                p.us_per_step,
+                p.us_per_step_source.replace('|', "/")
+            );
         }
         out += "\n## Files\n\n- `report.json`: everything (schema version ";
         let _ = write!(out, "{SCHEMA_VERSION})\n- `populations.csv`: counts per population and checkpoint, summed over the inputs\n- `accuracy.csv`: accuracy per checkpoint\n- `layers.csv`: per ANN node and checkpoint, the ANN's MACs and energy beside the SNN populations computing that node (synaptic operations, dense MACs, energy per input)\n- `report.html`: charts\n");

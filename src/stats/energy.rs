@@ -90,6 +90,7 @@ struct ModelFile {
     unit: Option<String>,
     costs: CostsFile,
     memory: Option<Memory>,
+    static_power: Option<StaticPower>,
     #[serde(default)]
     notes: Vec<String>,
 }
@@ -147,6 +148,31 @@ impl Memory {
     }
 }
 
+/// A chip's static (leakage) power, charged for the cores a network occupies while it runs:
+/// cores used (from the feasibility mapping onto `target`) × `mw_per_core` × `us_per_step` × steps.
+/// A separate term: the per-operation figures are dynamic energy only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticPower {
+    /// The bundled hardware profile (`signgd feasibility --target`) whose mapping counts the cores.
+    pub target: String,
+    /// Leakage power of one core, in milliwatts.
+    pub mw_per_core: f64,
+    /// Where that figure comes from.
+    pub mw_per_core_source: String,
+    /// Wall-clock time of one timestep, in microseconds.
+    pub us_per_step: f64,
+    /// Where that figure comes from.
+    pub us_per_step_source: String,
+}
+
+impl StaticPower {
+    /// Picojoules leaked by `cores` cores over `steps` steps (1 mW × 1 µs = 1 nJ = 1,000 pJ).
+    pub fn pj(&self, cores: u64, steps: u64) -> f64 {
+        cores as f64 * self.mw_per_core * self.us_per_step * steps as f64 * 1000.0
+    }
+}
+
 /// Every cost of a model, defaults resolved.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Costs {
@@ -193,6 +219,9 @@ pub struct EnergyModel {
     /// Memory levels (`None`: memory is priced flat, by `memory_read` and `memory_write`).
     #[serde(default)]
     pub memory: Option<Memory>,
+    /// Static power (`None`: the table gives no cited figure, and no static term is shown).
+    #[serde(default)]
+    pub static_power: Option<StaticPower>,
     /// Notes of the file, then every default applied.
     pub notes: Vec<String>,
 }
@@ -324,12 +353,35 @@ impl EnergyModel {
                 "no memory levels given: memory is priced flat (memory_read per word) under every convention".into(),
             );
         }
+        if let Some(s) = &file.static_power {
+            if !crate::feasibility::profile::BUNDLED.iter().any(|(name, _)| *name == s.target) {
+                let targets: Vec<&str> = crate::feasibility::profile::BUNDLED.iter().map(|(n, _)| *n).collect();
+                return Err(invalid(format!(
+                    "static_power.target: `{}` is not a bundled hardware profile; choose one of {}",
+                    s.target,
+                    targets.join(", ")
+                )));
+            }
+            for (field, value) in [("mw_per_core", s.mw_per_core), ("us_per_step", s.us_per_step)] {
+                if !(value.is_finite() && value > 0.0) {
+                    return Err(invalid(format!("static_power.{field}: {value} is not a finite, positive figure")));
+                }
+            }
+            for (field, source) in
+                [("mw_per_core_source", &s.mw_per_core_source), ("us_per_step_source", &s.us_per_step_source)]
+            {
+                if source.trim().is_empty() {
+                    return Err(invalid(format!("static_power.{field} is empty: say where the figure comes from")));
+                }
+            }
+        }
         Ok(EnergyModel {
             name: file.name.unwrap_or_else(|| fallback_name.to_string()),
             title: file.title.unwrap_or_default(),
             origin: origin.to_string(),
             costs,
             memory: file.memory,
+            static_power: file.static_power,
             notes,
         })
     }
@@ -479,8 +531,14 @@ impl EnergyModel {
             "ANN memory with reuse: each weight and each input activation read once per layer, each output written once; without reuse: one weight and one activation read per MAC (one per operand of an elementwise op); convolution MACs on zero padding are not counted".to_string(),
             "SNN figures are per input for the stated number of timesteps; the ANN figure is one forward pass".to_string(),
             "signGD populations update every neuron every step (dense drive); counts are exact, not estimated".to_string(),
-            "no static (leakage) power is modelled: every figure is dynamic energy per operation".to_string(),
         ]);
+        out.push(match &self.static_power {
+            Some(s) => format!(
+                "static (leakage) power is a separate term, not in the figures above: cores used on `{}` (its feasibility mapping) × {} mW per core × {} µs per step × steps; the ANN has none",
+                s.target, s.mw_per_core, s.us_per_step
+            ),
+            None => "no static (leakage) power is modelled: every figure is dynamic energy per operation (the table gives no cited static figure)".to_string(),
+        });
         out.extend(self.notes.iter().cloned());
         out
     }

@@ -1,7 +1,8 @@
 //! Statistics a user expects from a simulation (DESIGN.md, "Statistics a user expects"): the
 //! engine's exact counters per population and checkpoint, the counts derived from the network's
 //! structure (drive additions, nonlinearity evaluations, memory traffic), the ANN's
-//! multiply-accumulates per layer, and energy estimates from cost tables ([`energy`]).
+//! multiply-accumulates per layer, and energy estimates from cost tables ([`energy`]), with a
+//! chip's static (leakage) energy as a term of its own ([`static_power`]).
 //!
 //! What the engine counts as it runs (integer sums, identical for any thread count): spikes,
 //! synaptic events delivered into a population (each arriving spike times its fan-out into that
@@ -33,6 +34,7 @@
 pub mod energy;
 pub mod observe;
 pub mod significance;
+pub mod static_power;
 
 use serde::{Deserialize, Serialize};
 
