@@ -7,10 +7,12 @@
 //! multiply-adds of every row of the tile.
 //!
 //! The spikes of the batch are spread into a padded layout `[channel][row][column phase]
-//! [column / stride][input]` (the source's factor where it fired, 0 elsewhere and in the
-//! padding), written a block of sources at a time so that the writes of every input stay in the
-//! caches closest to the core. Index maps around the convolution (a channels-last population it
-//! reads or writes) are folded into the spread and into the write-out of the product.
+//! [column / stride]` (the source's factor where it fired, 0 elsewhere and in the padding). On
+//! wide maps each input has its own layout and a tile's lanes are output columns of one input,
+//! so the product comes out per input; on narrow maps the inputs are interleaved innermost and a
+//! tile's lanes are (output column, input) pairs, so that the lanes stay busy. Index maps around
+//! the convolution (a channels-last population it reads or writes) are folded into the spread
+//! and into the write-out of the product.
 //!
 //! Exact: each target is the sequential fused multiply-add sum of its live taps in `(ky, kx)`
 //! order, taps that read padding only for the whole tile skipped (a tap that reads padding adds
@@ -23,16 +25,13 @@ use super::batch::{deinterleave, BatchKernel};
 use super::isa::{Isa, Level};
 use super::MAX_LANES;
 use crate::real::Real;
-use crate::snn::{ConvBlock, Index, Scale};
+use crate::snn::{ConvBlock, Scale};
 
 /// Most output rows of one register tile.
 pub const ROWS: usize = 14;
 
 /// Vectors of lanes in one register tile.
 const VECTORS: usize = 2;
-
-/// Physical sources spread together: their positions for every input stay in the closest caches.
-const SPREAD_BLOCK: usize = 512;
 
 /// Lanes of one register tile in precision `F` (64-byte vectors).
 fn tile_lanes<F>() -> usize {
@@ -250,49 +249,80 @@ impl<F: Real> BatchDepthwise<F> {
         self.geometry.positions() * lanes + tile_lanes::<F>()
     }
 
+    /// Whether each input has its own spread layout and product, the lanes of a tile being
+    /// output columns of one input (wide maps), rather than (output column, input) pairs
+    /// interleaved (narrow maps, whose rows would leave most lanes of a tile idle).
+    fn input_major(&self) -> bool {
+        let (width, lanes) = (self.geometry.out_w, tile_lanes::<F>());
+        4 * width >= 3 * width.div_ceil(lanes) * lanes
+    }
+
     /// Writes the spikes of the batch into `spread` (see [`BatchDepthwise::spread_len`]):
     /// `fired[b]` lists the physical sources input `b` fired, ascending.
     pub fn spread(&self, fired: &[&[u32]], spread: &mut [F]) {
         let lanes = fired.len();
         assert!(spread.len() >= self.spread_len(lanes), "spread layout too short");
+        let factor = |j: u32| self.source_factors.get(j as usize);
+        if self.input_major() {
+            let positions = self.geometry.positions();
+            for (list, layout) in fired.iter().zip(spread.chunks_mut(positions)) {
+                layout.fill(F::zero());
+                for &j in *list {
+                    let position = self.source_positions[j as usize];
+                    if position != u32::MAX {
+                        layout[position as usize] = factor(j);
+                    }
+                }
+            }
+            return;
+        }
         for &(first, len) in &self.padding {
             spread[first as usize * lanes..(first + len) as usize * lanes].fill(F::zero());
         }
+        // A block of 64 sources at a time: which of them each input fired, as a bit mask, then
+        // every input's value of each source.
         let mut cursors = [0usize; MAX_LANES];
+        let mut masks = [0u64; MAX_LANES];
         let sources = self.source_positions.len();
-        for start in (0..sources).step_by(SPREAD_BLOCK) {
-            let end = (start + SPREAD_BLOCK).min(sources);
-            for &position in &self.source_positions[start..end] {
-                if position != u32::MAX {
-                    spread[position as usize * lanes..][..lanes].fill(F::zero());
-                }
-            }
+        for start in (0..sources).step_by(64) {
+            let end = (start + 64).min(sources);
             for (b, list) in fired.iter().enumerate() {
-                let mut k = cursors[b];
+                let (mut k, mut mask) = (cursors[b], 0u64);
                 while let Some(&j) = list.get(k).filter(|&&j| (j as usize) < end) {
-                    let position = self.source_positions[j as usize];
-                    if position != u32::MAX {
-                        spread[position as usize * lanes + b] = self.source_factors.get(j as usize);
-                    }
+                    mask |= 1 << (j as usize - start);
                     k += 1;
                 }
-                cursors[b] = k;
+                (cursors[b], masks[b]) = (k, mask);
+            }
+            for (bit, &position) in self.source_positions[start..end].iter().enumerate() {
+                if position != u32::MAX {
+                    let value = factor((start + bit) as u32);
+                    let values = &mut spread[position as usize * lanes..][..lanes];
+                    for (v, mask) in values.iter_mut().zip(&masks) {
+                        *v = if mask >> bit & 1 == 1 { value } else { F::zero() };
+                    }
+                }
             }
         }
     }
 
-    /// Writes the product for `lanes` inputs from their spread spikes into `product`, `[logical
-    /// target][input]` (unscaled). Returns the multiply-accumulates performed for the inputs.
+    /// Writes the product for `lanes` inputs from their spread spikes into `product`, unscaled:
+    /// `[logical target][input]` for interleaved lanes, `[input][logical target]` for
+    /// input-major ones (see [`BatchDepthwise::input_major`]). Returns the multiply-accumulates
+    /// performed for the inputs.
     pub fn product(&self, lanes: usize, spread: &[F], product: &mut [F]) -> u64 {
         let g = &self.geometry;
         assert!(spread.len() >= self.spread_len(lanes), "spread layout too short");
         assert!(lanes <= MAX_LANES, "a batch of {lanes} inputs, at most {MAX_LANES} are computed together");
-        assert_eq!(product.len(), g.out_c * g.out_h * g.out_w * lanes, "product of the wrong size");
+        let logical_targets = g.out_c * g.out_h * g.out_w;
+        assert_eq!(product.len(), logical_targets * lanes, "product of the wrong size");
         let [kh, kw] = g.kernel_size;
         let step = tile_lanes::<F>();
-        let row_lanes = g.out_w * lanes;
+        // Per input layout: its lanes per spread position, and how many layouts there are.
+        let (unit, layouts) = if self.input_major() { (1, lanes) } else { (lanes, 1) };
+        let row_lanes = g.out_w * unit;
         let plane = g.out_h * row_lanes;
-        let row_stride = g.phases * g.columns * lanes;
+        let row_stride = g.phases * g.columns * unit;
         let row_step = g.stride_h * row_stride;
         let tile_rows = g.tile_rows();
         // The terms of each pattern of live taps, and each tile `(first row, rows, first lane,
@@ -303,13 +333,13 @@ impl<F: Real> BatchDepthwise<F> {
             let rows = tile_rows.min(g.out_h - oy);
             for start in (0..row_lanes).step_by(step) {
                 let n = step.min(row_lanes - start);
-                let live = self.live_taps(oy, rows, start / lanes, (start + n - 1) / lanes);
+                let live = self.live_taps(oy, rows, start / unit, (start + n - 1) / unit);
                 let pattern = patterns.iter().position(|(p, _)| *p == live).unwrap_or_else(|| {
                     let terms = (0..kh * kw)
                         .filter(|tap| live.0 >> (tap / kw) & 1 == 1 && live.1 >> (tap % kw) & 1 == 1)
                         .map(|tap| {
                             let (ky, kx) = (tap / kw, tap % kw);
-                            let offset = ky * row_stride + ((kx % g.phases) * g.columns + kx / g.phases) * lanes;
+                            let offset = ky * row_stride + ((kx % g.phases) * g.columns + kx / g.phases) * unit;
                             (offset as u32, tap as u32)
                         })
                         .collect();
@@ -320,24 +350,27 @@ impl<F: Real> BatchDepthwise<F> {
             }
         }
         let mut macs = 0;
-        for co in 0..g.out_c {
-            let channel = &spread[co / g.multiplier * g.channel_positions() * lanes..];
-            let weights = &self.weights[co * kh * kw..][..kh * kw];
-            for &(oy, rows, start, n, pattern) in &tiles {
-                let terms = &patterns[pattern].1;
-                let tile = Tile {
-                    weights,
-                    spread: &channel[oy * row_step + start..],
-                    terms,
-                    reach: terms.iter().map(|t| t.0).max().unwrap_or(0),
-                    row_step,
-                    out: co * plane + oy * row_lanes + start,
-                    out_stride: row_lanes,
-                    rows,
-                    lanes: n,
-                };
-                self.run_tile(&tile, product);
-                macs += (terms.len() * rows * n) as u64;
+        for layout in 0..layouts {
+            let (spread, out) = (&spread[layout * g.positions()..], layout * logical_targets);
+            for co in 0..g.out_c {
+                let channel = &spread[co / g.multiplier * g.channel_positions() * unit..];
+                let weights = &self.weights[co * kh * kw..][..kh * kw];
+                for &(oy, rows, start, n, pattern) in &tiles {
+                    let terms = &patterns[pattern].1;
+                    let tile = Tile {
+                        weights,
+                        spread: &channel[oy * row_step + start..],
+                        terms,
+                        reach: terms.iter().map(|t| t.0).max().unwrap_or(0),
+                        row_step,
+                        out: out + co * plane + oy * row_lanes + start,
+                        out_stride: row_lanes,
+                        rows,
+                        lanes: n,
+                    };
+                    self.run_tile(&tile, product);
+                    macs += (terms.len() * rows * n) as u64;
+                }
             }
         }
         macs
@@ -375,27 +408,24 @@ impl<F: Real> BatchDepthwise<F> {
         tile_generic(tile, product)
     }
 
-    /// Writes `[logical target][input]` values as `[input][physical target]`.
-    fn write_out(&self, interleaved: &[F], lanes: usize, products: &mut [F]) {
-        let Some(positions) = &self.target_positions else {
-            if !self.unwritten_targets {
-                return deinterleave(interleaved, lanes, products);
-            }
-            products.fill(F::zero());
-            for (t, values) in interleaved.chunks_exact(lanes).enumerate() {
-                for (b, &value) in values.iter().enumerate() {
-                    products[b * self.targets + t] = value;
-                }
-            }
-            return;
-        };
+    /// Writes the product as [`BatchDepthwise::product`] wrote it into `[input][physical target]`.
+    fn write_out(&self, written: &[F], lanes: usize, products: &mut [F]) {
+        let logical_targets = written.len() / lanes;
+        // The value of logical target `t` for input `b`.
+        let at = |t: usize, b: usize| if self.input_major() { b * logical_targets + t } else { t * lanes + b };
+        if self.target_positions.is_none() && !self.unwritten_targets && !self.input_major() {
+            return deinterleave(written, lanes, products);
+        }
         if self.unwritten_targets {
             products.fill(F::zero());
         }
-        for (&p, values) in positions.iter().zip(interleaved.chunks_exact(lanes)) {
-            if (p as usize) < self.targets {
-                for (b, &value) in values.iter().enumerate() {
-                    products[b * self.targets + p as usize] = value;
+        for (b, row) in products.chunks_exact_mut(self.targets).enumerate() {
+            match &self.target_positions {
+                None => row[..logical_targets].iter_mut().enumerate().for_each(|(t, p)| *p = written[at(t, b)]),
+                Some(positions) => {
+                    for (t, &p) in positions.iter().enumerate().filter(|(_, &p)| (p as usize) < self.targets) {
+                        row[p as usize] = written[at(t, b)];
+                    }
                 }
             }
         }
@@ -413,6 +443,10 @@ impl<F: Real> BatchKernel<F> for BatchDepthwise<F> {
 
     fn products(&self, lanes: usize, spread: &[F], scratch: &mut Vec<F>, products: &mut [F]) -> u64 {
         let g = &self.geometry;
+        if self.input_major() && self.target_positions.is_none() && !self.unwritten_targets {
+            // The product is already `[input][physical target]`.
+            return self.product(lanes, spread, products);
+        }
         scratch.resize(g.out_c * g.out_h * g.out_w * lanes, F::zero());
         let macs = self.product(lanes, spread, scratch);
         self.write_out(scratch, lanes, products);
@@ -585,7 +619,7 @@ mod avx512 {
 mod tests {
     use super::super::test_convs;
     use super::*;
-    use crate::snn::SynapseBlock;
+    use crate::snn::{Index, SynapseBlock};
 
     /// A `k`×`k` depthwise convolution with `multiplier` outputs per channel.
     fn block<F: Real>(in_shape: [usize; 3], multiplier: usize, k: usize, stride: usize, pad: usize) -> ConvBlock<F> {
@@ -633,8 +667,12 @@ mod tests {
             block([6, 12, 12], 1, 7, 1, 3),
             scaled(block([6, 12, 12], 1, 7, 1, 3)),
             channels_last(scaled(block([5, 9, 10], 1, 7, 1, 3))),
-            // More rows than one tile.
+            // More rows than one tile; wide maps, each input in its own layout.
             block([3, 31, 5], 1, 7, 1, 3),
+            block([3, 9, 30], 1, 7, 1, 3),
+            scaled(block([2, 17, 40], 1, 7, 1, 3)),
+            channels_last(scaled(block([2, 6, 28], 1, 7, 1, 3))),
+            channels_last(block([3, 10, 56], 1, 3, 2, 1)),
             // MobileNet's 3×3, strides 1 and 2.
             block([8, 9, 9], 1, 3, 1, 1),
             block([8, 9, 9], 1, 3, 2, 1),
