@@ -2,6 +2,7 @@
 //! at once, reading the weights once per step for all of them, and the choice among them.
 
 use super::batch_conv::{self, BatchConv};
+use super::batch_depthwise::{self, BatchDepthwise};
 use super::isa::Isa;
 use crate::real::Real;
 use crate::snn::{Scale, SynapseBlock};
@@ -34,6 +35,9 @@ pub trait BatchKernel<F>: Send + Sync {
 pub(super) fn kernel_for<F: Real>(block: &SynapseBlock, isa: Isa) -> Option<Box<dyn BatchKernel<F>>> {
     match block {
         SynapseBlock::Conv(conv) if batch_conv::handles(conv) => Some(Box::new(BatchConv::new(&conv.cast::<F>(), isa))),
+        SynapseBlock::Conv(conv) if batch_depthwise::handles(conv) => {
+            Some(Box::new(BatchDepthwise::new(&conv.cast::<F>(), isa)))
+        }
         _ => None,
     }
 }
