@@ -31,6 +31,16 @@ pub trait BatchKernel<F>: Send + Sync {
     fn bytes(&self) -> usize;
 }
 
+/// Whether some batched kernel computes `block` (read from a population's spikes).
+pub(super) fn batchable(block: &SynapseBlock) -> bool {
+    matches!(block, SynapseBlock::Conv(conv) if batch_conv::handles(conv) || batch_depthwise::handles(conv))
+}
+
+/// Batched kernels are used only when the blocks they compute hold at least this share of the
+/// network's synapses: simulating inputs in lockstep multiplies the state a worker holds and
+/// gains nothing for the blocks that stay per input.
+pub(super) const BATCHED_SHARE: f64 = 0.25;
+
 /// The batched kernel for `block` read from a population's spikes, if one computes it.
 pub(super) fn kernel_for<F: Real>(block: &SynapseBlock, isa: Isa) -> Option<Box<dyn BatchKernel<F>>> {
     match block {

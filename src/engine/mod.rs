@@ -488,7 +488,8 @@ impl<F: Real> Simulator<F> {
         let etas = config.schedule.steps(steps)?.into_iter().map(F::of).collect();
         let units = network.unit_outputs();
         let isa = isa::Isa::detect();
-        let compile = |operand, relay| compile_operand(network, operand, relay, &units, config.encoder, isa);
+        let batching = batched_share(network, config.encoder) >= batch::BATCHED_SHARE;
+        let compile = |operand, relay| compile_operand(network, operand, relay, &units, config.encoder, isa, batching);
         let mut populations: Vec<CompiledPopulation<F>> = network
             .populations
             .iter()
@@ -1084,6 +1085,30 @@ fn input_product<F: Real>(operand: &CompiledOperand<F>, input: &[F], scratch: &m
     }
 }
 
+/// Whether `source` emits real values (a real-valued encoder or a relay) rather than spikes.
+fn real_valued(network: &Network, source: Source, encoder: EncoderKind) -> bool {
+    match source {
+        Source::Input => !encoder.is_binary(),
+        Source::Population(q) => network.populations[q].kind.is_relay(),
+    }
+}
+
+/// The share of the network's synapses in blocks a batched kernel computes.
+fn batched_share(network: &Network, encoder: EncoderKind) -> f64 {
+    let projections = network.populations.iter().flat_map(|p| &p.operands).chain([&network.readout]);
+    let (mut batched, mut all) = (0u64, 0u64);
+    for projection in projections.flat_map(|o| &o.projections) {
+        let synapses = projection.block.synapses();
+        all += synapses;
+        let from_spikes =
+            matches!(projection.source, Source::Population(_)) && !real_valued(network, projection.source, encoder);
+        if from_spikes && batch::batchable(&projection.block) {
+            batched += synapses;
+        }
+    }
+    batched as f64 / all.max(1) as f64
+}
+
 fn compile_operand<F: Real>(
     network: &Network,
     operand: &Operand,
@@ -1091,6 +1116,7 @@ fn compile_operand<F: Real>(
     units: &UnitOutputs,
     encoder: EncoderKind,
     isa: isa::Isa,
+    batching: bool,
 ) -> CompiledOperand<F> {
     let compact = broadcast_form(operand);
     let (blocks, bias, broadcast) = match &compact {
@@ -1129,10 +1155,7 @@ fn compile_operand<F: Real>(
             .iter()
             .zip(&blocks)
             .map(|(p, kernel_block)| {
-                let dense = match p.source {
-                    Source::Input => !encoder.is_binary(),
-                    Source::Population(q) => network.populations[q].kind.is_relay(),
-                };
+                let dense = real_valued(network, p.source, encoder);
                 // Counts are the network's: each neuron's synapses, whatever the kernel computes.
                 // An overlapping block's synapses are counted with the block they overlap.
                 let fan_out = if p.overlap { vec![0; p.block.sources()] } else { p.block.fan_out() };
@@ -1144,7 +1167,7 @@ fn compile_operand<F: Real>(
                 CompiledProjection {
                     source: p.source,
                     dense,
-                    kernel: Kernel::new(kernel_block, !dense, p.source != Source::Input, isa),
+                    kernel: Kernel::new(kernel_block, !dense, batching && p.source != Source::Input, isa),
                     sources: p.block.sources(),
                     targets: p.block.targets(),
                     // Real-valued sources count every synapse every step; a uniform fan-out
