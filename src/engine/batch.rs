@@ -34,6 +34,9 @@ pub trait BatchKernel<F>: Send + Sync {
 pub(super) fn kernel_for<F: Real>(block: &SynapseBlock, isa: Isa) -> Option<Box<dyn BatchKernel<F>>> {
     match block {
         SynapseBlock::Conv(conv) if batch_conv::handles(conv) => Some(Box::new(BatchConv::new(&conv.cast::<F>(), isa))),
+        SynapseBlock::Dense(dense) if super::batch_dense::handles(dense) => {
+            Some(Box::new(super::batch_dense::BatchDense::<F>::new(dense, isa)))
+        }
         _ => None,
     }
 }

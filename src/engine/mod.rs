@@ -3,6 +3,7 @@
 
 mod batch;
 mod batch_conv;
+mod batch_dense;
 mod constants;
 mod conv_kernel;
 pub mod counters;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use batch::BatchKernel;
 pub use batch_conv::BatchConv;
+pub use batch_dense::BatchDense;
 use constants::OperandConstants;
 use conv_kernel::{ConvGather, ConvScratch};
 pub use counters::{ActivityCounts, Counters, KernelWork};
