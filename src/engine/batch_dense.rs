@@ -2,15 +2,18 @@
 //! mixing) computed for a batch of inputs at once, as a register-tiled product of 0/1 values: the
 //! matrix is read once per step for every token of every input of the batch.
 //!
-//! The spikes of the batch are spread into a layout `[input feature k][token][input]` (the
-//! source's factor where it fired, 0 elsewhere), so that for one `k` the (token, input) lanes are
-//! contiguous. A tile of [`ROWS`] output features × two vectors of lanes is summed in registers
-//! over every `k`, in ascending order, one fused multiply-add per term.
+//! The spikes of the batch are spread into a layout `[input][token][input feature k]` (the
+//! source's factor where it fired, 0 elsewhere; for a block without index map over the last axis,
+//! each input's spikes in the source's own order). A register tile of [`ROWS`] tokens × two
+//! vectors of consecutive output features is summed over every `k`, in ascending order, one fused
+//! multiply-add per term, the weights of a term read as vectors from the matrix `[k][n]` as the
+//! model stores it. Its sums are the product in the layout `[input][token][output feature]`: the
+//! targets themselves when the block writes them without index map.
 //!
 //! Exact: each target is the sum, in ascending `k`, of the weights of the sources that fired
 //! (times their factors; adding zero changes nothing). The order does not depend on the batch,
-//! the lane a target occupies or the instruction set, so the result is the same bit for bit for
-//! every batch size, thread count and CPU.
+//! the place a target takes in a tile or the instruction set, so the result is the same bit for
+//! bit for every batch size, thread count and CPU.
 
 use std::any::TypeId;
 
@@ -20,22 +23,22 @@ use crate::real::Real;
 use crate::snn::synapse::NONE;
 use crate::snn::{DenseBlock, Scale, Weights};
 
-/// Output features of one register tile.
+/// Tokens of one register tile.
 pub const ROWS: usize = 14;
 
-/// Terms summed per pass over a tile: the spread spikes of one run of lanes stay in the cache
-/// closest to the core across the output features.
+/// Terms summed per pass over a tile: the weights of one block of output features stay in the
+/// cache closest to the core across the tokens.
 const K_BLOCK: usize = 256;
 
-/// Vectors of lanes in one register tile.
+/// Vectors of output features in one register tile.
 const VECTORS: usize = 2;
 
 /// Fewest output features a block needs for the tile to pay (a mean or a sum over an axis keeps
 /// its event-driven kernel).
 const MIN_OUTPUTS: usize = 8;
 
-/// Lanes of one register tile in precision `F` (64-byte vectors).
-fn tile_lanes<F>() -> usize {
+/// Output features of one register tile in precision `F` (64-byte vectors).
+fn tile_columns<F>() -> usize {
     VECTORS * 64 / std::mem::size_of::<F>()
 }
 
@@ -90,7 +93,7 @@ pub struct BatchDense<F> {
     /// computed: a block whose targets keep a part of its outputs, as attention's query, key and
     /// value each keep a third of one matrix's).
     live_outputs: Vec<(usize, usize)>,
-    /// Physical targets some logical target writes to: all of them.
+    /// Every physical target is written by some logical target.
     covers_targets: bool,
     /// Number of physical targets.
     targets: usize,
@@ -122,7 +125,6 @@ impl<F: Real> BatchDense<F> {
             }
             (Matrix::Owned(rows), n_len)
         };
-        let tokens = dense.outer * dense.inner;
         let logical_sources = dense.logical_sources();
         let source_scale: Scale<F> = dense.source_scale.cast();
         let spread = if dense.source.is_identity() {
@@ -141,7 +143,7 @@ impl<F: Real> BatchDense<F> {
             let mut entries = vec![(0, F::zero()); starts[dense.sources] as usize];
             dense.source.for_each(logical_sources, |e, p| {
                 if let Some(p) = p {
-                    let position = spread_position(e, dense.inputs, dense.inner, tokens);
+                    let position = spread_position(e, dense.inputs, dense.inner);
                     entries[fill[p] as usize] = (position as u32, source_scale.get(e));
                     fill[p] += 1;
                 }
@@ -177,7 +179,6 @@ impl<F: Real> BatchDense<F> {
         };
         let live_outputs = live_outputs(dense.outer, n_len, dense.inner, target.as_deref());
         BatchDense {
-            live_outputs,
             outer: dense.outer,
             inputs: k_len,
             outputs: n_len,
@@ -187,6 +188,7 @@ impl<F: Real> BatchDense<F> {
             spread,
             source_scale: if dense.source.is_identity() { source_scale } else { Scale::One },
             target,
+            live_outputs,
             covers_targets,
             targets: dense.targets,
             target_scale,
@@ -197,6 +199,11 @@ impl<F: Real> BatchDense<F> {
     /// Tokens: `outer × inner` positions the matrix is applied at.
     fn tokens(&self) -> usize {
         self.outer * self.inner
+    }
+
+    /// Whether the product's layout `[token][output feature]` is the targets' own.
+    fn writes_targets(&self) -> bool {
+        self.target.is_none() && self.inner == 1
     }
 
     /// Bytes of the prepared weights (a copy, when the model's cannot be read in place) and
@@ -218,31 +225,30 @@ impl<F: Real> BatchDense<F> {
             + (self.source_scale.stored() + self.target_scale.stored()) * f
     }
 
-    /// Elements of the spread layout for `lanes` inputs, with the slack one tile may read past
-    /// its end.
+    /// Elements of the spread layout for `lanes` inputs.
     pub fn spread_len(&self, lanes: usize) -> usize {
-        self.inputs * self.tokens() * lanes + tile_lanes::<F>()
+        self.inputs * self.tokens() * lanes
     }
 
     /// Writes the spikes of `lanes` inputs into `spread` (see [`BatchDense::spread_len`]):
     /// `fired(b)` lists the sources input `b` fired.
     pub fn spread<'a>(&self, lanes: usize, fired: impl Fn(usize) -> &'a [u32], spread: &mut [F]) {
-        spread.fill(F::zero());
-        let tokens = self.tokens();
-        for b in 0..lanes {
+        let per_input = self.inputs * self.tokens();
+        for (b, spread) in spread[..per_input * lanes].chunks_exact_mut(per_input).enumerate() {
+            spread.fill(F::zero());
             match &self.spread {
                 Spread::Direct => {
                     // Sources past the logical ones are read by no target.
-                    for &j in fired(b).iter().take_while(|&&j| (j as usize) < self.inputs * tokens) {
-                        let position = spread_position(j as usize, self.inputs, self.inner, tokens);
-                        spread[position * lanes + b] = self.source_scale.get(j as usize);
+                    for &j in fired(b).iter().take_while(|&&j| (j as usize) < per_input) {
+                        let position = spread_position(j as usize, self.inputs, self.inner);
+                        spread[position] = self.source_scale.get(j as usize);
                     }
                 }
                 Spread::Mapped { starts, entries } => {
                     for &j in fired(b) {
                         let reading = &entries[starts[j as usize] as usize..starts[j as usize + 1] as usize];
                         for &(position, factor) in reading {
-                            spread[position as usize * lanes + b] = factor;
+                            spread[position as usize] = factor;
                         }
                     }
                 }
@@ -251,63 +257,68 @@ impl<F: Real> BatchDense<F> {
     }
 
     /// Writes the product for `lanes` inputs from their spread spikes into `product`,
-    /// `[output feature][token][input]` (unscaled, logical). Returns the multiply-accumulates
-    /// performed for the inputs (not for the unused lanes of a tile).
+    /// `[input][token][output feature]` (unscaled, logical; output features no target keeps are
+    /// not written). Returns the multiply-accumulates performed.
     pub fn product(&self, lanes: usize, spread: &[F], product: &mut [F]) -> u64 {
-        let row_lanes = self.tokens() * lanes;
+        self.product_into(lanes, spread, product, self.tokens() * self.outputs)
+    }
+
+    /// [`BatchDense::product`] with input `b`'s product starting at `b × lane_stride`.
+    fn product_into(&self, lanes: usize, spread: &[F], product: &mut [F], lane_stride: usize) -> u64 {
+        let tokens = self.tokens();
         assert!(spread.len() >= self.spread_len(lanes), "spread layout too short");
-        assert_eq!(product.len(), self.outputs * row_lanes, "product of the wrong size");
+        assert!(product.len() >= (lanes - 1) * lane_stride + tokens * self.outputs, "product too short");
         let weights = self.matrix.slice();
-        let step = tile_lanes::<F>();
+        let step = tile_columns::<F>();
         let mut macs = 0;
         for first_term in (0..self.inputs).step_by(K_BLOCK) {
             let terms = K_BLOCK.min(self.inputs - first_term);
-            for start in (0..row_lanes).step_by(step) {
-                let n = step.min(row_lanes - start);
-                let tiles = self
-                    .live_outputs
-                    .iter()
-                    .flat_map(|&(first, end)| (first..end).step_by(ROWS).map(move |f| (f, end)));
-                for (first, end) in tiles {
-                    let rows = ROWS.min(end - first);
-                    let tile = Tile {
-                        weights: &weights[first_term * self.stride + first..],
-                        weight_stride: self.stride,
-                        spread: &spread[first_term * row_lanes + start..],
-                        spread_stride: row_lanes,
-                        terms,
-                        out: first * row_lanes + start,
-                        out_stride: row_lanes,
-                        rows,
-                        lanes: n,
-                        continued: first_term > 0,
-                    };
-                    self.run_tile(&tile, product);
-                    macs += (terms * rows * n) as u64;
+            let columns =
+                self.live_outputs.iter().flat_map(|&(first, end)| (first..end).step_by(step).map(move |n| (n, end)));
+            for (first, end) in columns {
+                let columns = step.min(end - first);
+                for b in 0..lanes {
+                    for token in (0..tokens).step_by(ROWS) {
+                        let rows = ROWS.min(tokens - token);
+                        let tile = Tile {
+                            weights: &weights[first_term * self.stride + first..],
+                            weight_stride: self.stride,
+                            spread: &spread[(b * tokens + token) * self.inputs + first_term..],
+                            spread_stride: self.inputs,
+                            terms,
+                            out: b * lane_stride + token * self.outputs + first,
+                            out_stride: self.outputs,
+                            rows,
+                            columns,
+                            continued: first_term > 0,
+                        };
+                        self.run_tile(&tile, product);
+                        macs += (terms * rows * columns) as u64;
+                    }
                 }
             }
         }
         macs
     }
 
-    /// Writes `[output feature][token][input]` values as `[input][physical target]`.
+    /// Writes `[input][token][output feature]` values as `[input][physical target]`.
     fn scatter(&self, lanes: usize, logical: &[F], products: &mut [F]) {
-        let tokens = self.tokens();
         if !self.covers_targets {
             products.fill(F::zero());
         }
-        for o in 0..self.outer {
-            for n in 0..self.outputs {
+        let per_input = self.tokens() * self.outputs;
+        for (b, values) in logical.chunks_exact(per_input).take(lanes).enumerate() {
+            let products = &mut products[b * self.targets..][..self.targets];
+            for o in 0..self.outer {
                 for i in 0..self.inner {
-                    let t = (o * self.outputs + n) * self.inner + i;
-                    let p = match &self.target {
-                        None => t,
-                        Some(entries) if entries[t] == NONE => continue,
-                        Some(entries) => entries[t] as usize,
-                    };
-                    let from = &logical[(n * tokens + o * self.inner + i) * lanes..][..lanes];
-                    for (b, &value) in from.iter().enumerate() {
-                        products[b * self.targets + p] = value;
+                    let row = &values[(o * self.inner + i) * self.outputs..][..self.outputs];
+                    for (n, &value) in row.iter().enumerate() {
+                        let t = (o * self.outputs + n) * self.inner + i;
+                        match &self.target {
+                            None => products[t] = value,
+                            Some(entries) if entries[t] != NONE => products[entries[t] as usize] = value,
+                            Some(_) => {}
+                        }
                     }
                 }
             }
@@ -348,11 +359,14 @@ fn live_outputs(outer: usize, outputs: usize, inner: usize, target: Option<&[u32
     runs
 }
 
-/// The spread position (before the lanes) of logical source `e` of `[outer][inputs][inner]`:
-/// `k × tokens + token`.
-fn spread_position(e: usize, inputs: usize, inner: usize, tokens: usize) -> usize {
+/// The spread position (within an input) of logical source `e` of `[outer][inputs][inner]`:
+/// `token × inputs + k`.
+fn spread_position(e: usize, inputs: usize, inner: usize) -> usize {
+    if inner == 1 {
+        return e;
+    }
     let (o, k, i) = (e / (inputs * inner), e / inner % inputs, e % inner);
-    k * tokens + o * inner + i
+    (o * inner + i) * inputs + k
 }
 
 impl<F: Real> BatchKernel<F> for BatchDense<F> {
@@ -365,6 +379,14 @@ impl<F: Real> BatchKernel<F> for BatchDense<F> {
     }
 
     fn products(&self, lanes: usize, spread: &[F], scratch: &mut Vec<F>, products: &mut [F]) -> u64 {
+        if self.writes_targets() {
+            let macs = self.product_into(lanes, spread, products, self.targets);
+            if !self.covers_targets {
+                let logical = self.tokens() * self.outputs;
+                products.chunks_exact_mut(self.targets).for_each(|p| p[logical..].fill(F::zero()));
+            }
+            return macs;
+        }
         scratch.resize(self.outputs * self.tokens() * lanes, F::zero());
         let macs = self.product(lanes, spread, scratch);
         self.scatter(lanes, scratch, products);
@@ -380,23 +402,23 @@ impl<F: Real> BatchKernel<F> for BatchDense<F> {
     }
 }
 
-/// One register tile: `rows` output features × `lanes` consecutive (token, input) lanes.
+/// One register tile: `rows` tokens × `columns` consecutive output features.
 struct Tile<'a, F> {
-    /// The weights from the tile's first term and row: row `r` of term `k` is element
-    /// `k × weight_stride + r`.
+    /// The weights from the tile's first term and column: column `c` of term `k` is element
+    /// `k × weight_stride + c`.
     weights: &'a [F],
     weight_stride: usize,
-    /// The spread layout from the tile's first term and lane: lane `l` of term `k` is element
-    /// `k × spread_stride + l`.
+    /// The spread layout from the tile's first row and term: term `k` of row `r` is element
+    /// `r × spread_stride + k`.
     spread: &'a [F],
     spread_stride: usize,
     terms: usize,
-    /// Index in the product of the tile's first row and lane.
+    /// Index in the product of the tile's first row and column.
     out: usize,
-    /// Distance in the product between consecutive output features.
+    /// Distance in the product between consecutive rows.
     out_stride: usize,
     rows: usize,
-    lanes: usize,
+    columns: usize,
     /// The sums continue from the values in the product (a later block of terms).
     continued: bool,
 }
@@ -423,12 +445,12 @@ unsafe fn cast_mut<F, T>(values: &mut [F]) -> &mut [T] {
 /// kernels.
 fn tile_generic<F: Real>(tile: &Tile<F>, product: &mut [F]) {
     for r in 0..tile.rows {
-        for lane in 0..tile.lanes {
-            let at = tile.out + r * tile.out_stride + lane;
+        let x = &tile.spread[r * tile.spread_stride..][..tile.terms];
+        for c in 0..tile.columns {
+            let at = tile.out + r * tile.out_stride + c;
             let mut sum = if tile.continued { product[at] } else { F::zero() };
-            for k in 0..tile.terms {
-                let w = tile.weights[k * tile.weight_stride + r];
-                sum = w.mul_add(tile.spread[k * tile.spread_stride + lane], sum);
+            for (k, &x) in x.iter().enumerate() {
+                sum = x.mul_add(tile.weights[k * tile.weight_stride + c], sum);
             }
             product[at] = sum;
         }
@@ -443,16 +465,18 @@ mod avx512 {
 
     macro_rules! tile_kernel {
         ($name:ident, $rows:ident, $t:ty, $lanes:expr, $zero:ident, $set1:ident, $fmadd:ident,
-         $loadu:ident, $mask_loadu:ident, $mask_storeu:ident, $mask:ty) => {
+         $mask_loadu:ident, $mask_storeu:ident, $mask:ty) => {
             /// Runs the tile with the row count dispatched to a constant.
             #[target_feature(enable = "avx512f")]
             pub(super) fn $name(tile: &Tile<$t>, product: &mut [$t]) {
-                let end = tile.out + (tile.rows - 1) * tile.out_stride + tile.lanes;
+                assert!(tile.terms > 0 && tile.rows > 0 && tile.columns > 0, "an empty tile");
+                assert!(tile.columns <= 2 * $lanes, "a tile of {} columns", tile.columns);
+                let end = tile.out + (tile.rows - 1) * tile.out_stride + tile.columns;
                 assert!(end <= product.len(), "tile past the end of the product");
-                assert!(tile.terms > 0, "a tile without terms");
-                let last = tile.terms - 1;
-                assert!(last * tile.spread_stride + 2 * $lanes <= tile.spread.len(), "tile past the spread layout");
-                assert!(last * tile.weight_stride + tile.rows <= tile.weights.len(), "tile past the weights");
+                let last = (tile.rows - 1) * tile.spread_stride + tile.terms;
+                assert!(last <= tile.spread.len(), "tile past the spread layout");
+                let last = (tile.terms - 1) * tile.weight_stride + tile.columns;
+                assert!(last <= tile.weights.len(), "tile past the weights");
                 // SAFETY: the bounds were checked above.
                 unsafe {
                     match tile.rows {
@@ -485,7 +509,7 @@ mod avx512 {
                         ((1u32 << n) - 1) as $mask
                     }
                 };
-                let (low, high) = (full(tile.lanes), full(tile.lanes.saturating_sub($lanes)));
+                let (low, high) = (full(tile.columns), full(tile.columns.saturating_sub($lanes)));
                 let out = product.as_mut_ptr().add(tile.out);
                 let mut acc = [[$zero(); 2]; R];
                 if tile.continued {
@@ -494,16 +518,16 @@ mod avx512 {
                         *sums = [$mask_loadu($zero(), low, row), $mask_loadu($zero(), high, row.add($lanes))];
                     }
                 }
-                let mut x = tile.spread.as_ptr();
+                let x = tile.spread.as_ptr();
                 let mut weights = tile.weights.as_ptr();
-                for _ in 0..tile.terms {
-                    let (x0, x1) = ($loadu(x), $loadu(x.add($lanes)));
+                for k in 0..tile.terms {
+                    let w0 = $mask_loadu($zero(), low, weights);
+                    let w1 = $mask_loadu($zero(), high, weights.add($lanes));
                     for (r, sums) in acc.iter_mut().enumerate() {
-                        let w = $set1(*weights.add(r));
-                        sums[0] = $fmadd(w, x0, sums[0]);
-                        sums[1] = $fmadd(w, x1, sums[1]);
+                        let x = $set1(*x.add(r * tile.spread_stride + k));
+                        sums[0] = $fmadd(x, w0, sums[0]);
+                        sums[1] = $fmadd(x, w1, sums[1]);
                     }
-                    x = x.add(tile.spread_stride);
                     weights = weights.add(tile.weight_stride);
                 }
                 for (r, sums) in acc.iter().enumerate() {
@@ -523,7 +547,6 @@ mod avx512 {
         _mm512_setzero_ps,
         _mm512_set1_ps,
         _mm512_fmadd_ps,
-        _mm512_loadu_ps,
         _mm512_mask_loadu_ps,
         _mm512_mask_storeu_ps,
         __mmask16
@@ -536,7 +559,6 @@ mod avx512 {
         _mm512_setzero_pd,
         _mm512_set1_pd,
         _mm512_fmadd_pd,
-        _mm512_loadu_pd,
         _mm512_mask_loadu_pd,
         _mm512_mask_storeu_pd,
         __mmask8
