@@ -1,9 +1,9 @@
 //! Multiply-accumulates per second of the batched dense kernel at real size: ViT-Tiny's per-token
-//! 192→768 layer (the first of its MLP) over 197 tokens, spikes at density 0.5, for one and for
-//! two inputs together (a worker simulates two ViT-Tiny inputs at most: its 185 M neurons of state
-//! per input fill the 1 GiB a batch may hold). A product computes every term of every token, so
-//! its multiply-accumulates are twice the synaptic events at density 0.5. The machine's float32
-//! accumulate peak is about 8.5 × 10¹⁰ per second per core.
+//! 192→768 layer (the first of its MLP) over 197 tokens, spikes at density 0.5, for one input (a
+//! worker simulates one ViT-Tiny input at a time: its 185 M neurons take 843 MiB of state per
+//! input, and a batch holds at most 1 GiB) and for two. A product computes every term of every
+//! token, so its multiply-accumulates are twice the synaptic events at density 0.5. The machine's
+//! float32 accumulate peak is about 8.5 × 10¹⁰ per second per core.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use ndarray::{ArcArray, IxDyn};

@@ -37,6 +37,12 @@ const VECTORS: usize = 2;
 /// its event-driven kernel).
 const MIN_OUTPUTS: usize = 8;
 
+/// Fewest multiply-accumulates per input a block's product needs to be batched (the engine's own
+/// bound between its small and large kernels): below it, spreading and writing out a batch costs
+/// more than the product saves, and the event-driven kernels stay (ConvNeXt's 28×28 fixture ran
+/// 20 % slower batched).
+const MIN_PRODUCT: u64 = super::TILED_SYNAPSES;
+
 /// Output features of one register tile in precision `F` (64-byte vectors).
 fn tile_columns<F>() -> usize {
     VECTORS * 64 / std::mem::size_of::<F>()
@@ -44,7 +50,8 @@ fn tile_columns<F>() -> usize {
 
 /// Whether [`BatchDense`] computes `dense`.
 pub(crate) fn handles<W: Real>(dense: &DenseBlock<W>) -> bool {
-    dense.outputs >= MIN_OUTPUTS && dense.inputs > 0 && dense.outer * dense.inner > 0
+    let product = dense.logical_sources() as u64 * dense.outputs as u64;
+    dense.outputs >= MIN_OUTPUTS && dense.inputs > 0 && dense.outer * dense.inner > 0 && product > MIN_PRODUCT
 }
 
 /// The matrix: the model's storage when it is in the simulation's precision with the outputs
@@ -104,7 +111,7 @@ pub struct BatchDense<F> {
 
 impl<F: Real> BatchDense<F> {
     /// Prepares `dense` for this CPU's widest instruction set, if it is a block this kernel
-    /// computes (at least 8 outputs).
+    /// computes (at least 8 outputs, more than 2²¹ multiply-accumulates per input).
     pub fn prepare(dense: &DenseBlock) -> Option<Self> {
         handles(dense).then(|| Self::new(dense, Isa::detect()))
     }
@@ -764,6 +771,22 @@ mod tests {
             assert_eq!(product[24 + n], w(2) * 8.0, "input 1, token 1, output {n}");
         }
         assert_eq!(kernel.target_scale(), &Scale::Uniform(3.0));
+    }
+
+    #[test]
+    fn batches_the_large_blocks_with_several_outputs() {
+        // ViT-Tiny's per-token 192→768 layer and its 768→192 one.
+        assert!(handles(&block([197, 192, 768, 1], Storage::ColumnsF32, Around::Plain)));
+        assert!(handles(&block([197, 768, 192, 1], Storage::ColumnsF32, Around::Plain)));
+        // A 28×28 fixture's layer (49 tokens, 32→128), and a mean over 768 features.
+        assert!(!handles(&block([49, 32, 128, 1], Storage::ColumnsF32, Around::Plain)));
+        assert!(!handles(&DenseBlock::<f64>::new(
+            3136,
+            768,
+            1,
+            1,
+            Matrix { weights: Weights::from_f64(vec![1.0 / 768.0]), offset: 0, output_stride: 0, input_stride: 0 }
+        )));
     }
 
     #[test]
