@@ -313,18 +313,24 @@ impl<F: Real> BatchDense<F> {
         if !self.covers_targets {
             products.fill(F::zero());
         }
+        // Blocks of tokens, a feature at a time across the block: a map that transposes tokens
+        // and features (ConvNeXt's, Mixer's) then writes runs of adjacent targets.
+        const TOKEN_BLOCK: usize = 16;
         let per_input = self.tokens() * self.outputs;
         for (b, values) in logical.chunks_exact(per_input).take(lanes).enumerate() {
             let products = &mut products[b * self.targets..][..self.targets];
-            for o in 0..self.outer {
-                for i in 0..self.inner {
-                    let row = &values[(o * self.inner + i) * self.outputs..][..self.outputs];
-                    for (n, &value) in row.iter().enumerate() {
-                        let t = (o * self.outputs + n) * self.inner + i;
-                        match &self.target {
-                            None => products[t] = value,
-                            Some(entries) if entries[t] != NONE => products[entries[t] as usize] = value,
-                            Some(_) => {}
+            for first in (0..self.outer).step_by(TOKEN_BLOCK) {
+                let block = first..(first + TOKEN_BLOCK).min(self.outer);
+                for n in 0..self.outputs {
+                    for o in block.clone() {
+                        for i in 0..self.inner {
+                            let value = values[(o * self.inner + i) * self.outputs + n];
+                            let t = (o * self.outputs + n) * self.inner + i;
+                            match &self.target {
+                                None => products[t] = value,
+                                Some(entries) if entries[t] != NONE => products[entries[t] as usize] = value,
+                                Some(_) => {}
+                            }
                         }
                     }
                 }
