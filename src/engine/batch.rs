@@ -2,6 +2,7 @@
 //! at once, reading the weights once per step for all of them, and the choice among them.
 
 use super::batch_conv::{self, BatchConv};
+use super::batch_dense::{self, BatchDense};
 use super::batch_depthwise::{self, BatchDepthwise};
 use super::isa::Isa;
 use crate::real::Real;
@@ -33,7 +34,11 @@ pub trait BatchKernel<F>: Send + Sync {
 
 /// Whether some batched kernel computes `block` (read from a population's spikes).
 pub(super) fn batchable(block: &SynapseBlock) -> bool {
-    matches!(block, SynapseBlock::Conv(conv) if batch_conv::handles(conv) || batch_depthwise::handles(conv))
+    match block {
+        SynapseBlock::Conv(conv) => batch_conv::handles(conv) || batch_depthwise::handles(conv),
+        SynapseBlock::Dense(dense) => batch_dense::handles(dense),
+        _ => false,
+    }
 }
 
 /// Batched kernels are used only when the blocks they compute hold at least this share of the
@@ -48,6 +53,7 @@ pub(super) fn kernel_for<F: Real>(block: &SynapseBlock, isa: Isa) -> Option<Box<
         SynapseBlock::Conv(conv) if batch_depthwise::handles(conv) => {
             Some(Box::new(BatchDepthwise::new(&conv.cast::<F>(), isa)))
         }
+        SynapseBlock::Dense(dense) if batch_dense::handles(dense) => Some(Box::new(BatchDense::<F>::new(dense, isa))),
         _ => None,
     }
 }

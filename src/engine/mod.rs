@@ -3,6 +3,7 @@
 
 mod batch;
 mod batch_conv;
+mod batch_dense;
 mod batch_depthwise;
 mod constants;
 mod conv_kernel;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use batch::BatchKernel;
 pub use batch_conv::BatchConv;
+pub use batch_dense::BatchDense;
 pub use batch_depthwise::BatchDepthwise;
 use constants::OperandConstants;
 use conv_kernel::{ConvGather, ConvScratch};
