@@ -66,12 +66,18 @@ pub struct RunArgs {
     /// Inputs for ReLU normalisation (default: the first 256 inputs of --data).
     #[arg(long, value_name = "FILE")]
     pub(super) calibration: Option<PathBuf>,
-    /// Step sizes: exp:ETA0:GAMMA, inverse:ETA0 or constant:ETA0.
-    #[arg(long, value_name = "SCHEDULE", default_value = "exp:0.15:0.95")]
-    schedule: String,
-    /// Input encoder.
-    #[arg(long, value_enum, default_value_t = EncoderArg::Float)]
-    encoder: EncoderArg,
+    /// Dynamics: `reference` (the method as published: only ReLU outputs normalised, schedule
+    /// exp:0.15:0.95, float encoder) or `calibrated` (every population scaled by its own range on
+    /// the calibration inputs, schedule exp:0.3:0.9, exact encoder). --schedule and --encoder
+    /// replace the preset's.
+    #[arg(long, value_enum, default_value_t = PresetArg::Reference)]
+    preset: PresetArg,
+    /// Step sizes: exp:ETA0:GAMMA, inverse:ETA0 or constant:ETA0 (default: the preset's).
+    #[arg(long, value_name = "SCHEDULE")]
+    schedule: Option<String>,
+    /// Input encoder (default: the preset's).
+    #[arg(long, value_enum)]
+    encoder: Option<EncoderArg>,
     /// Target function of GELU neurons.
     #[arg(long, value_enum, default_value_t = GeluArg::Sigmoid)]
     gelu: GeluArg,
@@ -223,6 +229,25 @@ enum PreprocessArg {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PresetArg {
+    Reference,
+    Calibrated,
+}
+
+impl PresetArg {
+    /// The conversion's preset, and the schedule and encoder it takes unless given.
+    fn defaults(self) -> (signgd::convert::Preset, &'static str, EncoderArg) {
+        match self {
+            PresetArg::Reference => (signgd::convert::Preset::Reference, "exp:0.15:0.95", EncoderArg::Float),
+            PresetArg::Calibrated => (signgd::convert::Preset::Calibrated, CALIBRATED_SCHEDULE, EncoderArg::Exact),
+        }
+    }
+}
+
+/// The schedule of `--preset calibrated`.
+const CALIBRATED_SCHEDULE: &str = "exp:0.3:0.9";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum EncoderArg {
     Float,
     Spike,
@@ -302,13 +327,13 @@ fn settings(args: &RunArgs) -> Result<Settings> {
     }
     let checkpoints =
         parse_timesteps(&args.timesteps).map_err(flat).with_context(|| format!("--timesteps `{}`", args.timesteps))?;
+    let (preset, preset_schedule, preset_encoder) = args.preset.defaults();
+    let schedule = args.schedule.as_deref().unwrap_or(preset_schedule);
     let neuron = match args.neuron {
         NeuronArg::Signgd => Neuron::SignGd {
-            schedule: Schedule::parse(&args.schedule)
-                .map_err(flat)
-                .with_context(|| format!("--schedule `{}`", args.schedule))?,
-            schedule_text: args.schedule.clone(),
-            encoder: args.encoder.kind(),
+            schedule: Schedule::parse(schedule).map_err(flat).with_context(|| format!("--schedule `{schedule}`"))?,
+            schedule_text: schedule.to_string(),
+            encoder: args.encoder.unwrap_or(preset_encoder).kind(),
         },
         NeuronArg::If => Neuron::IntegrateAndFire,
     };
@@ -325,6 +350,7 @@ fn settings(args: &RunArgs) -> Result<Settings> {
             PrecisionArg::F64 => Precision::F64,
         },
         threads,
+        preset,
     };
     run_settings.check().map_err(flat).with_context(|| format!("--timesteps `{}`", args.timesteps))?;
     for path in [&args.dump_outputs, &args.dump_ann].into_iter().flatten() {
