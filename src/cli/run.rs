@@ -544,8 +544,12 @@ impl Hooks<'_> {
             outcome.merged_from = Some(plan.directories());
         }
         if let Some(dir) = &args.report {
+            let mut run_json = outcome.to_json();
+            if let Some(ranges) = ranges_json(prepared, &self.settings.plan.settings, &result.checkpoints) {
+                run_json["ranges"] = ranges;
+            }
             let report_data = ReportData::build(report::Sources {
-                run: outcome.to_json(),
+                run: run_json,
                 network: prepared.network(),
                 counters: &result.counters,
                 checkpoints: &result.checkpoints,
@@ -725,8 +729,8 @@ fn text(o: &Outcome) -> String {
     };
     let _ = writeln!(
         out,
-        "settings     schedule {}, encoder {}, gelu {}, neuron {}, precision {}, threads {}, relu norm {}",
-        s.schedule, s.encoder, s.gelu, s.neuron, s.precision, s.threads, s.relu_norm
+        "settings     preset {}, schedule {}, encoder {}, gelu {}, neuron {}, precision {}, threads {}, relu norm {}",
+        s.preset, s.schedule, s.encoder, s.gelu, s.neuron, s.precision, s.threads, s.relu_norm
     );
     let _ = writeln!(out, "calibration  {}", o.calibration);
     if let Some(files) = o.provenance["files"].as_object() {
@@ -854,4 +858,33 @@ fn flat(error: impl std::fmt::Display) -> anyhow::Error {
 
 fn percent(x: f64) -> String {
     format!("{:.2}%", 100.0 * x)
+}
+
+/// Per population of calibrated dynamics, its scale and the fraction of its neurons whose target
+/// on some calibration input lies beyond the bound Σ η_t of the last checkpoint (saturation);
+/// `None` for the reference preset, which records no ranges.
+fn ranges_json(
+    prepared: &Prepared,
+    settings: &signgd::pipeline::Settings,
+    checkpoints: &[usize],
+) -> Option<serde_json::Value> {
+    let ranges = &prepared.conversion.ranges;
+    let (Some(&last), Neuron::SignGd { schedule, .. }) = (checkpoints.last(), &settings.neuron) else { return None };
+    if ranges.is_empty() {
+        return None;
+    }
+    let bound: f64 = schedule.steps(last).ok()?.iter().sum();
+    let rows: Vec<serde_json::Value> = ranges
+        .iter()
+        .map(|r| {
+            json!({
+                "population": r.name,
+                "scaled": r.scaled,
+                "scale_min": r.scale.0,
+                "scale_max": r.scale.1,
+                "saturated_fraction": r.saturated(bound),
+            })
+        })
+        .collect();
+    Some(json!({ "bound": bound, "timesteps": last, "populations": rows }))
 }

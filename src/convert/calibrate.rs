@@ -52,7 +52,7 @@ impl PopulationRange {
     }
 }
 
-/// The scale a neuron of `kind` takes, or `None` if its function is not homogeneous.
+/// Whether a neuron of `kind` can be rescaled exactly (its function is homogeneous, or exp).
 fn scalable(kind: NeuronKind) -> bool {
     matches!(
         kind,
@@ -101,6 +101,8 @@ pub fn normalise(
         let Some(peak) = peak else {
             return Err(ConvertError::Graph(format!("calibration did not reach node `{name}`")));
         };
+        let largest = peak.iter().copied().fold(0.0f64, f64::max);
+        tracing::debug!(population = %name, kind = %kind.name(), largest, "calibrated range");
         if !scalable(kind) {
             ranges.push(PopulationRange {
                 name,
