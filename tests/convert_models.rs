@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, IxDyn};
 use signgd::convert::affine::broadcast_indices;
-use signgd::convert::{convert, ConvertOptions};
+use signgd::convert::{convert, ConvertOptions, Preset};
 use signgd::data::{read_inputs, LoadLimits};
 use signgd::model::read_onnx;
 use signgd::snn::{GeluTarget, Operand, Source};
@@ -49,6 +49,16 @@ fn assert_close(what: &str, ours: &[f64], ann: &[f64]) {
 
 #[test]
 fn every_fixture_converts_and_reconstructs_the_ann_exactly() {
+    reconstructs_every_fixture(Preset::Reference);
+}
+
+/// Calibrated dynamics rescale every population; the identity must hold all the same.
+#[test]
+fn calibrated_dynamics_keep_the_reconstruction_identity() {
+    reconstructs_every_fixture(Preset::Calibrated);
+}
+
+fn reconstructs_every_fixture(preset: Preset) {
     let models = fixture_models();
     assert!(!models.is_empty(), "no fixture models found");
     let inputs = images(4);
@@ -60,6 +70,7 @@ fn every_fixture_converts_and_reconstructs_the_ann_exactly() {
         let options = ConvertOptions {
             gelu: GeluTarget::Sigmoid,
             calibration: inputs.iter().map(as_input).collect::<Vec<_>>().into(),
+            preset,
             ..ConvertOptions::default()
         };
         let conversion = convert(&graph, &options).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -66,12 +66,18 @@ pub struct RunArgs {
     /// Inputs for ReLU normalisation (default: the first 256 inputs of --data).
     #[arg(long, value_name = "FILE")]
     pub(super) calibration: Option<PathBuf>,
-    /// Step sizes: exp:ETA0:GAMMA, inverse:ETA0 or constant:ETA0.
-    #[arg(long, value_name = "SCHEDULE", default_value = "exp:0.15:0.95")]
-    schedule: String,
-    /// Input encoder.
-    #[arg(long, value_enum, default_value_t = EncoderArg::Float)]
-    encoder: EncoderArg,
+    /// Dynamics: `reference` (the method as published: only ReLU outputs normalised, schedule
+    /// exp:0.15:0.95, float encoder) or `calibrated` (every population scaled by its own range on
+    /// the calibration inputs, schedule exp:0.3:0.9, exact encoder). --schedule and --encoder
+    /// replace the preset's.
+    #[arg(long, value_enum, default_value_t = PresetArg::Reference)]
+    preset: PresetArg,
+    /// Step sizes: exp:ETA0:GAMMA, inverse:ETA0 or constant:ETA0 (default: the preset's).
+    #[arg(long, value_name = "SCHEDULE")]
+    schedule: Option<String>,
+    /// Input encoder (default: the preset's).
+    #[arg(long, value_enum)]
+    encoder: Option<EncoderArg>,
     /// Target function of GELU neurons.
     #[arg(long, value_enum, default_value_t = GeluArg::Sigmoid)]
     gelu: GeluArg,
@@ -223,6 +229,25 @@ enum PreprocessArg {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PresetArg {
+    Reference,
+    Calibrated,
+}
+
+impl PresetArg {
+    /// The conversion's preset, and the schedule and encoder it takes unless given.
+    fn defaults(self) -> (signgd::convert::Preset, &'static str, EncoderArg) {
+        match self {
+            PresetArg::Reference => (signgd::convert::Preset::Reference, "exp:0.15:0.95", EncoderArg::Float),
+            PresetArg::Calibrated => (signgd::convert::Preset::Calibrated, CALIBRATED_SCHEDULE, EncoderArg::Exact),
+        }
+    }
+}
+
+/// The schedule of `--preset calibrated`.
+const CALIBRATED_SCHEDULE: &str = "exp:0.3:0.9";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum EncoderArg {
     Float,
     Spike,
@@ -302,13 +327,13 @@ fn settings(args: &RunArgs) -> Result<Settings> {
     }
     let checkpoints =
         parse_timesteps(&args.timesteps).map_err(flat).with_context(|| format!("--timesteps `{}`", args.timesteps))?;
+    let (preset, preset_schedule, preset_encoder) = args.preset.defaults();
+    let schedule = args.schedule.as_deref().unwrap_or(preset_schedule);
     let neuron = match args.neuron {
         NeuronArg::Signgd => Neuron::SignGd {
-            schedule: Schedule::parse(&args.schedule)
-                .map_err(flat)
-                .with_context(|| format!("--schedule `{}`", args.schedule))?,
-            schedule_text: args.schedule.clone(),
-            encoder: args.encoder.kind(),
+            schedule: Schedule::parse(schedule).map_err(flat).with_context(|| format!("--schedule `{schedule}`"))?,
+            schedule_text: schedule.to_string(),
+            encoder: args.encoder.unwrap_or(preset_encoder).kind(),
         },
         NeuronArg::If => Neuron::IntegrateAndFire,
     };
@@ -325,6 +350,7 @@ fn settings(args: &RunArgs) -> Result<Settings> {
             PrecisionArg::F64 => Precision::F64,
         },
         threads,
+        preset,
     };
     run_settings.check().map_err(flat).with_context(|| format!("--timesteps `{}`", args.timesteps))?;
     for path in [&args.dump_outputs, &args.dump_ann].into_iter().flatten() {
@@ -518,8 +544,12 @@ impl Hooks<'_> {
             outcome.merged_from = Some(plan.directories());
         }
         if let Some(dir) = &args.report {
+            let mut run_json = outcome.to_json();
+            if let Some(ranges) = ranges_json(prepared, &self.settings.plan.settings, &result.checkpoints) {
+                run_json["ranges"] = ranges;
+            }
             let report_data = ReportData::build(report::Sources {
-                run: outcome.to_json(),
+                run: run_json,
                 network: prepared.network(),
                 counters: &result.counters,
                 checkpoints: &result.checkpoints,
@@ -699,8 +729,8 @@ fn text(o: &Outcome) -> String {
     };
     let _ = writeln!(
         out,
-        "settings     schedule {}, encoder {}, gelu {}, neuron {}, precision {}, threads {}, relu norm {}",
-        s.schedule, s.encoder, s.gelu, s.neuron, s.precision, s.threads, s.relu_norm
+        "settings     preset {}, schedule {}, encoder {}, gelu {}, neuron {}, precision {}, threads {}, relu norm {}",
+        s.preset, s.schedule, s.encoder, s.gelu, s.neuron, s.precision, s.threads, s.relu_norm
     );
     let _ = writeln!(out, "calibration  {}", o.calibration);
     if let Some(files) = o.provenance["files"].as_object() {
@@ -828,4 +858,33 @@ fn flat(error: impl std::fmt::Display) -> anyhow::Error {
 
 fn percent(x: f64) -> String {
     format!("{:.2}%", 100.0 * x)
+}
+
+/// Per population of calibrated dynamics, its scale and the fraction of its neurons whose target
+/// on some calibration input lies beyond the bound Σ η_t of the last checkpoint (saturation);
+/// `None` for the reference preset, which records no ranges.
+fn ranges_json(
+    prepared: &Prepared,
+    settings: &signgd::pipeline::Settings,
+    checkpoints: &[usize],
+) -> Option<serde_json::Value> {
+    let ranges = &prepared.conversion.ranges;
+    let (Some(&last), Neuron::SignGd { schedule, .. }) = (checkpoints.last(), &settings.neuron) else { return None };
+    if ranges.is_empty() {
+        return None;
+    }
+    let bound: f64 = schedule.steps(last).ok()?.iter().sum();
+    let rows: Vec<serde_json::Value> = ranges
+        .iter()
+        .map(|r| {
+            json!({
+                "population": r.name,
+                "scaled": r.scaled,
+                "scale_min": r.scale.0,
+                "scale_max": r.scale.1,
+                "saturated_fraction": r.saturated(bound),
+            })
+        })
+        .collect();
+    Some(json!({ "bound": bound, "timesteps": last, "populations": rows }))
 }

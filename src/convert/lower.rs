@@ -349,7 +349,11 @@ impl Composition {
 
 /// The neuron kind a node becomes, `None` for an affine node, or an error for a nonlinearity
 /// that cannot be converted.
-fn neuron_kind(graph: &Graph, node: &Node, options: &ConvertOptions) -> Result<Option<NeuronKind>, ConvertError> {
+pub(super) fn neuron_kind(
+    graph: &Graph,
+    node: &Node,
+    options: &ConvertOptions,
+) -> Result<Option<NeuronKind>, ConvertError> {
     let activation = |i: usize| node.inputs.get(i).is_some_and(|&v| !graph.is_constant(v));
     let kind = match &node.op {
         Op::Relu => NeuronKind::Relu,

@@ -3,6 +3,7 @@
 
 pub mod affine;
 pub mod batchnorm;
+pub mod calibrate;
 pub mod compose;
 pub mod divsqrt;
 pub mod layernorm;
@@ -74,8 +75,22 @@ pub struct ConvertOptions {
     pub threads: usize,
     /// Told of calibration inputs as they are evaluated.
     pub progress: Option<Progress>,
-    /// Over what the ReLU maxima of normalisation are taken.
+    /// Over what the ReLU maxima of normalisation are taken (with [`Preset::Calibrated`], every
+    /// population's maxima).
     pub relu_norm: ReluNorm,
+    /// The method's dynamics or calibrated ones.
+    pub preset: Preset,
+}
+
+/// Which dynamics the conversion sets up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Preset {
+    /// The method as published: only ReLU outputs normalised (SPEC.md §4).
+    #[default]
+    Reference,
+    /// Every population scaled by its own operating range on the calibration inputs
+    /// (see [`calibrate`]).
+    Calibrated,
 }
 
 /// Over what ReLU normalisation takes its calibration maxima.
@@ -99,6 +114,7 @@ impl Default for ConvertOptions {
             threads: 1,
             progress: None,
             relu_norm: ReluNorm::Element,
+            preset: Preset::Reference,
         }
     }
 }
@@ -163,6 +179,9 @@ pub struct Conversion {
     pub graph: Graph,
     /// What the passes did, one line each.
     pub notes: Vec<String>,
+    /// Per population, the operating range calibrated dynamics gave it (empty with
+    /// [`Preset::Reference`]).
+    pub ranges: Vec<calibrate::PopulationRange>,
 }
 
 /// Runs every pass in the order of SPEC.md §4 and lowers the result into a spiking network.
@@ -195,7 +214,16 @@ pub fn convert(graph: &Graph, options: &ConvertOptions) -> Result<Conversion, Co
     for (name, pass) in passes {
         traced_pass(name, &mut graph, &mut notes, pass)?;
     }
-    traced_pass("ReLU normalisation", &mut graph, &mut notes, |g, n| relu_norm::normalise(g, options, n))?;
+    let mut ranges = Vec::new();
+    match options.preset {
+        Preset::Reference => {
+            traced_pass("ReLU normalisation", &mut graph, &mut notes, |g, n| relu_norm::normalise(g, options, n))?
+        }
+        Preset::Calibrated => traced_pass("calibrated ranges", &mut graph, &mut notes, |g, n| {
+            ranges = calibrate::normalise(g, options, n)?;
+            Ok(())
+        })?,
+    }
     let lowering = Instant::now();
     let network = lower::lower(&graph, options)?;
     network
@@ -207,7 +235,7 @@ pub fn convert(graph: &Graph, options: &ConvertOptions) -> Result<Conversion, Co
         tracing::debug!(index = i, name = %p.name, kind = %p.kind.name(), neurons = p.size(), synapses, "population");
     }
     tracing::info!(seconds = started.elapsed().as_secs_f64(), populations = network.populations.len(), "conversion");
-    Ok(Conversion { network, graph, notes })
+    Ok(Conversion { network, graph, notes, ranges })
 }
 
 /// Runs one pass, with a debug event of its duration and what it did.

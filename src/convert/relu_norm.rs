@@ -29,7 +29,7 @@ pub fn normalise(graph: &mut Graph, options: &ConvertOptions, notes: &mut Vec<St
             "the model has ReLU nodes, which need calibration inputs for normalisation; give at least one".into(),
         ));
     }
-    let maxima = maxima(graph, &relus, calibration, options.threads.max(1), options.progress.as_ref())?;
+    let maxima = maxima(graph, &relus, calibration, options.threads.max(1), options.progress.as_ref(), |v| v)?;
     for (&r, m) in relus.iter().zip(maxima) {
         let Some(mut m) = m else {
             return Err(ConvertError::Graph(format!("calibration did not reach ReLU node `{}`", graph.nodes[r].name)));
@@ -60,7 +60,7 @@ pub fn normalise(graph: &mut Graph, options: &ConvertOptions, notes: &mut Vec<St
 /// Replaces per-element maxima by the maximum of their channel or of the whole output. The
 /// channel is axis 1 of a map `[N, C, H, W, …]`, the feature (last) axis of tokens `[N, T, F]`; a
 /// vector's elements are its channels.
-fn pool(m: &mut ArrayD<f64>, norm: ReluNorm) {
+pub(super) fn pool(m: &mut ArrayD<f64>, norm: ReluNorm) {
     match norm {
         ReluNorm::Element => {}
         ReluNorm::Layer => {
@@ -78,16 +78,18 @@ fn pool(m: &mut ArrayD<f64>, norm: ReluNorm) {
     }
 }
 
-/// Per-element maxima of the outputs of the nodes `relus` over the calibration inputs, in double
+/// Per-element maxima of `measure` of the outputs of the nodes `relus` over the calibration
+/// inputs (`measure` is the identity for ReLU outputs, `abs` for a magnitude), in double
 /// precision, by `threads` workers each taking the next input not yet taken. Each worker keeps
 /// its own maxima and one evaluation's live values; the maxima are merged at the end (maxima do
 /// not depend on the order).
-fn maxima(
+pub(super) fn maxima(
     graph: &Graph,
     relus: &[usize],
     calibration: &CalibrationSet,
     threads: usize,
     progress: Option<&Progress>,
+    measure: fn(f64) -> f64,
 ) -> Result<Vec<Option<ArrayD<f64>>>, ConvertError> {
     let Some(source) = calibration.source() else { return Ok(vec![None; relus.len()]) };
     let count = source.len();
@@ -112,8 +114,8 @@ fn maxima(
                 evaluator.evaluate_visit(&input, |node, out| {
                     if let Some(slot) = slots[node] {
                         match &mut maxima[slot] {
-                            None => maxima[slot] = Some(out.clone()),
-                            Some(m) => m.zip_mut_with(out, |a, &b| *a = a.max(b)),
+                            None => maxima[slot] = Some(out.mapv(measure)),
+                            Some(m) => m.zip_mut_with(out, |a, &b| *a = a.max(measure(b))),
                         }
                     }
                 })?;

@@ -98,6 +98,13 @@ pub struct SettingsSummary {
     pub threads: usize,
     /// ReLU normalisation.
     pub relu_norm: String,
+    /// `reference` or `calibrated` dynamics.
+    #[serde(default = "reference_preset")]
+    pub preset: String,
+}
+
+fn reference_preset() -> String {
+    "reference".into()
 }
 
 impl SettingsSummary {
@@ -112,6 +119,10 @@ impl SettingsSummary {
             precision: precision.into(),
             threads: settings.threads,
             relu_norm: relu_norm_name(settings.relu_norm).into(),
+            preset: match settings.preset {
+                crate::convert::Preset::Reference => "reference".into(),
+                crate::convert::Preset::Calibrated => "calibrated".into(),
+            },
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::convert::ReluNorm;
+use crate::convert::{Preset, ReluNorm};
 use crate::engine::SimConfig;
 use crate::model::reader::ReadLimits;
 use crate::shard::Shard;
@@ -161,6 +161,9 @@ pub struct Settings {
     pub precision: Precision,
     /// Worker threads (results do not depend on it).
     pub threads: usize,
+    /// The method's dynamics or calibrated ones (the conversion's part of a preset: the
+    /// schedule and encoder are in `neuron`).
+    pub preset: Preset,
 }
 
 impl Default for Settings {
@@ -172,6 +175,7 @@ impl Default for Settings {
             relu_norm: ReluNorm::Element,
             precision: Precision::F32,
             threads: 1,
+            preset: Preset::Reference,
         }
     }
 }

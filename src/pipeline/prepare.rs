@@ -140,6 +140,7 @@ pub fn prepare(plan: &Plan, progress: &Arc<dyn Progress>) -> Result<Prepared, Pi
         threads: settings.threads,
         progress: Some(ConvertProgress(Arc::new(move |n| told.advance(Phase::Calibration, n)))),
         relu_norm: settings.relu_norm,
+        preset: settings.preset,
     };
     progress.start(Phase::Calibration, options.calibration.len());
     let conversion = convert(&graph, &options);
