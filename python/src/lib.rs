@@ -117,7 +117,7 @@ fn convert(
         None => CalibrationSet::default(),
     };
     let calibration_inputs = calibration.len();
-    let options = ConvertOptions { gelu, calibration, threads: threads.max(1), progress: None, relu_norm };
+    let options = ConvertOptions { gelu, calibration, threads: threads.max(1), relu_norm, ..ConvertOptions::default() };
     let conversion = py
         .detach(|| convert_graph(&graph, &options))
         .map_err(|e| SigngdError::new_err(format!("cannot convert {}: {e}", onnx_path.display())))?;
