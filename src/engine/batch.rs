@@ -58,6 +58,33 @@ pub(super) fn kernel_for<F: Real>(block: &SynapseBlock, isa: Isa) -> Option<Box<
     }
 }
 
+/// Calls `$rows::<R>($tile, $product)` with the row count `$count` (1 to 14) as the constant
+/// `R`, so a register tile's accumulators are an array of known length.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dispatch_rows {
+    ($count:expr, $rows:ident, $tile:expr, $product:expr) => {
+        match $count {
+            14 => $rows::<14>($tile, $product),
+            13 => $rows::<13>($tile, $product),
+            12 => $rows::<12>($tile, $product),
+            11 => $rows::<11>($tile, $product),
+            10 => $rows::<10>($tile, $product),
+            9 => $rows::<9>($tile, $product),
+            8 => $rows::<8>($tile, $product),
+            7 => $rows::<7>($tile, $product),
+            6 => $rows::<6>($tile, $product),
+            5 => $rows::<5>($tile, $product),
+            4 => $rows::<4>($tile, $product),
+            3 => $rows::<3>($tile, $product),
+            2 => $rows::<2>($tile, $product),
+            1 => $rows::<1>($tile, $product),
+            n => unreachable!("a tile of {n} rows"),
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(super) use dispatch_rows;
+
 /// Writes `[target][input]` values as `[input][target]`, a block of targets at a time.
 pub(super) fn deinterleave<F: Real>(interleaved: &[F], lanes: usize, out: &mut [F]) {
     const BLOCK: usize = 64;

@@ -534,25 +534,7 @@ mod avx512 {
                 assert!(tile.terms.is_empty() || last <= tile.spread.len(), "tile past the spread layout");
                 assert!(tile.terms.iter().all(|t| (t.1 as usize) < tile.weights.len()), "weight past the kernel");
                 // SAFETY: the bounds were checked above.
-                unsafe {
-                    match tile.rows {
-                        14 => $rows::<14>(tile, product),
-                        13 => $rows::<13>(tile, product),
-                        12 => $rows::<12>(tile, product),
-                        11 => $rows::<11>(tile, product),
-                        10 => $rows::<10>(tile, product),
-                        9 => $rows::<9>(tile, product),
-                        8 => $rows::<8>(tile, product),
-                        7 => $rows::<7>(tile, product),
-                        6 => $rows::<6>(tile, product),
-                        5 => $rows::<5>(tile, product),
-                        4 => $rows::<4>(tile, product),
-                        3 => $rows::<3>(tile, product),
-                        2 => $rows::<2>(tile, product),
-                        1 => $rows::<1>(tile, product),
-                        n => unreachable!("a tile of {n} rows"),
-                    }
-                }
+                unsafe { crate::engine::batch::dispatch_rows!(tile.rows, $rows, tile, product) }
             }
 
             #[target_feature(enable = "avx512f")]
