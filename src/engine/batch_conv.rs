@@ -311,14 +311,17 @@ impl<F: Real> BatchConv<F> {
 
     fn run_tile(&self, tile: &Tile<F>, product: &mut [F]) {
         #[cfg(target_arch = "x86_64")]
-        if self.isa.level() == Level::Avx512 {
-            if TypeId::of::<F>() == TypeId::of::<f32>() {
-                // SAFETY: `F` is `f32` (same type, same layout); `Isa::detect` found AVX-512F.
-                return unsafe { avx512::tile_f32(cast(tile), cast_mut(product)) };
-            }
-            if TypeId::of::<F>() == TypeId::of::<f64>() {
-                // SAFETY: as above, for `f64`.
-                return unsafe { avx512::tile_f64(cast(tile), cast_mut(product)) };
+        {
+            let f32 = TypeId::of::<F>() == TypeId::of::<f32>();
+            let f64 = TypeId::of::<F>() == TypeId::of::<f64>();
+            match self.isa.level() {
+                // SAFETY: `F` is the kernel's type (same type, same layout); `Isa::detect` found
+                // the instruction set.
+                Level::Avx512 if f32 => return unsafe { avx512::tile_f32(cast(tile), cast_mut(product)) },
+                Level::Avx512 if f64 => return unsafe { avx512::tile_f64(cast(tile), cast_mut(product)) },
+                Level::Avx2 if f32 => return unsafe { avx2::tile_f32(cast(tile), cast_mut(product)) },
+                Level::Avx2 if f64 => return unsafe { avx2::tile_f64(cast(tile), cast_mut(product)) },
+                _ => {}
             }
         }
         tile_generic(tile, product)
@@ -496,6 +499,149 @@ mod avx512 {
         _mm512_mask_loadu_pd,
         _mm512_mask_storeu_pd,
         __mmask8
+    );
+}
+
+/// The tile with 256-bit vectors: the AVX-512 tile's 32 lanes are four vectors here, covered two
+/// at a time and a few rows at a time so that the sums fit the 16 registers.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{reach, Tile, ROWS};
+
+    /// Rows summed together over two vectors of lanes: 5 × 2 sums, two sources and a weight
+    /// take 13 of the 16 registers.
+    const SUB_ROWS: usize = 5;
+
+    macro_rules! tile_kernel {
+        ($name:ident, $rows:ident, $t:ty, $vec:ty, $lanes:expr, $zero:ident, $set1:ident, $fmadd:ident,
+         $loadu:ident, $maskload:ident, $maskstore:ident, $lane_mask:expr) => {
+            /// Runs the tile two vectors of lanes and a few rows at a time, with the row and vector
+            /// counts as constants.
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) fn $name(tile: &Tile<$t>, product: &mut [$t]) {
+                let end = tile.out + (tile.rows - 1) * tile.out_stride + tile.lanes;
+                assert!(end <= product.len(), "tile past the end of the product");
+                debug_assert_eq!(tile.reach, reach(tile.terms));
+                assert!(tile.reach.0 as usize + 4 * $lanes <= tile.spread.len(), "tile past the spread layout");
+                assert!(tile.reach.1 as usize + ROWS <= tile.panel.len(), "tile past the end of the weights");
+                assert!(tile.lanes <= 4 * $lanes, "a tile of {} lanes", tile.lanes);
+                let vectors = tile.lanes.div_ceil($lanes);
+                for first_vector in (0..vectors).step_by(2) {
+                    let pair = 2.min(vectors - first_vector);
+                    for first in (0..tile.rows).step_by(SUB_ROWS) {
+                        let rows = SUB_ROWS.min(tile.rows - first);
+                        let at = (first, first_vector * $lanes);
+                        // SAFETY: the bounds were checked above.
+                        unsafe {
+                            match (rows, pair) {
+                                (5, 2) => $rows::<5, 2>(tile, at, product),
+                                (4, 2) => $rows::<4, 2>(tile, at, product),
+                                (3, 2) => $rows::<3, 2>(tile, at, product),
+                                (2, 2) => $rows::<2, 2>(tile, at, product),
+                                (1, 2) => $rows::<1, 2>(tile, at, product),
+                                (5, 1) => $rows::<5, 1>(tile, at, product),
+                                (4, 1) => $rows::<4, 1>(tile, at, product),
+                                (3, 1) => $rows::<3, 1>(tile, at, product),
+                                (2, 1) => $rows::<2, 1>(tile, at, product),
+                                (1, 1) => $rows::<1, 1>(tile, at, product),
+                                (r, v) => unreachable!("a sub-tile of {r} rows and {v} vectors"),
+                            }
+                        }
+                    }
+                }
+            }
+
+            /// Rows `first..first + R` of the tile over `V` vectors of lanes from lane `lane`.
+            #[target_feature(enable = "avx2,fma")]
+            #[inline]
+            unsafe fn $rows<const R: usize, const V: usize>(
+                tile: &Tile<$t>,
+                (first, lane): (usize, usize),
+                product: &mut [$t],
+            ) {
+                let mut masks = [_mm256_setzero_si256(); V];
+                for (v, mask) in masks.iter_mut().enumerate() {
+                    *mask = $lane_mask(tile.lanes.saturating_sub(lane + v * $lanes).min($lanes));
+                }
+                let out = product.as_mut_ptr().add(tile.out + first * tile.out_stride + lane);
+                let mut acc = [[$zero(); V]; R];
+                if tile.continued {
+                    for (r, sums) in acc.iter_mut().enumerate() {
+                        let row = out.add(r * tile.out_stride);
+                        for (v, sum) in sums.iter_mut().enumerate() {
+                            *sum = $maskload(row.add(v * $lanes), masks[v]);
+                        }
+                    }
+                }
+                let spread = tile.spread.as_ptr().add(lane);
+                let panel = tile.panel.as_ptr().add(first);
+                for &(offset, weights) in tile.terms {
+                    let x = spread.add(offset as usize);
+                    let mut xs = [$zero(); V];
+                    for (v, xv) in xs.iter_mut().enumerate() {
+                        *xv = $loadu(x.add(v * $lanes));
+                    }
+                    let weights = panel.add(weights as usize);
+                    for (r, sums) in acc.iter_mut().enumerate() {
+                        let w = $set1(*weights.add(r));
+                        for (sum, xv) in sums.iter_mut().zip(&xs) {
+                            *sum = $fmadd(w, *xv, *sum);
+                        }
+                    }
+                }
+                for (r, sums) in acc.iter().enumerate() {
+                    let row = out.add(r * tile.out_stride);
+                    for (v, sum) in sums.iter().enumerate() {
+                        $maskstore(row.add(v * $lanes), masks[v], *sum);
+                    }
+                }
+            }
+        };
+    }
+
+    /// The first `n` of eight 32-bit lanes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn first_lanes_32(n: usize) -> __m256i {
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+
+    /// The first `n` of four 64-bit lanes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn first_lanes_64(n: usize) -> __m256i {
+        _mm256_cmpgt_epi64(_mm256_set1_epi64x(n as i64), _mm256_setr_epi64x(0, 1, 2, 3))
+    }
+
+    tile_kernel!(
+        tile_f32,
+        rows_f32,
+        f32,
+        __m256,
+        8,
+        _mm256_setzero_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_loadu_ps,
+        _mm256_maskload_ps,
+        _mm256_maskstore_ps,
+        first_lanes_32
+    );
+    tile_kernel!(
+        tile_f64,
+        rows_f64,
+        f64,
+        __m256d,
+        4,
+        _mm256_setzero_pd,
+        _mm256_set1_pd,
+        _mm256_fmadd_pd,
+        _mm256_loadu_pd,
+        _mm256_maskload_pd,
+        _mm256_maskstore_pd,
+        first_lanes_64
     );
 }
 

@@ -14,7 +14,7 @@ pub(crate) struct Isa(Level);
 pub(crate) enum Level {
     /// Whatever the build targets.
     Baseline,
-    /// AVX2.
+    /// AVX2 with fused multiply-add (FMA3), as every AVX2 CPU of Intel and AMD has.
     #[cfg(target_arch = "x86_64")]
     Avx2,
     /// AVX-512 (foundation).
@@ -30,7 +30,7 @@ impl Isa {
             if is_x86_feature_detected!("avx512f") {
                 return Isa(Level::Avx512);
             }
-            if is_x86_feature_detected!("avx2") {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 return Isa(Level::Avx2);
             }
         }
