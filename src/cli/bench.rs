@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// Time only the ANN (no conversion, no simulation).
     #[arg(long)]
     ann_only: bool,
+    /// Clock in GHz for the machine's accumulate peak (default: the CPU's base frequency as the
+    /// system reports it).
+    #[arg(long)]
+    clock_ghz: Option<f64>,
 }
 
 /// Converts the model, times the SNN (float32, reference settings) and the ANN, and prints
@@ -53,6 +57,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     ensure!(threads > 0, "--threads must be at least 1");
     ensure!(args.limit > 0, "--limit must be at least 1");
     ensure!(args.timesteps > 0, "--timesteps must be at least 1");
+    if let Some(ghz) = args.clock_ghz {
+        ensure!(ghz.is_finite() && ghz > 0.0, "--clock-ghz must be a positive number of GHz, not {ghz}");
+    }
     let plan = Sources {
         model: args.model.as_deref(),
         data: args.data.as_deref(),
@@ -113,6 +120,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let (network_bytes, worker_bytes) = (simulator.network_bytes(), simulator.workspace().bytes());
     let lanes = simulator.batch_lanes(inputs.len(), threads);
     let peak_bytes = peak_memory_bytes();
+    let peak = AccumulatePeak::of_this_machine(threads, args.clock_ghz);
     let report = serde_json::json!({
         "schema_version": 1,
         "model": model.display().to_string(),
@@ -129,8 +137,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         "product_macs_per_s": work.product_macs as f64 / snn_seconds,
         "delivered_events_per_s": work.delivered_events as f64 / snn_seconds,
         "kernel_accumulates_per_s": accumulates,
-        "accumulate_peak_per_s": ACCUMULATE_PEAK,
-        "fraction_of_accumulate_peak": accumulates / ACCUMULATE_PEAK,
+        "instruction_set": signgd::engine::instruction_set(),
+        "accumulate_peak_per_s": peak.as_ref().map(|p| p.per_second),
+        "accumulate_peak_basis": peak.as_ref().map(|p| p.basis.clone()),
+        "fraction_of_accumulate_peak": peak.as_ref().map(|p| accumulates / p.per_second),
         "ms_per_step": snn_seconds * 1e3 * threads as f64 / (images * args.timesteps as f64),
         "prepare_ms": prepare_seconds * 1e3,
         "network_bytes": network_bytes,
@@ -156,14 +166,20 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         println!("synaptic events  {:.3e} /s (binary spikes × fan-out)", events as f64 / snn_seconds);
         println!("dense MACs       {:.3e} /s (real-valued encoder and relays)", macs as f64 / snn_seconds);
         println!(
-            "kernel work      {:.3e} accumulates/s ({:.3e} in batched 0/1 products, {:.3e} delivered events): \
-             {:.1} % of a {:.1e}/s peak",
+            "kernel work      {:.3e} accumulates/s ({:.3e} in batched 0/1 products, {:.3e} delivered events)",
             accumulates,
             work.product_macs as f64 / snn_seconds,
             work.delivered_events as f64 / snn_seconds,
-            100.0 * accumulates / ACCUMULATE_PEAK,
-            ACCUMULATE_PEAK
         );
+        match &peak {
+            Some(peak) => println!(
+                "                 {:.1} % of this machine's peak, {:.2e}/s ({})",
+                100.0 * accumulates / peak.per_second,
+                peak.per_second,
+                peak.basis
+            ),
+            None => println!("                 this machine's clock is unknown: give --clock-ghz for its peak"),
+        }
         println!("per step         {:.3} ms per image per worker", report["ms_per_step"].as_f64().unwrap_or(0.0));
         println!(
             "preparation      {:.1} ms (kernel layouts, once per run; not in the figures above)",
@@ -190,10 +206,44 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Float32 accumulates per second of the machine the README's figures come from: 2 cores × 2
-/// 512-bit pipes × 16 lanes × 2.6 GHz (an AMD EPYC of the Zen 5 family at its base clock; a
-/// 16-wide add needs one weight load when the targets sit in registers).
-const ACCUMULATE_PEAK: f64 = 1.7e11;
+/// The float32 accumulate peak of the cores a run uses: one fused multiply-add per lane on each
+/// of two vector pipes per cycle (AMD Zen 2 to 5 and Intel's server cores since Skylake-SP have
+/// two), with the vectors the engine's kernels use on this CPU.
+struct AccumulatePeak {
+    per_second: f64,
+    /// How the figure was made, e.g. "2 cores × 2 FMA pipes × 8 lanes (AVX2+FMA) × 2.45 GHz".
+    basis: String,
+}
+
+/// Vector pipes doing fused multiply-adds per core and cycle.
+const FMA_PIPES: usize = 2;
+
+impl AccumulatePeak {
+    /// The peak of `threads` workers (at most the available cores) at `clock_ghz`, or at the base
+    /// clock the system reports; `None` when neither is known.
+    fn of_this_machine(threads: usize, clock_ghz: Option<f64>) -> Option<Self> {
+        let cores = threads.min(std::thread::available_parallelism().map_or(threads, |n| n.get()));
+        let ghz = clock_ghz.or_else(reported_clock_ghz)?;
+        let lanes = signgd::engine::float32_lanes();
+        let isa = signgd::engine::instruction_set();
+        Some(AccumulatePeak {
+            per_second: (cores * FMA_PIPES * lanes) as f64 * ghz * 1e9,
+            basis: format!("{cores} cores × {FMA_PIPES} FMA pipes × {lanes} lanes ({isa}) × {ghz:.2} GHz"),
+        })
+    }
+}
+
+/// The CPU's base clock in GHz: cpufreq's base frequency where the system has it, otherwise the
+/// first clock /proc/cpuinfo reports (Linux).
+fn reported_clock_ghz() -> Option<f64> {
+    let base = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cpufreq/base_frequency").ok();
+    if let Some(khz) = base.and_then(|s| s.trim().parse::<f64>().ok()) {
+        return Some(khz / 1e6);
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz = cpuinfo.lines().find(|l| l.starts_with("cpu MHz"))?.split(':').nth(1)?.trim().parse::<f64>().ok()?;
+    (mhz > 0.0).then_some(mhz / 1e3)
+}
 
 /// Seconds the ANN takes over all `inputs` on `threads` workers: the mean over repeated passes
 /// (at least half a second of them) after one untimed pass; the weights' preparation is not timed.

@@ -48,3 +48,25 @@ impl Isa {
         self.0
     }
 }
+
+/// The instruction set the engine's kernels use on this CPU, by name.
+pub fn instruction_set() -> &'static str {
+    match Isa::detect().level() {
+        Level::Baseline => "portable",
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => "AVX2+FMA",
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => "AVX-512",
+    }
+}
+
+/// Float32 lanes of the vectors the engine's kernels use on this CPU.
+pub fn float32_lanes() -> usize {
+    match Isa::detect().level() {
+        Level::Baseline => 1,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => 8,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => 16,
+    }
+}

@@ -25,6 +25,7 @@ use constants::OperandConstants;
 use conv_kernel::{ConvGather, ConvScratch};
 pub use counters::{ActivityCounts, Counters, KernelWork};
 use fire::{fire_and_update, Firing};
+pub use isa::{float32_lanes, instruction_set};
 use structured::{add_selected, gather_logical, scatter_logical, DenseKernel, StructuredScratch};
 pub use tiles::{ColumnTiles, TileScratch};
 
