@@ -1,11 +1,11 @@
 //! Multiply-accumulates per second of the batched depthwise convolution kernel at real size, on
-//! spikes at density 0.5: ConvNeXt-T's depthwise 7×7 (padding 3) on 96 channels at 56×56, with
-//! 5 inputs together (as many as a worker holds for ConvNeXt-T at 224×224 within its state
-//! budget) and with 32 (the most a worker simulates together). The machine's float32 accumulate
-//! peak is about 8.5 × 10¹⁰ per second per core on the AMD EPYC (Zen 5) the README's figures
-//! come from. On a machine shared with other work, time is the thread's time on the CPU (from
-//! `/proc/thread-self/schedstat` where the system has it), so that waiting for the core does not
-//! count.
+//! spikes at density 0.5: ConvNeXt-T's depthwise 7×7 (padding 3) on 96 channels at 56×56, with 5
+//! inputs together (as many as a worker holds for ConvNeXt-T at 224×224 within its state budget)
+//! and with 32 (the most a worker simulates together). The machine's float32 accumulate peak is
+//! about 8.5 × 10¹⁰ per second per core on the AMD EPYC (Zen 5) the README's figures come from; on
+//! an AVX2 machine without AVX-512 (Zen 3 at 2.45 GHz), about 3.9 × 10¹⁰. On a machine shared with
+//! other work, time is the thread's time on the CPU (from `/proc/thread-self/schedstat` where the
+//! system has it), so that waiting for the core does not count.
 
 use std::time::{Duration, Instant};
 

@@ -107,6 +107,9 @@ pub struct BatchDense<F> {
     /// Factors per physical target.
     target_scale: Scale<F>,
     isa: Isa,
+    /// The CPU has fused multiply-adds on vectors (the AVX2 kernel needs them).
+    #[cfg(target_arch = "x86_64")]
+    fma: bool,
 }
 
 impl<F: Real> BatchDense<F> {
@@ -200,6 +203,8 @@ impl<F: Real> BatchDense<F> {
             targets: dense.targets,
             target_scale,
             isa,
+            #[cfg(target_arch = "x86_64")]
+            fma: is_x86_feature_detected!("fma"),
         }
     }
 
@@ -348,6 +353,18 @@ impl<F: Real> BatchDense<F> {
             if TypeId::of::<F>() == TypeId::of::<f64>() {
                 // SAFETY: as above, for `f64`.
                 return unsafe { avx512::tile_f64(cast(tile), cast_mut(product)) };
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.isa.level() == Level::Avx2 && self.fma {
+            if TypeId::of::<F>() == TypeId::of::<f32>() {
+                // SAFETY: `F` is `f32` (same type, same layout); `Isa::detect` found AVX2 and
+                // `new` found FMA.
+                return unsafe { avx2::tile_f32(cast(tile), cast_mut(product)) };
+            }
+            if TypeId::of::<F>() == TypeId::of::<f64>() {
+                // SAFETY: as above, for `f64`.
+                return unsafe { avx2::tile_f64(cast(tile), cast_mut(product)) };
             }
         }
         tile_generic(tile, product)
@@ -560,6 +577,157 @@ mod avx512 {
     );
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::Tile;
+
+    /// Most rows of a sub-tile: its 2 × 6 accumulators, two vectors of weights and a broadcast
+    /// source take 15 of the 16 vector registers.
+    const ROWS: usize = 6;
+
+    /// Lanes `0..n` of eight (sign bits set).
+    #[target_feature(enable = "avx2")]
+    fn mask_f32(n: usize) -> __m256i {
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+
+    /// Lanes `0..n` of four (sign bits set).
+    #[target_feature(enable = "avx2")]
+    fn mask_f64(n: usize) -> __m256i {
+        _mm256_cmpgt_epi64(_mm256_set1_epi64x(n.min(4) as i64), _mm256_setr_epi64x(0, 1, 2, 3))
+    }
+
+    macro_rules! tile_kernel {
+        ($name:ident, $rows:ident, $full:ident, $part:ident, $t:ty, $lanes:expr, $mask_of:ident, $zero:ident,
+         $set1:ident, $fmadd:ident, $loadu:ident, $storeu:ident, $maskload:ident, $maskstore:ident) => {
+            /// Runs the tile as sub-tiles of at most [`ROWS`] rows × two vectors of columns, the
+            /// rows split evenly, each sub-tile with its row count dispatched to a constant.
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) fn $name(tile: &Tile<$t>, product: &mut [$t]) {
+                assert!(tile.terms > 0 && tile.rows > 0 && tile.columns > 0, "an empty tile");
+                assert!(tile.columns <= 4 * $lanes, "a tile of {} columns", tile.columns);
+                let end = tile.out + (tile.rows - 1) * tile.out_stride + tile.columns;
+                assert!(end <= product.len(), "tile past the end of the product");
+                let last = (tile.rows - 1) * tile.spread_stride + tile.terms;
+                assert!(last <= tile.spread.len(), "tile past the spread layout");
+                let last = (tile.terms - 1) * tile.weight_stride + tile.columns;
+                assert!(last <= tile.weights.len(), "tile past the weights");
+                let chunks = tile.rows.div_ceil(ROWS);
+                for first_column in (0..tile.columns).step_by(2 * $lanes) {
+                    let mut first_row = 0;
+                    for chunk in 0..chunks {
+                        let rows = (tile.rows - first_row).div_ceil(chunks - chunk);
+                        let sub = Tile {
+                            weights: &tile.weights[first_column..],
+                            spread: &tile.spread[first_row * tile.spread_stride..],
+                            out: tile.out + first_row * tile.out_stride + first_column,
+                            rows,
+                            columns: (tile.columns - first_column).min(2 * $lanes),
+                            ..*tile
+                        };
+                        // SAFETY: the sub-tile lies within the tile, whose bounds were checked
+                        // above.
+                        unsafe {
+                            if sub.columns == 2 * $lanes {
+                                crate::engine::batch::dispatch_rows!(rows, $full, &sub, product)
+                            } else {
+                                crate::engine::batch::dispatch_rows!(rows, $part, &sub, product)
+                            }
+                        }
+                        first_row += rows;
+                    }
+                }
+            }
+
+            /// A sub-tile of two full vectors of columns.
+            #[target_feature(enable = "avx2,fma")]
+            #[inline]
+            unsafe fn $full<const R: usize>(tile: &Tile<$t>, product: &mut [$t]) {
+                $rows::<R, true>(tile, product)
+            }
+
+            /// A sub-tile of fewer columns.
+            #[target_feature(enable = "avx2,fma")]
+            #[inline]
+            unsafe fn $part<const R: usize>(tile: &Tile<$t>, product: &mut [$t]) {
+                $rows::<R, false>(tile, product)
+            }
+
+            #[target_feature(enable = "avx2,fma")]
+            #[inline]
+            unsafe fn $rows<const R: usize, const FULL: bool>(tile: &Tile<$t>, product: &mut [$t]) {
+                let (low, high) = ($mask_of(tile.columns), $mask_of(tile.columns.saturating_sub($lanes)));
+                let load = |at: *const $t, mask: __m256i| if FULL { $loadu(at) } else { $maskload(at, mask) };
+                let out = product.as_mut_ptr().add(tile.out);
+                let mut acc = [[$zero(); 2]; R];
+                if tile.continued {
+                    for (r, sums) in acc.iter_mut().enumerate() {
+                        let row = out.add(r * tile.out_stride);
+                        *sums = [load(row, low), load(row.add($lanes), high)];
+                    }
+                }
+                let x = tile.spread.as_ptr();
+                let mut weights = tile.weights.as_ptr();
+                for k in 0..tile.terms {
+                    let w0 = load(weights, low);
+                    let w1 = load(weights.add($lanes), high);
+                    for (r, sums) in acc.iter_mut().enumerate() {
+                        let x = $set1(*x.add(r * tile.spread_stride + k));
+                        sums[0] = $fmadd(x, w0, sums[0]);
+                        sums[1] = $fmadd(x, w1, sums[1]);
+                    }
+                    weights = weights.add(tile.weight_stride);
+                }
+                for (r, sums) in acc.iter().enumerate() {
+                    let row = out.add(r * tile.out_stride);
+                    if FULL {
+                        $storeu(row, sums[0]);
+                        $storeu(row.add($lanes), sums[1]);
+                    } else {
+                        $maskstore(row, low, sums[0]);
+                        $maskstore(row.add($lanes), high, sums[1]);
+                    }
+                }
+            }
+        };
+    }
+
+    tile_kernel!(
+        tile_f32,
+        rows_f32,
+        full_f32,
+        part_f32,
+        f32,
+        8,
+        mask_f32,
+        _mm256_setzero_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_maskload_ps,
+        _mm256_maskstore_ps
+    );
+    tile_kernel!(
+        tile_f64,
+        rows_f64,
+        full_f64,
+        part_f64,
+        f64,
+        4,
+        mask_f64,
+        _mm256_setzero_pd,
+        _mm256_set1_pd,
+        _mm256_fmadd_pd,
+        _mm256_loadu_pd,
+        _mm256_storeu_pd,
+        _mm256_maskload_pd,
+        _mm256_maskstore_pd
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use ndarray::{ArcArray, IxDyn};
@@ -674,6 +842,9 @@ mod tests {
         // ViT-Tiny's per-token layer on a few tokens, and more terms than one block.
         cases.push(block([3, 192, 768, 1], Storage::ColumnsF32, Around::Plain));
         cases.push(block([2, 600, 30, 1], Storage::RowsF64, Around::Scaled));
+        // More tokens than one tile (tiles of 14 and 13 rows), outputs past whole vectors.
+        cases.push(block([3, 40, 45, 9], Storage::ColumnsF32, Around::Scaled));
+        cases.push(block([2, 300, 45, 10], Storage::RowsF64, Around::Plain));
         cases
     }
 

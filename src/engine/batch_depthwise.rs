@@ -146,6 +146,9 @@ pub struct BatchDepthwise<F> {
     /// Factors per physical target, applied when the product is read.
     target_scale: Scale<F>,
     isa: Isa,
+    /// The CPU has fused multiply-adds on vectors (the AVX2 kernel needs them).
+    #[cfg(target_arch = "x86_64")]
+    fma: bool,
 }
 
 impl<F: Real> BatchDepthwise<F> {
@@ -232,6 +235,8 @@ impl<F: Real> BatchDepthwise<F> {
             targets: conv.targets,
             target_scale,
             isa,
+            #[cfg(target_arch = "x86_64")]
+            fma: is_x86_feature_detected!("fma"),
         }
     }
 
@@ -403,6 +408,18 @@ impl<F: Real> BatchDepthwise<F> {
             if TypeId::of::<F>() == TypeId::of::<f64>() {
                 // SAFETY: as above, for `f64`.
                 return unsafe { avx512::tile_f64(cast(tile), cast_mut(product)) };
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.isa.level() == Level::Avx2 && self.fma {
+            if TypeId::of::<F>() == TypeId::of::<f32>() {
+                // SAFETY: `F` is `f32` (same type, same layout); `Isa::detect` found AVX2 and
+                // `new` found FMA.
+                return unsafe { avx2::tile_f32(cast(tile), cast_mut(product)) };
+            }
+            if TypeId::of::<F>() == TypeId::of::<f64>() {
+                // SAFETY: as above, for `f64`.
+                return unsafe { avx2::tile_f64(cast(tile), cast_mut(product)) };
             }
         }
         tile_generic(tile, product)
@@ -594,6 +611,105 @@ mod avx512 {
         _mm512_loadu_pd,
         _mm512_mask_storeu_pd,
         __mmask8
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::Tile;
+
+    /// Lanes `0..n` of eight (sign bits set).
+    #[target_feature(enable = "avx2")]
+    fn mask_f32(n: usize) -> __m256i {
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+
+    /// Lanes `0..n` of four (sign bits set).
+    #[target_feature(enable = "avx2")]
+    fn mask_f64(n: usize) -> __m256i {
+        _mm256_cmpgt_epi64(_mm256_set1_epi64x(n.min(4) as i64), _mm256_setr_epi64x(0, 1, 2, 3))
+    }
+
+    macro_rules! tile_kernel {
+        ($name:ident, $rows:ident, $t:ty, $lanes:expr, $mask_of:ident, $zero:ident, $set1:ident, $fmadd:ident,
+         $loadu:ident, $storeu:ident, $maskstore:ident) => {
+            /// Runs the tile a vector of lanes at a time (up to 14 accumulators and the broadcast
+            /// weight fill the 16 vector registers), with the row count dispatched to a constant.
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) fn $name(tile: &Tile<$t>, product: &mut [$t]) {
+                let end = tile.out + (tile.rows - 1) * tile.out_stride + tile.lanes;
+                assert!(end <= product.len(), "tile past the end of the product");
+                let last = tile.reach as usize + (tile.rows - 1) * tile.row_step + 4 * $lanes;
+                assert!(tile.terms.is_empty() || last <= tile.spread.len(), "tile past the spread layout");
+                assert!(tile.terms.iter().all(|t| (t.1 as usize) < tile.weights.len()), "weight past the kernel");
+                assert!(tile.lanes <= 4 * $lanes, "a tile of {} lanes", tile.lanes);
+                for first in (0..tile.lanes).step_by($lanes) {
+                    let sub = Tile {
+                        spread: &tile.spread[first..],
+                        out: tile.out + first,
+                        lanes: (tile.lanes - first).min($lanes),
+                        ..*tile
+                    };
+                    // SAFETY: the sub-tile lies within the tile, whose bounds were checked above.
+                    unsafe { crate::engine::batch::dispatch_rows!(tile.rows, $rows, &sub, product) }
+                }
+            }
+
+            #[target_feature(enable = "avx2,fma")]
+            #[inline]
+            unsafe fn $rows<const R: usize>(tile: &Tile<$t>, product: &mut [$t]) {
+                let mut acc = [$zero(); R];
+                let spread = tile.spread.as_ptr();
+                let weights = tile.weights.as_ptr();
+                let row_step = tile.row_step;
+                for &(offset, weight) in tile.terms {
+                    let w = $set1(*weights.add(weight as usize));
+                    let x = spread.add(offset as usize);
+                    for (r, sum) in acc.iter_mut().enumerate() {
+                        *sum = $fmadd(w, $loadu(x.add(r * row_step)), *sum);
+                    }
+                }
+                let out = product.as_mut_ptr().add(tile.out);
+                let mask = $mask_of(tile.lanes);
+                for (r, &sum) in acc.iter().enumerate() {
+                    let row = out.add(r * tile.out_stride);
+                    if tile.lanes == $lanes {
+                        $storeu(row, sum);
+                    } else {
+                        $maskstore(row, mask, sum);
+                    }
+                }
+            }
+        };
+    }
+
+    tile_kernel!(
+        tile_f32,
+        rows_f32,
+        f32,
+        8,
+        mask_f32,
+        _mm256_setzero_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_maskstore_ps
+    );
+    tile_kernel!(
+        tile_f64,
+        rows_f64,
+        f64,
+        4,
+        mask_f64,
+        _mm256_setzero_pd,
+        _mm256_set1_pd,
+        _mm256_fmadd_pd,
+        _mm256_loadu_pd,
+        _mm256_storeu_pd,
+        _mm256_maskstore_pd
     );
 }
 
