@@ -146,9 +146,6 @@ pub struct BatchDepthwise<F> {
     /// Factors per physical target, applied when the product is read.
     target_scale: Scale<F>,
     isa: Isa,
-    /// The CPU has fused multiply-adds on vectors (the AVX2 kernel needs them).
-    #[cfg(target_arch = "x86_64")]
-    fma: bool,
 }
 
 impl<F: Real> BatchDepthwise<F> {
@@ -235,8 +232,6 @@ impl<F: Real> BatchDepthwise<F> {
             targets: conv.targets,
             target_scale,
             isa,
-            #[cfg(target_arch = "x86_64")]
-            fma: is_x86_feature_detected!("fma"),
         }
     }
 
@@ -411,7 +406,7 @@ impl<F: Real> BatchDepthwise<F> {
             }
         }
         #[cfg(target_arch = "x86_64")]
-        if self.isa.level() == Level::Avx2 && self.fma {
+        if self.isa.level() == Level::Avx2 {
             if TypeId::of::<F>() == TypeId::of::<f32>() {
                 // SAFETY: `F` is `f32` (same type, same layout); `Isa::detect` found AVX2 and
                 // `new` found FMA.
