@@ -32,6 +32,23 @@ impl Matrix {
         self.weights.get(self.offset + n * self.output_stride + k * self.input_stride)
     }
 
+    /// The first weight of the `outputs × inputs` matrix, read from `weights` (its storage in
+    /// memory order), that is not finite: its row, column and value.
+    fn first_non_finite<T: Copy + Into<f64>>(
+        &self,
+        weights: &[T],
+        outputs: usize,
+        inputs: usize,
+    ) -> Option<(usize, usize, f64)> {
+        (0..outputs).find_map(|n| {
+            let row = self.offset + n * self.output_stride;
+            (0..inputs).find_map(|k| {
+                let w: f64 = weights[row + k * self.input_stride].into();
+                (!w.is_finite()).then_some((n, k, w))
+            })
+        })
+    }
+
     /// Number of weights the matrix reads from its storage for `outputs × inputs` (a zero stride
     /// repeats a weight: a mean reads one).
     pub fn stored(&self, outputs: usize, inputs: usize) -> usize {
@@ -286,13 +303,13 @@ impl<W: Real> DenseBlock<W> {
                     m.weights.len()
                 ));
             }
-            for n in 0..self.outputs {
-                for k in 0..self.inputs {
-                    let w = m.get(n, k);
-                    if !w.is_finite() {
-                        return bad(format!("weight ({n}, {k}) is {w}"));
-                    }
-                }
+            let non_finite = match (m.weights.as_f32(), m.weights.as_f64()) {
+                (Some(weights), _) => m.first_non_finite(weights, self.outputs, self.inputs),
+                (_, Some(weights)) => m.first_non_finite(weights, self.outputs, self.inputs),
+                _ => return bad("its weights are not stored contiguously".into()),
+            };
+            if let Some((n, k, w)) = non_finite {
+                return bad(format!("weight ({n}, {k}) is {w}"));
             }
         }
         let (sources, targets) = (self.logical_sources(), self.logical_targets());
