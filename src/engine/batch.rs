@@ -98,3 +98,23 @@ pub(super) fn deinterleave<F: Real>(interleaved: &[F], lanes: usize, out: &mut [
         }
     }
 }
+
+/// Masks of the first lanes of an AVX2 vector, for the partial tiles of the batched kernels.
+#[cfg(target_arch = "x86_64")]
+pub(super) mod lane_masks {
+    use std::arch::x86_64::*;
+
+    /// Lanes `0..n` of eight (sign bits set).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(in crate::engine) fn mask_f32(n: usize) -> __m256i {
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+
+    /// Lanes `0..n` of four (sign bits set).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(in crate::engine) fn mask_f64(n: usize) -> __m256i {
+        _mm256_cmpgt_epi64(_mm256_set1_epi64x(n.min(4) as i64), _mm256_setr_epi64x(0, 1, 2, 3))
+    }
+}

@@ -576,23 +576,13 @@ mod avx512 {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use crate::engine::batch::lane_masks::{mask_f32, mask_f64};
+
     use super::Tile;
 
     /// Most rows of a sub-tile: its 2 × 6 accumulators, two vectors of weights and a broadcast
     /// source take 15 of the 16 vector registers.
     const ROWS: usize = 6;
-
-    /// Lanes `0..n` of eight (sign bits set).
-    #[target_feature(enable = "avx2")]
-    fn mask_f32(n: usize) -> __m256i {
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-    }
-
-    /// Lanes `0..n` of four (sign bits set).
-    #[target_feature(enable = "avx2")]
-    fn mask_f64(n: usize) -> __m256i {
-        _mm256_cmpgt_epi64(_mm256_set1_epi64x(n.min(4) as i64), _mm256_setr_epi64x(0, 1, 2, 3))
-    }
 
     macro_rules! tile_kernel {
         ($name:ident, $rows:ident, $full:ident, $part:ident, $t:ty, $lanes:expr, $mask_of:ident, $zero:ident,
