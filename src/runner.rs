@@ -239,26 +239,38 @@ where
         .get(graph.output)
         .map(|v| v.shape.iter().product())
         .ok_or_else(|| invalid(format!("the graph output {} is not a value of the graph", graph.output)))?;
+    // Inputs go to the workers a group at a time (as many as the evaluator gains from, no more
+    // than keep every worker busy); outputs do not depend on the grouping.
+    let group = evaluator.preferred_batch().min(count.div_ceil(threads)).max(1);
+    let members = |g: usize| g * group..((g + 1) * group).min(count);
     let (rows, _) = parallel_map(
-        count,
+        count.div_ceil(group),
         threads,
         || (),
-        |_: &mut (), i| {
-            let mut buffer = vec![F::zero(); input_size];
-            load(i, &mut buffer)?;
-            let input = ArrayD::from_shape_vec(IxDyn(&shape), buffer)
-                .map_err(|e| invalid(format!("input {i} does not fit shape {shape:?}: {e}")))?;
-            let output = evaluator.evaluate(&input)?;
-            if output.len() != output_size {
-                return Err(invalid(format!(
-                    "the output of input {i} has {} elements, the graph declares {output_size}",
-                    output.len()
-                ))
-                .into());
+        |_: &mut (), g| {
+            let mut inputs = Vec::with_capacity(group);
+            for i in members(g) {
+                let mut buffer = vec![F::zero(); input_size];
+                load(i, &mut buffer)?;
+                let input = ArrayD::from_shape_vec(IxDyn(&shape), buffer)
+                    .map_err(|e| invalid(format!("input {i} does not fit shape {shape:?}: {e}")))?;
+                inputs.push(input);
             }
-            Ok::<_, RunError>(output.iter().copied().collect::<Vec<F>>())
+            let outputs = evaluator.evaluate_many_visit(&inputs, |_, _, _| {})?;
+            let mut rows = Vec::with_capacity(outputs.len() * output_size);
+            for (i, output) in members(g).zip(&outputs) {
+                if output.len() != output_size {
+                    return Err(invalid(format!(
+                        "the output of input {i} has {} elements, the graph declares {output_size}",
+                        output.len()
+                    ))
+                    .into());
+                }
+                rows.extend(output.iter().copied());
+            }
+            Ok::<_, RunError>(rows)
         },
-        &|_| 1,
+        &|g| members(g).len(),
         progress,
     )?;
     Ok(rows.concat())

@@ -12,7 +12,7 @@ use signgd::convert::affine::to_csr;
 use signgd::convert::verify::reconstruction;
 use signgd::convert::{convert, Conversion, ConvertOptions};
 use signgd::engine::SimConfig;
-use signgd::model::read_onnx;
+use signgd::model::{read_onnx, Evaluator};
 use signgd::runner::simulate_inputs;
 use signgd::snn::{GeluTarget, Network, Source, SynapseBlock};
 
@@ -49,6 +49,28 @@ fn the_evaluator_reproduces_pytorch() {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{name}: {a} vs PyTorch {b}");
         }
     }
+}
+
+#[test]
+fn inputs_evaluated_together_get_the_bits_they_get_alone() {
+    for name in MODELS {
+        let (graph, input, _, _) = load(name);
+        let evaluator = Evaluator::<f32>::new(&graph);
+        // Distinct inputs: the committed one, scaled and shifted.
+        let inputs: Vec<ArrayD<f32>> =
+            (0..5).map(|k| input.mapv(|v| (v * (1.0 - 0.1 * k as f64) + 0.05 * k as f64) as f32)).collect();
+        let mut visited = vec![0usize; inputs.len()];
+        let together = evaluator.evaluate_many_visit(&inputs, |b, _, _| visited[b] += 1).unwrap();
+        assert!(visited.iter().all(|&v| v == graph.nodes.len()), "{name}: {visited:?}");
+        for (k, (x, y)) in inputs.iter().zip(&together).enumerate() {
+            let alone = evaluator.evaluate(x).unwrap();
+            let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(y), bits(&alone), "{name}: input {k}");
+        }
+    }
+    // The ResNet and VGG models' last stages (maps of 1×1 to 4×4 at 32×32) are the case.
+    let (graph, ..) = load("resnet");
+    assert!(Evaluator::<f32>::new(&graph).preferred_batch() > 1);
 }
 
 /// Weights the network stores, a matrix shared by several blocks counted once.

@@ -98,20 +98,36 @@ pub(super) fn maxima(
     let evaluator = Evaluator::<f64>::new(graph);
     let evaluator = &evaluator;
     let shape = graph.values[graph.input].shape.clone();
+    // Inputs are taken a group at a time (as many as the evaluator gains from, no more than
+    // keep every worker busy); maxima do not depend on the grouping.
+    let group = evaluator.preferred_batch().min(count.div_ceil(threads)).max(1);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let worker = || -> Result<Vec<Option<ArrayD<f64>>>, ConvertError> {
         let mut maxima: Vec<Option<ArrayD<f64>>> = vec![None; relus.len()];
         let mut buffer = vec![0.0; shape.iter().product()];
+        let mut inputs: Vec<ArrayD<f64>> = Vec::with_capacity(group);
         while !failed.load(Ordering::Relaxed) {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= count {
+            let first = next.fetch_add(group, Ordering::Relaxed);
+            if first >= count {
                 break;
             }
-            let evaluated = source.read(i, &mut buffer).map_err(ConvertError::from).and_then(|()| {
-                let input = ArrayD::from_shape_vec(IxDyn(&shape), std::mem::take(&mut buffer))
-                    .map_err(|e| ConvertError::Graph(format!("calibration input {i}: {e}")))?;
-                evaluator.evaluate_visit(&input, |node, out| {
+            let members = first..(first + group).min(count);
+            inputs.clear();
+            let mut evaluated = Ok(());
+            for i in members.clone() {
+                evaluated = source.read(i, &mut buffer).map_err(ConvertError::from).and_then(|()| {
+                    let input = ArrayD::from_shape_vec(IxDyn(&shape), buffer.clone())
+                        .map_err(|e| ConvertError::Graph(format!("calibration input {i}: {e}")))?;
+                    inputs.push(input);
+                    Ok(())
+                });
+                if evaluated.is_err() {
+                    break;
+                }
+            }
+            let evaluated = evaluated.and_then(|()| {
+                evaluator.evaluate_many_visit(&inputs, |_, node, out| {
                     if let Some(slot) = slots[node] {
                         match &mut maxima[slot] {
                             None => maxima[slot] = Some(out.mapv(measure)),
@@ -119,7 +135,6 @@ pub(super) fn maxima(
                         }
                     }
                 })?;
-                buffer = input.into_raw_vec_and_offset().0;
                 Ok(())
             });
             if let Err(e) = evaluated {
@@ -127,7 +142,7 @@ pub(super) fn maxima(
                 return Err(e);
             }
             if let Some(progress) = progress {
-                (progress.0)(1);
+                (progress.0)(members.len());
             }
         }
         Ok(maxima)

@@ -7,9 +7,11 @@ its float32 outputs against PyTorch's logits. Prints a Markdown table.
     /work/venv/bin/python tools/ann/compare_onnxruntime.py --scale DIR      # and DIR's exports
 
 onnxruntime runs batch 1, sequential execution, --threads intra-op threads; signgd runs
-`signgd bench --ann-only` with --threads workers, each evaluating its own inputs (batch 1).
+`signgd bench --ann-only` with --threads workers, each evaluating its own inputs (in groups, see
+the README).
 Both are timed after warm-up runs. The fixtures are fed the Fashion-MNIST test images; an export
-NAME.onnx of --scale is fed NAME.input.npy (repeated, so that every worker has inputs), and its
+NAME.onnx of --scale is fed NAME.input.npy (repeated 64 times, as a data set would give every
+worker whole groups of inputs), and its
 outputs are compared with NAME.logits.npy (`signgd run --dump-ann`, float32).
 
 Needs numpy and onnxruntime.
@@ -30,6 +32,9 @@ import onnxruntime as ort
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FASHION = os.path.join(REPO, "fixtures/data/fashion-mnist-test-1000-images-idx3-ubyte.gz")
 SCALE_MODELS = ["resnet18_cifar", "resnet18", "vit_tiny_patch16_224"]
+# Copies of an export's input signgd evaluates per pass (onnxruntime runs batch 1 for
+# --seconds): enough for every worker to take whole groups of inputs, as it does on a data set.
+SCALE_COPIES = 64
 
 
 def fashion_images():
@@ -108,8 +113,9 @@ def main():
                     continue
                 x = np.load(os.path.join(args.scale, name + ".input.npy")).astype(np.float32)
                 repeated = os.path.join(scratch, name + ".inputs.npy")
-                np.save(repeated, np.repeat(x[:1], 4 * args.threads, axis=0))
-                ours = signgd_rate(args.signgd, model, repeated, 4 * args.threads, args.threads)
+                copies = max(SCALE_COPIES, 4 * args.threads)
+                np.save(repeated, np.repeat(x[:1], copies, axis=0))
+                ours = signgd_rate(args.signgd, model, repeated, copies, args.threads)
                 theirs = onnxruntime_rate(model, x[:1], args.threads, args.seconds)
                 want = np.load(os.path.join(args.scale, name + ".logits.npy"))
                 single = os.path.join(scratch, name + ".input.npy")

@@ -5,7 +5,7 @@
 
 use ndarray::{ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, ShapeBuilder};
 
-use super::gemm::product_into;
+use super::gemm::{product_into, product_of_columns, SKINNY};
 use crate::engine::isa::{Isa, Level};
 use crate::model::graph::Op;
 use crate::model::infer::output_shape;
@@ -93,6 +93,24 @@ pub(super) fn conv2d<F: Real>(
     }
     let kk = cg * kh * kw;
     let in_place = kh == 1 && kw == 1 && strides == [1, 1] && pads == [0; 4];
+    if batch > 1 && plane <= SKINNY {
+        let index = TapIndex::new(&window);
+        for g in 0..groups {
+            let wg = ArrayView2::from_shape((mg, kk), &w[g * mg * kk..(g + 1) * mg * kk]).map_err(|e| e.to_string())?;
+            let fill = |b: usize, cols: &mut WideColumns<F>| {
+                let xg = &x[b * channels * h * wd + g * cg * h * wd..][..cg * h * wd];
+                for (c, input) in xg.chunks_exact(h * wd).enumerate() {
+                    for tap in 0..kh * kw {
+                        cols.set_row(c * kh * kw + tap, index.gather(tap, input));
+                    }
+                }
+                Ok(())
+            };
+            let target = Target { out: &mut out, stride: m * plane, offset: g * mg * plane };
+            batched_product(wg, plane, fill, target, bias.is_some())?;
+        }
+        return super::shaped(&shape, out);
+    }
     let multiply = |cols: &mut [F]| -> Result<(), String> {
         for (x, out) in inputs.zip(outputs) {
             for g in 0..groups {
@@ -181,29 +199,29 @@ pub(super) fn reaching_taps(win: &Window) -> Option<(Vec<usize>, std::ops::Range
     Some((rows, first..last + 1))
 }
 
-/// Weights `[out, in, kh, kw]` laid out tap-major, `[out, kh, kw, in]`, for [`conv2d_taps`].
-pub(super) fn tap_major<F: Real>(w: &ArrayViewD<F>) -> Option<Vec<F>> {
-    if w.ndim() != 4 {
+/// The weights `[out, in, kh, kw]` of the taps that reach the input, `[out, rows, columns, in]`
+/// over the kernel rows and the range of kernel columns of [`reaching_taps`], for
+/// [`conv2d_taps`]: each output's weights are contiguous, the other taps' not stored.
+pub(super) fn reaching_weights<F: Real>(w: &ArrayViewD<F>, win: &Window) -> Option<Vec<F>> {
+    let (rows, columns) = reaching_taps(win)?;
+    if w.ndim() != 4 || w.shape()[2] != win.kernel[0] || w.shape()[3] != win.kernel[1] {
         return None;
     }
-    let (m, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
-    let w = w.as_standard_layout();
-    let w = w.as_slice()?;
-    let taps = kh * kw;
-    let mut out = vec![F::zero(); w.len()];
-    for (src, dst) in w.chunks_exact((cg * taps).max(1)).zip(out.chunks_exact_mut((cg * taps).max(1))).take(m) {
-        for (c, kernel) in src.chunks_exact(taps.max(1)).enumerate() {
-            for (t, &v) in kernel.iter().enumerate() {
-                dst[t * cg + c] = v;
+    let (m, cg) = (w.shape()[0], w.shape()[1]);
+    let mut out = Vec::with_capacity(m * rows.len() * columns.len() * cg);
+    for o in 0..m {
+        for &ki in &rows {
+            for kj in columns.clone() {
+                out.extend((0..cg).map(|c| w[[o, c, ki, kj]]));
             }
         }
     }
     Some(out)
 }
 
-/// [`conv2d`] with tap-major weights (of [`tap_major`]) for a convolution some of whose taps
-/// only ever see padding: one product per kernel row that reaches the input, over the columns
-/// that do, so that the weights of the other taps are never read.
+/// [`conv2d`] with the weights of [`reaching_weights`] for a convolution some of whose taps only
+/// ever see padding: one product per kernel row that reaches the input, over the columns that
+/// do, so that the weights of the other taps are never read.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv2d_taps<F: Real>(
     x: &ArrayViewD<F>,
@@ -228,10 +246,13 @@ pub(super) fn conv2d_taps<F: Real>(
         dilations,
     };
     let reaching = reaching_taps(&window);
-    if taps.len() != w.len() || strides.contains(&0) || dilations.contains(&0) || reaching.is_none() || groups == 0 {
+    let stored = |(rows, columns): &(Vec<usize>, std::ops::Range<usize>)| m * rows.len() * columns.len() * cg;
+    let usable = reaching.as_ref().is_some_and(|r| stored(r) == taps.len());
+    if !usable || strides.contains(&0) || dilations.contains(&0) || groups == 0 {
         return conv2d(x, w, bias, strides, pads, dilations, groups);
     }
     let Some((rows, columns)) = reaching else { return Err("no taps".into()) };
+    let row_stride = rows.len() * columns.len() * cg;
     let plane = shape[2] * shape[3];
     let mg = m / groups;
     let x = x.as_standard_layout();
@@ -241,11 +262,35 @@ pub(super) fn conv2d_taps<F: Real>(
         return super::shaped(&shape, out);
     }
     let k = columns.len() * cg;
+    let weights = |g: usize, ri: usize| {
+        let start = g * mg * row_stride + ri * k;
+        let end = start + (mg - 1) * row_stride + k;
+        ArrayView2::from_shape((mg, k).strides((row_stride, 1)), &taps[start..end]).map_err(|e| e.to_string())
+    };
+    if batch > 1 && plane <= SKINNY {
+        let index = TapIndex::new(&window);
+        for g in 0..groups {
+            for (ri, &ki) in rows.iter().enumerate() {
+                let fill = |b: usize, cols: &mut WideColumns<F>| {
+                    let xg = &x[b * channels * h * wd + g * cg * h * wd..][..cg * h * wd];
+                    for (t, kj) in columns.clone().enumerate() {
+                        for (c, input) in xg.chunks_exact(h * wd).enumerate() {
+                            cols.set_row(t * cg + c, index.gather(ki * kw + kj, input));
+                        }
+                    }
+                    Ok(())
+                };
+                let target = Target { out: &mut out, stride: m * plane, offset: g * mg * plane };
+                batched_product(weights(g, ri)?, plane, fill, target, true)?;
+            }
+        }
+        return super::shaped(&shape, out);
+    }
     let mut cols = vec![F::zero(); k * plane];
     for (x, out) in x.chunks_exact(channels * h * wd).zip(out.chunks_exact_mut(m * plane)) {
         for g in 0..groups {
             let xg = &x[g * cg * h * wd..(g + 1) * cg * h * wd];
-            for &ki in &rows {
+            for (ri, &ki) in rows.iter().enumerate() {
                 let mut row_chunks = cols.chunks_exact_mut(plane);
                 for kj in columns.clone() {
                     for c in 0..cg {
@@ -253,10 +298,7 @@ pub(super) fn conv2d_taps<F: Real>(
                         tap_row(&xg[c * h * wd..(c + 1) * h * wd], &window, ki, kj, row);
                     }
                 }
-                let start = g * mg * kh * kw * cg + (ki * kw + columns.start) * cg;
-                let end = start + (mg - 1) * kh * kw * cg + k;
-                let wg = ArrayView2::from_shape((mg, k).strides((kh * kw * cg, 1)), &taps[start..end])
-                    .map_err(|e| e.to_string())?;
+                let wg = weights(g, ri)?;
                 let cols = ArrayView2::from_shape((k, plane), &cols[..]).map_err(|e| e.to_string())?;
                 let mut y = ArrayViewMut2::from_shape((mg, plane), &mut out[g * mg * plane..(g + 1) * mg * plane])
                     .map_err(|e| e.to_string())?;
@@ -265,6 +307,105 @@ pub(super) fn conv2d_taps<F: Real>(
         }
     }
     super::shaped(&shape, out)
+}
+
+/// Where [`batched_product`] writes: the rows of `[out channel, position]` from `offset` of
+/// every batch element, `stride` apart.
+struct Target<'a, F> {
+    out: &'a mut [F],
+    stride: usize,
+    offset: usize,
+}
+
+/// One batch element's columns of the product of [`batched_product`], each column contiguous.
+struct WideColumns<'a, F> {
+    data: &'a mut [F],
+    k: usize,
+    first: usize,
+}
+
+impl<F> WideColumns<'_, F> {
+    /// Sets row `r` of the element's `[k, plane]` matrix to `values`.
+    fn set_row(&mut self, r: usize, values: impl Iterator<Item = F>) {
+        for (p, v) in values.enumerate() {
+            self.data[(self.first + p) * self.k + r] = v;
+        }
+    }
+}
+
+/// For every kernel tap and output position of a window, the position of the input plane it
+/// reads, or [`TapIndex::PADDING`]: im2col of small maps as one gather per row.
+struct TapIndex {
+    plane: usize,
+    index: Vec<u32>,
+}
+
+impl TapIndex {
+    const PADDING: u32 = u32::MAX;
+
+    fn new(win: &Window) -> Self {
+        let [oh, ow] = win.output;
+        let plane = oh * ow;
+        let mut index = vec![Self::PADDING; win.kernel[0] * win.kernel[1] * plane];
+        for (tap, row) in index.chunks_exact_mut(plane.max(1)).enumerate() {
+            let (ki, kj) = (tap / win.kernel[1], tap % win.kernel[1]);
+            let (ylo, yhi, iy0) = win.valid(0, ki);
+            let (xlo, xhi, ix0) = win.valid(1, kj);
+            for oy in ylo..yhi {
+                for ox in xlo..xhi {
+                    let iy = iy0 + (oy - ylo) * win.strides[0];
+                    let ix = ix0 + (ox - xlo) * win.strides[1];
+                    row[oy * ow + ox] = (iy * win.input[1] + ix) as u32;
+                }
+            }
+        }
+        TapIndex { plane, index }
+    }
+
+    /// The input of `plane` under kernel tap `tap` (`ki · kw + kj`) at every output position,
+    /// 0 in the padding: what [`tap_row`] writes.
+    fn gather<'a, F: Real>(&'a self, tap: usize, plane: &'a [F]) -> impl Iterator<Item = F> + 'a {
+        let index = &self.index[tap * self.plane..][..self.plane];
+        index.iter().map(|&i| if i == Self::PADDING { F::zero() } else { plane[i as usize] })
+    }
+}
+
+/// `y_b (+)= w · cols_b` for every batch element `b` of `target` at once, where `fill(b, cols)`
+/// writes element `b`'s `[k, plane]` matrix: the weights are read once for all the elements
+/// (each row of them for four columns at a time) instead of once per element, and each element
+/// is summed as its own product of `plane` columns would be ([`product_columns`]).
+fn batched_product<F: Real>(
+    w: ArrayView2<'_, F>,
+    plane: usize,
+    mut fill: impl FnMut(usize, &mut WideColumns<F>) -> Result<(), String>,
+    target: Target<'_, F>,
+    accumulate: bool,
+) -> Result<(), String> {
+    let (mg, k) = w.dim();
+    let Target { out, stride, offset } = target;
+    let batch = out.len() / stride.max(1);
+    let n = batch * plane;
+    let mut y = vec![F::zero(); mg * n];
+    for b in 0..batch {
+        let element = &out[b * stride + offset..][..mg * plane];
+        for (o, row) in element.chunks_exact(plane).enumerate() {
+            y[o * n + b * plane..][..plane].copy_from_slice(row);
+        }
+    }
+    F::with_scratch(k * n, |columns| {
+        for b in 0..batch {
+            fill(b, &mut WideColumns { data: columns, k, first: b * plane })?;
+        }
+        let mut product = ArrayViewMut2::from_shape((mg, n), &mut y[..]).map_err(|e| e.to_string())?;
+        product_of_columns(&mut product, w, columns, accumulate)
+    })?;
+    for b in 0..batch {
+        let element = &mut out[b * stride + offset..][..mg * plane];
+        for (o, row) in element.chunks_exact_mut(plane).enumerate() {
+            row.copy_from_slice(&y[o * n + b * plane..][..plane]);
+        }
+    }
+    Ok(())
 }
 
 /// Adds to the output plane `y` the convolution of one input plane `x` with one kernel.
@@ -409,7 +550,17 @@ mod tests {
             let want = reference(&x, &w, strides, pads, dil, groups);
             let got = conv2d(&x.view(), &w.view(), None, strides, pads, dil, groups).unwrap();
             assert_eq!(got, want, "{xs:?} {ws:?} {strides:?} {pads:?} {dil:?} {groups}");
-            let taps = tap_major(&w.view()).unwrap();
+            let out_shape =
+                output_shape(&Op::Conv { strides, pads, dilations: dil, groups }, &[&xs, &ws], None).unwrap();
+            let window = Window {
+                input: [xs[2], xs[3]],
+                output: [out_shape[2], out_shape[3]],
+                kernel: [ws[2], ws[3]],
+                strides,
+                pads: [pads[0], pads[1]],
+                dilations: dil,
+            };
+            let taps = reaching_weights(&w.view(), &window).unwrap_or_default();
             let tapped = conv2d_taps(&x.view(), &w.view(), &taps, Some(&b.view()), strides, pads, dil, groups).unwrap();
             let biased_reference = conv2d(&x.view(), &w.view(), Some(&b.view()), strides, pads, dil, groups).unwrap();
             assert_eq!(tapped, biased_reference, "taps: {xs:?} {ws:?} {strides:?} {pads:?} {dil:?} {groups}");
@@ -423,6 +574,26 @@ mod tests {
             let w32 = w.mapv(|v| v as f32);
             let got32 = conv2d(&x32.view(), &w32.view(), None, strides, pads, dil, groups).unwrap();
             assert_eq!(got32, want.mapv(|v| v as f32));
+            // Several inputs in one call (one product for all of them on small maps) give each
+            // the bits it gets alone, in float32 where the order of summation shows.
+            let x32 = x32.mapv(|v| v * 0.37 + 0.011);
+            let w32 = w32.mapv(|v| v * 1.3 - 0.007);
+            let b32 = b.mapv(|v| v as f32 * 0.1);
+            let shifted: Vec<ArrayD<f32>> = (0..3).map(|k| x32.mapv(|v| v - 0.3 * k as f32)).collect();
+            let views: Vec<_> = shifted.iter().map(|a| a.view()).collect();
+            let stacked = ndarray::concatenate(ndarray::Axis(0), &views).unwrap();
+            let together = conv2d(&stacked.view(), &w32.view(), Some(&b32.view()), strides, pads, dil, groups).unwrap();
+            let taps32 = reaching_weights(&w32.view(), &window).unwrap_or_default();
+            let tapped_together =
+                conv2d_taps(&stacked.view(), &w32.view(), &taps32, None, strides, pads, dil, groups).unwrap();
+            let per_element = xs[0];
+            for (k, one) in shifted.iter().enumerate() {
+                let alone = conv2d(&one.view(), &w32.view(), Some(&b32.view()), strides, pads, dil, groups).unwrap();
+                let part = ndarray::s![k * per_element..(k + 1) * per_element, .., .., ..];
+                assert_eq!(together.slice(part).into_dyn(), alone, "together: {xs:?} {ws:?}");
+                let alone = conv2d_taps(&one.view(), &w32.view(), &taps32, None, strides, pads, dil, groups).unwrap();
+                assert_eq!(tapped_together.slice(part).into_dyn(), alone, "taps together: {xs:?} {ws:?}");
+            }
         }
     }
 }

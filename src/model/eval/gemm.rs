@@ -6,7 +6,7 @@
 use std::any::TypeId;
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 
 use crate::engine::isa::{Isa, Level};
 use crate::real::Real;
@@ -82,107 +82,210 @@ pub(crate) fn product_into<F: Real>(
     Ok(())
 }
 
+/// `c (+)= a·b` for an `a` whose rows are contiguous and `b` given as its `n` columns of
+/// `a.ncols()` elements each (`b` transposed, row-major), each element summed as
+/// [`product_into`] sums it when `b` has at most [`SKINNY`] columns, however many `b` has: the
+/// columns of several inputs' products of at most [`SKINNY`] columns each, taken together so
+/// that `a` is read once for all of them, give every input the bits of its own product.
+pub(crate) fn product_of_columns<F: Real>(
+    c: &mut ArrayViewMut2<'_, F>,
+    a: ArrayView2<'_, F>,
+    columns: &[F],
+    accumulate: bool,
+) -> Result<(), String> {
+    let (m, k) = a.dim();
+    let n = c.ncols();
+    if c.nrows() != m || columns.len() != n * k {
+        return Err(format!(
+            "matrix product of {:?} and {n} columns of {} into {:?}",
+            a.shape(),
+            columns.len(),
+            c.shape()
+        ));
+    }
+    if m == 0 || n == 0 || k == 0 || a.strides()[1] != 1 {
+        let b = ArrayView2::from_shape((k, n).strides((1, k)), columns).map_err(|e| e.to_string())?;
+        return product_into(c, a, b, accumulate);
+    }
+    skinny_columns(c, a, columns, accumulate);
+    Ok(())
+}
+
 /// Products with at most this many columns (or rows) take [`skinny`]: a GEMM would pack the
 /// large operand, read once, for little reuse.
-const SKINNY: usize = 16;
+pub(crate) const SKINNY: usize = 16;
+
+/// Rows of `a` [`skinny_columns`] takes through every block of columns before the next rows
+/// (an even number).
+const ROW_BLOCK: usize = 16;
 
 /// Lanes of the dot products' accumulators (a multiple of the vector width of f32 and f64).
 const LANES: usize = 32;
 
 /// `c (+)= a·b` for a `b` of few columns and an `a` whose rows are contiguous: `b`'s columns are
 /// copied into contiguous rows, and every element of `c` is a dot product, accumulated in
-/// [`LANES`] lanes summed in a fixed order (four columns at a time, so that each row of `a` is
-/// read once per four columns).
+/// [`LANES`] lanes summed in a fixed order. Four dot products run together so that each loaded
+/// vector serves several of them and their final sums overlap: one row of `a` with four columns
+/// (each row of `a` read once per four columns), and for the last one to three columns, four or
+/// two rows of `a` with them. Every element is summed in the same order whichever group it
+/// falls in.
 fn skinny<F: Real>(c: &mut ArrayViewMut2<'_, F>, a: ArrayView2<'_, F>, b: ArrayView2<'_, F>, accumulate: bool) {
-    let k = a.ncols();
     let columns: Vec<F> = b.t().iter().copied().collect();
+    skinny_columns(c, a, &columns, accumulate)
+}
+
+/// [`skinny`] with `b` given as its columns, each contiguous (`b` transposed, row-major).
+fn skinny_columns<F: Real>(c: &mut ArrayViewMut2<'_, F>, a: ArrayView2<'_, F>, columns: &[F], accumulate: bool) {
+    let k = a.ncols();
+    let n = c.ncols();
+    let column = |j: usize| &columns[j * k..(j + 1) * k];
     let isa = Isa::detect();
-    for (i, mut row) in c.outer_iter_mut().enumerate() {
-        let lhs = a.row(i);
-        let Some(lhs) = lhs.as_slice() else {
+    let m = a.nrows();
+    let mut row_of_a = Vec::with_capacity(m);
+    for i in 0..m {
+        match a.row(i).to_slice() {
+            Some(row) => row_of_a.push(row),
             // Unreachable: the caller checked that rows are contiguous.
-            return;
-        };
-        let mut start = 0;
-        for block in columns.chunks(4 * k) {
-            let mut sums = [F::zero(); 4];
-            dots(isa, lhs, block, &mut sums);
-            for (j, &v) in sums.iter().take(block.len() / k).enumerate() {
-                let y = &mut row[start + j];
-                *y = if accumulate { *y + v } else { v };
-            }
-            start += block.len() / k;
+            None => return,
         }
     }
-}
-
-/// `sums[j] = lhs · rhs[j·k..(j + 1)·k]` for the (one to four) rows of `rhs`, `k = lhs.len()`.
-fn dots<F: Real>(isa: Isa, lhs: &[F], rhs: &[F], sums: &mut [F; 4]) {
-    match rhs.len().checked_div(lhs.len()).unwrap_or(0) {
-        0 => {}
-        1 => dots_rows::<F, 1>(isa, lhs, rhs, sums),
-        2 => dots_rows::<F, 2>(isa, lhs, rhs, sums),
-        3 => dots_rows::<F, 3>(isa, lhs, rhs, sums),
-        _ => dots_rows::<F, 4>(isa, lhs, rhs, sums),
+    let mut store = |i: usize, j: usize, v: F| {
+        let y = &mut c[[i, j]];
+        *y = if accumulate { *y + v } else { v };
+    };
+    let full = n - n % 4;
+    let pairs = m - m % 2;
+    // Rows of `a` a block at a time, read again for every four columns (which stay in the
+    // first-level cache across the block).
+    for block in (0..pairs).step_by(ROW_BLOCK) {
+        for j in (0..full).step_by(4) {
+            let rhs = [column(j), column(j + 1), column(j + 2), column(j + 3)];
+            for i in (block..(block + ROW_BLOCK).min(pairs)).step_by(2) {
+                let mut sums = [[F::zero(); 4]; 2];
+                dots_rows::<F, 2, 4>(isa, [row_of_a[i], row_of_a[i + 1]], rhs, &mut sums);
+                (0..8).for_each(|e| store(i + e / 4, j + e % 4, sums[e / 4][e % 4]));
+            }
+        }
+    }
+    for (i, &lhs) in row_of_a.iter().enumerate().skip(pairs) {
+        for j in (0..full).step_by(4) {
+            let mut sums = [[F::zero(); 4]; 1];
+            dots_rows::<F, 1, 4>(isa, [lhs], [column(j), column(j + 1), column(j + 2), column(j + 3)], &mut sums);
+            (0..4).for_each(|q| store(i, j + q, sums[0][q]));
+        }
+    }
+    let rest = n - full;
+    let group = match rest {
+        0 => return,
+        1 => 4,
+        2 => 2,
+        _ => 1,
+    };
+    let mut i = 0;
+    while i < m {
+        let rows = group.min(m - i);
+        let mut sums = [[F::zero(); 3]; 4];
+        let lhs = |r: usize| row_of_a[i + r];
+        let rhs = |q: usize| column(full + q);
+        match (rest, rows) {
+            (1, 4) => {
+                let mut s = [[F::zero(); 1]; 4];
+                dots_rows::<F, 4, 1>(isa, [lhs(0), lhs(1), lhs(2), lhs(3)], [rhs(0)], &mut s);
+                (0..4).for_each(|r| sums[r][0] = s[r][0]);
+            }
+            (1, _) => {
+                for (r, sums) in sums.iter_mut().enumerate().take(rows) {
+                    let mut s = [[F::zero(); 1]; 1];
+                    dots_rows::<F, 1, 1>(isa, [lhs(r)], [rhs(0)], &mut s);
+                    sums[0] = s[0][0];
+                }
+            }
+            (2, 2) => {
+                let mut s = [[F::zero(); 2]; 2];
+                dots_rows::<F, 2, 2>(isa, [lhs(0), lhs(1)], [rhs(0), rhs(1)], &mut s);
+                (0..2).for_each(|r| sums[r][..2].copy_from_slice(&s[r]));
+            }
+            (2, _) => {
+                let mut s = [[F::zero(); 2]; 1];
+                dots_rows::<F, 1, 2>(isa, [lhs(0)], [rhs(0), rhs(1)], &mut s);
+                sums[0][..2].copy_from_slice(&s[0]);
+            }
+            _ => {
+                let mut s = [[F::zero(); 3]; 1];
+                dots_rows::<F, 1, 3>(isa, [lhs(0)], [rhs(0), rhs(1), rhs(2)], &mut s);
+                sums[0] = s[0];
+            }
+        }
+        for (r, row) in sums.iter().take(rows).enumerate() {
+            row.iter().take(rest).enumerate().for_each(|(q, &v)| store(i + r, full + q, v));
+        }
+        i += rows;
     }
 }
 
-fn dots_rows<F: Real, const R: usize>(isa: Isa, lhs: &[F], rhs: &[F], sums: &mut [F; 4]) {
+/// `sums[r][q] = lhs[r] · rhs[q]` for every pair.
+fn dots_rows<F: Real, const RA: usize, const RB: usize>(
+    isa: Isa,
+    lhs: [&[F]; RA],
+    rhs: [&[F]; RB],
+    sums: &mut [[F; RB]; RA],
+) {
     match isa.level() {
-        Level::Baseline => dots_generic::<F, R>(lhs, rhs, sums),
+        Level::Baseline => dots_generic(lhs, rhs, sums),
         // SAFETY: the CPU has AVX2 (`Isa::detect`).
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => unsafe { dots_avx2::<F, R>(lhs, rhs, sums) },
+        Level::Avx2 => unsafe { dots_avx2(lhs, rhs, sums) },
         // SAFETY: the CPU has AVX-512F (`Isa::detect`).
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => unsafe { dots_avx512::<F, R>(lhs, rhs, sums) },
+        Level::Avx512 => unsafe { dots_avx512(lhs, rhs, sums) },
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn dots_avx2<F: Real, const R: usize>(lhs: &[F], rhs: &[F], sums: &mut [F; 4]) {
-    dots_generic::<F, R>(lhs, rhs, sums)
+fn dots_avx2<F: Real, const RA: usize, const RB: usize>(lhs: [&[F]; RA], rhs: [&[F]; RB], sums: &mut [[F; RB]; RA]) {
+    dots_generic(lhs, rhs, sums)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn dots_avx512<F: Real, const R: usize>(lhs: &[F], rhs: &[F], sums: &mut [F; 4]) {
-    dots_generic::<F, R>(lhs, rhs, sums)
+fn dots_avx512<F: Real, const RA: usize, const RB: usize>(lhs: [&[F]; RA], rhs: [&[F]; RB], sums: &mut [[F; RB]; RA]) {
+    dots_generic(lhs, rhs, sums)
 }
 
-/// The dot products of `lhs` with the first `R` rows of `rhs` (which holds `R` rows at least).
+/// The dot products of every `lhs` row with every `rhs` row (all of one length `k`): `LANES`
+/// partial sums per product, then the lanes in order, then the last `k mod LANES` terms.
 #[inline(always)]
-fn dots_generic<F: Real, const R: usize>(lhs: &[F], rhs: &[F], sums: &mut [F; 4]) {
-    let k = lhs.len();
+fn dots_generic<F: Real, const RA: usize, const RB: usize>(lhs: [&[F]; RA], rhs: [&[F]; RB], sums: &mut [[F; RB]; RA]) {
+    let k = lhs[0].len();
     let body = k - k % LANES;
-    let row = |j: usize| &rhs[j.min(R - 1) * k..][..k];
-    let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
-    let mut acc = [[F::zero(); LANES]; 4];
-    let [a0, a1, a2, a3] = &mut acc;
+    let lhs = lhs.map(|row| &row[..k]);
+    let rhs = rhs.map(|row| &row[..k]);
+    let mut acc = [[[F::zero(); LANES]; RB]; RA];
     for start in (0..body).step_by(LANES) {
-        let x = lanes(lhs, start);
-        multiply_add(a0, x, lanes(r0, start));
-        if R > 1 {
-            multiply_add(a1, x, lanes(r1, start));
-        }
-        if R > 2 {
-            multiply_add(a2, x, lanes(r2, start));
-        }
-        if R > 3 {
-            multiply_add(a3, x, lanes(r3, start));
+        for r in 0..RA {
+            let x = lanes(lhs[r], start);
+            for q in 0..RB {
+                multiply_add(&mut acc[r][q], x, lanes(rhs[q], start));
+            }
         }
     }
-    for (j, (sum, acc)) in sums.iter_mut().zip(&acc).take(R).enumerate() {
-        let r = row(j);
-        let mut total = F::zero();
-        for &a in acc {
-            total += a;
+    let mut totals = [[F::zero(); RB]; RA];
+    for l in 0..LANES {
+        for (total, acc) in totals.iter_mut().zip(&acc) {
+            for (total, acc) in total.iter_mut().zip(acc) {
+                *total += acc[l];
+            }
         }
-        for l in body..k {
-            total += lhs[l] * r[l];
+    }
+    for ((sums, totals), lhs) in sums.iter_mut().zip(&totals).zip(lhs) {
+        for ((sum, &total), rhs) in sums.iter_mut().zip(totals).zip(rhs) {
+            let mut total = total;
+            for l in body..k {
+                total += lhs[l] * rhs[l];
+            }
+            *sum = total;
         }
-        *sum = total;
     }
 }
 
@@ -246,5 +349,32 @@ mod tests {
             product_into(&mut c.view_mut(), a.view(), b.view(), true).unwrap();
             assert_eq!(c, &want * 2.0, "{m}×{k}×{n}");
         }
+    }
+
+    #[test]
+    fn products_of_many_columns_sum_each_as_a_skinny_product() {
+        // Float32 values whose sums round, so that any change in the order of summation shows.
+        let value = |i: usize, j: usize| ((i * 7919 + j * 104_729) % 1013) as f32 / 97.0 - 5.0;
+        for (m, k, n) in [(7, 100, 3), (9, 64, 37), (2, 33, 16), (5, 31, 18), (1, 70, 5)] {
+            let a = Array2::from_shape_fn((m, k), |(i, j)| value(i, j));
+            let b = Array2::from_shape_fn((k, n), |(i, j)| value(j + 11, i) * 0.3);
+            let columns: Vec<f32> = b.t().iter().copied().collect();
+            for accumulate in [false, true] {
+                let start = Array2::from_shape_fn((m, n), |(i, j)| value(i + 3, j) * 0.01);
+                let mut together = start.clone();
+                product_of_columns(&mut together.view_mut(), a.view(), &columns, accumulate).unwrap();
+                // Each block of at most SKINNY columns alone, as one input's product would be.
+                for first in (0..n).step_by(SKINNY) {
+                    let last = (first + SKINNY).min(n);
+                    let mut alone = start.slice(ndarray::s![.., first..last]).to_owned();
+                    let part = b.slice(ndarray::s![.., first..last]);
+                    product_into(&mut alone.view_mut(), a.view(), part, accumulate).unwrap();
+                    assert_eq!(together.slice(ndarray::s![.., first..last]), alone, "{m}×{k}×{n}, columns {first}..");
+                }
+            }
+        }
+        let mut c = Array2::<f32>::zeros((2, 3));
+        let a = Array2::<f32>::ones((2, 4));
+        assert!(product_of_columns(&mut c.view_mut(), a.view(), &[0.0; 11], false).is_err());
     }
 }

@@ -34,7 +34,8 @@ pub struct Evaluator<'g, F> {
 
 /// What an [`Evaluator`] prepares once for every evaluation.
 struct Prepared<F> {
-    /// Tap-major weights by node index (empty, or `None`, where not prepared).
+    /// The weights of the taps that reach the input, by node index (empty, or `None`, where not
+    /// prepared).
     taps: Vec<Option<Vec<F>>>,
     /// Constants converted to `F`, by value id (empty, or `None`, where read as stored).
     constants: Vec<Option<ArrayD<F>>>,
@@ -85,6 +86,19 @@ impl<'g, F: Real> Evaluator<'g, F> {
         input: &ArrayD<F>,
         mut visit: impl FnMut(usize, &ArrayD<F>),
     ) -> Result<ArrayD<F>, ModelError> {
+        let mut outputs = self.evaluate_many_visit(std::slice::from_ref(input), |_, node, value| visit(node, value))?;
+        outputs.pop().ok_or_else(|| self.graph.eval_err("output", "graph output was never computed"))
+    }
+
+    /// Evaluates several inputs together, node by node, and returns their outputs in order:
+    /// convolutions on small maps read their weights once for all the inputs, and every input's
+    /// output has the bits it has alone. `visit(input, node, value)` receives every node's
+    /// output for every input as it is computed; memory is that of one evaluation per input.
+    pub fn evaluate_many_visit(
+        &self,
+        inputs: &[ArrayD<F>],
+        mut visit: impl FnMut(usize, usize, &ArrayD<F>),
+    ) -> Result<Vec<ArrayD<F>>, ModelError> {
         let graph = self.graph;
         let mut last_use = vec![usize::MAX; graph.values.len()];
         for (i, n) in graph.nodes.iter().enumerate() {
@@ -94,9 +108,9 @@ impl<'g, F: Real> Evaluator<'g, F> {
                 }
             }
         }
-        let mut values = graph.run(input, &self.prepared, |values, i| {
+        let values = graph.run_many(inputs, &self.prepared, |values, b, i| {
             if let Some(value) = values.get(graph.nodes[i].output).and_then(Option::as_ref) {
-                visit(i, value);
+                visit(b, i, value);
             }
             for &x in &graph.nodes[i].inputs {
                 if last_use[x] == i && x != graph.output {
@@ -104,13 +118,35 @@ impl<'g, F: Real> Evaluator<'g, F> {
                 }
             }
         })?;
-        match (values.get_mut(graph.output).and_then(Option::take), graph.constant(graph.output)) {
-            (Some(out), _) => Ok(out),
-            (None, Some(c)) => Ok(c.view::<F>().into_owned()),
-            (None, None) => Err(graph.eval_err("output", "graph output was never computed")),
+        let mut outputs = Vec::with_capacity(values.len());
+        for mut own in values {
+            outputs.push(match (own.get_mut(graph.output).and_then(Option::take), graph.constant(graph.output)) {
+                (Some(out), _) => out,
+                (None, Some(c)) => c.view::<F>().into_owned(),
+                (None, None) => return Err(graph.eval_err("output", "graph output was never computed")),
+            });
+        }
+        Ok(outputs)
+    }
+
+    /// How many inputs to hand [`Evaluator::evaluate_many_visit`] at once: 8 when some
+    /// convolution's output map is small enough for its products to gain from reading their
+    /// weights once for several inputs, else 1.
+    pub fn preferred_batch(&self) -> usize {
+        let small = |n: &Node| {
+            let shape = self.graph.values.get(n.output).map_or(&[][..], |v| &v.shape[..]);
+            matches!(n.op, Op::Conv { .. }) && shape.len() == 4 && shape[2] * shape[3] <= gemm::SKINNY
+        };
+        if self.graph.nodes.iter().any(small) {
+            PREFERRED_BATCH
+        } else {
+            1
         }
     }
 }
+
+/// Inputs evaluated together where convolutions on small maps gain from it.
+const PREFERRED_BATCH: usize = 8;
 
 /// Tap-major weights for node `n` when it is a convolution (not depthwise) with a constant
 /// kernel some of whose taps only ever see padding.
@@ -133,8 +169,7 @@ fn prepared_taps<F: Real>(graph: &Graph, n: &Node) -> Option<Vec<F>> {
     if strides.contains(&0) || dilations.contains(&0) {
         return None;
     }
-    conv::reaching_taps(&window)?;
-    conv::tap_major(&w.view::<F>().view())
+    conv::reaching_weights(&w.view::<F>().view(), &window)
 }
 
 impl Graph {
@@ -186,47 +221,129 @@ impl Graph {
         prepared: &Prepared<F>,
         mut after: impl FnMut(&mut Vec<Option<ArrayD<F>>>, usize),
     ) -> Result<Vec<Option<ArrayD<F>>>, ModelError> {
-        let mut values: Vec<Option<ArrayD<F>>> = vec![None; self.values.len()];
+        let mut values = self.run_many(std::slice::from_ref(input), prepared, |values, _, i| after(values, i))?;
+        Ok(values.pop().unwrap_or_default())
+    }
+
+    /// Evaluates every node for every input in turn, node by node: the values of input `b`
+    /// are `values[b]`, and `after(values[b], b, node)` runs once each node's output for `b`
+    /// is in place. Convolutions on small maps take every input's map in one product (see
+    /// [`Graph::stacked_conv`]); every other node is evaluated input by input. Each input's
+    /// outputs are those it would have alone.
+    fn run_many<F: Real>(
+        &self,
+        inputs: &[ArrayD<F>],
+        prepared: &Prepared<F>,
+        mut after: impl FnMut(&mut Vec<Option<ArrayD<F>>>, usize, usize),
+    ) -> Result<Vec<Vec<Option<ArrayD<F>>>>, ModelError> {
         let inp = self.values.get(self.input).ok_or_else(|| self.eval_err("input", "graph input id out of range"))?;
-        if input.shape() != inp.shape.as_slice() {
-            return Err(self.eval_err(
-                &inp.name,
-                &format!("input has shape {:?}, the model expects {:?}", input.shape(), inp.shape),
-            ));
+        let mut values = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            if input.shape() != inp.shape.as_slice() {
+                return Err(self.eval_err(
+                    &inp.name,
+                    &format!("input has shape {:?}, the model expects {:?}", input.shape(), inp.shape),
+                ));
+            }
+            let mut own: Vec<Option<ArrayD<F>>> = vec![None; self.values.len()];
+            own[self.input] = Some(input.clone());
+            values.push(own);
         }
-        values[self.input] = Some(input.clone());
         for (i, n) in self.nodes.iter().enumerate() {
             let err = |detail: String| ModelError::Eval { node: n.name.clone(), op: n.op.name().into(), detail };
-            if let Some(out) = self.blocked_product(n, &values, &prepared.constants) {
-                values[n.output] = Some(out.map_err(err)?);
-                after(&mut values, i);
-                continue;
-            }
-            let mut ins = Vec::with_capacity(n.inputs.len());
-            for &x in &n.inputs {
-                match self.operand(&values, &prepared.constants, x) {
-                    Some(a) => ins.push(a),
-                    None => {
-                        return Err(err(format!("input value {x} is not available (graph not topologically sorted?)")))
-                    }
-                }
-            }
-            let views: Vec<ArrayViewD<F>> = ins.iter().map(|a| a.view()).collect();
             let out_shape = &self.values.get(n.output).ok_or_else(|| err("output id out of range".into()))?.shape;
-            let out = match (&n.op, prepared.taps.get(i)) {
-                (Op::Conv { strides, pads, dilations, groups }, Some(Some(taps))) if views.len() >= 2 => {
-                    conv::conv2d_taps(&views[0], &views[1], taps, views.get(2), *strides, *pads, *dilations, *groups)
+            let stacked = match values.len() {
+                0 | 1 => None,
+                _ => self.stacked_conv(n, &values, prepared.taps.get(i).and_then(Option::as_ref)),
+            };
+            let mut outputs = match stacked {
+                Some(outputs) => outputs.map_err(err)?.into_iter().map(Ok).collect::<Vec<_>>(),
+                None => Vec::new(),
+            };
+            for (b, own) in values.iter_mut().enumerate() {
+                let out = match outputs.get_mut(b) {
+                    Some(out) => std::mem::replace(out, Err(String::new())).map_err(err)?,
+                    None => self.eval_node(i, n, own, prepared)?,
+                };
+                if out.shape() != out_shape.as_slice() {
+                    return Err(err(format!(
+                        "computed shape {:?} but the graph declares {:?}",
+                        out.shape(),
+                        out_shape
+                    )));
                 }
-                _ => eval_op(&n.op, &views, out_shape),
+                own[n.output] = Some(out);
+                after(own, b, i);
             }
-            .map_err(err)?;
-            if out.shape() != out_shape.as_slice() {
-                return Err(err(format!("computed shape {:?} but the graph declares {:?}", out.shape(), out_shape)));
-            }
-            values[n.output] = Some(out);
-            after(&mut values, i);
         }
         Ok(values)
+    }
+
+    /// Node `i`'s output for the input whose values are `values`.
+    fn eval_node<F: Real>(
+        &self,
+        i: usize,
+        n: &Node,
+        values: &[Option<ArrayD<F>>],
+        prepared: &Prepared<F>,
+    ) -> Result<ArrayD<F>, ModelError> {
+        let err = |detail: String| ModelError::Eval { node: n.name.clone(), op: n.op.name().into(), detail };
+        if let Some(out) = self.blocked_product(n, values, &prepared.constants) {
+            return out.map_err(err);
+        }
+        let mut ins = Vec::with_capacity(n.inputs.len());
+        for &x in &n.inputs {
+            match self.operand(values, &prepared.constants, x) {
+                Some(a) => ins.push(a),
+                None => return Err(err(format!("input value {x} is not available (graph not topologically sorted?)"))),
+            }
+        }
+        let views: Vec<ArrayViewD<F>> = ins.iter().map(|a| a.view()).collect();
+        let out_shape = &self.values.get(n.output).ok_or_else(|| err("output id out of range".into()))?.shape;
+        match (&n.op, prepared.taps.get(i)) {
+            (Op::Conv { strides, pads, dilations, groups }, Some(Some(taps))) if views.len() >= 2 => {
+                conv::conv2d_taps(&views[0], &views[1], taps, views.get(2), *strides, *pads, *dilations, *groups)
+            }
+            _ => eval_op(&n.op, &views, out_shape),
+        }
+        .map_err(err)
+    }
+
+    /// A convolution with constant weights whose output map has at most [`gemm::SKINNY`]
+    /// positions, computed for every input's map at once (the inputs stacked along the batch
+    /// axis: its weights are read once for all of them); `None` for any other node.
+    fn stacked_conv<F: Real>(
+        &self,
+        n: &Node,
+        values: &[Vec<Option<ArrayD<F>>>],
+        taps: Option<&Vec<F>>,
+    ) -> Option<Result<Vec<ArrayD<F>>, String>> {
+        let Op::Conv { strides, pads, dilations, groups } = n.op else { return None };
+        let out_shape = &self.values.get(n.output)?.shape;
+        if out_shape.len() != 4 || out_shape[0] != 1 || out_shape[2] * out_shape[3] > gemm::SKINNY {
+            return None;
+        }
+        let weights = self.constant(*n.inputs.get(1)?)?.view::<F>();
+        let bias = match n.inputs.get(2) {
+            Some(&b) => Some(self.constant(b)?.view::<F>()),
+            None => None,
+        };
+        let x = *n.inputs.first()?;
+        let maps: Vec<ArrayViewD<F>> =
+            values.iter().map(|own| own.get(x)?.as_ref().map(|a| a.view())).collect::<Option<_>>()?;
+        if maps.iter().any(|m| m.ndim() != 4 || m.shape()[0] != 1) {
+            return None;
+        }
+        let stacked = match concatenate(Axis(0), &maps) {
+            Ok(stacked) => stacked,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        let (x, w, b) = (stacked.view(), weights.view(), bias.as_ref().map(|b| b.view()));
+        let out = match taps {
+            Some(taps) => conv::conv2d_taps(&x, &w, taps, b.as_ref(), strides, pads, dilations, groups),
+            None => conv2d(&x, &w, b.as_ref(), strides, pads, dilations, groups),
+        };
+        Some(out.map(|out| out.outer_iter().map(|one| one.insert_axis(Axis(0)).to_owned()).collect()))
     }
 }
 

@@ -273,44 +273,38 @@ impl<W: Real> ConvBlock<W> {
 
     /// `y += conv(x)` on logical tensors, without factors.
     fn convolve(&self, x: &[W], y: &mut [W]) {
+        match Isa::detect().level() {
+            Level::Baseline => self.convolve_blocks(x, y),
+            // SAFETY: the CPU has AVX2 (`Isa::detect`).
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 | Level::Avx512 => unsafe { self.convolve_blocks_avx2(x, y) },
+        }
+    }
+
+    /// [`Self::convolve_blocks`] compiled for AVX2 (separate multiplies and adds, as the portable
+    /// code: the same bits).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn convolve_blocks_avx2(&self, x: &[W], y: &mut [W]) {
+        self.convolve_blocks(x, y)
+    }
+
+    /// Output rows are taken a block at a time, every output channel per block, so that the
+    /// input rows a block reads stay in cache across the output channels; each target still
+    /// sums its terms in the order (input channel, kernel row, kernel column).
+    #[inline(always)]
+    fn convolve_blocks(&self, x: &[W], y: &mut [W]) {
         let in_c = self.in_shape[0];
         let [out_c, out_h, out_w] = self.out_shape;
         let in_per_group = in_c / self.groups;
         let out_per_group = out_c / self.groups;
-        // Output rows are taken a block at a time, every output channel per block, so that the
-        // input rows a block reads stay in cache across the output channels; each target still
-        // sums its terms in the order (input channel, kernel row, kernel column).
         let block_rows = (CONVOLVE_BLOCK / out_w.max(1)).clamp(1, out_h.max(1));
-        let isa = Isa::detect();
         for block_start in (0..out_h).step_by(block_rows) {
             let block = block_start..(block_start + block_rows).min(out_h);
             for co in 0..out_c {
-                match isa.level() {
-                    Level::Baseline => self.convolve_rows(x, y, co, block.clone(), in_per_group, out_per_group),
-                    // SAFETY: the CPU has AVX2 (`Isa::detect`).
-                    #[cfg(target_arch = "x86_64")]
-                    Level::Avx2 | Level::Avx512 => unsafe {
-                        self.convolve_rows_avx2(x, y, co, block.clone(), in_per_group, out_per_group)
-                    },
-                }
+                self.convolve_rows(x, y, co, block.clone(), in_per_group, out_per_group);
             }
         }
-    }
-
-    /// [`Self::convolve_rows`] compiled for AVX2 (separate multiplies and adds, as the portable
-    /// code: the same bits).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn convolve_rows_avx2(
-        &self,
-        x: &[W],
-        y: &mut [W],
-        co: usize,
-        rows: std::ops::Range<usize>,
-        in_per_group: usize,
-        out_per_group: usize,
-    ) {
-        self.convolve_rows(x, y, co, rows, in_per_group, out_per_group)
     }
 
     /// `y += conv(x)` for the output rows `rows` of output channel `co`.
@@ -353,8 +347,7 @@ impl<W: Real> ConvBlock<W> {
                         let out_row = &mut out_plane[oy * out_w + lo..oy * out_w + hi];
                         let first = lo * self.strides[1] + kx * self.dilations[1] - self.pads[1];
                         if self.strides[1] == 1 {
-                            let len = out_row.len();
-                            for (out, &v) in out_row.iter_mut().zip(&in_row[first..first + len]) {
+                            for (out, &v) in out_row.iter_mut().zip(&in_row[first..]) {
                                 *out += w * v;
                             }
                         } else {
