@@ -241,7 +241,7 @@ where
         .ok_or_else(|| invalid(format!("the graph output {} is not a value of the graph", graph.output)))?;
     // Inputs go to the workers a group at a time (as many as the evaluator gains from, no more
     // than keep every worker busy); outputs do not depend on the grouping.
-    let group = evaluator.preferred_batch().min(count.div_ceil(threads)).max(1);
+    let group = evaluator.group_size(count, threads);
     let members = |g: usize| g * group..((g + 1) * group).min(count);
     let (rows, _) = parallel_map(
         count.div_ceil(group),

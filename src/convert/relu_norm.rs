@@ -100,33 +100,24 @@ pub(super) fn maxima(
     let shape = graph.values[graph.input].shape.clone();
     // Inputs are taken a group at a time (as many as the evaluator gains from, no more than
     // keep every worker busy); maxima do not depend on the grouping.
-    let group = evaluator.preferred_batch().min(count.div_ceil(threads)).max(1);
+    let group = evaluator.group_size(count, threads);
+    let read = |i: usize| -> Result<ArrayD<f64>, ConvertError> {
+        let mut buffer = vec![0.0; shape.iter().product()];
+        source.read(i, &mut buffer)?;
+        ArrayD::from_shape_vec(IxDyn(&shape), buffer)
+            .map_err(|e| ConvertError::Graph(format!("calibration input {i}: {e}")))
+    };
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let worker = || -> Result<Vec<Option<ArrayD<f64>>>, ConvertError> {
         let mut maxima: Vec<Option<ArrayD<f64>>> = vec![None; relus.len()];
-        let mut buffer = vec![0.0; shape.iter().product()];
-        let mut inputs: Vec<ArrayD<f64>> = Vec::with_capacity(group);
         while !failed.load(Ordering::Relaxed) {
             let first = next.fetch_add(group, Ordering::Relaxed);
             if first >= count {
                 break;
             }
             let members = first..(first + group).min(count);
-            inputs.clear();
-            let mut evaluated = Ok(());
-            for i in members.clone() {
-                evaluated = source.read(i, &mut buffer).map_err(ConvertError::from).and_then(|()| {
-                    let input = ArrayD::from_shape_vec(IxDyn(&shape), buffer.clone())
-                        .map_err(|e| ConvertError::Graph(format!("calibration input {i}: {e}")))?;
-                    inputs.push(input);
-                    Ok(())
-                });
-                if evaluated.is_err() {
-                    break;
-                }
-            }
-            let evaluated = evaluated.and_then(|()| {
+            let evaluated = members.clone().map(read).collect::<Result<Vec<_>, _>>().and_then(|inputs| {
                 evaluator.evaluate_many_visit(&inputs, |_, node, out| {
                     if let Some(slot) = slots[node] {
                         match &mut maxima[slot] {

@@ -373,7 +373,7 @@ impl TapIndex {
 /// `y_b (+)= w · cols_b` for every batch element `b` of `target` at once, where `fill(b, cols)`
 /// writes element `b`'s `[k, plane]` matrix: the weights are read once for all the elements
 /// (each row of them for four columns at a time) instead of once per element, and each element
-/// is summed as its own product of `plane` columns would be ([`product_columns`]).
+/// is summed as its own product of `plane` columns would be ([`product_of_columns`]).
 fn batched_product<F: Real>(
     w: ArrayView2<'_, F>,
     plane: usize,

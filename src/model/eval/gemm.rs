@@ -124,11 +124,11 @@ const LANES: usize = 32;
 
 /// `c (+)= a·b` for a `b` of few columns and an `a` whose rows are contiguous: `b`'s columns are
 /// copied into contiguous rows, and every element of `c` is a dot product, accumulated in
-/// [`LANES`] lanes summed in a fixed order. Four dot products run together so that each loaded
-/// vector serves several of them and their final sums overlap: one row of `a` with four columns
-/// (each row of `a` read once per four columns), and for the last one to three columns, four or
-/// two rows of `a` with them. Every element is summed in the same order whichever group it
-/// falls in.
+/// [`LANES`] lanes summed in a fixed order. Several dot products run together so that each
+/// loaded vector serves several of them and their final sums overlap: two rows of `a` with four
+/// columns (each row of `a` read once per four columns), and for the last one to three columns,
+/// four, two or one rows of `a` with them. Every element is summed in the same order whichever
+/// group it falls in.
 fn skinny<F: Real>(c: &mut ArrayViewMut2<'_, F>, a: ArrayView2<'_, F>, b: ArrayView2<'_, F>, accumulate: bool) {
     let columns: Vec<F> = b.t().iter().copied().collect();
     skinny_columns(c, a, &columns, accumulate)
@@ -136,90 +136,70 @@ fn skinny<F: Real>(c: &mut ArrayViewMut2<'_, F>, a: ArrayView2<'_, F>, b: ArrayV
 
 /// [`skinny`] with `b` given as its columns, each contiguous (`b` transposed, row-major).
 fn skinny_columns<F: Real>(c: &mut ArrayViewMut2<'_, F>, a: ArrayView2<'_, F>, columns: &[F], accumulate: bool) {
-    let k = a.ncols();
-    let n = c.ncols();
-    let column = |j: usize| &columns[j * k..(j + 1) * k];
-    let isa = Isa::detect();
-    let m = a.nrows();
-    let mut row_of_a = Vec::with_capacity(m);
+    let (m, n) = c.dim();
+    let mut rows = Vec::with_capacity(m);
     for i in 0..m {
         match a.row(i).to_slice() {
-            Some(row) => row_of_a.push(row),
+            Some(row) => rows.push(row),
             // Unreachable: the caller checked that rows are contiguous.
             None => return,
         }
     }
-    let mut store = |i: usize, j: usize, v: F| {
-        let y = &mut c[[i, j]];
-        *y = if accumulate { *y + v } else { v };
-    };
+    let mut products = Products { isa: Isa::detect(), rows, columns, k: a.ncols(), c, accumulate };
     let full = n - n % 4;
     let pairs = m - m % 2;
     // Rows of `a` a block at a time, read again for every four columns (which stay in the
     // first-level cache across the block).
     for block in (0..pairs).step_by(ROW_BLOCK) {
         for j in (0..full).step_by(4) {
-            let rhs = [column(j), column(j + 1), column(j + 2), column(j + 3)];
             for i in (block..(block + ROW_BLOCK).min(pairs)).step_by(2) {
-                let mut sums = [[F::zero(); 4]; 2];
-                dots_rows::<F, 2, 4>(isa, [row_of_a[i], row_of_a[i + 1]], rhs, &mut sums);
-                (0..8).for_each(|e| store(i + e / 4, j + e % 4, sums[e / 4][e % 4]));
+                products.tile::<2, 4>(i, j);
             }
         }
     }
-    for (i, &lhs) in row_of_a.iter().enumerate().skip(pairs) {
-        for j in (0..full).step_by(4) {
-            let mut sums = [[F::zero(); 4]; 1];
-            dots_rows::<F, 1, 4>(isa, [lhs], [column(j), column(j + 1), column(j + 2), column(j + 3)], &mut sums);
-            (0..4).for_each(|q| store(i, j + q, sums[0][q]));
-        }
+    for i in pairs..m {
+        (0..full).step_by(4).for_each(|j| products.tile::<1, 4>(i, j));
     }
-    let rest = n - full;
-    let group = match rest {
-        0 => return,
-        1 => 4,
-        2 => 2,
-        _ => 1,
-    };
-    let mut i = 0;
-    while i < m {
-        let rows = group.min(m - i);
-        let mut sums = [[F::zero(); 3]; 4];
-        let lhs = |r: usize| row_of_a[i + r];
-        let rhs = |q: usize| column(full + q);
-        match (rest, rows) {
-            (1, 4) => {
-                let mut s = [[F::zero(); 1]; 4];
-                dots_rows::<F, 4, 1>(isa, [lhs(0), lhs(1), lhs(2), lhs(3)], [rhs(0)], &mut s);
-                (0..4).for_each(|r| sums[r][0] = s[r][0]);
-            }
-            (1, _) => {
-                for (r, sums) in sums.iter_mut().enumerate().take(rows) {
-                    let mut s = [[F::zero(); 1]; 1];
-                    dots_rows::<F, 1, 1>(isa, [lhs(r)], [rhs(0)], &mut s);
-                    sums[0] = s[0][0];
-                }
-            }
-            (2, 2) => {
-                let mut s = [[F::zero(); 2]; 2];
-                dots_rows::<F, 2, 2>(isa, [lhs(0), lhs(1)], [rhs(0), rhs(1)], &mut s);
-                (0..2).for_each(|r| sums[r][..2].copy_from_slice(&s[r]));
-            }
-            (2, _) => {
-                let mut s = [[F::zero(); 2]; 1];
-                dots_rows::<F, 1, 2>(isa, [lhs(0)], [rhs(0), rhs(1)], &mut s);
-                sums[0][..2].copy_from_slice(&s[0]);
-            }
-            _ => {
-                let mut s = [[F::zero(); 3]; 1];
-                dots_rows::<F, 1, 3>(isa, [lhs(0)], [rhs(0), rhs(1), rhs(2)], &mut s);
-                sums[0] = s[0];
+    match n - full {
+        0 => {}
+        1 => {
+            let quads = m - m % 4;
+            (0..quads).step_by(4).for_each(|i| products.tile::<4, 1>(i, full));
+            (quads..m).for_each(|i| products.tile::<1, 1>(i, full));
+        }
+        2 => {
+            (0..pairs).step_by(2).for_each(|i| products.tile::<2, 2>(i, full));
+            (pairs..m).for_each(|i| products.tile::<1, 2>(i, full));
+        }
+        _ => (0..m).for_each(|i| products.tile::<1, 3>(i, full)),
+    }
+}
+
+/// The operands and the destination of [`skinny_columns`].
+struct Products<'a, 'c, F> {
+    isa: Isa,
+    /// The rows of `a`.
+    rows: Vec<&'a [F]>,
+    /// The columns of `b`, `k` elements each, one after the other.
+    columns: &'a [F],
+    k: usize,
+    c: &'a mut ArrayViewMut2<'c, F>,
+    accumulate: bool,
+}
+
+impl<F: Real> Products<'_, '_, F> {
+    /// The elements `(i..i + RA, j..j + RB)` of `c`, their dot products computed together.
+    fn tile<const RA: usize, const RB: usize>(&mut self, i: usize, j: usize) {
+        let lhs: [&[F]; RA] = std::array::from_fn(|r| self.rows[i + r]);
+        let rhs: [&[F]; RB] = std::array::from_fn(|q| &self.columns[(j + q) * self.k..][..self.k]);
+        let mut sums = [[F::zero(); RB]; RA];
+        dots_rows(self.isa, lhs, rhs, &mut sums);
+        for (r, row) in sums.iter().enumerate() {
+            for (q, &v) in row.iter().enumerate() {
+                let y = &mut self.c[[i + r, j + q]];
+                *y = if self.accumulate { *y + v } else { v };
             }
         }
-        for (r, row) in sums.iter().take(rows).enumerate() {
-            row.iter().take(rest).enumerate().for_each(|(q, &v)| store(i + r, full + q, v));
-        }
-        i += rows;
     }
 }
 

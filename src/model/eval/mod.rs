@@ -133,23 +133,36 @@ impl<'g, F: Real> Evaluator<'g, F> {
     /// convolution's output map is small enough for its products to gain from reading their
     /// weights once for several inputs, else 1.
     pub fn preferred_batch(&self) -> usize {
-        let small = |n: &Node| {
+        let stacked = |n: &Node| {
             let shape = self.graph.values.get(n.output).map_or(&[][..], |v| &v.shape[..]);
-            matches!(n.op, Op::Conv { .. }) && shape.len() == 4 && shape[2] * shape[3] <= gemm::SKINNY
+            matches!(n.op, Op::Conv { .. }) && stacks(shape)
         };
-        if self.graph.nodes.iter().any(small) {
+        if self.graph.nodes.iter().any(stacked) {
             PREFERRED_BATCH
         } else {
             1
         }
+    }
+
+    /// Inputs per group when `count` inputs are shared by `threads` workers: the
+    /// [`Evaluator::preferred_batch`], no more than keep every worker busy.
+    pub fn group_size(&self, count: usize, threads: usize) -> usize {
+        self.preferred_batch().min(count.div_ceil(threads.max(1))).max(1)
     }
 }
 
 /// Inputs evaluated together where convolutions on small maps gain from it.
 const PREFERRED_BATCH: usize = 8;
 
-/// Tap-major weights for node `n` when it is a convolution (not depthwise) with a constant
-/// kernel some of whose taps only ever see padding.
+/// Whether a convolution with output shape `shape` (`[1, channels, height, width]`) computes
+/// several inputs in one product: maps of at most [`gemm::SKINNY`] positions.
+fn stacks(shape: &[usize]) -> bool {
+    shape.len() == 4 && shape[0] == 1 && shape[2] * shape[3] <= gemm::SKINNY
+}
+
+/// The weights of the taps that reach the input ([`conv::reaching_weights`]) for node `n` when it
+/// is a convolution (not depthwise) with a constant kernel some of whose taps only ever see
+/// padding.
 fn prepared_taps<F: Real>(graph: &Graph, n: &Node) -> Option<Vec<F>> {
     let Op::Conv { strides, pads, dilations, groups } = n.op else { return None };
     let x = &graph.values.get(*n.inputs.first()?)?.shape;
@@ -256,13 +269,10 @@ impl Graph {
                 0 | 1 => None,
                 _ => self.stacked_conv(n, &values, prepared.taps.get(i).and_then(Option::as_ref)),
             };
-            let mut outputs = match stacked {
-                Some(outputs) => outputs.map_err(err)?.into_iter().map(Ok).collect::<Vec<_>>(),
-                None => Vec::new(),
-            };
+            let mut stacked = stacked.transpose().map_err(err)?.map(Vec::into_iter);
             for (b, own) in values.iter_mut().enumerate() {
-                let out = match outputs.get_mut(b) {
-                    Some(out) => std::mem::replace(out, Err(String::new())).map_err(err)?,
+                let out = match stacked.as_mut().and_then(Iterator::next) {
+                    Some(out) => out,
                     None => self.eval_node(i, n, own, prepared)?,
                 };
                 if out.shape() != out_shape.as_slice() {
@@ -320,7 +330,7 @@ impl Graph {
     ) -> Option<Result<Vec<ArrayD<F>>, String>> {
         let Op::Conv { strides, pads, dilations, groups } = n.op else { return None };
         let out_shape = &self.values.get(n.output)?.shape;
-        if out_shape.len() != 4 || out_shape[0] != 1 || out_shape[2] * out_shape[3] > gemm::SKINNY {
+        if !stacks(out_shape) {
             return None;
         }
         let weights = self.constant(*n.inputs.get(1)?)?.view::<F>();
