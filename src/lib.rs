@@ -19,3 +19,4 @@ pub mod shard;
 pub mod snn;
 pub mod stats;
 pub mod theory;
+pub mod tune;

@@ -10,6 +10,7 @@ mod report;
 mod run;
 mod shard;
 mod theory;
+mod tune;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,9 @@ enum Command {
     Merge(merge::MergeArgs),
     /// Print the summary of a report directory written by `signgd run --report DIR`.
     Report(report::ReportArgs),
+    /// Choose the schedule (and GELU target) for a target number of timesteps on held-out
+    /// calibration inputs, and write the settings `run --tuned` reads.
+    Tune(tune::TuneArgs),
     /// Check that IF neurons and the subgradient method give identical spike trains (SPEC §1).
     Theory(theory::TheoryArgs),
 }
@@ -58,6 +62,7 @@ pub fn main() -> ExitCode {
         Command::Report(args) => report::run(args),
         Command::Merge(args) => merge::run(args),
         Command::Ops(args) => ops::run(args),
+        Command::Tune(args) => tune::run(args),
     };
     match result {
         Ok(code) => code,

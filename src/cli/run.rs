@@ -30,6 +30,7 @@ use signgd::snn::{EncoderKind, GeluTarget, Network, Schedule};
 use signgd::stats::energy::{
     Addressing, AnnMemory, Conventions, EncoderCharge, EnergyModel, MemoryPricing, SharedCharge,
 };
+use signgd::tune::TunedSettings;
 
 /// Options of `signgd run`.
 #[derive(Args, Clone, Debug)]
@@ -72,6 +73,10 @@ pub struct RunArgs {
     /// replace the preset's.
     #[arg(long, value_enum, default_value_t = PresetArg::Reference)]
     preset: PresetArg,
+    /// Settings written by `signgd tune`: their preset, schedule, encoder and GELU target
+    /// (instead of --preset, --schedule, --encoder and --gelu).
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["preset", "schedule", "encoder", "gelu"])]
+    tuned: Option<PathBuf>,
     /// Step sizes: exp:ETA0:GAMMA, inverse:ETA0 or constant:ETA0 (default: the preset's).
     #[arg(long, value_name = "SCHEDULE")]
     schedule: Option<String>,
@@ -223,20 +228,20 @@ impl RunArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum PreprocessArg {
+pub(super) enum PreprocessArg {
     None,
     Imagenet,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum PresetArg {
+pub(super) enum PresetArg {
     Reference,
     Calibrated,
 }
 
 impl PresetArg {
     /// The conversion's preset, and the schedule and encoder it takes unless given.
-    fn defaults(self) -> (signgd::convert::Preset, &'static str, EncoderArg) {
+    pub(super) fn defaults(self) -> (signgd::convert::Preset, &'static str, EncoderArg) {
         match self {
             PresetArg::Reference => (signgd::convert::Preset::Reference, "exp:0.15:0.95", EncoderArg::Float),
             PresetArg::Calibrated => (signgd::convert::Preset::Calibrated, CALIBRATED_SCHEDULE, EncoderArg::Exact),
@@ -248,7 +253,7 @@ impl PresetArg {
 const CALIBRATED_SCHEDULE: &str = "exp:0.3:0.9";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum EncoderArg {
+pub(super) enum EncoderArg {
     Float,
     Spike,
     Exact,
@@ -273,7 +278,7 @@ impl From<ReluNormArg> for ReluNorm {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum GeluArg {
+pub(super) enum GeluArg {
     Sigmoid,
     Erf,
 }
@@ -291,7 +296,7 @@ enum PrecisionArg {
 }
 
 impl EncoderArg {
-    fn kind(self) -> EncoderKind {
+    pub(super) fn kind(self) -> EncoderKind {
         match self {
             EncoderArg::Float => EncoderKind::Float,
             EncoderArg::Spike => EncoderKind::Spike,
@@ -327,20 +332,25 @@ fn settings(args: &RunArgs) -> Result<Settings> {
     }
     let checkpoints =
         parse_timesteps(&args.timesteps).map_err(flat).with_context(|| format!("--timesteps `{}`", args.timesteps))?;
-    let (preset, preset_schedule, preset_encoder) = args.preset.defaults();
-    let schedule = args.schedule.as_deref().unwrap_or(preset_schedule);
+    let tuned = args.tuned.as_deref().map(super::tune::read_tuned).transpose()?;
+    let dynamics = match &tuned {
+        Some(tuned) => Dynamics::tuned(tuned)?,
+        None => Dynamics::of(args),
+    };
+    let schedule = dynamics.schedule.as_str();
     let neuron = match args.neuron {
         NeuronArg::Signgd => Neuron::SignGd {
             schedule: Schedule::parse(schedule).map_err(flat).with_context(|| format!("--schedule `{schedule}`"))?,
             schedule_text: schedule.to_string(),
-            encoder: args.encoder.unwrap_or(preset_encoder).kind(),
+            encoder: dynamics.encoder.kind(),
         },
         NeuronArg::If => Neuron::IntegrateAndFire,
     };
+    let preset = dynamics.preset;
     let run_settings = signgd::pipeline::Settings {
         checkpoints,
         neuron,
-        gelu: match args.gelu {
+        gelu: match dynamics.gelu {
             GeluArg::Sigmoid => GeluTarget::Sigmoid,
             GeluArg::Erf => GeluTarget::Erf,
         },
@@ -351,6 +361,7 @@ fn settings(args: &RunArgs) -> Result<Settings> {
         },
         threads,
         preset,
+        tuned: args.tuned.as_ref().map(|p| p.display().to_string()),
     };
     run_settings.check().map_err(flat).with_context(|| format!("--timesteps `{}`", args.timesteps))?;
     for path in [&args.dump_outputs, &args.dump_ann].into_iter().flatten() {
@@ -377,11 +388,64 @@ fn settings(args: &RunArgs) -> Result<Settings> {
         shard,
     };
     let plan = sources.plan(Labels::Wanted, run_settings)?;
+    if let Some(tuned) = &tuned {
+        warn_if_tuned_elsewhere(tuned, &plan.model.path);
+    }
     Ok(Settings { plan, energy_model })
 }
 
+/// The preset, schedule, encoder and GELU target of a run: from the command line, or from a
+/// file of `signgd tune`.
+struct Dynamics {
+    preset: signgd::convert::Preset,
+    schedule: String,
+    encoder: EncoderArg,
+    gelu: GeluArg,
+}
+
+impl Dynamics {
+    /// As the command line gives them (the preset's schedule and encoder unless given).
+    fn of(args: &RunArgs) -> Self {
+        let (preset, schedule, encoder) = args.preset.defaults();
+        Dynamics {
+            preset,
+            schedule: args.schedule.clone().unwrap_or_else(|| schedule.to_string()),
+            encoder: args.encoder.unwrap_or(encoder),
+            gelu: args.gelu,
+        }
+    }
+
+    /// As a tuned settings file gives them.
+    fn tuned(tuned: &TunedSettings) -> Result<Self> {
+        let parse = |what: &str, value: &str| -> Result<String> {
+            ensure!(!value.is_empty(), "--tuned: the file gives no {what}");
+            Ok(value.to_string())
+        };
+        let preset = PresetArg::from_str(&parse("preset", &tuned.preset)?, true)
+            .map_err(|_| anyhow::anyhow!("--tuned: unknown preset `{}`", tuned.preset))?;
+        let encoder = EncoderArg::from_str(&parse("encoder", &tuned.encoder)?, true)
+            .map_err(|_| anyhow::anyhow!("--tuned: unknown encoder `{}`", tuned.encoder))?;
+        let gelu = GeluArg::from_str(&parse("GELU target", &tuned.gelu)?, true)
+            .map_err(|_| anyhow::anyhow!("--tuned: unknown GELU target `{}`", tuned.gelu))?;
+        Ok(Dynamics { preset: preset.defaults().0, schedule: tuned.schedule.clone(), encoder, gelu })
+    }
+}
+
+/// Warns when a tuned settings file was made for another model than the one run.
+fn warn_if_tuned_elsewhere(tuned: &TunedSettings, model: &Path) {
+    match signgd::provenance::digest(model) {
+        Ok(d) if d.sha256 != tuned.model.sha256 => tracing::warn!(
+            "--tuned: the settings were tuned for {} (sha256 {}), not for {}; tune again for this model",
+            tuned.model.path,
+            &tuned.model.sha256[..tuned.model.sha256.len().min(16)],
+            model.display()
+        ),
+        _ => {}
+    }
+}
+
 /// Fails early (before any work) when an output file could not be created later.
-fn check_output_path(path: &Path) -> Result<()> {
+pub(super) fn check_output_path(path: &Path) -> Result<()> {
     if path.is_dir() {
         bail!("{} is a directory; give a file name for the .npy output", path.display());
     }
@@ -621,7 +685,7 @@ impl Progress for Bars {
 
 /// A progress bar with rate and ETA on stderr when it is a terminal; hidden otherwise and with
 /// `--json` (`json`).
-fn progress_bar(len: usize, what: &str, json: bool) -> ProgressBar {
+pub(super) fn progress_bar(len: usize, what: &str, json: bool) -> ProgressBar {
     if json || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -668,11 +732,11 @@ impl LateBar {
     }
 }
 
-type Dump<'a> = (PathBuf, Box<dyn FnOnce(&mut BufWriter<File>) -> Result<()> + 'a>);
+pub(super) type Dump<'a> = (PathBuf, Box<dyn FnOnce(&mut BufWriter<File>) -> Result<()> + 'a>);
 
 /// Writes every file to a temporary file in its own directory, then renames them all into place;
 /// on any failure the temporary files are removed and no target file is touched.
-fn write_all_atomically(dumps: Vec<Dump<'_>>) -> Result<()> {
+pub(super) fn write_all_atomically(dumps: Vec<Dump<'_>>) -> Result<()> {
     let mut written: Vec<(PathBuf, PathBuf)> = Vec::new();
     let cleanup = |written: &[(PathBuf, PathBuf)]| {
         for (tmp, _) in written {
@@ -732,6 +796,9 @@ fn text(o: &Outcome) -> String {
         "settings     preset {}, schedule {}, encoder {}, gelu {}, neuron {}, precision {}, threads {}, relu norm {}",
         s.preset, s.schedule, s.encoder, s.gelu, s.neuron, s.precision, s.threads, s.relu_norm
     );
+    if let Some(tuned) = &s.tuned {
+        let _ = writeln!(out, "tuned        preset, schedule, encoder and gelu from {tuned} (signgd tune)");
+    }
     let _ = writeln!(out, "calibration  {}", o.calibration);
     if let Some(files) = o.provenance["files"].as_object() {
         let digests: Vec<String> = files

@@ -55,7 +55,7 @@ use std::path::{Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 
 pub use folder::{FolderInputs, ImageFolder, Preprocess, IMAGENET_MEAN, IMAGENET_STD};
-pub use source::{open_inputs, read_all, scan, Arrays, First, InputSource, Tapped, ValueStats};
+pub use source::{open_inputs, read_all, scan, Arrays, InputSource, Span, Tapped, ValueStats};
 
 /// Bytes of memory charged per loaded value when checking [`LoadLimits::max_bytes`] (an `f64`);
 /// labels are charged their larger in-memory size while they are validated.

@@ -413,20 +413,28 @@ impl InputSource for Tapped {
     }
 }
 
-/// The first `len` samples of `source` (all of them when it holds fewer).
-pub struct First {
+/// A contiguous run of the samples of `source`: its first samples, or a held-out tail.
+pub struct Span {
     source: Arc<dyn InputSource>,
+    start: usize,
     len: usize,
 }
 
-impl First {
-    /// The first `len` samples of `source`.
-    pub fn new(source: Arc<dyn InputSource>, len: usize) -> Self {
-        First { len: len.min(source.len()), source }
+impl Span {
+    /// The first `len` samples of `source` (all of them when it holds fewer).
+    pub fn first(source: Arc<dyn InputSource>, len: usize) -> Self {
+        Span { len: len.min(source.len()), start: 0, source }
+    }
+
+    /// Samples `range` of `source` (clipped to the samples it holds).
+    pub fn new(source: Arc<dyn InputSource>, range: std::ops::Range<usize>) -> Self {
+        let end = range.end.min(source.len());
+        let start = range.start.min(end);
+        Span { source, start, len: end - start }
     }
 }
 
-impl InputSource for First {
+impl InputSource for Span {
     fn len(&self) -> usize {
         self.len
     }
@@ -443,7 +451,7 @@ impl InputSource for First {
         if index >= self.len {
             return Err(out_of_range(Path::new("the data set"), index, self.len, into.len(), into.len()));
         }
-        self.source.read(index, into)
+        self.source.read(self.start + index, into)
     }
 }
 

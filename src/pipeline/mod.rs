@@ -45,7 +45,7 @@ pub use plan::{
     encoder_name, gelu_name, parse_timesteps, relu_norm_name, CalibrationSpec, DataSpec, ImagePreprocess, ModelSpec,
     Neuron, Plan, Precision, PreprocessPreset, Settings, CALIBRATION_FROM_DATA, MAX_TIMESTEPS,
 };
-pub use prepare::{prepare, provenance, Prepared};
+pub use prepare::{model_and_calibration, prepare, provenance, Prepared};
 
 use crate::data::{scale_warning, scan, DataError, InputSource};
 use crate::engine::{SimConfig, Simulator};

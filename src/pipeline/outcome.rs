@@ -101,6 +101,9 @@ pub struct SettingsSummary {
     /// `reference` or `calibrated` dynamics.
     #[serde(default = "reference_preset")]
     pub preset: String,
+    /// The `signgd tune` file the dynamics came from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuned: Option<String>,
 }
 
 fn reference_preset() -> String {
@@ -123,6 +126,7 @@ impl SettingsSummary {
                 crate::convert::Preset::Reference => "reference".into(),
                 crate::convert::Preset::Calibrated => "calibrated".into(),
             },
+            tuned: settings.tuned.clone(),
         }
     }
 }

@@ -164,6 +164,8 @@ pub struct Settings {
     /// The method's dynamics or calibrated ones (the conversion's part of a preset: the
     /// schedule and encoder are in `neuron`).
     pub preset: Preset,
+    /// The `signgd tune` file the preset, schedule, encoder and GELU target came from, if any.
+    pub tuned: Option<String>,
 }
 
 impl Default for Settings {
@@ -176,6 +178,7 @@ impl Default for Settings {
             precision: Precision::F32,
             threads: 1,
             preset: Preset::Reference,
+            tuned: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::convert::{convert, CalibrationSet, Conversion, ConvertOptions, Progress as ConvertProgress};
 use crate::data::{
-    fit_shape, open_inputs, read_labels, split_array_name, First, ImageFolder, InputSource, LoadLimits, Preprocess,
+    fit_shape, open_inputs, read_labels, split_array_name, ImageFolder, InputSource, LoadLimits, Preprocess, Span,
     Tapped,
 };
 use crate::model::reader::read_onnx_with_limits;
@@ -85,32 +85,16 @@ impl Prepared {
 /// Reads the model, opens the data and labels, chooses the calibration inputs, records the
 /// files' digests and converts; tells `progress` of calibration inputs as they are evaluated.
 pub fn prepare(plan: &Plan, progress: &Arc<dyn Progress>) -> Result<Prepared, PipelineError> {
-    let started = Instant::now();
-    let model_path = plan.model.path.clone();
-    let graph = read_onnx_with_limits(&model_path, None, plan.model.limits)?;
-    tracing::info!(
-        seconds = started.elapsed().as_secs_f64(),
-        nodes = graph.nodes.len(),
-        "read {}",
-        model_path.display()
-    );
-    let sample_shape = graph.values[graph.input].shape.get(1..).unwrap_or(&[]).to_vec();
+    let (model_path, graph, sample_shape) = read_model(plan)?;
     let output_size: usize = graph.values[graph.output].shape.iter().product();
 
     // Data and labels.
     let spec = &plan.data;
     let data_path = spec.path.clone();
     let limits = LoadLimits { max_samples: spec.limit, ..LoadLimits::default() };
-    let started = Instant::now();
-    let folder = data_path.is_dir().then(|| ImageFolder::scan(&data_path)).transpose()?;
-    let opened = load_inputs(spec, &data_path, folder.as_ref(), limits, &sample_shape)?;
-    let samples = opened.len();
-    let scaled_from_u8 = opened.scaled_from_u8();
-    let data = Arc::new(Tapped::new(Arc::from(opened)));
-    if samples == 0 {
-        return Err(PipelineError::Data(format!("{}: the data set holds no samples", data_path.display())));
-    }
-    tracing::info!(seconds = started.elapsed().as_secs_f64(), inputs = samples, "opened {}", data_path.display());
+    let (folder, data) = open_data(spec, &sample_shape)?;
+    let samples = data.len();
+    let scaled_from_u8 = data.scaled_from_u8();
     let labels_path = spec.labels.clone().or_else(|| folder.is_some().then(|| data_path.clone()));
     let labels = match &labels_path {
         Some(path) if path == &data_path && folder.is_some() => {
@@ -174,6 +158,46 @@ pub fn prepare(plan: &Plan, progress: &Arc<dyn Progress>) -> Result<Prepared, Pi
         has_relu,
         provenance: serde_json::Value::Null,
     })
+}
+
+/// The model of `plan` and the calibration inputs a run of the same plan converts with (the
+/// calibration file, or the first inputs of the data), with their source in words: what
+/// tuning reads.
+pub fn model_and_calibration(plan: &Plan) -> Result<(Graph, Arc<dyn InputSource>, String), PipelineError> {
+    let (_, graph, sample_shape) = read_model(plan)?;
+    let (folder, data) = open_data(&plan.data, &sample_shape)?;
+    let (calibration, source) =
+        calibration(&plan.calibration, &plan.data, &data, &plan.data.path, folder.as_ref(), &sample_shape)?;
+    Ok((graph, calibration, source))
+}
+
+/// The plan's model, its path and the shape of one input (without the batch axis).
+fn read_model(plan: &Plan) -> Result<(PathBuf, Graph, Vec<usize>), PipelineError> {
+    let started = Instant::now();
+    let model_path = plan.model.path.clone();
+    let graph = read_onnx_with_limits(&model_path, None, plan.model.limits)?;
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        nodes = graph.nodes.len(),
+        "read {}",
+        model_path.display()
+    );
+    let sample_shape = graph.values[graph.input].shape.get(1..).unwrap_or(&[]).to_vec();
+    Ok((model_path, graph, sample_shape))
+}
+
+/// The plan's inputs (after the limit), and the image folder they come from, if any.
+fn open_data(spec: &DataSpec, sample_shape: &[usize]) -> Result<(Option<ImageFolder>, Arc<Tapped>), PipelineError> {
+    let data_path = &spec.path;
+    let limits = LoadLimits { max_samples: spec.limit, ..LoadLimits::default() };
+    let started = Instant::now();
+    let folder = data_path.is_dir().then(|| ImageFolder::scan(data_path)).transpose()?;
+    let opened = load_inputs(spec, data_path, folder.as_ref(), limits, sample_shape)?;
+    if opened.is_empty() {
+        return Err(PipelineError::Data(format!("{}: the data set holds no samples", data_path.display())));
+    }
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), inputs = opened.len(), "opened {}", data_path.display());
+    Ok((folder, Arc::new(Tapped::new(Arc::from(opened)))))
 }
 
 /// The labels in `path`, one per input of the data and each a class of the model.
@@ -267,7 +291,7 @@ fn calibration(
                 let limits = LoadLimits { max_samples: Some(count), ..LoadLimits::default() };
                 Arc::from(load_inputs(data_spec, data_path, data_folder, limits, sample_shape)?)
             };
-            let first = First::new(set, count);
+            let first = Span::first(set, count);
             let source =
                 format!("first {} inputs of --data {} (no --calibration given)", first.len(), data_path.display());
             (Arc::new(first), source)

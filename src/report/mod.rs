@@ -984,8 +984,9 @@ impl ReportData {
     pub fn markdown(&self) -> String {
         let mut out = String::from("# signgd report\n\n```text\n");
         out += &self.summary();
-        out +=
-            "```\n\n## Conventions\n\n| convention | setting | default | alternative | flag |\n|---|---|---|---|---|\n";
+        out += "```\n\n";
+        out += &self.ranges_markdown();
+        out += "## Conventions\n\n| convention | setting | default | alternative | flag |\n|---|---|---|---|---|\n";
         for r in &self.energy.convention_table {
             let _ = writeln!(out, "| {} | {} | {} | {} | `{}` |", r.name, r.setting, r.default, r.alternative, r.flag);
         }
@@ -1023,6 +1024,47 @@ impl ReportData {
         }
         out += "\n## Files\n\n- `report.json`: everything (schema version ";
         let _ = write!(out, "{SCHEMA_VERSION})\n- `populations.csv`: counts per population and checkpoint, summed over the inputs\n- `accuracy.csv`: accuracy per checkpoint\n- `layers.csv`: per ANN node and checkpoint, the ANN's MACs and energy beside the SNN populations computing that node (synaptic operations, dense MACs, energy per input)\n- `report.html`: charts\n");
+        out
+    }
+}
+
+impl ReportData {
+    /// The settings of the dynamics and, for calibrated dynamics, each population's scale and
+    /// saturation (from the run's `ranges`), as a Markdown section; empty without settings.
+    fn ranges_markdown(&self) -> String {
+        let mut out = String::new();
+        let settings = &self.run["settings"];
+        if let Some(preset) = settings["preset"].as_str() {
+            let _ = writeln!(
+                out,
+                "## Dynamics\n\npreset `{preset}`, schedule `{}`, encoder `{}`, GELU target `{}`{}\n",
+                settings["schedule"].as_str().unwrap_or("-"),
+                settings["encoder"].as_str().unwrap_or("-"),
+                settings["gelu"].as_str().unwrap_or("-"),
+                settings["tuned"].as_str().map_or(String::new(), |f| format!(", tuned by `signgd tune` ({f})")),
+            );
+        }
+        let ranges = &self.run["ranges"];
+        let Some(populations) = ranges["populations"].as_array() else { return out };
+        let _ = writeln!(
+            out,
+            "Per population, the scale of its calibrated range and the fraction of its neurons whose target on some calibration input lies beyond the bound Σ η_t = {:.3} of T = {} (saturated):\n\n| population | scaled | scale | saturated |\n|---|---|---|---|",
+            ranges["bound"].as_f64().unwrap_or(f64::NAN),
+            ranges["timesteps"].as_u64().unwrap_or(0)
+        );
+        for p in populations {
+            let (low, high) =
+                (p["scale_min"].as_f64().unwrap_or(f64::NAN), p["scale_max"].as_f64().unwrap_or(f64::NAN));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.1}% |",
+                p["population"].as_str().unwrap_or("-").replace('|', "/"),
+                if p["scaled"].as_bool() == Some(true) { "yes" } else { "no" },
+                if low == high { format!("{low:.4}") } else { format!("{low:.4}–{high:.4}") },
+                100.0 * p["saturated_fraction"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+        out.push('\n');
         out
     }
 }

@@ -11,15 +11,15 @@ Written into --out:
     resnet18_fmnist.onnx        dynamo exporter, opset 20, batch 1, doc strings and metadata removed
     test-1000-x.npy             float32 [1000, 3, 32, 32]: the first 1,000 test images, as the model sees them
     test-1000-y.npy             int64 [1000]: their labels
-    calibration-256-x.npy       float32 [256, 3, 32, 32]: the last 256 training images (never trained on
-                                when --train-limit leaves them out; a calibration set for `signgd run`)
+    calibration-1024-x.npy      float32 [1024, 3, 32, 32]: the last 1,024 training images (never trained
+                                on; the calibration and tuning set of `signgd tune` and `signgd run`)
     logits.npy                  float32 [1000, 10]: PyTorch logits on test-1000-x.npy
     manifest.json               epochs, training images, seed, accuracy, time
 
 Evaluate the SNN with, e.g.:
 
     signgd run --model DIR/resnet18_fmnist.onnx --data DIR/test-1000-x.npy --labels DIR/test-1000-y.npy \\
-        --calibration DIR/calibration-256-x.npy --timesteps 8,16,32,64,256 --preset calibrated
+        --calibration DIR/calibration-1024-x.npy --timesteps 8,16,32,64,256 --preset calibrated
 
 The data come from the Debian package dataset-fashion-mnist (`apt-get install dataset-fashion-mnist`,
 IDX files in /usr/share/datasets/fashion-mnist); --data overrides the location. Seeds are fixed; CPU only.
@@ -43,7 +43,7 @@ import torchvision
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
 SEED = 20241201
 TEST_SUBSET = 1000
-CALIBRATION = 256
+CALIBRATION = 1024
 
 
 def read_idx(path):
@@ -160,7 +160,7 @@ def main():
     accuracy = float((logits.argmax(1) == test_y).mean())
     np.save(args.out / "test-1000-x.npy", test.numpy().astype(np.float32))
     np.save(args.out / "test-1000-y.npy", test_y)
-    np.save(args.out / "calibration-256-x.npy", calibration.numpy().astype(np.float32))
+    np.save(args.out / f"calibration-{CALIBRATION}-x.npy", calibration.numpy().astype(np.float32))
     np.save(args.out / "logits.npy", logits)
     export(model.eval(), args.out / "resnet18_fmnist.onnx")
     manifest = {
