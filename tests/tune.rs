@@ -108,12 +108,36 @@ fn run_reads_the_settings_tune_writes() {
     assert_ne!(settings.schedule, "constant:0.0001");
     assert_eq!(settings.model.sha256.len(), 64);
 
-    let run = signgd(&["run", "--model", &model, "--tuned", &out_arg, "--limit", "8", "--timesteps", "8", "--json"]);
+    let report = dir.path().join("report");
+    let report_arg = report.display().to_string();
+    let run = signgd(&[
+        "run",
+        "--model",
+        &model,
+        "--tuned",
+        &out_arg,
+        "--limit",
+        "8",
+        "--timesteps",
+        "8",
+        "--json",
+        "--report",
+        &report_arg,
+    ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let outcome: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(outcome["settings"]["schedule"], settings.schedule.as_str());
     assert_eq!(outcome["settings"]["preset"], "calibrated");
     assert_eq!(outcome["settings"]["encoder"], "exact");
+    assert_eq!(outcome["settings"]["gelu"], settings.gelu.as_str());
+    assert_eq!(outcome["settings"]["tuned"], out_arg.as_str());
+    // The report names the dynamics and, per population, its scale and saturation.
+    let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
+    let dynamics = format!("preset `calibrated`, schedule `{}`, encoder `exact`", settings.schedule);
+    assert!(markdown.contains(&dynamics), "{markdown}");
+    assert!(markdown.contains("tuned by `signgd tune`"), "{markdown}");
+    assert!(markdown.contains("| population | scaled | scale | saturated |"), "{markdown}");
+    assert!(markdown.contains("| node_gelu | no | 1.0000 |"), "{markdown}");
 
     let both = signgd(&["run", "--model", &model, "--tuned", &out_arg, "--schedule", "exp:0.3:0.9"]);
     assert!(!both.status.success());
