@@ -176,3 +176,35 @@ fn a_failed_tuning_writes_no_file() {
     assert!(String::from_utf8_lossy(&tuned.stderr).contains("schedule `exp:0.3:oops`"));
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "a file was left behind");
 }
+
+#[test]
+fn a_calibration_file_is_all_tuning_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tuned.json");
+    let model = fixture("models/mlp.onnx").display().to_string();
+    let calibration = fixture("data/fashion-mnist-train-1024-images-idx3-ubyte.gz").display().to_string();
+    let missing = dir.path().join("no-such-data.npy").display().to_string();
+    let tuned = signgd(&[
+        "tune",
+        "--model",
+        &model,
+        "--calibration",
+        &calibration,
+        "--data",
+        &missing,
+        "--limit",
+        "64",
+        "--held-out",
+        "16",
+        "--timesteps",
+        "8",
+        "--schedules",
+        "exp:0.3:0.9",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(tuned.status.success(), "{}", String::from_utf8_lossy(&tuned.stderr));
+    let settings = TunedSettings::read(&out).unwrap();
+    assert_eq!((settings.fitted, settings.held_out), (48, 16));
+    assert!(settings.calibration.starts_with("first 64 of "), "{}", settings.calibration);
+}

@@ -165,9 +165,13 @@ pub fn prepare(plan: &Plan, progress: &Arc<dyn Progress>) -> Result<Prepared, Pi
 /// tuning reads.
 pub fn model_and_calibration(plan: &Plan) -> Result<(Graph, Arc<dyn InputSource>, String), PipelineError> {
     let (_, graph, sample_shape) = read_model(plan)?;
-    let (folder, data) = open_data(&plan.data, &sample_shape)?;
-    let (calibration, source) =
-        calibration(&plan.calibration, &plan.data, &data, &plan.data.path, folder.as_ref(), &sample_shape)?;
+    let (calibration, source) = match &plan.calibration {
+        CalibrationSpec::File(path) => calibration_file(&plan.data, path, &sample_shape)?,
+        CalibrationSpec::FirstOfData(_) => {
+            let (folder, data) = open_data(&plan.data, &sample_shape)?;
+            calibration(&plan.calibration, &plan.data, &data, &plan.data.path, folder.as_ref(), &sample_shape)?
+        }
+    };
     Ok((graph, calibration, source))
 }
 
@@ -277,12 +281,8 @@ fn calibration(
 ) -> Result<(Arc<Tapped>, String), PipelineError> {
     let (inputs, source): (Arc<dyn InputSource>, String) = match spec {
         CalibrationSpec::File(path) => {
-            let set = load_inputs(data_spec, path, None, LoadLimits::default(), sample_shape)?;
-            if set.is_empty() {
-                return Err(PipelineError::Data(format!("{}: the calibration file holds no samples", path.display())));
-            }
-            let source = format!("{} ({} inputs)", path.display(), set.len());
-            (Arc::from(set), source)
+            let (set, source) = calibration_file(data_spec, path, sample_shape)?;
+            return Ok((set, source));
         }
         &CalibrationSpec::FirstOfData(count) => {
             let set: Arc<dyn InputSource> = if data.len() >= count || data_spec.limit.is_none() {
@@ -298,6 +298,20 @@ fn calibration(
         }
     };
     Ok((Arc::new(Tapped::new(inputs)), source))
+}
+
+/// The calibration inputs of a file (read as the data would be), with their source in words.
+fn calibration_file(
+    data_spec: &DataSpec,
+    path: &Path,
+    sample_shape: &[usize],
+) -> Result<(Arc<Tapped>, String), PipelineError> {
+    let set = load_inputs(data_spec, path, None, LoadLimits::default(), sample_shape)?;
+    if set.is_empty() {
+        return Err(PipelineError::Data(format!("{}: the calibration file holds no samples", path.display())));
+    }
+    let source = format!("{} ({} inputs)", path.display(), set.len());
+    Ok((Arc::new(Tapped::new(Arc::from(set))), source))
 }
 
 /// The tool's version and the size and SHA-256 of every input file, by role.
