@@ -208,3 +208,15 @@ fn a_calibration_file_is_all_tuning_reads() {
     assert_eq!((settings.fitted, settings.held_out), (48, 16));
     assert!(settings.calibration.starts_with("first 64 of "), "{}", settings.calibration);
 }
+
+#[test]
+fn the_bundled_tuned_settings_belong_to_the_bundled_models() {
+    for name in ["convnext", "mixer", "resmlp", "attention"] {
+        let settings = TunedSettings::read(&fixture(&format!("tuned/{name}.json"))).unwrap();
+        let model = signgd::provenance::digest(&fixture(&format!("models/{name}.onnx"))).unwrap();
+        assert_eq!(settings.model.sha256, model.sha256, "{name}: tuned for another model");
+        assert_eq!(settings.timesteps, [32, 64], "{name}");
+        assert_eq!(settings.preset, "calibrated", "{name}");
+        assert_eq!(settings.schedule, settings.trials[0].schedule, "{name}");
+    }
+}
