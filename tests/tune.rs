@@ -211,11 +211,18 @@ fn a_calibration_file_is_all_tuning_reads() {
 
 #[test]
 fn the_bundled_tuned_settings_belong_to_the_bundled_models() {
-    for name in ["convnext", "mixer", "resmlp", "attention"] {
+    let files = [
+        ("convnext", "convnext", &[32, 64][..]),
+        ("mixer", "mixer", &[32, 64]),
+        ("resmlp", "resmlp", &[32, 64]),
+        ("attention", "attention", &[32, 64]),
+        ("resnet-t32", "resnet", &[32]),
+    ];
+    for (name, model, timesteps) in files {
         let settings = TunedSettings::read(&fixture(&format!("tuned/{name}.json"))).unwrap();
-        let model = signgd::provenance::digest(&fixture(&format!("models/{name}.onnx"))).unwrap();
+        let model = signgd::provenance::digest(&fixture(&format!("models/{model}.onnx"))).unwrap();
         assert_eq!(settings.model.sha256, model.sha256, "{name}: tuned for another model");
-        assert_eq!(settings.timesteps, [32, 64], "{name}");
+        assert_eq!(settings.timesteps, timesteps, "{name}");
         assert_eq!(settings.preset, "calibrated", "{name}");
         assert_eq!(settings.schedule, settings.trials[0].schedule, "{name}");
     }
