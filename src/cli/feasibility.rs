@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::plan::{Labels, Sources};
@@ -114,11 +114,7 @@ struct Quantized {
 /// Runs the command.
 pub fn run(args: FeasibilityArgs) -> Result<ExitCode> {
     // Everything that needs no file first.
-    let threads = match args.threads {
-        Some(0) => bail!("--threads 0: give at least 1 worker thread"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-    };
+    let threads = super::worker_threads(args.threads)?;
     ensure!(args.limit > 0, "--limit 0: give at least 1 input");
     if let Some(WeightBits::Bits(bits)) = args.weight_bits {
         ensure!((2..=32).contains(&bits), "--weight-bits {bits}: give 2 to 32 bits (a sign and at least one level)");

@@ -73,6 +73,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `--threads`: the number asked for (at least 1), or the available parallelism.
+fn worker_threads(requested: Option<usize>) -> anyhow::Result<usize> {
+    match requested {
+        Some(0) => anyhow::bail!("--threads 0: give at least 1 worker thread"),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+    }
+}
+
 /// The reader's limits with both bounds at `elements`.
 fn model_limits(elements: usize) -> signgd::model::reader::ReadLimits {
     signgd::model::reader::ReadLimits { max_elements: elements, max_total_elements: elements }

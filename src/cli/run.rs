@@ -233,6 +233,15 @@ pub(super) enum PreprocessArg {
     Imagenet,
 }
 
+impl From<PreprocessArg> for PreprocessPreset {
+    fn from(arg: PreprocessArg) -> Self {
+        match arg {
+            PreprocessArg::None => PreprocessPreset::None,
+            PreprocessArg::Imagenet => PreprocessPreset::Imagenet,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(super) enum PresetArg {
     Reference,
@@ -283,6 +292,15 @@ pub(super) enum GeluArg {
     Erf,
 }
 
+impl From<GeluArg> for GeluTarget {
+    fn from(arg: GeluArg) -> Self {
+        match arg {
+            GeluArg::Sigmoid => GeluTarget::Sigmoid,
+            GeluArg::Erf => GeluTarget::Erf,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum NeuronArg {
     Signgd,
@@ -322,11 +340,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 
 /// Everything checked before any file is read, and the plan.
 fn settings(args: &RunArgs) -> Result<Settings> {
-    let threads = match args.threads {
-        Some(0) => bail!("--threads 0: give at least 1 worker thread"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-    };
+    let threads = super::worker_threads(args.threads)?;
     if args.limit == Some(0) {
         bail!("--limit 0: give at least 1 input");
     }
@@ -350,10 +364,7 @@ fn settings(args: &RunArgs) -> Result<Settings> {
     let run_settings = signgd::pipeline::Settings {
         checkpoints,
         neuron,
-        gelu: match dynamics.gelu {
-            GeluArg::Sigmoid => GeluTarget::Sigmoid,
-            GeluArg::Erf => GeluTarget::Erf,
-        },
+        gelu: dynamics.gelu.into(),
         relu_norm: args.relu_norm.into(),
         precision: match args.precision {
             PrecisionArg::F32 => Precision::F32,
@@ -379,10 +390,7 @@ fn settings(args: &RunArgs) -> Result<Settings> {
         labels: args.labels.as_deref(),
         limit: args.limit,
         calibration: args.calibration.as_deref(),
-        preprocess: match args.preprocess {
-            PreprocessArg::None => PreprocessPreset::None,
-            PreprocessArg::Imagenet => PreprocessPreset::Imagenet,
-        },
+        preprocess: args.preprocess.into(),
         mean: args.mean.as_deref(),
         std: args.std.as_deref(),
         shard,
@@ -417,15 +425,11 @@ impl Dynamics {
 
     /// As a tuned settings file gives them.
     fn tuned(tuned: &TunedSettings) -> Result<Self> {
-        let parse = |what: &str, value: &str| -> Result<String> {
-            ensure!(!value.is_empty(), "--tuned: the file gives no {what}");
-            Ok(value.to_string())
-        };
-        let preset = PresetArg::from_str(&parse("preset", &tuned.preset)?, true)
+        let preset = PresetArg::from_str(&tuned.preset, true)
             .map_err(|_| anyhow::anyhow!("--tuned: unknown preset `{}`", tuned.preset))?;
-        let encoder = EncoderArg::from_str(&parse("encoder", &tuned.encoder)?, true)
+        let encoder = EncoderArg::from_str(&tuned.encoder, true)
             .map_err(|_| anyhow::anyhow!("--tuned: unknown encoder `{}`", tuned.encoder))?;
-        let gelu = GeluArg::from_str(&parse("GELU target", &tuned.gelu)?, true)
+        let gelu = GeluArg::from_str(&tuned.gelu, true)
             .map_err(|_| anyhow::anyhow!("--tuned: unknown GELU target `{}`", tuned.gelu))?;
         Ok(Dynamics { preset: preset.defaults().0, schedule: tuned.schedule.clone(), encoder, gelu })
     }
@@ -433,14 +437,14 @@ impl Dynamics {
 
 /// Warns when a tuned settings file was made for another model than the one run.
 fn warn_if_tuned_elsewhere(tuned: &TunedSettings, model: &Path) {
-    match signgd::provenance::digest(model) {
-        Ok(d) if d.sha256 != tuned.model.sha256 => tracing::warn!(
+    let Ok(digest) = signgd::provenance::digest(model) else { return };
+    if digest.sha256 != tuned.model.sha256 {
+        tracing::warn!(
             "--tuned: the settings were tuned for {} (sha256 {}), not for {}; tune again for this model",
             tuned.model.path,
             &tuned.model.sha256[..tuned.model.sha256.len().min(16)],
             model.display()
-        ),
-        _ => {}
+        );
     }
 }
 

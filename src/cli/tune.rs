@@ -10,13 +10,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use signgd::data::{InputSource, Span};
-use signgd::pipeline::{encoder_name, model_and_calibration, parse_timesteps, PreprocessPreset};
+use signgd::pipeline::{encoder_name, model_and_calibration, parse_timesteps, preset_name};
 use signgd::provenance::digest;
-use signgd::snn::GeluTarget;
 use signgd::tune::{default_schedules, tune, TuneOptions, TunedSettings, Tuning, DEFAULT_ETA0, DEFAULT_GAMMA};
 
 use super::plan::{Labels, Sources};
-use super::run::{check_output_path, progress_bar, write_all_atomically, EncoderArg, PresetArg, ReluNormArg};
+use super::run::{check_output_path, progress_bar, write_all_atomically, EncoderArg, GeluArg, PresetArg, ReluNormArg};
 
 /// Options of `signgd tune`.
 #[derive(Args, Clone, Debug)]
@@ -57,8 +56,8 @@ pub struct TuneArgs {
     #[arg(long, value_name = "LIST")]
     schedules: Option<String>,
     /// GELU targets tried when the network has GELU neurons (comma-separated).
-    #[arg(long, value_name = "LIST", default_value = "sigmoid,erf")]
-    gelu: String,
+    #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',', default_values_t = [GeluArg::Sigmoid, GeluArg::Erf])]
+    gelu: Vec<GeluArg>,
     /// Calibration inputs held out to judge the candidates (default: a quarter of them).
     #[arg(long, value_name = "N")]
     held_out: Option<usize>,
@@ -81,23 +80,14 @@ const SHOWN: usize = 10;
 
 /// Runs the command.
 pub fn run(args: TuneArgs) -> Result<ExitCode> {
-    let threads = match args.threads {
-        Some(0) => bail!("--threads 0: give at least 1 worker thread"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-    };
+    let threads = super::worker_threads(args.threads)?;
     let checkpoints = parse_timesteps(&args.timesteps)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("--timesteps `{}`", args.timesteps))?;
-    let gelu = args
-        .gelu
-        .split(',')
-        .map(|g| match g.trim() {
-            "sigmoid" => Ok(GeluTarget::Sigmoid),
-            "erf" => Ok(GeluTarget::Erf),
-            other => bail!("--gelu `{other}`: the GELU targets are sigmoid and erf"),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    if args.limit == Some(0) {
+        bail!("--limit 0: give at least 2 calibration inputs");
+    }
+    let gelu = args.gelu.iter().map(|&g| g.into()).collect();
     let schedules = match &args.schedules {
         Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
         None => default_schedules(),
@@ -111,17 +101,11 @@ pub fn run(args: TuneArgs) -> Result<ExitCode> {
         max_model_elements: Some(args.max_model_elements),
         data: args.data.as_deref(),
         calibration: args.calibration.as_deref(),
-        preprocess: match args.preprocess {
-            super::run::PreprocessArg::None => PreprocessPreset::None,
-            super::run::PreprocessArg::Imagenet => PreprocessPreset::Imagenet,
-        },
+        preprocess: args.preprocess.into(),
         ..Sources::default()
     };
     let plan = sources.plan(Labels::Unused, signgd::pipeline::Settings { threads, ..Default::default() })?;
     let (graph, calibration, calibration_source) = model_and_calibration(&plan).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if args.limit == Some(0) {
-        bail!("--limit 0: give at least 2 calibration inputs");
-    }
     let calibration: Arc<dyn InputSource> = match args.limit {
         Some(limit) => Arc::new(Span::first(calibration, limit)),
         None => calibration,
@@ -152,10 +136,7 @@ pub fn run(args: TuneArgs) -> Result<ExitCode> {
     let settings = TunedSettings {
         kind: TunedSettings::KIND.into(),
         version: TunedSettings::VERSION,
-        preset: match preset {
-            signgd::convert::Preset::Reference => "reference".into(),
-            signgd::convert::Preset::Calibrated => "calibrated".into(),
-        },
+        preset: preset_name(preset).into(),
         schedule: best.schedule.clone(),
         encoder: encoder_name(encoder).into(),
         gelu: best.gelu.clone(),
@@ -167,9 +148,9 @@ pub fn run(args: TuneArgs) -> Result<ExitCode> {
         trials: tuning.trials.clone(),
     };
     let json = serde_json::to_string_pretty(&settings)? + "\n";
-    write_all_atomically(vec![(args.out.clone(), Box::new(move |w| Ok(w.write_all(json.as_bytes())?)))])?;
-    let text =
-        if args.json { serde_json::to_string_pretty(&settings)? + "\n" } else { table(&settings, &tuning, &args) };
+    let file = json.clone();
+    write_all_atomically(vec![(args.out.clone(), Box::new(move |w| Ok(w.write_all(file.as_bytes())?)))])?;
+    let text = if args.json { json } else { table(&settings, &tuning, &args) };
     super::run::print_out(&text)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -218,6 +199,6 @@ fn table(settings: &TunedSettings, tuning: &Tuning, args: &TuneArgs) -> String {
 }
 
 /// A tuned settings file, shared by the commands that read one.
-pub(super) fn read_tuned(path: &std::path::Path) -> Result<Arc<TunedSettings>> {
-    TunedSettings::read(path).map(Arc::new).map_err(|e| anyhow::anyhow!("{e}")).context("--tuned")
+pub(super) fn read_tuned(path: &std::path::Path) -> Result<TunedSettings> {
+    TunedSettings::read(path).map_err(|e| anyhow::anyhow!("{e}")).context("--tuned")
 }

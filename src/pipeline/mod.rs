@@ -42,8 +42,8 @@ pub use outcome::{
     fingerprint, Checkpoint, DataSummary, NetworkSize, Outcome, Results, SettingsSummary, Times, SCHEMA_VERSION,
 };
 pub use plan::{
-    encoder_name, gelu_name, parse_timesteps, relu_norm_name, CalibrationSpec, DataSpec, ImagePreprocess, ModelSpec,
-    Neuron, Plan, Precision, PreprocessPreset, Settings, CALIBRATION_FROM_DATA, MAX_TIMESTEPS,
+    encoder_name, gelu_name, parse_timesteps, preset_name, relu_norm_name, CalibrationSpec, DataSpec, ImagePreprocess,
+    ModelSpec, Neuron, Plan, Precision, PreprocessPreset, Settings, CALIBRATION_FROM_DATA, MAX_TIMESTEPS,
 };
 pub use prepare::{model_and_calibration, prepare, provenance, Prepared};
 

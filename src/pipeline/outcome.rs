@@ -13,7 +13,7 @@ use crate::runner::{self, SimulationResult};
 use crate::snn::Network;
 use crate::stats::significance::{mcnemar, wilson, Interval, McNemar};
 
-use super::plan::{gelu_name, relu_norm_name, Settings};
+use super::plan::{gelu_name, preset_name, relu_norm_name, Settings};
 
 /// Version of the [`Outcome`] schema; raised when a field changes meaning or is removed.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -122,10 +122,7 @@ impl SettingsSummary {
             precision: precision.into(),
             threads: settings.threads,
             relu_norm: relu_norm_name(settings.relu_norm).into(),
-            preset: match settings.preset {
-                crate::convert::Preset::Reference => "reference".into(),
-                crate::convert::Preset::Calibrated => "calibrated".into(),
-            },
+            preset: preset_name(settings.preset).into(),
             tuned: settings.tuned.clone(),
         }
     }

@@ -273,6 +273,14 @@ pub fn encoder_name(encoder: EncoderKind) -> &'static str {
     }
 }
 
+/// The name of a preset (`reference`, `calibrated`).
+pub fn preset_name(preset: Preset) -> &'static str {
+    match preset {
+        Preset::Reference => "reference",
+        Preset::Calibrated => "calibrated",
+    }
+}
+
 /// The name of a GELU target (`sigmoid`, `erf`).
 pub fn gelu_name(gelu: GeluTarget) -> &'static str {
     match gelu {
