@@ -1,12 +1,14 @@
-//! Calibrated dynamics: each population is scaled by its largest output on the calibration
-//! inputs, so its neurons reach values the reference preset's bound Σ η_t cuts off, and the
-//! reference preset stays the default.
+//! Calibrated dynamics: each population is scaled by its range on the calibration inputs (its
+//! largest output, or a few times its mean magnitude for heavy-tailed kinds), so its neurons
+//! reach values the reference preset's bound Σ η_t cuts off, and the reference preset stays the
+//! default.
 
 use ndarray::{ArrayD, IxDyn};
 use signgd::convert::{convert, Conversion, ConvertOptions, Preset};
 use signgd::engine::SimConfig;
 use signgd::model::onnx::builder::*;
 use signgd::model::{read_onnx_bytes, Graph};
+use signgd::real::Real;
 use signgd::runner::simulate_inputs;
 use signgd::snn::{EncoderKind, Schedule};
 
@@ -22,9 +24,21 @@ fn model_of(op: &str, inputs: &[&str]) -> Graph {
 }
 
 fn conversion(g: &Graph, x: [f64; 4], preset: Preset) -> Conversion {
-    let calibration = vec![ArrayD::from_shape_vec(IxDyn(&[1, 4]), x.to_vec()).unwrap()];
-    convert(g, &ConvertOptions { calibration: calibration.into(), preset, ..Default::default() })
+    calibrated_on(g, &[x], preset, 1)
+}
+
+fn calibrated_on(g: &Graph, inputs: &[[f64; 4]], preset: Preset, threads: usize) -> Conversion {
+    let calibration: Vec<_> =
+        inputs.iter().map(|x| ArrayD::from_shape_vec(IxDyn(&[1, 4]), x.to_vec()).unwrap()).collect();
+    convert(g, &ConvertOptions { calibration: calibration.into(), preset, threads, ..Default::default() })
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The readout's weights: what the last population's unit output is multiplied by.
+fn readout_weights(c: &Conversion) -> Vec<f64> {
+    let mut readout = vec![0.0; 4];
+    c.network.readout.projections[0].block.multiply_add(&[1.0; 4], &mut readout);
+    readout
 }
 
 /// The SNN's output at step 64 with the exact encoder and exp:0.3:0.9 (Σ η_t < 3).
@@ -102,4 +116,59 @@ fn the_reference_preset_is_the_default_and_records_no_ranges() {
     let mut readout = vec![0.0; 4];
     reference.network.readout.projections[0].block.multiply_add(&[1.0; 4], &mut readout);
     assert_eq!(readout, vec![1.0; 4]);
+}
+
+#[test]
+fn gelu_is_scaled_by_its_range_and_reaches_values_beyond_the_bound() {
+    let g = graph(
+        vec![node("Gelu", &["x"], &["y"], vec![])],
+        vec![value_info_fixed("x", &[1, 4])],
+        vec![value_info_fixed("y", &[1, 4])],
+        vec![],
+    );
+    let g = read_onnx_bytes(&encode(&model(g, 20)), None, "gelu.onnx").unwrap_or_else(|e| panic!("{e}"));
+    let x = [6.0, -1.0, 0.5, 2.0];
+    let gelu = |v: f64| v / (1.0 + (-1.702 * v).exp());
+    let calibrated = conversion(&g, x, Preset::Calibrated);
+    // One neuron computing gelu(x) / m, its second operand the constant m = |gelu(x)|.
+    let population = &calibrated.network.populations[0];
+    assert_eq!(population.kind, signgd::snn::NeuronKind::ScaledGelu { target: signgd::snn::GeluTarget::Sigmoid });
+    let exact = |v: f64| 0.5 * v * (1.0 + Real::erf(v / std::f64::consts::SQRT_2));
+    let m: Vec<f64> = x.iter().map(|&v| exact(v).abs()).collect();
+    assert!(population.operands[1].projections.is_empty());
+    for (b, want) in population.operands[1].bias.to_vec().iter().zip(&m) {
+        assert!((b - want).abs() < 1e-12, "divisor {b} vs {want}");
+    }
+    for (r, want) in readout_weights(&calibrated).iter().zip(&m) {
+        assert!((r - want).abs() < 1e-12, "readout {r} vs {want}");
+    }
+    // gelu(6) = 6 lies beyond Σ η_t < 3: the reference estimate stops below 3, the calibrated one
+    // reaches it (to the sigmoid target's precision).
+    let reference = snn(&conversion(&g, x, Preset::Reference), x);
+    assert!(reference[0] < 3.0, "{reference:?}");
+    let ours = snn(&calibrated, x);
+    for (i, (o, &v)) in ours.iter().zip(&x).enumerate() {
+        assert!((o - gelu(v)).abs() < 0.02 * gelu(v).abs().max(1.0), "element {i}: {o} vs {} ({ours:?})", gelu(v));
+    }
+}
+
+#[test]
+fn a_heavy_tailed_population_is_scaled_by_a_few_times_its_mean_and_relu_by_its_peak() {
+    // Eight calibration inputs; element 0 is an outlier on the first.
+    let mut inputs = vec![[0.0, 1.0, 1.0, 1.0]; 8];
+    inputs[0][0] = 8.0;
+    let e = std::f64::consts::E;
+    let exp = calibrated_on(&model_of("Exp", &["x"]), &inputs, Preset::Calibrated, 1);
+    // exp: peaks [e⁸, e, e, e], mean magnitudes [(e⁸ + 7) / 8, e, e, e]: element 0 takes
+    // 4 × its mean, (e⁸ + 7) / 2, below its peak; the others their peak, below 4 × their mean.
+    let want = [(e.powi(8) + 7.0) / 2.0, e, e, e];
+    for (r, w) in readout_weights(&exp).iter().zip(want) {
+        assert!((r - w).abs() < 1e-9 * w, "exp scale {r} vs {w}");
+    }
+    // ReLU keeps ReLU normalisation's peak, whatever its mean.
+    let relu = calibrated_on(&model_of("Relu", &["x"]), &inputs, Preset::Calibrated, 1);
+    assert_eq!(readout_weights(&relu), vec![8.0, 1.0, 1.0, 1.0]);
+    // The means are exact sums: the same scales on any number of workers.
+    let two = calibrated_on(&model_of("Exp", &["x"]), &inputs, Preset::Calibrated, 2);
+    assert_eq!(readout_weights(&two), readout_weights(&exp));
 }

@@ -1,6 +1,8 @@
 //! Calibrated dynamics: every population works on its own operating range. The calibration
-//! inputs give each neuron's largest output magnitude m over the set; the neuron then computes
-//! f/m of operands scaled to match, and its readers multiply its output by m. Both scalings are
+//! inputs give each neuron a scale m, its largest output magnitude over the set or, for kinds
+//! whose values are heavy-tailed, a few times its mean magnitude if that is less (see
+//! [`scale_of`]); the neuron then computes f/m of operands scaled to match, and its readers
+//! multiply its output by m. Both scalings are
 //! affine, so they are absorbed into the synapse blocks and the reconstruction identity stays
 //! exact, as in ReLU normalisation (which this pass extends from ReLU to every population whose
 //! function allows it):
@@ -12,17 +14,18 @@
 //! | square | m · (x / √m)² |
 //! | product, division, x1 / √x2 | m · g(x1 / m, x2) |
 //! | exp | m · exp(x − ln m) |
+//! | GELU | m · (gelu(x) / m), a neuron of its own kind whose second operand is the constant m |
 //!
-//! GELU and the other elementwise functions (sigmoid, tanh, ...) are not homogeneous: they keep
-//! their own scale. A neuron's estimate then moves by m·η_t in the model's units, and its targets
-//! lie in [−1, 1] on the calibration set, well inside the bound ±Σ η_t of a schedule summing to
-//! more than 1.
+//! The other elementwise functions (sigmoid, tanh, ...) keep their own scale: they are bounded or
+//! nearly linear where they are not. A neuron's estimate then moves by m·η_t in the model's
+//! units, and its targets lie within a few units on the calibration set, inside the bound ±Σ η_t
+//! of a schedule summing to several units (4.3 for exp:0.3:0.93).
 
 use ndarray::{ArrayD, Zip};
 
 use super::layernorm::add_binary;
 use super::lower::neuron_kind;
-use super::relu_norm::{maxima, pool, MIN_SCALE};
+use super::relu_norm::{peaks_and_mean_magnitudes, pool, Magnitudes, MIN_SCALE};
 use super::{finish_pass, ConvertError, ConvertOptions};
 use crate::model::{Graph, Op, ValueId};
 use crate::snn::NeuronKind;
@@ -32,7 +35,8 @@ use crate::snn::NeuronKind;
 pub struct PopulationRange {
     /// The neuron node's name (the population's name).
     pub name: String,
-    /// Whether the population was rescaled (false for GELU and other elementwise functions).
+    /// Whether the population was rescaled (false for sigmoid, tanh and the other elementwise
+    /// functions).
     pub scaled: bool,
     /// Smallest and largest scale m over the population's neurons (1 where unscaled).
     pub scale: (f64, f64),
@@ -52,7 +56,29 @@ impl PopulationRange {
     }
 }
 
-/// Whether a neuron of `kind` can be rescaled exactly (its function is homogeneous, or exp).
+/// How many times its mean magnitude a population's scale may be, where its largest value is not
+/// the scale (see [`scale_of`]).
+pub const TYPICAL_SPAN: f64 = 4.0;
+
+/// The scale m of each neuron of a population of `kind`, from its largest (`peak`) and mean
+/// magnitudes over the calibration inputs. ReLU-like neurons and max pooling keep the largest
+/// value (ReLU normalisation as published): their outputs are 0 on many inputs, so their means
+/// say little about their range. Every other kind takes `min(peak, TYPICAL_SPAN · mean)`: softmax's
+/// exponentials, squares and products are heavy-tailed, and a scale set by one outlying input
+/// would make the steps of every other input coarse. Values beyond the scale are still reached
+/// while they stay within Σ η_t times it; the report counts those that do not (saturation).
+fn scale_of(kind: NeuronKind, peak: &ArrayD<f64>, mean: &ArrayD<f64>) -> ArrayD<f64> {
+    match kind {
+        NeuronKind::Relu | NeuronKind::LeakyRelu { .. } | NeuronKind::Abs | NeuronKind::Max => peak.clone(),
+        _ => {
+            let mut m = peak.clone();
+            Zip::from(&mut m).and(mean).for_each(|m, &a| *m = m.min(TYPICAL_SPAN * a));
+            m
+        }
+    }
+}
+
+/// Whether a neuron of `kind` can be rescaled exactly (its function is homogeneous, exp or GELU).
 fn scalable(kind: NeuronKind) -> bool {
     matches!(
         kind,
@@ -65,6 +91,7 @@ fn scalable(kind: NeuronKind) -> bool {
             | NeuronKind::Division
             | NeuronKind::DivSqrt
             | NeuronKind::Exp
+            | NeuronKind::Gelu { .. }
     )
 }
 
@@ -93,12 +120,13 @@ pub fn normalise(
         ));
     }
     let nodes: Vec<usize> = neurons.iter().map(|&(i, _)| i).collect();
-    let peaks = maxima(graph, &nodes, calibration, options.threads.max(1), options.progress.as_ref(), f64::abs)?;
+    let threads = options.threads.max(1);
+    let gathered = peaks_and_mean_magnitudes(graph, &nodes, calibration, threads, options.progress.as_ref())?;
     let mut ranges = Vec::new();
     let mut scaled = 0;
-    for (&(r, kind), peak) in neurons.iter().zip(peaks) {
+    for (&(r, kind), gathered) in neurons.iter().zip(gathered) {
         let name = graph.nodes[r].name.clone();
-        let Some(peak) = peak else {
+        let Some(Magnitudes { peak, mean }) = gathered else {
             return Err(ConvertError::Graph(format!("calibration did not reach node `{name}`")));
         };
         let largest = peak.iter().copied().fold(0.0f64, f64::max);
@@ -112,7 +140,7 @@ pub fn normalise(
             });
             continue;
         }
-        let mut m = peak.clone();
+        let mut m = scale_of(kind, &peak, &mean);
         pool(&mut m, options.relu_norm);
         m.mapv_inplace(|v| if v <= MIN_SCALE { 1.0 } else { v });
         let unit = rescale(graph, r, kind, &m)?;
@@ -160,9 +188,17 @@ fn rescale(graph: &mut Graph, r: usize, kind: NeuronKind, m: &ArrayD<f64>) -> Re
             let shift = graph.add_constant(format!("{}.log_range", node.name), m.mapv(f64::ln));
             vec![add_binary(graph, format!("{}.shifted", node.name), Op::Sub, node.inputs[0], shift, None)?]
         }
+        NeuronKind::Gelu { .. } => {
+            let divisor = graph.add_constant(format!("{}.divisor", node.name), m.clone());
+            vec![node.inputs[0], divisor]
+        }
         _ => return Err(ConvertError::Graph(format!("internal: node `{}` cannot be rescaled", node.name))),
     };
-    let unit = graph.add_node_inferred(format!("{}.unit", node.name), node.op.clone(), inputs, None)?;
+    let op = match node.op {
+        Op::Gelu { tanh } => Op::ScaledGelu { tanh },
+        ref op => op.clone(),
+    };
+    let unit = graph.add_node_inferred(format!("{}.unit", node.name), op, inputs, None)?;
     let n = &mut graph.nodes[r];
     n.op = Op::Mul;
     n.inputs = vec![unit, scale];

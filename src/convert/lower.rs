@@ -359,6 +359,7 @@ pub(super) fn neuron_kind(
         Op::Relu => NeuronKind::Relu,
         Op::LeakyRelu { alpha } => NeuronKind::LeakyRelu { slope: *alpha },
         Op::Gelu { .. } => NeuronKind::Gelu { target: options.gelu },
+        Op::ScaledGelu { .. } => NeuronKind::ScaledGelu { target: options.gelu },
         Op::Sigmoid => NeuronKind::Elementwise { function: Elementwise::Sigmoid },
         Op::Tanh => NeuronKind::Elementwise { function: Elementwise::Tanh },
         Op::HardSigmoid { alpha, beta } => {

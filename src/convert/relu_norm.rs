@@ -80,9 +80,7 @@ pub(super) fn pool(m: &mut ArrayD<f64>, norm: ReluNorm) {
 
 /// Per-element maxima of `measure` of the outputs of the nodes `relus` over the calibration
 /// inputs (`measure` is the identity for ReLU outputs, `abs` for a magnitude), in double
-/// precision, by `threads` workers each taking the next input not yet taken. Each worker keeps
-/// its own maxima and one evaluation's live values; the maxima are merged at the end (maxima do
-/// not depend on the order).
+/// precision. Maxima do not depend on the order the inputs are taken in.
 pub(super) fn maxima(
     graph: &Graph,
     relus: &[usize],
@@ -91,15 +89,85 @@ pub(super) fn maxima(
     progress: Option<&Progress>,
     measure: fn(f64) -> f64,
 ) -> Result<Vec<Option<ArrayD<f64>>>, ConvertError> {
-    let Some(source) = calibration.source() else { return Ok(vec![None; relus.len()]) };
+    let reduction = Reduction {
+        first: &|out: &ArrayD<f64>| out.mapv(measure),
+        add: &|m: &mut ArrayD<f64>, out: &ArrayD<f64>| m.zip_mut_with(out, |a, &b| *a = a.max(measure(b))),
+        merge: &|m: &mut ArrayD<f64>, other: ArrayD<f64>| m.zip_mut_with(&other, |a, &b| *a = a.max(b)),
+    };
+    reduce_outputs(graph, relus, calibration, threads, progress, &reduction)
+}
+
+/// Binary digits after the point of the fixed-point sums behind [`peaks_and_mean_magnitudes`].
+const MEAN_FRACTION_BITS: i32 = 40;
+
+/// Per-element magnitudes of a node's output over the calibration inputs.
+pub(super) struct Magnitudes {
+    /// The largest.
+    pub peak: ArrayD<f64>,
+    /// The mean.
+    pub mean: ArrayD<f64>,
+}
+
+/// Per-element largest and mean magnitudes of the outputs of the nodes `nodes` over the
+/// calibration inputs, in one pass. The sums behind the means are kept in 128-bit fixed point
+/// (resolution 2⁻⁴⁰), so they are exact: like the maxima, the means do not depend on the order
+/// the inputs are taken in, nor on the number of workers.
+pub(super) fn peaks_and_mean_magnitudes(
+    graph: &Graph,
+    nodes: &[usize],
+    calibration: &CalibrationSet,
+    threads: usize,
+    progress: Option<&Progress>,
+) -> Result<Vec<Option<Magnitudes>>, ConvertError> {
+    let unit = f64::powi(2.0, MEAN_FRACTION_BITS);
+    let fixed = move |v: f64| (v.abs() * unit).round() as i128;
+    type Gathered = (ArrayD<f64>, ArrayD<i128>);
+    let reduction = Reduction {
+        first: &|out: &ArrayD<f64>| (out.mapv(f64::abs), out.mapv(fixed)),
+        add: &|(peak, sum): &mut Gathered, out: &ArrayD<f64>| {
+            peak.zip_mut_with(out, |a, &b| *a = a.max(b.abs()));
+            sum.zip_mut_with(out, |a, &b| *a = a.saturating_add(fixed(b)));
+        },
+        merge: &|(peak, sum): &mut Gathered, (other_peak, other_sum): Gathered| {
+            peak.zip_mut_with(&other_peak, |a, &b| *a = a.max(b));
+            sum.zip_mut_with(&other_sum, |a, &b| *a = a.saturating_add(b));
+        },
+    };
+    let count = calibration.len().max(1) as f64;
+    let gathered = reduce_outputs(graph, nodes, calibration, threads, progress, &reduction)?;
+    let magnitudes = |(peak, sum): Gathered| Magnitudes { peak, mean: sum.mapv(|v| v as f64 / unit / count) };
+    Ok(gathered.into_iter().map(|g| g.map(magnitudes)).collect())
+}
+
+/// How a per-element statistic of a node's output is gathered: started from the first output a
+/// worker sees, extended by each further one, and the workers' results merged (in any order).
+struct Reduction<'a, A> {
+    first: &'a (dyn Fn(&ArrayD<f64>) -> A + Sync),
+    add: &'a (dyn Fn(&mut A, &ArrayD<f64>) + Sync),
+    merge: &'a (dyn Fn(&mut A, A) + Sync),
+}
+
+/// Gathers `reduction` over the outputs of the nodes `nodes` for every calibration input, in
+/// double precision, by `threads` workers each taking the next inputs not yet taken. Each worker
+/// keeps its own statistics and one evaluation's live values; they are merged at the end.
+fn reduce_outputs<A: Send>(
+    graph: &Graph,
+    nodes: &[usize],
+    calibration: &CalibrationSet,
+    threads: usize,
+    progress: Option<&Progress>,
+    reduction: &Reduction<'_, A>,
+) -> Result<Vec<Option<A>>, ConvertError> {
+    let none = || (0..nodes.len()).map(|_| None).collect::<Vec<Option<A>>>();
+    let Some(source) = calibration.source() else { return Ok(none()) };
     let count = source.len();
     let threads = threads.min(count).max(1);
-    let slots: Vec<Option<usize>> = (0..graph.nodes.len()).map(|i| relus.iter().position(|&r| r == i)).collect();
+    let slots: Vec<Option<usize>> = (0..graph.nodes.len()).map(|i| nodes.iter().position(|&r| r == i)).collect();
     let evaluator = Evaluator::<f64>::new(graph);
     let evaluator = &evaluator;
     let shape = graph.values[graph.input].shape.clone();
     // Inputs are taken a group at a time (as many as the evaluator gains from, no more than
-    // keep every worker busy); maxima do not depend on the grouping.
+    // keep every worker busy); the statistics do not depend on the grouping.
     let group = evaluator.group_size(count, threads);
     let read = |i: usize| -> Result<ArrayD<f64>, ConvertError> {
         let mut buffer = vec![0.0; shape.iter().product()];
@@ -109,8 +177,8 @@ pub(super) fn maxima(
     };
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let worker = || -> Result<Vec<Option<ArrayD<f64>>>, ConvertError> {
-        let mut maxima: Vec<Option<ArrayD<f64>>> = vec![None; relus.len()];
+    let worker = || -> Result<Vec<Option<A>>, ConvertError> {
+        let mut gathered = none();
         while !failed.load(Ordering::Relaxed) {
             let first = next.fetch_add(group, Ordering::Relaxed);
             if first >= count {
@@ -120,9 +188,9 @@ pub(super) fn maxima(
             let evaluated = members.clone().map(read).collect::<Result<Vec<_>, _>>().and_then(|inputs| {
                 evaluator.evaluate_many_visit(&inputs, |_, node, out| {
                     if let Some(slot) = slots[node] {
-                        match &mut maxima[slot] {
-                            None => maxima[slot] = Some(out.mapv(measure)),
-                            Some(m) => m.zip_mut_with(out, |a, &b| *a = a.max(measure(b))),
+                        match &mut gathered[slot] {
+                            None => gathered[slot] = Some((reduction.first)(out)),
+                            Some(m) => (reduction.add)(m, out),
                         }
                     }
                 })?;
@@ -136,7 +204,7 @@ pub(super) fn maxima(
                 (progress.0)(members.len());
             }
         }
-        Ok(maxima)
+        Ok(gathered)
     };
     let results: Vec<_> = if threads == 1 {
         vec![worker()]
@@ -149,13 +217,13 @@ pub(super) fn maxima(
                 .collect()
         })
     };
-    let mut merged: Vec<Option<ArrayD<f64>>> = vec![None; relus.len()];
+    let mut merged = none();
     for result in results {
         for (slot, m) in merged.iter_mut().zip(result?) {
             match (slot.as_mut(), m) {
                 (_, None) => {}
                 (None, Some(m)) => *slot = Some(m),
-                (Some(s), Some(m)) => s.zip_mut_with(&m, |a, &b| *a = a.max(b)),
+                (Some(s), Some(m)) => (reduction.merge)(s, m),
             }
         }
     }

@@ -99,6 +99,12 @@ unsafe fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &m
             }
         }
         NeuronKind::Gelu { target: GeluTarget::Erf } => sign_gd!(NeuronKind::Gelu { target: GeluTarget::Erf }),
+        NeuronKind::ScaledGelu { target: GeluTarget::Sigmoid } => {
+            sign_gd!(NeuronKind::ScaledGelu { target: GeluTarget::Sigmoid })
+        }
+        NeuronKind::ScaledGelu { target: GeluTarget::Erf } => {
+            sign_gd!(NeuronKind::ScaledGelu { target: GeluTarget::Erf })
+        }
         NeuronKind::Abs => sign_gd!(NeuronKind::Abs),
         NeuronKind::Square => sign_gd!(NeuronKind::Square),
         NeuronKind::Exp => sign_gd!(NeuronKind::Exp),
@@ -220,6 +226,7 @@ mod tests {
         let kinds = [
             NeuronKind::Relu,
             NeuronKind::Gelu { target: GeluTarget::Sigmoid },
+            NeuronKind::ScaledGelu { target: GeluTarget::Erf },
             NeuronKind::DivSqrt,
             NeuronKind::Max,
             NeuronKind::Elementwise { function: Elementwise::Tanh },

@@ -85,6 +85,12 @@ pub enum Op {
         /// Use the tanh approximation.
         tanh: bool,
     },
+    /// GELU divided by a positive per-element scale, `gelu(x1) / x2` (x2 a constant): a GELU
+    /// population working on its own range under calibrated dynamics. Never read from a model.
+    ScaledGelu {
+        /// Use the tanh approximation.
+        tanh: bool,
+    },
     /// Logistic sigmoid.
     Sigmoid,
     /// Hyperbolic tangent.
@@ -243,6 +249,7 @@ impl Op {
                 | Op::Pow
                 | Op::Max
                 | Op::DivSqrt
+                | Op::ScaledGelu { .. }
                 | Op::Square
         )
     }
@@ -288,6 +295,7 @@ impl Op {
             Op::Pad { .. } => "Pad",
             Op::Expand => "Expand",
             Op::DivSqrt => "DivSqrt",
+            Op::ScaledGelu { .. } => "ScaledGelu",
             Op::Square => "Square",
         }
     }

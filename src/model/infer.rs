@@ -150,7 +150,7 @@ pub fn output_shape(op: &Op, inputs: &[&[usize]], hint: Option<&[usize]>) -> Res
             }
             Ok(vec![m, n])
         }
-        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Max | Op::DivSqrt => {
+        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Max | Op::DivSqrt | Op::ScaledGelu { .. } => {
             want(inputs, 2, 2)?;
             broadcast(inputs[0], inputs[1])
         }

@@ -84,6 +84,13 @@ pub enum NeuronKind {
         /// The target function.
         target: GeluTarget,
     },
+    /// GELU over a positive per-neuron scale, `gelu(x1) / x2` with `x2` a constant operand (the
+    /// calibrated dynamics' GELU, whose readers multiply by the scale): fires iff
+    /// `v > gelu(x1) / x2`.
+    ScaledGelu {
+        /// The target function.
+        target: GeluTarget,
+    },
     /// Absolute value: fires iff `v > |x|`.
     Abs,
     /// Square: fires iff `v ≥ x²`.
@@ -114,7 +121,11 @@ impl NeuronKind {
     /// Number of operands the neuron takes.
     pub fn arity(self) -> usize {
         match self {
-            NeuronKind::Max | NeuronKind::Product | NeuronKind::Division | NeuronKind::DivSqrt => 2,
+            NeuronKind::Max
+            | NeuronKind::Product
+            | NeuronKind::Division
+            | NeuronKind::DivSqrt
+            | NeuronKind::ScaledGelu { .. } => 2,
             _ => 1,
         }
     }
@@ -126,6 +137,8 @@ impl NeuronKind {
             NeuronKind::LeakyRelu { .. } => "leaky_relu".into(),
             NeuronKind::Gelu { target: GeluTarget::Sigmoid } => "gelu".into(),
             NeuronKind::Gelu { target: GeluTarget::Erf } => "gelu_erf".into(),
+            NeuronKind::ScaledGelu { target: GeluTarget::Sigmoid } => "gelu_scaled".into(),
+            NeuronKind::ScaledGelu { target: GeluTarget::Erf } => "gelu_erf_scaled".into(),
             NeuronKind::Abs => "abs".into(),
             NeuronKind::Square => "square".into(),
             NeuronKind::Exp => "exp".into(),
@@ -150,6 +163,7 @@ impl NeuronKind {
                 }
             }
             NeuronKind::Gelu { target } => gelu(target, x1),
+            NeuronKind::ScaledGelu { target } => gelu(target, x1) / x2,
             NeuronKind::Abs => x1.abs(),
             NeuronKind::Square => x1 * x1,
             NeuronKind::Exp => x1.exp(),
@@ -180,6 +194,7 @@ impl NeuronKind {
                 }
             }
             NeuronKind::Gelu { target } => v > gelu(target, x1),
+            NeuronKind::ScaledGelu { target } => v > gelu(target, x1) / x2,
             NeuronKind::Abs => v > x1.abs(),
             NeuronKind::Square => v >= x1 * x1,
             NeuronKind::Exp => v >= x1.exp(),

@@ -500,10 +500,21 @@ fn shaped<F: Real>(shape: &[usize], data: Vec<F>) -> Result<ArrayD<F>, String> {
     ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| format!("cannot build array of shape {shape:?}: {e}"))
 }
 
+/// The model's GELU: exact `0.5 x (1 + erf(x/√2))`, or the tanh approximation.
+fn model_gelu<F: Real>(tanh: bool, x: F) -> F {
+    let (half, one) = (F::of(0.5), F::one());
+    if tanh {
+        let c = F::of((2.0 / std::f64::consts::PI).sqrt());
+        let k = F::of(0.044715);
+        half * x * (one + (c * (x + k * x * x * x)).tanh())
+    } else {
+        half * x * (one + (x * F::of(std::f64::consts::FRAC_1_SQRT_2)).erf())
+    }
+}
+
 /// Applies one op to evaluated inputs. `out_shape` is the declared output shape (used by
 /// `Reshape` and `Expand`).
 pub fn eval_op<F: Real>(op: &Op, inputs: &[ArrayViewD<F>], out_shape: &[usize]) -> Result<ArrayD<F>, String> {
-    let half = F::of(0.5);
     let one = F::one();
     match op {
         Op::Conv { strides, pads, dilations, groups } => {
@@ -531,15 +542,8 @@ pub fn eval_op<F: Real>(op: &Op, inputs: &[ArrayViewD<F>], out_shape: &[usize]) 
             let al = F::of(*alpha);
             unary(inputs, |x| if x >= F::zero() { x } else { al * x })
         }
-        Op::Gelu { tanh: false } => {
-            let r = F::of(std::f64::consts::FRAC_1_SQRT_2);
-            unary(inputs, |x| half * x * (one + (x * r).erf()))
-        }
-        Op::Gelu { tanh: true } => {
-            let c = F::of((2.0 / std::f64::consts::PI).sqrt());
-            let k = F::of(0.044715);
-            unary(inputs, |x| half * x * (one + (c * (x + k * x * x * x)).tanh()))
-        }
+        Op::Gelu { tanh } => unary(inputs, |x| model_gelu(*tanh, x)),
+        Op::ScaledGelu { tanh } => binary(inputs, |x, scale| model_gelu(*tanh, x) / scale),
         Op::Sigmoid => unary(inputs, |x| one / (one + (-x).exp())),
         Op::Tanh => unary(inputs, |x| x.tanh()),
         Op::HardSigmoid { alpha, beta } => {
