@@ -137,7 +137,8 @@ fn run_reads_the_settings_tune_writes() {
     assert!(markdown.contains(&dynamics), "{markdown}");
     assert!(markdown.contains("tuned by `signgd tune`"), "{markdown}");
     assert!(markdown.contains("| population | scaled | scale | saturated |"), "{markdown}");
-    assert!(markdown.contains("| node_gelu | no | 1.0000 |"), "{markdown}");
+    // GELU is scaled too: a neuron computing gelu(x) / m.
+    assert!(markdown.contains("| node_gelu.unit | yes |"), "{markdown}");
 
     let both = signgd(&["run", "--model", &model, "--tuned", &out_arg, "--schedule", "exp:0.3:0.9"]);
     assert!(!both.status.success());
