@@ -172,3 +172,22 @@ fn a_heavy_tailed_population_is_scaled_by_a_few_times_its_mean_and_relu_by_its_p
     let two = calibrated_on(&model_of("Exp", &["x"]), &inputs, Preset::Calibrated, 2);
     assert_eq!(readout_weights(&two), readout_weights(&exp));
 }
+
+#[test]
+fn softmax_exponents_are_centred_so_a_shifted_input_needs_no_other_scale() {
+    let g = model_of("Softmax", &["x"]);
+    let x = [0.5, 1.0, -1.0, 2.0];
+    let calibrated = conversion(&g, x, Preset::Calibrated);
+    assert!(calibrated.graph.nodes.iter().any(|n| n.name.ends_with(".centre")), "no centring node");
+    let reference = conversion(&g, x, Preset::Reference);
+    assert!(!reference.graph.nodes.iter().any(|n| n.name.ends_with(".centre")));
+    // Every exponent 6 higher than on the calibration input: exp(x + 6) is 403 times the scale
+    // calibrated for it, far beyond Σ η_t, but x + 6 − mean(x + 6) is what the neurons see.
+    let shifted = x.map(|v| v + 6.0);
+    let total: f64 = x.iter().map(|v| v.exp()).sum();
+    let ours = snn(&calibrated, shifted);
+    for (i, (o, v)) in ours.iter().zip(x).enumerate() {
+        let want = v.exp() / total;
+        assert!((o - want).abs() < 0.01, "element {i}: {o} vs {want} ({ours:?})");
+    }
+}

@@ -202,14 +202,16 @@ pub fn convert(graph: &Graph, options: &ConvertOptions) -> Result<Conversion, Co
     let started = Instant::now();
     let mut notes = Vec::new();
     let mut graph = graph.clone();
-    type Pass = fn(&mut Graph, &mut Vec<String>) -> Result<(), ConvertError>;
+    type Pass<'a> = &'a dyn Fn(&mut Graph, &mut Vec<String>) -> Result<(), ConvertError>;
+    let centred = options.preset == Preset::Calibrated;
+    let softmax = |g: &mut Graph, n: &mut Vec<String>| softmax::decompose(g, centred, n);
     let passes: [(&str, Pass); 6] = [
-        ("batchnorm folding", batchnorm::fold),
-        ("max pooling", maxpool::decompose),
-        ("layer normalisation", layernorm::decompose),
-        ("softmax", softmax::decompose),
-        ("matmul", matmul::decompose),
-        ("division by square roots", divsqrt::fuse),
+        ("batchnorm folding", &batchnorm::fold),
+        ("max pooling", &maxpool::decompose),
+        ("layer normalisation", &layernorm::decompose),
+        ("softmax", &softmax),
+        ("matmul", &matmul::decompose),
+        ("division by square roots", &divsqrt::fuse),
     ];
     for (name, pass) in passes {
         traced_pass(name, &mut graph, &mut notes, pass)?;
