@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use ndarray::ArrayD;
 use signgd::convert::affine::to_csr;
 use signgd::convert::verify::reconstruction;
-use signgd::convert::{convert, Conversion, ConvertOptions};
+use signgd::convert::{convert, Conversion, ConvertOptions, Preset};
 use signgd::engine::SimConfig;
 use signgd::model::{read_onnx, Evaluator};
 use signgd::runner::simulate_inputs;
@@ -28,12 +28,17 @@ fn npy(path: &Path) -> ArrayD<f32> {
 
 /// The model, its input, PyTorch's logits and the conversion (calibrated on that input).
 fn load(name: &str) -> (signgd::model::Graph, ArrayD<f64>, Vec<f64>, Conversion) {
+    load_with(name, Preset::Reference)
+}
+
+fn load_with(name: &str, preset: Preset) -> (signgd::model::Graph, ArrayD<f64>, Vec<f64>, Conversion) {
     let graph = read_onnx(&dir().join(format!("{name}.onnx")), None).unwrap_or_else(|e| panic!("{name}: {e}"));
     let input = npy(&dir().join(format!("{name}.input.npy"))).mapv(f64::from);
     let logits = npy(&dir().join(format!("{name}.logits.npy"))).iter().map(|&v| v as f64).collect();
     let options = ConvertOptions {
         gelu: GeluTarget::Sigmoid,
         calibration: vec![input.clone()].into(),
+        preset,
         ..ConvertOptions::default()
     };
     let conversion = convert(&graph, &options).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -115,8 +120,19 @@ fn convolutions_and_per_token_layers_stay_structured() {
 
 #[test]
 fn the_network_reconstructs_the_ann() {
+    reconstructs_every_model(Preset::Reference);
+}
+
+/// Calibrated dynamics rescale every population (per element, then sliced: ViT's class token)
+/// and centre softmax's exponents; the identity holds all the same.
+#[test]
+fn the_calibrated_network_reconstructs_the_ann() {
+    reconstructs_every_model(Preset::Calibrated);
+}
+
+fn reconstructs_every_model(preset: Preset) {
     for name in MODELS {
-        let (_, input, _, conversion) = load(name);
+        let (_, input, _, conversion) = load_with(name, preset);
         for (check, bound) in [
             (reconstruction::<f64>(&conversion, &input).unwrap(), 1e-13),
             (reconstruction::<f32>(&conversion, &input).unwrap(), 1e-5),

@@ -62,6 +62,11 @@ impl<W: Real> Scale<W> {
     /// The elementwise product with `other` over `count` elements.
     pub fn times(&self, other: &Scale<W>, count: usize) -> Self {
         match (self, other) {
+            // An identity map may read only the first `count` of more elements (a class token
+            // sliced from the tokens): the factors of the others do not belong to the result.
+            (Scale::One, Scale::Each(values)) | (Scale::Each(values), Scale::One) if values.len() > count => {
+                Scale::fit(values[..count].to_vec())
+            }
             (Scale::One, s) | (s, Scale::One) => s.clone(),
             (Scale::Uniform(a), Scale::Uniform(b)) => Scale::uniform(*a * *b),
             _ => Scale::fit((0..count).map(|i| self.get(i) * other.get(i)).collect()),
