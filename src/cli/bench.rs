@@ -208,7 +208,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
 
 /// The float32 accumulate peak of the cores a run uses: one fused multiply-add per lane on each
 /// of two vector pipes per cycle (AMD Zen 2 to 5 and Intel's server cores since Skylake-SP have
-/// two), with the vectors the engine's kernels use on this CPU.
+/// two), with the vectors the engine's kernels use on this CPU. AMD Zen 4's pipes are 256 bits
+/// wide and take a 512-bit multiply-add in two halves, so there one 16-lane vector completes per
+/// cycle, not two.
 struct AccumulatePeak {
     per_second: f64,
     /// How the figure was made, e.g. "2 cores × 2 FMA pipes × 8 lanes (AVX2+FMA) × 2.45 GHz".
@@ -226,11 +228,35 @@ impl AccumulatePeak {
         let ghz = clock_ghz.or_else(reported_clock_ghz)?;
         let lanes = signgd::engine::float32_lanes();
         let isa = signgd::engine::instruction_set();
+        if lanes == 16 && amd_cpu_family() == Some(ZEN_3_AND_4_FAMILY) {
+            return Some(AccumulatePeak {
+                per_second: (cores * FMA_PIPES * lanes / 2) as f64 * ghz * 1e9,
+                basis: format!(
+                    "{cores} cores × {FMA_PIPES} FMA pipes of 256 bits × {} lanes ({isa} in two halves, AMD Zen 4) \
+                     × {ghz:.2} GHz",
+                    lanes / 2
+                ),
+            });
+        }
         Some(AccumulatePeak {
             per_second: (cores * FMA_PIPES * lanes) as f64 * ghz * 1e9,
             basis: format!("{cores} cores × {FMA_PIPES} FMA pipes × {lanes} lanes ({isa}) × {ghz:.2} GHz"),
         })
     }
+}
+
+/// AMD's processor family of Zen 3 and Zen 4 (19h); of these only Zen 4 has AVX-512.
+const ZEN_3_AND_4_FAMILY: u32 = 25;
+
+/// The processor family of an AMD CPU, from /proc/cpuinfo (Linux); `None` for other vendors.
+fn amd_cpu_family() -> Option<u32> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let field =
+        |name: &str| cpuinfo.lines().find(|l| l.starts_with(name)).and_then(|l| l.split(':').nth(1)).map(str::trim);
+    if field("vendor_id")? != "AuthenticAMD" {
+        return None;
+    }
+    field("cpu family")?.parse().ok()
 }
 
 /// The CPU's base clock in GHz: cpufreq's base frequency where the system has it, otherwise the

@@ -2,6 +2,8 @@
 //! operands, emits a spike or not, and moves its estimate. One loop per neuron kind, so the spike
 //! function is inlined and the loop vectorises; the tie rules are those of [`NeuronKind::fires`].
 
+use std::mem::MaybeUninit;
+
 use crate::real::Real;
 use crate::snn::{GeluTarget, NeuronKind};
 
@@ -136,7 +138,7 @@ unsafe fn update<F: Real, L: ListSpikes>(
     const CHUNK: usize = 64;
     let mut spikes = [false; CHUNK];
     let mut count = fired.len();
-    fired.resize(count + v.len(), 0);
+    fired.reserve(v.len());
     let chunks = v.chunks_mut(CHUNK).zip(x1.chunks(CHUNK)).zip(x2.chunks(CHUNK));
     for (c, ((v, x1), x2)) in chunks.enumerate() {
         for (((v, spike), &x1), &x2) in v.iter_mut().zip(spikes.iter_mut()).zip(x1).zip(x2) {
@@ -145,18 +147,21 @@ unsafe fn update<F: Real, L: ListSpikes>(
             *spike = s;
         }
         // SAFETY: the caller guarantees the instructions of `L`.
-        count += unsafe { L::list(&spikes[..v.len()], first + (c * CHUNK) as u32, &mut fired[count..]) };
+        let listed = unsafe { L::list(&spikes[..v.len()], first + (c * CHUNK) as u32, fired.spare_capacity_mut()) };
+        count += listed;
+        // SAFETY: `list` initialised the first `listed` elements past the old length, and the
+        // capacity reserved above holds them.
+        unsafe { fired.set_len(count) };
     }
-    fired.truncate(count);
 }
 
 /// Writes the indices `first + i` of the set flags to the front of `out` (which has room for
-/// all of them) and returns how many there are.
+/// all of them) and returns how many there are: that many elements of `out` are initialised.
 trait ListSpikes {
     /// # Safety
     ///
     /// The CPU must have the instructions the implementation uses (AVX-512F for [`Compress`]).
-    unsafe fn list(spikes: &[bool], first: u32, out: &mut [u32]) -> usize;
+    unsafe fn list(spikes: &[bool], first: u32, out: &mut [MaybeUninit<u32>]) -> usize;
 }
 
 /// One index at a time, without a branch.
@@ -164,10 +169,10 @@ struct Scalar;
 
 impl ListSpikes for Scalar {
     #[inline(always)]
-    unsafe fn list(spikes: &[bool], first: u32, out: &mut [u32]) -> usize {
+    unsafe fn list(spikes: &[bool], first: u32, out: &mut [MaybeUninit<u32>]) -> usize {
         let mut count = 0;
         for (i, &spike) in spikes.iter().enumerate() {
-            out[count] = first + i as u32;
+            out[count] = MaybeUninit::new(first + i as u32);
             count += spike as usize;
         }
         count
@@ -180,7 +185,7 @@ struct Compress;
 
 impl ListSpikes for Compress {
     #[inline(always)]
-    unsafe fn list(spikes: &[bool], first: u32, out: &mut [u32]) -> usize {
+    unsafe fn list(spikes: &[bool], first: u32, out: &mut [MaybeUninit<u32>]) -> usize {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::_mm512_setr_epi32;
