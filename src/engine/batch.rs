@@ -4,7 +4,9 @@
 use super::batch_conv::{self, BatchConv};
 use super::batch_dense::{self, BatchDense};
 use super::batch_depthwise::{self, BatchDepthwise};
-use super::isa::Isa;
+use std::any::TypeId;
+
+use super::isa::{Isa, Level};
 use crate::real::Real;
 use crate::snn::{Scale, SynapseBlock};
 
@@ -85,17 +87,101 @@ macro_rules! dispatch_rows {
 #[cfg(target_arch = "x86_64")]
 pub(super) use dispatch_rows;
 
-/// Writes `[target][input]` values as `[input][target]`, a block of targets at a time.
-pub(super) fn deinterleave<F: Real>(interleaved: &[F], lanes: usize, out: &mut [F]) {
+/// Writes `[target][input]` values as `[input][target]`: float32 in blocks of 16 × 16 transposed
+/// in registers where the CPU has AVX-512 and the inputs are a multiple of 16, otherwise a block
+/// of targets at a time.
+pub(super) fn deinterleave<F: Real>(interleaved: &[F], lanes: usize, out: &mut [F], isa: Isa) {
+    #[cfg(target_arch = "x86_64")]
+    if isa.level() == Level::Avx512 && lanes.is_multiple_of(16) && TypeId::of::<F>() == TypeId::of::<f32>() {
+        let targets = interleaved.len() / lanes;
+        let whole = targets / 16 * 16;
+        // SAFETY: `F` is f32 (same type, same layout); `Isa::detect` found AVX-512F.
+        unsafe {
+            let interleaved = std::slice::from_raw_parts(interleaved.as_ptr().cast::<f32>(), interleaved.len());
+            let out_f32 = std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len());
+            transpose16::deinterleave_f32(interleaved, lanes, whole, out_f32);
+        }
+        deinterleave_targets(interleaved, lanes, whole, out);
+        return;
+    }
+    let _ = isa;
+    deinterleave_targets(interleaved, lanes, 0, out);
+}
+
+/// [`deinterleave`] of the targets from `from` on, a block of targets at a time.
+fn deinterleave_targets<F: Real>(interleaved: &[F], lanes: usize, from: usize, out: &mut [F]) {
     const BLOCK: usize = 64;
     let targets = interleaved.len() / lanes;
-    for first in (0..targets).step_by(BLOCK) {
+    for first in (from..targets).step_by(BLOCK) {
         let last = (first + BLOCK).min(targets);
         for (lane, row) in out.chunks_exact_mut(targets).enumerate() {
             for (t, value) in row[first..last].iter_mut().enumerate() {
                 *value = interleaved[(first + t) * lanes + lane];
             }
         }
+    }
+}
+
+/// The 16 × 16 transposition of float32 with AVX-512.
+#[cfg(target_arch = "x86_64")]
+mod transpose16 {
+    use std::arch::x86_64::*;
+
+    /// [`super::deinterleave`] of the first `whole` targets (a multiple of 16; `lanes` too).
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn deinterleave_f32(interleaved: &[f32], lanes: usize, whole: usize, out: &mut [f32]) {
+        let targets = interleaved.len() / lanes;
+        assert!(lanes.is_multiple_of(16) && whole.is_multiple_of(16) && whole <= targets);
+        assert!(out.len() >= targets * lanes);
+        for first in (0..whole).step_by(16) {
+            for lane in (0..lanes).step_by(16) {
+                // SAFETY: rows `first..first + 16` of 16 lanes from `lane` lie within
+                // `interleaved` and the 16 columns of 16 targets within `out` (asserted).
+                unsafe {
+                    let mut rows = [_mm512_setzero_ps(); 16];
+                    for (i, row) in rows.iter_mut().enumerate() {
+                        *row = _mm512_loadu_ps(interleaved.as_ptr().add((first + i) * lanes + lane));
+                    }
+                    let columns = transpose(rows);
+                    for (j, column) in columns.iter().enumerate() {
+                        _mm512_storeu_ps(out.as_mut_ptr().add((lane + j) * targets + first), *column);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Row `i` of the result is column `i` of `r`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn transpose(r: [__m512; 16]) -> [__m512; 16] {
+        let mut t = [_mm512_setzero_ps(); 16];
+        for k in 0..8 {
+            t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+            t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+        }
+        let mut u = [_mm512_setzero_ps(); 16];
+        for k in 0..4 {
+            let (a, b, c, d) = (t[4 * k], t[4 * k + 1], t[4 * k + 2], t[4 * k + 3]);
+            let pd = _mm512_castps_pd;
+            u[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(a), pd(c)));
+            u[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(a), pd(c)));
+            u[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(b), pd(d)));
+            u[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(b), pd(d)));
+        }
+        for half in 0..2 {
+            for k in 0..4 {
+                let (a, b) = (u[8 * half + k], u[8 * half + 4 + k]);
+                t[8 * half + k] = _mm512_shuffle_f32x4::<0x88>(a, b);
+                t[8 * half + 4 + k] = _mm512_shuffle_f32x4::<0xdd>(a, b);
+            }
+        }
+        let mut columns = [_mm512_setzero_ps(); 16];
+        for k in 0..8 {
+            columns[k] = _mm512_shuffle_f32x4::<0x88>(t[k], t[8 + k]);
+            columns[8 + k] = _mm512_shuffle_f32x4::<0xdd>(t[k], t[8 + k]);
+        }
+        columns
     }
 }
 
@@ -116,5 +202,26 @@ pub(super) mod lane_masks {
     #[inline]
     pub(in crate::engine) fn mask_f64(n: usize) -> __m256i {
         _mm256_cmpgt_epi64(_mm256_set1_epi64x(n.min(4) as i64), _mm256_setr_epi64x(0, 1, 2, 3))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deinterleaving_transposes_targets_and_inputs_on_every_instruction_set() {
+        for lanes in [1, 3, 16, 32] {
+            for targets in [1, 15, 16, 47, 64, 100] {
+                let interleaved: Vec<f32> = (0..targets * lanes).map(|i| i as f32 * 0.5 - 7.0).collect();
+                let expected: Vec<f32> =
+                    (0..lanes).flat_map(|b| (0..targets).map(move |t| (t * lanes + b) as f32 * 0.5 - 7.0)).collect();
+                for isa in [Isa::detect(), Isa::baseline()] {
+                    let mut out = vec![f32::NAN; targets * lanes];
+                    deinterleave(&interleaved, lanes, &mut out, isa);
+                    assert_eq!(out, expected, "{lanes} lanes, {targets} targets, {isa:?}");
+                }
+            }
+        }
     }
 }

@@ -340,7 +340,7 @@ impl<F: Real> BatchKernel<F> for BatchConv<F> {
     fn products(&self, lanes: usize, spread: &[F], scratch: &mut Vec<F>, products: &mut [F]) -> u64 {
         scratch.resize(products.len(), F::zero());
         let macs = self.product(lanes, spread, scratch);
-        deinterleave(scratch, lanes, products);
+        deinterleave(scratch, lanes, products, self.isa);
         macs
     }
 

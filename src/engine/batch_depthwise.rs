@@ -426,7 +426,7 @@ impl<F: Real> BatchDepthwise<F> {
         // The value of logical target `t` for input `b`.
         let at = |t: usize, b: usize| if self.input_major() { b * logical_targets + t } else { t * lanes + b };
         if self.target_positions.is_none() && !self.unwritten_targets && !self.input_major() {
-            return deinterleave(written, lanes, products);
+            return deinterleave(written, lanes, products, self.isa);
         }
         if self.unwritten_targets {
             products.fill(F::zero());

@@ -55,7 +55,7 @@ impl<F: Real> OperandConstants<F> {
     /// Calls `each(first estimate, chunk of estimates, chunk of acc, constants, offsets)` over
     /// stretches that read the constants in order: one stretch, one per period, or one per run
     /// (constants and offsets then one value each).
-    #[inline]
+    #[inline(always)]
     fn stretches(&self, x: &mut [F], acc: &[F], mut each: impl FnMut(usize, &mut [F], &[F], &[F], &[F])) {
         match self.repetition {
             Repetition::None => each(0, x, acc, &self.bias, &self.offset),
@@ -73,24 +73,31 @@ impl<F: Real> OperandConstants<F> {
     }
 
     /// The signGD charge `x −= η (2 (a + c) − o)` of every estimate.
+    #[inline(always)]
     pub fn charge_sign_gd(&self, acc: &[F], eta: F, x: &mut [F]) {
         let two = F::of(2.0);
-        self.stretches(x, acc, |_, x, acc, bias, offset| {
-            if bias.len() == 1 {
-                let (c, o) = (bias[0], offset[0]);
-                for (x, &a) in x.iter_mut().zip(acc) {
-                    *x -= eta * (two * (a + c) - o);
+        self.stretches(
+            x,
+            acc,
+            #[inline(always)]
+            |_, x, acc, bias, offset| {
+                if bias.len() == 1 {
+                    let (c, o) = (bias[0], offset[0]);
+                    for (x, &a) in x.iter_mut().zip(acc) {
+                        *x -= eta * (two * (a + c) - o);
+                    }
+                } else {
+                    for ((x, &a), (&c, &o)) in x.iter_mut().zip(acc).zip(bias.iter().zip(offset)) {
+                        *x -= eta * (two * (a + c) - o);
+                    }
                 }
-            } else {
-                for ((x, &a), (&c, &o)) in x.iter_mut().zip(acc).zip(bias.iter().zip(offset)) {
-                    *x -= eta * (two * (a + c) - o);
-                }
-            }
-        });
+            },
+        );
     }
 
     /// [`OperandConstants::charge_sign_gd`] of an input that is one product `p` with factors
     /// `s`, read in place: the same bits as accumulating `0 + p s` first.
+    #[inline(always)]
     pub fn charge_sign_gd_product(&self, product: &[F], scale: &Scale<F>, eta: F, x: &mut [F]) {
         let two = F::of(2.0);
         match scale {
@@ -98,44 +105,61 @@ impl<F: Real> OperandConstants<F> {
             Scale::One => self.charge_sign_gd(product, eta, x),
             Scale::Uniform(s) => {
                 let s = *s;
-                self.stretches(x, product, |_, x, product, bias, offset| {
-                    for (i, (x, &p)) in x.iter_mut().zip(product).enumerate() {
-                        let (c, o) = if bias.len() == 1 { (bias[0], offset[0]) } else { (bias[i], offset[i]) };
-                        *x -= eta * (two * ((F::zero() + p * s) + c) - o);
-                    }
-                })
+                self.stretches(
+                    x,
+                    product,
+                    #[inline(always)]
+                    |_, x, product, bias, offset| {
+                        for (i, (x, &p)) in x.iter_mut().zip(product).enumerate() {
+                            let (c, o) = if bias.len() == 1 { (bias[0], offset[0]) } else { (bias[i], offset[i]) };
+                            *x -= eta * (two * ((F::zero() + p * s) + c) - o);
+                        }
+                    },
+                )
             }
-            Scale::Each(factors) => self.stretches(x, product, |first, x, product, bias, offset| {
-                let factors = &factors[first..first + x.len()];
-                if bias.len() == 1 {
-                    let (c, o) = (bias[0], offset[0]);
-                    for ((x, &p), &s) in x.iter_mut().zip(product).zip(factors) {
-                        *x -= eta * (two * ((F::zero() + p * s) + c) - o);
+            Scale::Each(factors) => self.stretches(
+                x,
+                product,
+                #[inline(always)]
+                |first, x, product, bias, offset| {
+                    let factors = &factors[first..first + x.len()];
+                    if bias.len() == 1 {
+                        let (c, o) = (bias[0], offset[0]);
+                        for ((x, &p), &s) in x.iter_mut().zip(product).zip(factors) {
+                            *x -= eta * (two * ((F::zero() + p * s) + c) - o);
+                        }
+                    } else {
+                        for (((x, &p), &s), (&c, &o)) in
+                            x.iter_mut().zip(product).zip(factors).zip(bias.iter().zip(offset))
+                        {
+                            *x -= eta * (two * ((F::zero() + p * s) + c) - o);
+                        }
                     }
-                } else {
-                    for (((x, &p), &s), (&c, &o)) in x.iter_mut().zip(product).zip(factors).zip(bias.iter().zip(offset))
-                    {
-                        *x -= eta * (two * ((F::zero() + p * s) + c) - o);
-                    }
-                }
-            }),
+                },
+            ),
         }
     }
 
     /// The subgradient charge `x −= η (x − (a + c))` of every estimate.
+    #[inline(always)]
     pub fn charge_subgradient(&self, acc: &[F], eta: F, x: &mut [F]) {
-        self.stretches(x, acc, |_, x, acc, bias, _| {
-            if bias.len() == 1 {
-                let c = bias[0];
-                for (x, &a) in x.iter_mut().zip(acc) {
-                    *x -= eta * (*x - (a + c));
+        self.stretches(
+            x,
+            acc,
+            #[inline(always)]
+            |_, x, acc, bias, _| {
+                if bias.len() == 1 {
+                    let c = bias[0];
+                    for (x, &a) in x.iter_mut().zip(acc) {
+                        *x -= eta * (*x - (a + c));
+                    }
+                } else {
+                    for ((x, &a), &c) in x.iter_mut().zip(acc).zip(bias) {
+                        *x -= eta * (*x - (a + c));
+                    }
                 }
-            } else {
-                for ((x, &a), &c) in x.iter_mut().zip(acc).zip(bias) {
-                    *x -= eta * (*x - (a + c));
-                }
-            }
-        });
+            },
+        );
     }
 }
 

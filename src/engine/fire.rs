@@ -138,7 +138,8 @@ unsafe fn update<F: Real, L: ListSpikes>(
     const CHUNK: usize = 64;
     let mut spikes = [false; CHUNK];
     let mut count = fired.len();
-    fired.reserve(v.len());
+    // Room for a whole vector of indices past the last spike: the compressing kernel stores 16.
+    fired.reserve(v.len() + 16);
     let chunks = v.chunks_mut(CHUNK).zip(x1.chunks(CHUNK)).zip(x2.chunks(CHUNK));
     for (c, ((v, x1), x2)) in chunks.enumerate() {
         for (((v, spike), &x1), &x2) in v.iter_mut().zip(spikes.iter_mut()).zip(x1).zip(x2) {
@@ -156,7 +157,8 @@ unsafe fn update<F: Real, L: ListSpikes>(
 }
 
 /// Writes the indices `first + i` of the set flags to the front of `out` (which has room for
-/// all of them) and returns how many there are: that many elements of `out` are initialised.
+/// all of them and 16 more) and returns how many there are: that many elements of `out` are
+/// initialised.
 trait ListSpikes {
     /// # Safety
     ///
@@ -179,8 +181,9 @@ impl ListSpikes for Scalar {
     }
 }
 
-/// Sixteen indices at a time with the AVX-512 compressing store; only reached from code compiled
-/// for AVX-512.
+/// Sixteen indices at a time, compressed in a register with AVX-512 and stored whole (the
+/// compressing store to memory is microcoded and slow on AMD Zen 4); only reached from code
+/// compiled for AVX-512.
 struct Compress;
 
 impl ListSpikes for Compress {
@@ -190,8 +193,9 @@ impl ListSpikes for Compress {
         {
             use std::arch::x86_64::_mm512_setr_epi32;
             use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_slli_epi16};
-            use std::arch::x86_64::{_mm512_add_epi32, _mm512_mask_compressstoreu_epi32, _mm512_set1_epi32};
-            assert!(out.len() >= spikes.len());
+            use std::arch::x86_64::{__m512i, _mm512_storeu_si512};
+            use std::arch::x86_64::{_mm512_add_epi32, _mm512_maskz_compress_epi32, _mm512_set1_epi32};
+            assert!(out.len() >= spikes.len() + 16);
             let mut count = 0;
             for (c, chunk) in spikes.chunks(16).enumerate() {
                 let mask = match <&[bool; 16]>::try_from(chunk) {
@@ -203,11 +207,14 @@ impl ListSpikes for Compress {
                     },
                     Err(_) => chunk.iter().enumerate().fold(0u16, |m, (i, &s)| m | (s as u16) << i),
                 };
-                // SAFETY: the caller guarantees AVX-512F (`list`'s contract), and the store writes `mask.count_ones()` indices at `count`, within `out` (asserted).
+                // SAFETY: the caller guarantees AVX-512F (`list`'s contract); the store writes 16
+                // indices at `count`, at most the number of flags before this chunk, so within
+                // `out` (asserted), and the first `mask.count_ones()` of them are the listed ones.
                 unsafe {
                     let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
                     let indices = _mm512_add_epi32(_mm512_set1_epi32((first as usize + c * 16) as i32), lanes);
-                    _mm512_mask_compressstoreu_epi32(out.as_mut_ptr().add(count).cast(), mask, indices);
+                    let listed = _mm512_maskz_compress_epi32(mask, indices);
+                    _mm512_storeu_si512(out.as_mut_ptr().add(count).cast::<__m512i>(), listed);
                 }
                 count += mask.count_ones() as usize;
             }

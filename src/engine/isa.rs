@@ -47,6 +47,34 @@ impl Isa {
     pub(crate) fn level(self) -> Level {
         self.0
     }
+
+    /// Calls `f` from code compiled for this instruction set, so that the loops it inlines
+    /// vectorise with its vectors. For element-wise arithmetic only: Rust never fuses a multiply
+    /// and an add, so the bits are those of the baseline build.
+    #[inline(always)]
+    pub(crate) fn vectorised<R>(self, f: impl FnOnce() -> R) -> R {
+        match self.0 {
+            // SAFETY: `Isa::detect` found the features on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => unsafe { with_avx512(f) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => unsafe { with_avx2(f) },
+            Level::Baseline => f(),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
 }
 
 /// The instruction set the engine's kernels use on this CPU, by name.

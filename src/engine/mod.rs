@@ -244,6 +244,9 @@ struct CompiledProjection<F> {
     shared: Option<usize>,
     /// For a batched kernel, the slot of [`BatchScratch::products`] holding its product.
     batch_slot: Option<usize>,
+    /// For a batched kernel, its product's index in [`BatchScratch::computed_at`] (one per
+    /// shared product; slots are reused, products are not).
+    batch_product: Option<usize>,
 }
 
 struct CompiledOperand<F> {
@@ -302,8 +305,10 @@ pub struct Simulator<F: Real> {
     output_size: usize,
     /// Targets of each shared product.
     shared_sizes: Vec<usize>,
-    /// Targets of each batched product.
+    /// Targets of each slot of batched products.
     batch_sizes: Vec<usize>,
+    /// Number of distinct batched products.
+    batch_products: usize,
     /// The instruction set of the firing loops.
     isa: isa::Isa,
 }
@@ -399,14 +404,14 @@ impl<F> Default for BatchScratch<F> {
 }
 
 impl<F: Real> BatchScratch<F> {
-    /// Prepares the buffers for `lanes` inputs and products of `sizes` targets.
-    fn start(&mut self, lanes: usize, sizes: &[usize]) {
+    /// Prepares the buffers for `lanes` inputs, slots of `sizes` targets and `products` products.
+    fn start(&mut self, lanes: usize, sizes: &[usize], products: usize) {
         self.products.resize_with(sizes.len(), Vec::new);
         for (product, &size) in self.products.iter_mut().zip(sizes) {
             product.resize(size * lanes, F::zero());
         }
         self.computed_at.clear();
-        self.computed_at.resize(sizes.len(), 0);
+        self.computed_at.resize(products, 0);
     }
 
     fn bytes(&self) -> usize {
@@ -531,6 +536,7 @@ impl<F: Real> Simulator<F> {
             output_size: network.output_size(),
             shared_sizes: Vec::new(),
             batch_sizes: Vec::new(),
+            batch_products: 0,
             isa,
         };
         simulator.share_products(network);
@@ -565,28 +571,58 @@ impl<F: Real> Simulator<F> {
         }
     }
 
-    /// Gives every batched projection a product slot, one per shared product.
+    /// Gives every batched projection a product (one per shared product) and a slot to hold
+    /// it. A product lives from the first population that reads it (when it is computed) to the
+    /// last; products that do not live at once share a slot, so the slots in use stay few and
+    /// their products are read while still in cache.
     fn assign_batch_slots(&mut self) {
-        let mut slot_of_shared: Vec<Option<usize>> = vec![None; self.shared_sizes.len()];
-        let mut sizes = Vec::new();
-        let compiled = self.populations.iter_mut().flat_map(|p| &mut p.operands).chain([&mut self.readout]);
-        for projection in compiled.flat_map(|o| &mut o.projections) {
-            if !matches!(projection.kernel, Kernel::Batched(_)) {
-                continue;
+        let mut product_of_shared: Vec<Option<usize>> = vec![None; self.shared_sizes.len()];
+        // Per product: (first reader, last reader, targets); readers are population indices,
+        // the readout after them.
+        let mut lives: Vec<(usize, usize, usize)> = Vec::new();
+        let readout = self.populations.len();
+        let readers =
+            self.populations.iter_mut().enumerate().flat_map(|(i, p)| p.operands.iter_mut().map(move |o| (i, o)));
+        for (reader, operand) in readers.chain([(readout, &mut self.readout)]) {
+            for projection in operand.projections.iter_mut().filter(|p| matches!(p.kernel, Kernel::Batched(_))) {
+                let product = match projection.shared.and_then(|s| product_of_shared[s]) {
+                    Some(product) => product,
+                    None => {
+                        lives.push((reader, reader, projection.targets));
+                        lives.len() - 1
+                    }
+                };
+                if let Some(shared) = projection.shared {
+                    product_of_shared[shared] = Some(product);
+                }
+                lives[product].1 = reader;
+                projection.batch_product = Some(product);
             }
-            let slot = match projection.shared.and_then(|s| slot_of_shared[s]) {
+        }
+        // Products are numbered in the order they are computed; a slot is free for the next one
+        // once every reader of the product it holds has been updated.
+        let mut sizes: Vec<usize> = Vec::new();
+        let mut busy_until: Vec<usize> = Vec::new();
+        let mut slot_of = Vec::with_capacity(lives.len());
+        for &(first, last, targets) in &lives {
+            let slot = match (0..sizes.len()).find(|&s| busy_until[s] < first) {
                 Some(slot) => slot,
                 None => {
-                    sizes.push(projection.targets);
+                    sizes.push(0);
+                    busy_until.push(0);
                     sizes.len() - 1
                 }
             };
-            if let Some(shared) = projection.shared {
-                slot_of_shared[shared] = Some(slot);
-            }
-            projection.batch_slot = Some(slot);
+            sizes[slot] = sizes[slot].max(targets);
+            busy_until[slot] = last;
+            slot_of.push(slot);
+        }
+        let compiled = self.populations.iter_mut().flat_map(|p| &mut p.operands).chain([&mut self.readout]);
+        for projection in compiled.flat_map(|o| &mut o.projections) {
+            projection.batch_slot = projection.batch_product.map(|product| slot_of[product]);
         }
         self.batch_sizes = sizes;
+        self.batch_products = lives.len();
     }
 
     /// The largest number of elements a source of a real-valued tiled projection has.
@@ -782,7 +818,7 @@ impl<F: Real> Simulator<F> {
         observers: &mut [O],
     ) {
         let mut batch = std::mem::take(&mut lanes[0].batch);
-        batch.start(lanes.len(), &self.batch_sizes);
+        batch.start(lanes.len(), &self.batch_sizes, self.batch_products);
         for (ws, input) in lanes.iter_mut().zip(inputs) {
             self.reset(ws, input);
         }
@@ -872,7 +908,11 @@ impl<F: Real> Simulator<F> {
         if population.relay {
             let operand = &population.operands[0];
             let input_product = &state.input_products[0];
-            gather(operand, &inputs, input_product, earlier, &mut state.v, counts, &mut ws.scratch);
+            let (v, scratch) = (&mut state.v, &mut ws.scratch);
+            self.isa.vectorised(
+                #[inline(always)]
+                || gather(operand, &inputs, input_product, earlier, v, counts, scratch),
+            );
             if observer.observes_populations() {
                 observer.population(t, index, &state.x, &[], &state.v);
             }
@@ -886,13 +926,24 @@ impl<F: Real> Simulator<F> {
                 counts.synaptic_events += projection.events(&earlier[p].fired, earlier[p].count);
                 let (batch, lane) = lane;
                 let product = &batch.products[slot][lane * projection.targets..][..projection.targets];
-                operand.constants.charge_sign_gd_product(product, kernel.target_scale(), eta, x);
+                let scale = kernel.target_scale();
+                self.isa.vectorised(
+                    #[inline(always)]
+                    || operand.constants.charge_sign_gd_product(product, scale, eta, x),
+                );
                 continue;
             }
             let acc = &mut ws.acc[..operand.len()];
             let input_product = &state.input_products[j];
-            gather(operand, &inputs, input_product, earlier, acc, counts, &mut ws.scratch);
-            charge(self.dynamics, operand, acc, eta, x);
+            let scratch = &mut ws.scratch;
+            self.isa.vectorised(
+                #[inline(always)]
+                || gather(operand, &inputs, input_product, earlier, acc, counts, scratch),
+            );
+            self.isa.vectorised(
+                #[inline(always)]
+                || charge(self.dynamics, operand, acc, eta, x),
+            );
         }
         // The spikes go straight into the population's list where a reader needs one.
         let fired = if population.listed_spikes { &mut state.fired } else { &mut ws.fired };
@@ -964,8 +1015,12 @@ fn batch_products<F: Real>(
     t: usize,
 ) {
     for projection in operands.iter().flat_map(|o| &o.projections) {
-        let (Kernel::Batched(kernel), Some(slot)) = (&projection.kernel, projection.batch_slot) else { continue };
-        if batch.computed_at[slot] == t {
+        let (Kernel::Batched(kernel), Some(slot), Some(product)) =
+            (&projection.kernel, projection.batch_slot, projection.batch_product)
+        else {
+            continue;
+        };
+        if batch.computed_at[product] == t {
             continue;
         }
         let Source::Population(q) = projection.source else { unreachable!("a batched kernel reads a population") };
@@ -976,9 +1031,11 @@ fn batch_products<F: Real>(
         let fired: smallvec::SmallVec<[&[u32]; MAX_LANES]> =
             lanes.iter().map(|ws| ws.populations[q].fired.as_slice()).collect();
         kernel.spread_spikes(&fired, &mut batch.spread[..len]);
-        batch.macs +=
-            kernel.products(lanes.len(), &batch.spread[..len], &mut batch.interleaved, &mut batch.products[slot]);
-        batch.computed_at[slot] = t;
+        batch.macs += {
+            let out = &mut batch.products[slot][..projection.targets * lanes.len()];
+            kernel.products(lanes.len(), &batch.spread[..len], &mut batch.interleaved, out)
+        };
+        batch.computed_at[product] = t;
     }
 }
 
@@ -1180,6 +1237,7 @@ fn compile_operand<F: Real>(
                     synapses,
                     shared: None,
                     batch_slot: None,
+                    batch_product: None,
                 }
             })
             .collect(),
@@ -1218,6 +1276,7 @@ fn broadcast_form(operand: &Operand) -> Option<(Vec<SynapseBlock>, Vec<f64>, Ind
 
 /// Accumulates `A u` for one operand into `acc`: events from spiking sources, products from
 /// real-valued ones, the closed form of an affine encoder.
+#[inline(always)]
 fn gather<F: Real>(
     operand: &CompiledOperand<F>,
     inputs: &Inputs<F>,
@@ -1268,7 +1327,8 @@ fn gather<F: Real>(
             let product = &batch.products[slot][lane * projection.targets..][..projection.targets];
             match kernel.target_scale() {
                 Scale::One => acc.iter_mut().zip(product).for_each(|(a, &p)| *a += p),
-                scale => acc.iter_mut().zip(product).enumerate().for_each(|(i, (a, &p))| *a += p * scale.get(i)),
+                &Scale::Uniform(s) => acc.iter_mut().zip(product).for_each(|(a, &p)| *a += p * s),
+                Scale::Each(factors) => acc.iter_mut().zip(product).zip(factors).for_each(|((a, &p), &s)| *a += p * s),
             }
             if let Some(shared) = projection.shared {
                 scratch.computed_at[shared] = inputs.t;
@@ -1307,6 +1367,7 @@ fn gather<F: Real>(
 }
 
 /// Charge: the operand estimate moves by the affine map of this step's input.
+#[inline(always)]
 fn charge<F: Real>(dynamics: Dynamics, operand: &CompiledOperand<F>, acc: &[F], eta: F, x: &mut [F]) {
     match dynamics {
         Dynamics::SignGd => operand.constants.charge_sign_gd(acc, eta, x),
