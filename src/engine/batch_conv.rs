@@ -92,11 +92,18 @@ pub struct BatchConv<F> {
     k_positions: Vec<usize>,
     /// Per source element: its position in the spread layout (`u32::MAX`: read by no target).
     source_positions: Vec<u32>,
+    /// Per position of the spread layout: the source element spread there (`u32::MAX`: padding).
+    position_sources: Vec<u32>,
     /// Factors per target, applied when the product is read.
     pub target_scale: Scale<F>,
     /// Factors per source: a spike of source `j` is spread as its factor.
     source_scale: Scale<F>,
     isa: Isa,
+}
+
+thread_local! {
+    /// Per source element, the inputs of the batch that fired it (bit `b` for input `b`).
+    static LANE_MASKS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Whether [`BatchConv`] computes `conv`.
@@ -180,11 +187,16 @@ impl<F: Real> BatchConv<F> {
                 }
             }
         }
+        let mut position_sources = vec![u32::MAX; geometry.positions()];
+        for (j, &position) in source_positions.iter().enumerate().filter(|(_, &p)| p != u32::MAX) {
+            position_sources[position as usize] = j as u32;
+        }
         BatchConv {
             geometry,
             weights,
             k_positions,
             source_positions,
+            position_sources,
             target_scale: conv.target_scale.clone(),
             source_scale: conv.source_scale.clone(),
             isa,
@@ -193,7 +205,8 @@ impl<F: Real> BatchConv<F> {
 
     /// Bytes of the prepared weights and tables.
     pub fn bytes(&self) -> usize {
-        self.weights.len() * std::mem::size_of::<F>() + (self.k_positions.len() * 2 + self.source_positions.len()) * 4
+        self.weights.len() * std::mem::size_of::<F>()
+            + (self.k_positions.len() * 2 + self.source_positions.len() + self.position_sources.len()) * 4
     }
 
     /// Elements of the spread layout for `lanes` inputs, with the slack one tile may read past
@@ -204,15 +217,55 @@ impl<F: Real> BatchConv<F> {
 
     /// Writes the spikes of `lanes` inputs into `spread` (see [`BatchConv::spread_len`]):
     /// `fired(b)` lists the sources input `b` fired.
+    ///
+    /// The inputs that fired each source are first collected as a bit mask per source (small,
+    /// in cache), then the layout is written once, position by position, in order.
     pub fn spread<'a>(&self, lanes: usize, fired: impl Fn(usize) -> &'a [u32], spread: &mut [F]) {
-        spread.fill(F::zero());
-        for b in 0..lanes {
-            for &j in fired(b) {
-                let position = self.source_positions[j as usize];
-                if position != u32::MAX {
-                    spread[position as usize * lanes + b] = self.source_scale.get(j as usize);
+        assert!(lanes <= 32, "a batch of {lanes} inputs, at most 32 are spread");
+        LANE_MASKS.with_borrow_mut(|masks| {
+            masks.clear();
+            masks.resize(self.source_positions.len(), 0);
+            for b in 0..lanes {
+                for &j in fired(b) {
+                    masks[j as usize] |= 1 << b;
                 }
             }
+            let (body, slack) = spread.split_at_mut(self.geometry.positions() * lanes);
+            slack.fill(F::zero());
+            self.isa.vectorised(
+                #[inline(always)]
+                || match lanes {
+                    32 => self.spread_masks::<32>(masks, body),
+                    16 => self.spread_masks::<16>(masks, body),
+                    _ => {
+                        for (out, &j) in body.chunks_exact_mut(lanes).zip(&self.position_sources) {
+                            self.spread_position(masks, j, out);
+                        }
+                    }
+                },
+            )
+        })
+    }
+
+    /// [`BatchConv::spread`]'s writing of the layout for `L` inputs.
+    #[inline(always)]
+    fn spread_masks<const L: usize>(&self, masks: &[u32], body: &mut [F]) {
+        for (out, &j) in body.chunks_exact_mut(L).zip(&self.position_sources) {
+            let out: &mut [F; L] = out.try_into().expect("chunks of L");
+            self.spread_position(masks, j, out);
+        }
+    }
+
+    /// Writes one position of the spread layout: the factor of source `j` in the lanes of the
+    /// inputs that fired it, 0 elsewhere and at padding (`j` is `u32::MAX`).
+    #[inline(always)]
+    fn spread_position(&self, masks: &[u32], j: u32, out: &mut [F]) {
+        let (mask, factor) = match j {
+            u32::MAX => (0, F::zero()),
+            j => (masks[j as usize], self.source_scale.get(j as usize)),
+        };
+        for (b, out) in out.iter_mut().enumerate() {
+            *out = if mask >> b & 1 == 1 { factor } else { F::zero() };
         }
     }
 
