@@ -169,9 +169,12 @@ const SHORTEST_STRETCH: usize = 16;
 
 /// `repetition` with stretches of at least [`SHORTEST_STRETCH`] estimates: a short period
 /// repeated into a longer one that still divides `len`, short runs (and short periods that
-/// cannot be lengthened) stored in full. A period of 1 is one value for every estimate.
+/// cannot be lengthened) stored in full. A period of 1 (one value for every estimate) becomes
+/// one run over all of them.
 fn vectorisable(repetition: Repetition, len: usize) -> Repetition {
     match repetition {
+        // One value for every estimate: one run over all of them, not `len` stretches of one.
+        Repetition::Periodic(1) if len > 0 => Repetition::Runs(len),
         Repetition::Periodic(p) if p > 1 && p < SHORTEST_STRETCH => (2..)
             .map(|k| k * p)
             .take_while(|&q| q < len)
@@ -239,5 +242,12 @@ mod tests {
             full.write_bias(&mut b);
             assert_eq!(a, b);
         }
+    }
+
+    #[test]
+    fn one_value_for_every_estimate_is_charged_as_one_run() {
+        let constants = OperandConstants::<f32>::new(&[0.25; 40], &[1.0; 40]);
+        assert_eq!(constants.repetition, Repetition::Runs(40));
+        assert_eq!(constants.bytes(), 2 * 4);
     }
 }
