@@ -228,19 +228,17 @@ impl AccumulatePeak {
         let ghz = clock_ghz.or_else(reported_clock_ghz)?;
         let lanes = signgd::engine::float32_lanes();
         let isa = signgd::engine::instruction_set();
-        if lanes == 16 && amd_cpu_family() == Some(ZEN_3_AND_4_FAMILY) {
-            return Some(AccumulatePeak {
-                per_second: (cores * FMA_PIPES * lanes / 2) as f64 * ghz * 1e9,
-                basis: format!(
-                    "{cores} cores × {FMA_PIPES} FMA pipes of 256 bits × {} lanes ({isa} in two halves, AMD Zen 4) \
-                     × {ghz:.2} GHz",
-                    lanes / 2
-                ),
-            });
-        }
+        // Per pipe and cycle: the lanes of one vector, or half of them where it runs in two halves.
+        let (lanes_per_cycle, pipes, how) = if lanes == 16 && amd_cpu_family() == Some(ZEN_3_AND_4_FAMILY) {
+            (lanes / 2, " of 256 bits", " in two halves, AMD Zen 4")
+        } else {
+            (lanes, "", "")
+        };
         Some(AccumulatePeak {
-            per_second: (cores * FMA_PIPES * lanes) as f64 * ghz * 1e9,
-            basis: format!("{cores} cores × {FMA_PIPES} FMA pipes × {lanes} lanes ({isa}) × {ghz:.2} GHz"),
+            per_second: (cores * FMA_PIPES * lanes_per_cycle) as f64 * ghz * 1e9,
+            basis: format!(
+                "{cores} cores × {FMA_PIPES} FMA pipes{pipes} × {lanes_per_cycle} lanes ({isa}{how}) × {ghz:.2} GHz"
+            ),
         })
     }
 }

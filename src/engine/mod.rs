@@ -938,11 +938,10 @@ impl<F: Real> Simulator<F> {
             let scratch = &mut ws.scratch;
             self.isa.vectorised(
                 #[inline(always)]
-                || gather(operand, &inputs, input_product, earlier, acc, counts, scratch),
-            );
-            self.isa.vectorised(
-                #[inline(always)]
-                || charge(self.dynamics, operand, acc, eta, x),
+                || {
+                    gather(operand, &inputs, input_product, earlier, acc, counts, scratch);
+                    charge(self.dynamics, operand, acc, eta, x);
+                },
             );
         }
         // The spikes go straight into the population's list where a reader needs one.
