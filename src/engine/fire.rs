@@ -28,43 +28,52 @@ pub(super) struct Firing<F> {
     pub first: u32,
 }
 
-/// Fires and updates every neuron of a slice; `fired` receives, appended in ascending order,
-/// the indices (from `how.first`) of those that emitted 1.
-pub(super) fn fire_and_update<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], fired: &mut Vec<u32>) {
+/// Where a slice's spikes go: `fired` receives, appended in ascending order, the indices (from
+/// `Firing::first`) of the neurons that emitted 1; `bits`, unless empty, is the population's spike
+/// bit vector, whose words covering the slice are overwritten (`first` must then be a multiple
+/// of 64).
+pub(super) struct Spikes<'a> {
+    pub fired: &'a mut Vec<u32>,
+    pub bits: &'a mut [u64],
+}
+
+/// Fires and updates every neuron of a slice, writing its spikes to `out`.
+pub(super) fn fire_and_update<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], out: Spikes) {
+    assert!(out.bits.is_empty() || how.first % 64 == 0, "a slice with spike bits starts on a word");
     match how.isa.level() {
         // SAFETY: `Scalar` needs no instruction beyond the build's target.
-        Level::Baseline => unsafe { fire::<F, Scalar>(how, x1, x2, v, fired) },
+        Level::Baseline => unsafe { fire::<F, Scalar>(how, x1, x2, v, out) },
         // SAFETY: `Isa::detect` found the feature on this CPU.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => unsafe { fire_avx512(how, x1, x2, v, fired) },
+        Level::Avx512 => unsafe { fire_avx512(how, x1, x2, v, out) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => unsafe { fire_avx2(how, x1, x2, v, fired) },
+        Level::Avx2 => unsafe { fire_avx2(how, x1, x2, v, out) },
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn fire_avx512<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], fired: &mut Vec<u32>) {
-    fire::<F, Compress>(how, x1, x2, v, fired)
+unsafe fn fire_avx512<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], out: Spikes) {
+    fire::<F, Compress>(how, x1, x2, v, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn fire_avx2<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], fired: &mut Vec<u32>) {
-    fire::<F, Scalar>(how, x1, x2, v, fired)
+unsafe fn fire_avx2<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], out: Spikes) {
+    fire::<F, Scalar>(how, x1, x2, v, out)
 }
 
 /// # Safety
 ///
 /// The CPU must have the instructions `L` uses (see [`ListSpikes::list`]).
 #[inline(always)]
-unsafe fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], fired: &mut Vec<u32>) {
+unsafe fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], out: Spikes) {
     let Firing { dynamics, kind, eta, first, .. } = how;
     let x2 = &x2[..v.len()];
     let x1 = &x1[..v.len()];
     if dynamics == Dynamics::Subgradient {
-        return update::<F, L>(v, x1, x2, first, fired, |v, x1, _| {
+        return update::<F, L>(v, x1, x2, first, out, |v, x1, _| {
             let spike = x1 - v > F::zero();
             let target = if spike { F::one() } else { F::zero() };
             (spike, v - eta * (v - target))
@@ -73,7 +82,7 @@ unsafe fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &m
     let step = |spike: bool, v: F| if spike { v - eta } else { v + eta };
     macro_rules! sign_gd {
         ($kind:expr) => {
-            update::<F, L>(v, x1, x2, first, fired, |v, x1, x2| {
+            update::<F, L>(v, x1, x2, first, out, |v, x1, x2| {
                 let spike = $kind.fires(v, x1, x2);
                 (spike, step(spike, v))
             })
@@ -84,6 +93,7 @@ unsafe fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &m
         NeuronKind::LeakyRelu { slope } => sign_gd!(NeuronKind::LeakyRelu { slope }),
         NeuronKind::Gelu { target: GeluTarget::Sigmoid } => {
             let mut values = [F::zero(); GELU_CHUNK];
+            let Spikes { fired, bits } = out;
             for (c, v) in v.chunks_mut(GELU_CHUNK).enumerate() {
                 let x = &x1[c * GELU_CHUNK..c * GELU_CHUNK + v.len()];
                 let values = &mut values[..v.len()];
@@ -94,7 +104,8 @@ unsafe fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &m
                 for (e, &x) in values.iter_mut().zip(x) {
                     *e = x * (F::one() / (F::one() + *e));
                 }
-                update::<F, L>(v, values, values, first + (c * GELU_CHUNK) as u32, fired, |v, gelu, _| {
+                let out = Spikes { fired: &mut *fired, bits: &mut *bits };
+                update::<F, L>(v, values, values, first + (c * GELU_CHUNK) as u32, out, |v, gelu, _| {
                     let spike = v > gelu;
                     (spike, step(spike, v))
                 });
@@ -120,8 +131,8 @@ unsafe fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &m
 }
 
 /// Runs `rule(v_i, x1_i, x2_i) → (spike, new v_i)` over the neurons `first..first + v.len()`
-/// and appends the spiking ones to `fired`: a vectorisable pass per chunk of neurons, then a
-/// branch-free pass listing its spikes.
+/// and writes the spikes to `out`: a vectorisable pass per chunk of 64 neurons, then a
+/// branch-free pass listing its spikes and making its word of bits.
 ///
 /// # Safety
 ///
@@ -132,10 +143,12 @@ unsafe fn update<F: Real, L: ListSpikes>(
     x1: &[F],
     x2: &[F],
     first: u32,
-    fired: &mut Vec<u32>,
+    out: Spikes,
     rule: impl Fn(F, F, F) -> (bool, F),
 ) {
     const CHUNK: usize = 64;
+    let Spikes { fired, bits } = out;
+    let first_word = first as usize / 64;
     let mut spikes = [false; CHUNK];
     let mut count = fired.len();
     // Room for a whole vector of indices past the last spike: the compressing kernel stores 16.
@@ -148,7 +161,11 @@ unsafe fn update<F: Real, L: ListSpikes>(
             *spike = s;
         }
         // SAFETY: the caller guarantees the instructions of `L`.
-        let listed = unsafe { L::list(&spikes[..v.len()], first + (c * CHUNK) as u32, fired.spare_capacity_mut()) };
+        let (listed, word) =
+            unsafe { L::list(&spikes[..v.len()], first + (c * CHUNK) as u32, fired.spare_capacity_mut()) };
+        if !bits.is_empty() {
+            bits[first_word + c] = word;
+        }
         count += listed;
         // SAFETY: `list` initialised the first `listed` elements past the old length, and the
         // capacity reserved above holds them.
@@ -156,14 +173,14 @@ unsafe fn update<F: Real, L: ListSpikes>(
     }
 }
 
-/// Writes the indices `first + i` of the set flags to the front of `out` (which has room for
-/// all of them and 16 more) and returns how many there are: that many elements of `out` are
-/// initialised.
+/// Writes the indices `first + i` of the set flags (at most 64) to the front of `out` (which has
+/// room for all of them and 16 more) and returns how many there are (that many elements of `out`
+/// are initialised) and the flags as the bits of a word.
 trait ListSpikes {
     /// # Safety
     ///
     /// The CPU must have the instructions the implementation uses (AVX-512F for [`Compress`]).
-    unsafe fn list(spikes: &[bool], first: u32, out: &mut [MaybeUninit<u32>]) -> usize;
+    unsafe fn list(spikes: &[bool], first: u32, out: &mut [MaybeUninit<u32>]) -> (usize, u64);
 }
 
 /// One index at a time, without a branch.
@@ -171,13 +188,14 @@ struct Scalar;
 
 impl ListSpikes for Scalar {
     #[inline(always)]
-    unsafe fn list(spikes: &[bool], first: u32, out: &mut [MaybeUninit<u32>]) -> usize {
-        let mut count = 0;
+    unsafe fn list(spikes: &[bool], first: u32, out: &mut [MaybeUninit<u32>]) -> (usize, u64) {
+        let (mut count, mut word) = (0, 0);
         for (i, &spike) in spikes.iter().enumerate() {
             out[count] = MaybeUninit::new(first + i as u32);
             count += spike as usize;
+            word |= (spike as u64) << i;
         }
-        count
+        (count, word)
     }
 }
 
@@ -188,15 +206,15 @@ struct Compress;
 
 impl ListSpikes for Compress {
     #[inline(always)]
-    unsafe fn list(spikes: &[bool], first: u32, out: &mut [MaybeUninit<u32>]) -> usize {
+    unsafe fn list(spikes: &[bool], first: u32, out: &mut [MaybeUninit<u32>]) -> (usize, u64) {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::_mm512_setr_epi32;
             use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_slli_epi16};
             use std::arch::x86_64::{__m512i, _mm512_storeu_si512};
             use std::arch::x86_64::{_mm512_add_epi32, _mm512_maskz_compress_epi32, _mm512_set1_epi32};
-            assert!(out.len() >= spikes.len() + 16);
-            let mut count = 0;
+            assert!(out.len() >= spikes.len() + 16 && spikes.len() <= 64);
+            let (mut count, mut word) = (0, 0);
             for (c, chunk) in spikes.chunks(16).enumerate() {
                 let mask = match <&[bool; 16]>::try_from(chunk) {
                     // SAFETY: 16 bytes are read from a 16-element bool slice (bools are 0 or 1;
@@ -217,8 +235,9 @@ impl ListSpikes for Compress {
                     _mm512_storeu_si512(out.as_mut_ptr().add(count).cast::<__m512i>(), listed);
                 }
                 count += mask.count_ones() as usize;
+                word |= (mask as u64) << (16 * c);
             }
-            count
+            (count, word)
         }
         // SAFETY: `Scalar` needs no instruction beyond the build's target.
         #[cfg(not(target_arch = "x86_64"))]
@@ -245,25 +264,25 @@ mod tests {
         ];
         for kind in kinds {
             for dynamics in [Dynamics::SignGd, Dynamics::Subgradient] {
-                let n = 203;
+                let n: usize = 203;
                 let x1: Vec<f32> = (0..n).map(|i| (i as f32 * 0.71).sin() * 2.0).collect();
                 let x2: Vec<f32> = (0..n).map(|i| (i as f32 * 0.43).cos() + 1.2).collect();
                 let start: Vec<f32> = (0..n).map(|i| (i as f32 * 0.29).sin()).collect();
                 let (mut v_dispatched, mut v_portable) = (start.clone(), start);
                 let (mut fired_dispatched, mut fired_portable) = (Vec::new(), Vec::new());
+                let (mut bits_dispatched, mut bits_portable) =
+                    (vec![!0u64; n.div_ceil(64)], vec![0u64; n.div_ceil(64)]);
                 let how = Firing { isa: Isa::detect(), dynamics, kind, eta: 0.1, first: 0 };
-                fire_and_update(how, &x1, &x2, &mut v_dispatched, &mut fired_dispatched);
+                let out = Spikes { fired: &mut fired_dispatched, bits: &mut bits_dispatched };
+                fire_and_update(how, &x1, &x2, &mut v_dispatched, out);
+                let out = Spikes { fired: &mut fired_portable, bits: &mut bits_portable };
                 // SAFETY: `Scalar` needs no instruction beyond the build's target.
-                unsafe {
-                    fire::<f32, Scalar>(
-                        Firing { isa: Isa::baseline(), ..how },
-                        &x1,
-                        &x2,
-                        &mut v_portable,
-                        &mut fired_portable,
-                    )
-                };
+                unsafe { fire::<f32, Scalar>(Firing { isa: Isa::baseline(), ..how }, &x1, &x2, &mut v_portable, out) };
                 assert_eq!(fired_dispatched, fired_portable, "{kind:?}");
+                assert_eq!(bits_dispatched, bits_portable, "{kind:?}");
+                let listed: Vec<u32> =
+                    (0..n as u32).filter(|&i| bits_portable[i as usize / 64] >> (i % 64) & 1 == 1).collect();
+                assert_eq!(listed, fired_portable, "{kind:?}: the bits are the listed spikes");
                 assert!(!fired_portable.is_empty() && fired_portable.len() < n, "{kind:?}");
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&v_dispatched), bits(&v_portable), "{kind:?}");

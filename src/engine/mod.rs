@@ -24,15 +24,15 @@ pub use batch_depthwise::BatchDepthwise;
 use constants::OperandConstants;
 use conv_kernel::{ConvGather, ConvScratch};
 pub use counters::{ActivityCounts, Counters, KernelWork};
-use fire::{fire_and_update, Firing};
+use fire::{fire_and_update, Firing, Spikes};
 pub use isa::{float32_lanes, instruction_set};
 use structured::{add_selected, gather_logical, scatter_logical, DenseKernel, StructuredScratch};
 pub use tiles::{ColumnTiles, TileScratch};
 
 use crate::real::Real;
 use crate::snn::{
-    ConvBlock, EncoderKind, Index, Network, NetworkError, NeuronKind, Operand, Scale, Schedule, SelectBlock, Source,
-    SynapseBlock, UnitOutputs,
+    ConvBlock, EncoderKind, Index, Network, NetworkError, NeuronKind, Operand, Run, Scale, Schedule, SelectBlock,
+    Source, SynapseBlock, UnitOutputs,
 };
 
 /// The neuronal dynamics a network is simulated with.
@@ -947,10 +947,11 @@ impl<F: Real> Simulator<F> {
         // The spikes go straight into the population's list where a reader needs one.
         let fired = if population.listed_spikes { &mut state.fired } else { &mut ws.fired };
         fired.clear();
+        let bits = &mut state.bits;
         let how = Firing { isa: self.isa, dynamics: self.dynamics, kind: population.kind, eta, first: 0 };
         let last = population.operands.len() - 1;
         if population.operands.iter().all(|o| o.broadcast.is_none()) {
-            fire_and_update(how, &state.x[0], &state.x[last], &mut state.v, fired);
+            fire_and_update(how, &state.x[0], &state.x[last], &mut state.v, Spikes { fired, bits });
         } else {
             // Operands kept per element are written out per neuron a slice at a time.
             for start in (0..population.size).step_by(FIRE_SLICE) {
@@ -958,22 +959,17 @@ impl<F: Real> Simulator<F> {
                 for (j, operand) in population.operands.iter().enumerate() {
                     let slice = &mut ws.expanded[j][..end - start];
                     match &operand.broadcast {
-                        Some(index) => index.for_each_in(start, end, |t, q| {
-                            slice[t - start] = state.x[j][q.expect("a broadcast has no holes")]
-                        }),
+                        Some(index) => expand(index, &state.x[j], start, slice),
                         None => slice.copy_from_slice(&state.x[j][start..end]),
                     }
                 }
                 let how = Firing { first: start as u32, ..how };
                 let (x1, x2) = (&ws.expanded[0][..end - start], &ws.expanded[last][..end - start]);
-                fire_and_update(how, x1, x2, &mut state.v[start..end], fired);
+                let out = Spikes { fired: &mut *fired, bits: &mut *bits };
+                fire_and_update(how, x1, x2, &mut state.v[start..end], out);
             }
         }
         state.count = fired.len();
-        if population.dense_spikes {
-            state.bits.fill(0);
-            fired.iter().for_each(|&j| state.bits[j as usize / 64] |= 1 << (j % 64));
-        }
         counts.spikes += state.count as u64;
         counts.neuron_updates += population.size as u64;
         if observer.observes_populations() {
@@ -1001,6 +997,19 @@ impl<F: Real> Simulator<F> {
         charge(self.dynamics, &self.readout, &ws.readout_acc, eta, &mut ws.y);
         observer.readout(t, &ws.y);
     }
+}
+
+/// Writes the estimates of a broadcast operand for the neurons `start..start + out.len()`,
+/// read from its per-element estimates `x` through `index`, a run at a time.
+fn expand<F: Real>(index: &Index, x: &[F], start: usize, out: &mut [F]) {
+    index.for_each_run_in(start, start + out.len(), |first, len, run| {
+        let out = &mut out[first - start..][..len];
+        match run.expect("a broadcast has no holes") {
+            Run { base, stride: 1 } => out.copy_from_slice(&x[base..base + len]),
+            Run { base, stride: 0 } => out.fill(x[base]),
+            Run { base, stride } => out.iter_mut().enumerate().for_each(|(k, o)| *o = x[base + k * stride]),
+        }
+    });
 }
 
 /// The batch's products and the lane of the input being updated.

@@ -15,7 +15,7 @@ pub use codec::EncoderKind;
 pub use constants::{Constants, Repetition};
 pub use neuron::{Elementwise, GeluTarget, NeuronKind};
 pub use schedule::Schedule;
-pub use synapse::{ConvBlock, DenseBlock, Index, Matrix, Scale, SelectBlock, SynapseBlock, Weights};
+pub use synapse::{ConvBlock, DenseBlock, Index, Matrix, Run, Scale, SelectBlock, SynapseBlock, Weights};
 
 /// A structural problem with a spiking network, a schedule or a simulation setting.
 #[derive(Debug, Error, Clone, PartialEq)]

@@ -8,6 +8,15 @@ use serde::{Deserialize, Serialize};
 /// The table entry of a logical element that reads or writes nothing (padding, a dropped output).
 pub const NONE: u32 = u32::MAX;
 
+/// Consecutive logical elements mapped to `base`, `base + stride`, `base + 2 stride`, …
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// The physical element of the run's first logical element.
+    pub base: usize,
+    /// The physical distance between consecutive logical elements (0 repeats one element).
+    pub stride: usize,
+}
+
 /// A map from logical elements `0..n` (row-major over a logical shape) to physical elements.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -105,18 +114,33 @@ impl Index {
     /// Calls `visit(logical, physical)` for the logical elements `start..end`, in order.
     #[inline]
     pub fn for_each_in(&self, start: usize, end: usize, mut visit: impl FnMut(usize, Option<usize>)) {
+        self.for_each_run_in(start, end, |first, len, run| match run {
+            Some(Run { base, stride }) => (0..len).for_each(|k| visit(first + k, Some(base + k * stride))),
+            None => (first..first + len).for_each(|i| visit(i, None)),
+        })
+    }
+
+    /// Calls `visit(first, len, run)` over the logical elements `start..end` in order, in runs:
+    /// the elements `first..first + len` map to the physical elements of `run`, or are holes
+    /// (`None`). A strided map gives runs as long as its innermost axis, a table runs of one.
+    #[inline]
+    pub fn for_each_run_in(&self, start: usize, end: usize, mut visit: impl FnMut(usize, usize, Option<Run>)) {
         match self {
-            Index::Identity => (start..end).for_each(|i| visit(i, Some(i))),
+            Index::Identity => {
+                if start < end {
+                    visit(start, end - start, Some(Run { base: start, stride: 1 }))
+                }
+            }
             Index::Table { entries } => {
                 for (i, &p) in entries[start..end].iter().enumerate() {
-                    visit(start + i, (p != NONE).then_some(p as usize));
+                    visit(start + i, 1, (p != NONE).then_some(Run { base: p as usize, stride: 1 }));
                 }
             }
             Index::Strided { shape, strides, offset } => {
                 let rank = shape.len();
                 if rank == 0 {
                     if start == 0 && end > 0 {
-                        visit(0, Some(*offset));
+                        visit(0, 1, Some(Run { base: *offset, stride: 1 }));
                     }
                     return;
                 }
@@ -133,9 +157,8 @@ impl Index {
                 let mut i = start - start % inner;
                 let mut skip = start % inner;
                 while i < end {
-                    for k in skip..inner.min(end - i) {
-                        visit(i + k, Some(base + k * inner_stride));
-                    }
+                    let len = inner.min(end - i) - skip;
+                    visit(i + skip, len, Some(Run { base: base + skip * inner_stride, stride: inner_stride }));
                     skip = 0;
                     i += inner;
                     // Advance the outer axes like an odometer.

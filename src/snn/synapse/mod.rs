@@ -15,7 +15,7 @@ use sprs::CsMat;
 
 pub use conv::ConvBlock;
 pub use dense::{DenseBlock, Matrix};
-pub use index::{Index, NONE};
+pub use index::{Index, Run, NONE};
 pub use scale::Scale;
 pub use select::SelectBlock;
 pub use weights::Weights;
