@@ -39,7 +39,7 @@ pub(super) struct Spikes<'a> {
 
 /// Fires and updates every neuron of a slice, writing its spikes to `out`.
 pub(super) fn fire_and_update<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], out: Spikes) {
-    assert!(out.bits.is_empty() || how.first % 64 == 0, "a slice with spike bits starts on a word");
+    assert!(out.bits.is_empty() || how.first.is_multiple_of(64), "a slice with spike bits starts on a word");
     match how.isa.level() {
         // SAFETY: `Scalar` needs no instruction beyond the build's target.
         Level::Baseline => unsafe { fire::<F, Scalar>(how, x1, x2, v, out) },
