@@ -171,3 +171,15 @@ fn errors_name_the_file() {
         "{error}"
     );
 }
+
+#[test]
+fn bench_counts_the_real_valued_products_as_kernel_work() {
+    // ResMLP's relays carry real values: their products are multiply-accumulates the kernels do.
+    let common = ["--model", "fixtures/models/resmlp.onnx", "--limit", "2", "--threads", "2"];
+    let report = json(&[&["bench", "--timesteps", "4", "--json"][..], &common[..]].concat());
+    let rate = |key: &str| report[key].as_f64().unwrap_or_else(|| panic!("{key} in {report}"));
+    assert!(rate("real_macs_per_s") > 0.0, "{report}");
+    let parts = rate("product_macs_per_s") + rate("delivered_events_per_s") + rate("real_macs_per_s");
+    let total = rate("kernel_accumulates_per_s");
+    assert!((parts - total).abs() <= 1e-9 * total, "{parts} vs {total}");
+}

@@ -115,7 +115,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let events: u64 = totals.iter().map(|c| c.synaptic_events).sum();
     let macs: u64 = totals.iter().map(|c| c.dense_macs).sum();
     let work = result.work;
-    let accumulates = (work.product_macs + work.delivered_events) as f64 / snn_seconds;
+    let accumulates = (work.product_macs + work.delivered_events + work.real_macs) as f64 / snn_seconds;
     let images = inputs.len() as f64;
     let (network_bytes, worker_bytes) = (simulator.network_bytes(), simulator.workspace().bytes());
     let lanes = simulator.batch_lanes(inputs.len(), threads);
@@ -136,6 +136,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         "dense_macs_per_s": macs as f64 / snn_seconds,
         "product_macs_per_s": work.product_macs as f64 / snn_seconds,
         "delivered_events_per_s": work.delivered_events as f64 / snn_seconds,
+        "real_macs_per_s": work.real_macs as f64 / snn_seconds,
         "kernel_accumulates_per_s": accumulates,
         "instruction_set": signgd::engine::instruction_set(),
         "accumulate_peak_per_s": peak.as_ref().map(|p| p.per_second),
@@ -166,10 +167,12 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         println!("synaptic events  {:.3e} /s (binary spikes × fan-out)", events as f64 / snn_seconds);
         println!("dense MACs       {:.3e} /s (real-valued encoder and relays)", macs as f64 / snn_seconds);
         println!(
-            "kernel work      {:.3e} accumulates/s ({:.3e} in batched 0/1 products, {:.3e} delivered events)",
+            "kernel work      {:.3e} accumulates/s ({:.3e} in batched 0/1 products, {:.3e} delivered events, \
+             {:.3e} real-valued multiply-accumulates)",
             accumulates,
             work.product_macs as f64 / snn_seconds,
             work.delivered_events as f64 / snn_seconds,
+            work.real_macs as f64 / snn_seconds,
         );
         match &peak {
             Some(peak) => println!(

@@ -94,6 +94,9 @@ pub struct KernelWork {
     pub product_macs: u64,
     /// Synaptic events delivered by the event-driven kernels.
     pub delivered_events: u64,
+    /// Multiply-accumulates of the real-valued products computed (relays' values and an encoder
+    /// that is not in closed form): a multiply and an add each, which run on separate pipes.
+    pub real_macs: u64,
 }
 
 impl KernelWork {
@@ -101,5 +104,6 @@ impl KernelWork {
     pub fn accumulate(&mut self, other: &KernelWork) {
         self.product_macs += other.product_macs;
         self.delivered_events += other.delivered_events;
+        self.real_macs += other.real_macs;
     }
 }

@@ -14,6 +14,7 @@ mod structured;
 #[cfg(test)]
 mod test_convs;
 mod tiles;
+mod token_group;
 
 use serde::{Deserialize, Serialize};
 
@@ -371,9 +372,13 @@ impl<F: Real> Workspace<F> {
 
 impl<F: Real> Workspace<F> {
     /// The accumulates this workspace's kernels performed (the batched products of the batches
-    /// it ran first in, the events it delivered).
+    /// it ran first in, the events it delivered, the real-valued products it computed).
     pub fn kernel_work(&self) -> KernelWork {
-        KernelWork { product_macs: self.batch.macs, delivered_events: self.scratch.delivered_events }
+        KernelWork {
+            product_macs: self.batch.macs,
+            delivered_events: self.scratch.delivered_events,
+            real_macs: self.scratch.real_macs,
+        }
     }
 }
 
@@ -440,6 +445,9 @@ struct Scratch<F> {
     computed_at: Vec<usize>,
     /// Synaptic events the event-driven kernels delivered.
     delivered_events: u64,
+    /// Multiply-accumulates of the real-valued products computed (not those of the encoder's
+    /// closed form, nor a shared product's second reader).
+    real_macs: u64,
 }
 
 struct PopulationState<F> {
@@ -734,6 +742,7 @@ impl<F: Real> Simulator<F> {
                 shared: self.shared_sizes.iter().map(|&n| vec![F::zero(); n]).collect(),
                 computed_at: vec![0; self.shared_sizes.len()],
                 delivered_events: 0,
+                real_macs: 0,
             },
             encoder_gain: F::zero(),
             closed_form: None,
@@ -1320,6 +1329,8 @@ fn gather<F: Real>(
             }
             if already_shared {
                 counts.shared_macs += projection.synapses;
+            } else {
+                scratch.real_macs += projection.synapses;
             }
         } else {
             let events = projection.events(fired, count);

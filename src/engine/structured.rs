@@ -6,6 +6,7 @@
 //! set and thread count.
 
 use super::isa::{Isa, Level};
+use super::token_group::{self, SourceMajor, GROUP};
 use crate::real::Real;
 use crate::snn::{DenseBlock, Index, Scale, SelectBlock, Weights};
 
@@ -244,18 +245,27 @@ impl<F: Real> DenseKernel<F> {
                 }
             }
             Layout::SourceMajor { row_len, chunk } => {
-                for (xo, yo) in x.chunks_exact(k_len).zip(y.chunks_exact_mut(n_len)) {
-                    active.clear();
-                    active.extend(xo.iter().enumerate().filter(|(_, &v)| v != F::zero()).map(|(k, &v)| (k as u32, v)));
-                    match chunk {
-                        1 => token::<F, 1>(rows, row_len, active, ones, yo),
-                        2 => token::<F, 2>(rows, row_len, active, ones, yo),
-                        4 => token::<F, 4>(rows, row_len, active, ones, yo),
-                        8 => token::<F, 8>(rows, row_len, active, ones, yo),
-                        16 => token::<F, 16>(rows, row_len, active, ones, yo),
-                        32 => token::<F, 32>(rows, row_len, active, ones, yo),
-                        64 => token::<F, 64>(rows, row_len, active, ones, yo),
-                        n => unreachable!("chunk of {n} outputs"),
+                let matrix = SourceMajor { rows, row_len, inputs: k_len, outputs: n_len };
+                for (xg, yg) in x.chunks(k_len * GROUP).zip(y.chunks_mut(n_len * GROUP)) {
+                    let whole = !ones && xg.len() == k_len * GROUP && xg.iter().all(|&v| v != F::zero());
+                    if whole && token_group::group(self.isa, matrix, xg, yg) {
+                        continue;
+                    }
+                    for (xo, yo) in xg.chunks_exact(k_len).zip(yg.chunks_exact_mut(n_len)) {
+                        active.clear();
+                        active.extend(
+                            xo.iter().enumerate().filter(|(_, &v)| v != F::zero()).map(|(k, &v)| (k as u32, v)),
+                        );
+                        match chunk {
+                            1 => token::<F, 1>(rows, row_len, active, ones, yo),
+                            2 => token::<F, 2>(rows, row_len, active, ones, yo),
+                            4 => token::<F, 4>(rows, row_len, active, ones, yo),
+                            8 => token::<F, 8>(rows, row_len, active, ones, yo),
+                            16 => token::<F, 16>(rows, row_len, active, ones, yo),
+                            32 => token::<F, 32>(rows, row_len, active, ones, yo),
+                            64 => token::<F, 64>(rows, row_len, active, ones, yo),
+                            n => unreachable!("chunk of {n} outputs"),
+                        }
                     }
                 }
             }
@@ -386,5 +396,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Tokens whose inputs are all non-zero go through the grouped kernel where the CPU has one;
+    /// every token must get the bits the one-token kernel (the portable build) gives it.
+    fn grouped_tokens_have_the_bits_of_single_tokens<F: Real>() {
+        // 13 tokens: two whole groups (the second with one zero input) and a tail of one; output
+        // counts on and off the vector width.
+        for (inputs, outputs) in [(7, 70), (40, 196), (33, 16), (384, 45)] {
+            let dense = block(13, inputs, outputs, 1, false, 1);
+            let values: Vec<F> = (0..dense.sources)
+                .map(|j| if j == 9 * inputs + 3 { F::zero() } else { F::of((j as f64 * 1.1).cos() * 3.0 + 0.01) })
+                .collect();
+            let mut scratch = StructuredScratch::default();
+            let mut bits = Vec::new();
+            for isa in [Isa::baseline(), Isa::detect()] {
+                let kernel = DenseKernel::<F>::new(&dense, isa);
+                let mut got = vec![F::zero(); dense.targets];
+                kernel.add(&values, false, &mut scratch, &mut got);
+                bits.push(got.iter().map(|v| v.to_f64_lossless().to_bits()).collect::<Vec<_>>());
+            }
+            assert_eq!(bits[0], bits[1], "{inputs}→{outputs}");
+        }
+    }
+
+    #[test]
+    fn grouped_tokens_have_the_bits_of_single_tokens_in_both_precisions() {
+        grouped_tokens_have_the_bits_of_single_tokens::<f32>();
+        grouped_tokens_have_the_bits_of_single_tokens::<f64>();
     }
 }
