@@ -314,15 +314,24 @@ fn gather<F: Real, const N: usize, const MODE: u8>(
             let p_out = oy * s.out_w + ox;
             if MODE == DENSE {
                 for c0 in (0..s.groups * s.out_per_group).step_by(N) {
-                    let mut banks = [[F::zero(); N]; 2];
-                    for (t, &(tap, p_in)) in taps.iter().enumerate() {
+                    // Tap `t` of the list into the even or the odd bank, as `t mod 2` says.
+                    let (mut even, mut odd) = ([F::zero(); N], [F::zero(); N]);
+                    let add_tap = |sums: &mut [F; N], &(tap, p_in): &(u32, u32)| {
                         let x: &[F; N] = values[p_in as usize * kernel.row_len + c0..][..N].try_into().unwrap();
                         let w: &[F; N] = kernel.weights[tap as usize * kernel.row_len + c0..][..N].try_into().unwrap();
-                        for ((s, &x), &w) in banks[t % 2].iter_mut().zip(x).zip(w) {
+                        for ((s, &x), &w) in sums.iter_mut().zip(x).zip(w) {
                             *s += x * w;
                         }
+                    };
+                    let mut pairs = taps.chunks_exact(2);
+                    for pair in &mut pairs {
+                        add_tap(&mut even, &pair[0]);
+                        add_tap(&mut odd, &pair[1]);
                     }
-                    let sums: [F; N] = std::array::from_fn(|k| banks[0][k] + banks[1][k]);
+                    if let [last] = pairs.remainder() {
+                        add_tap(&mut even, last);
+                    }
+                    let sums: [F; N] = std::array::from_fn(|k| even[k] + odd[k]);
                     add_sums(conv, &sums, c0, p_out, acc);
                 }
                 continue;
