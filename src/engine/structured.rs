@@ -8,7 +8,7 @@
 use super::isa::{Isa, Level};
 use super::token_group::{self, SourceMajor, GROUP};
 use crate::real::Real;
-use crate::snn::{DenseBlock, Index, Scale, SelectBlock, Weights};
+use crate::snn::{DenseBlock, Index, Run, Scale, SelectBlock, Weights};
 
 /// Output features summed together in registers, in bytes.
 const CHUNK_BYTES: usize = 256;
@@ -38,7 +38,26 @@ pub(super) fn gather_logical<F: Real>(source: &Index, scale: &Scale<F>, values: 
     match (source, scale) {
         (Index::Identity, Scale::One) => out.copy_from_slice(&values[..count]),
         (Index::Identity, _) => out.iter_mut().zip(values).enumerate().for_each(|(e, (o, &v))| *o = v * scale.get(e)),
-        _ => source.for_each(count, |e, p| out[e] = p.map_or(F::zero(), |p| values[p] * scale.get(e))),
+        _ => source.for_each_run_in(0, count, |first, len, run| {
+            let out = &mut out[first..first + len];
+            match run {
+                None => out.fill(F::zero()),
+                Some(Run { base, stride: 1 }) => {
+                    let values = &values[base..base + len];
+                    match scale {
+                        Scale::One => out.copy_from_slice(values),
+                        _ => out
+                            .iter_mut()
+                            .zip(values)
+                            .enumerate()
+                            .for_each(|(k, (o, &v))| *o = v * scale.get(first + k)),
+                    }
+                }
+                Some(Run { base, stride }) => {
+                    out.iter_mut().enumerate().for_each(|(k, o)| *o = values[base + k * stride] * scale.get(first + k))
+                }
+            }
+        }),
     }
 }
 
@@ -47,9 +66,22 @@ pub(super) fn scatter_logical<F: Real>(target: &Index, scale: &Scale<F>, out: &[
     match (target, scale) {
         (Index::Identity, Scale::One) => acc.iter_mut().zip(out).for_each(|(a, &y)| *a += y),
         (Index::Identity, _) => acc.iter_mut().zip(out).enumerate().for_each(|(t, (a, &y))| *a += y * scale.get(t)),
-        _ => target.for_each(out.len(), |t, p| {
-            if let Some(p) = p {
-                acc[p] += out[t] * scale.get(t);
+        _ => target.for_each_run_in(0, out.len(), |first, len, run| {
+            let out = &out[first..first + len];
+            match run {
+                None => {}
+                Some(Run { base, stride: 1 }) => {
+                    let acc = &mut acc[base..base + len];
+                    match scale {
+                        Scale::One => acc.iter_mut().zip(out).for_each(|(a, &y)| *a += y),
+                        _ => {
+                            acc.iter_mut().zip(out).enumerate().for_each(|(k, (a, &y))| *a += y * scale.get(first + k))
+                        }
+                    }
+                }
+                Some(Run { base, stride }) => {
+                    out.iter().enumerate().for_each(|(k, &y)| acc[base + k * stride] += y * scale.get(first + k))
+                }
             }
         }),
     }
@@ -337,9 +369,24 @@ pub(super) fn add_selected<F: Real>(block: &SelectBlock<F>, values: &[F], acc: &
         (Index::Identity, Scale::Each(scale)) => {
             acc.iter_mut().zip(values).zip(scale).for_each(|((a, &v), &s)| *a += v * s)
         }
-        (source, scale) => source.for_each(block.targets, |t, p| {
-            if let Some(p) = p {
-                acc[t] += values[p] * scale.get(t);
+        (source, scale) => source.for_each_run_in(0, block.targets, |first, len, run| {
+            let acc = &mut acc[first..first + len];
+            match run {
+                None => {}
+                Some(Run { base, stride: 1 }) => {
+                    let values = &values[base..base + len];
+                    match scale {
+                        Scale::One => acc.iter_mut().zip(values).for_each(|(a, &v)| *a += v),
+                        _ => acc
+                            .iter_mut()
+                            .zip(values)
+                            .enumerate()
+                            .for_each(|(k, (a, &v))| *a += v * scale.get(first + k)),
+                    }
+                }
+                Some(Run { base, stride }) => {
+                    acc.iter_mut().enumerate().for_each(|(k, a)| *a += values[base + k * stride] * scale.get(first + k))
+                }
             }
         }),
     }
