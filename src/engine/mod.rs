@@ -1011,6 +1011,10 @@ impl<F: Real> Simulator<F> {
 /// Writes the estimates of a broadcast operand for the neurons `start..start + out.len()`,
 /// read from its per-element estimates `x` through `index`, a run at a time.
 fn expand<F: Real>(index: &Index, x: &[F], start: usize, out: &mut [F]) {
+    if !structured::long_runs(index) {
+        let end = start + out.len();
+        return index.for_each_in(start, end, |t, q| out[t - start] = x[q.expect("a broadcast has no holes")]);
+    }
     index.for_each_run_in(start, start + out.len(), |first, len, run| {
         let out = &mut out[first - start..][..len];
         match run.expect("a broadcast has no holes") {

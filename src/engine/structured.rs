@@ -32,12 +32,21 @@ impl<F: Real> StructuredScratch<F> {
     }
 }
 
+/// Whether `index` maps runs long enough to be copied as slices (a table or a short innermost
+/// axis is faster element by element).
+pub(super) fn long_runs(index: &Index) -> bool {
+    matches!(index, Index::Strided { shape, .. } if shape.last().is_some_and(|&inner| inner >= 16))
+}
+
 /// Writes `out[e] = values[source(e)] · scale[e]` (0 where the map has a hole).
 pub(super) fn gather_logical<F: Real>(source: &Index, scale: &Scale<F>, values: &[F], out: &mut [F]) {
     let count = out.len();
     match (source, scale) {
         (Index::Identity, Scale::One) => out.copy_from_slice(&values[..count]),
         (Index::Identity, _) => out.iter_mut().zip(values).enumerate().for_each(|(e, (o, &v))| *o = v * scale.get(e)),
+        _ if !long_runs(source) => {
+            source.for_each(count, |e, p| out[e] = p.map_or(F::zero(), |p| values[p] * scale.get(e)))
+        }
         _ => source.for_each_run_in(0, count, |first, len, run| {
             let out = &mut out[first..first + len];
             match run {
@@ -66,6 +75,11 @@ pub(super) fn scatter_logical<F: Real>(target: &Index, scale: &Scale<F>, out: &[
     match (target, scale) {
         (Index::Identity, Scale::One) => acc.iter_mut().zip(out).for_each(|(a, &y)| *a += y),
         (Index::Identity, _) => acc.iter_mut().zip(out).enumerate().for_each(|(t, (a, &y))| *a += y * scale.get(t)),
+        _ if !long_runs(target) => target.for_each(out.len(), |t, p| {
+            if let Some(p) = p {
+                acc[p] += out[t] * scale.get(t);
+            }
+        }),
         _ => target.for_each_run_in(0, out.len(), |first, len, run| {
             let out = &out[first..first + len];
             match run {
@@ -369,6 +383,11 @@ pub(super) fn add_selected<F: Real>(block: &SelectBlock<F>, values: &[F], acc: &
         (Index::Identity, Scale::Each(scale)) => {
             acc.iter_mut().zip(values).zip(scale).for_each(|((a, &v), &s)| *a += v * s)
         }
+        (source, scale) if !long_runs(source) => source.for_each(block.targets, |t, p| {
+            if let Some(p) = p {
+                acc[t] += values[p] * scale.get(t);
+            }
+        }),
         (source, scale) => source.for_each_run_in(0, block.targets, |first, len, run| {
             let acc = &mut acc[first..first + len];
             match run {

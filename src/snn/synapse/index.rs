@@ -114,10 +114,18 @@ impl Index {
     /// Calls `visit(logical, physical)` for the logical elements `start..end`, in order.
     #[inline]
     pub fn for_each_in(&self, start: usize, end: usize, mut visit: impl FnMut(usize, Option<usize>)) {
-        self.for_each_run_in(start, end, |first, len, run| match run {
-            Some(Run { base, stride }) => (0..len).for_each(|k| visit(first + k, Some(base + k * stride))),
-            None => (first..first + len).for_each(|i| visit(i, None)),
-        })
+        match self {
+            Index::Identity => (start..end).for_each(|i| visit(i, Some(i))),
+            Index::Table { entries } => {
+                for (i, &p) in entries[start..end].iter().enumerate() {
+                    visit(start + i, (p != NONE).then_some(p as usize));
+                }
+            }
+            Index::Strided { .. } => self.for_each_run_in(start, end, |first, len, run| match run {
+                Some(Run { base, stride }) => (0..len).for_each(|k| visit(first + k, Some(base + k * stride))),
+                None => (first..first + len).for_each(|i| visit(i, None)),
+            }),
+        }
     }
 
     /// Calls `visit(first, len, run)` over the logical elements `start..end` in order, in runs:
