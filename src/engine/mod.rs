@@ -27,7 +27,8 @@ use conv_kernel::{ConvGather, ConvScratch};
 pub use counters::{ActivityCounts, Counters, KernelWork};
 use fire::{fire_and_update, Firing, Spikes};
 pub use isa::{float32_lanes, instruction_set};
-use structured::{add_selected, gather_logical, scatter_logical, DenseKernel, StructuredScratch};
+use structured::{add_selected, gather_logical, scatter_logical};
+pub use structured::{DenseKernel, StructuredScratch};
 pub use tiles::{ColumnTiles, TileScratch};
 
 use crate::real::Real;

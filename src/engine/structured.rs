@@ -159,7 +159,7 @@ fn dividing_chunk(n: usize, limit: usize) -> usize {
 
 impl<F: Real> DenseKernel<F> {
     /// Prepares `block`, sharing the model's weights where their precision and layout allow.
-    pub fn new(block: &DenseBlock, isa: Isa) -> Self {
+    pub(crate) fn new(block: &DenseBlock, isa: Isa) -> Self {
         let m = &block.matrix;
         let limit = CHUNK_BYTES / std::mem::size_of::<F>();
         let shared = F::stored_slice(&m.weights).is_some() && block.inputs > 0 && block.outputs > 0;
@@ -194,6 +194,11 @@ impl<F: Real> DenseKernel<F> {
             target_scale: block.target_scale.cast(),
             isa,
         }
+    }
+
+    /// Prepares `block` for the instruction set of this CPU.
+    pub fn prepare(block: &DenseBlock) -> Self {
+        Self::new(block, Isa::detect())
     }
 
     /// Bytes the kernel holds of its own (shared weights are the model's).
