@@ -17,6 +17,8 @@
 use std::any::TypeId;
 
 use super::batch::{deinterleave, BatchKernel};
+#[cfg(target_arch = "x86_64")]
+use super::isa::cast_mut;
 use super::isa::{Isa, Level};
 use super::MAX_LANES;
 use crate::real::Real;
@@ -438,15 +440,6 @@ fn reach(terms: &[Term]) -> Term {
 #[cfg(target_arch = "x86_64")]
 unsafe fn cast<'a, F, T>(tile: &'a Tile<'a, F>) -> &'a Tile<'a, T> {
     &*(tile as *const Tile<'a, F>).cast::<Tile<'a, T>>()
-}
-
-/// Reinterprets a slice of `F` as one of `T`.
-///
-/// # Safety
-/// `F` and `T` must be the same type.
-#[cfg(target_arch = "x86_64")]
-unsafe fn cast_mut<F, T>(values: &mut [F]) -> &mut [T] {
-    std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<T>(), values.len())
 }
 
 /// The tile in portable code: the same fused multiply-adds in the same order as the vector

@@ -98,3 +98,13 @@ pub fn float32_lanes() -> usize {
         Level::Avx512 => 16,
     }
 }
+
+/// Reinterprets a slice of `F` as one of `T`, for a kernel written for one element type that a
+/// generic caller has found `F` to be.
+///
+/// # Safety
+/// `F` and `T` must be the same type.
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn cast_mut<F, T>(values: &mut [F]) -> &mut [T] {
+    std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<T>(), values.len())
+}

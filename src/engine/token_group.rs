@@ -8,6 +8,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::any::TypeId;
 
+#[cfg(target_arch = "x86_64")]
+use super::isa::cast_mut;
 use super::isa::{Isa, Level};
 use crate::real::Real;
 
@@ -57,15 +59,6 @@ pub(super) fn group<F: Real>(isa: Isa, matrix: SourceMajor<F>, x: &[F], y: &mut 
 unsafe fn cast<V: Copy, W: Copy>(value: V) -> W {
     assert_eq!(std::mem::size_of::<V>(), std::mem::size_of::<W>());
     std::mem::transmute_copy(&value)
-}
-
-/// Reinterprets a slice of `F` as one of `T`.
-///
-/// # Safety
-/// `F` and `T` must be the same type.
-#[cfg(target_arch = "x86_64")]
-unsafe fn cast_mut<F, T>(values: &mut [F]) -> &mut [T] {
-    std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<T>(), values.len())
 }
 
 #[cfg(target_arch = "x86_64")]
