@@ -33,8 +33,8 @@ pub use tiles::{ColumnTiles, TileScratch};
 
 use crate::real::Real;
 use crate::snn::{
-    ConvBlock, EncoderKind, Index, Network, NetworkError, NeuronKind, Operand, Run, Scale, Schedule, SelectBlock,
-    Source, SynapseBlock, UnitOutputs,
+    ConvBlock, EncoderKind, Index, Network, NetworkError, NeuronKind, Operand, Scale, Schedule, SelectBlock, Source,
+    SynapseBlock, UnitOutputs,
 };
 
 /// The neuronal dynamics a network is simulated with.
@@ -1012,18 +1012,7 @@ impl<F: Real> Simulator<F> {
 /// Writes the estimates of a broadcast operand for the neurons `start..start + out.len()`,
 /// read from its per-element estimates `x` through `index`, a run at a time.
 fn expand<F: Real>(index: &Index, x: &[F], start: usize, out: &mut [F]) {
-    if !structured::long_runs(index) {
-        let end = start + out.len();
-        return index.for_each_in(start, end, |t, q| out[t - start] = x[q.expect("a broadcast has no holes")]);
-    }
-    index.for_each_run_in(start, start + out.len(), |first, len, run| {
-        let out = &mut out[first - start..][..len];
-        match run.expect("a broadcast has no holes") {
-            Run { base, stride: 1 } => out.copy_from_slice(&x[base..base + len]),
-            Run { base, stride: 0 } => out.fill(x[base]),
-            Run { base, stride } => out.iter_mut().enumerate().for_each(|(k, o)| *o = x[base + k * stride]),
-        }
-    });
+    structured::combine_mapped(index, &Scale::One, x, start, out, structured::Combine::Assign);
 }
 
 /// The batch's products and the lane of the input being updated.

@@ -32,42 +32,74 @@ impl<F: Real> StructuredScratch<F> {
     }
 }
 
-/// Whether `index` maps runs long enough to be copied as slices (a table or a short innermost
-/// axis is faster element by element).
-pub(super) fn long_runs(index: &Index) -> bool {
-    matches!(index, Index::Strided { shape, .. } if shape.last().is_some_and(|&inner| inner >= 16))
+/// How [`combine_mapped`] puts a term into its destination.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Combine {
+    /// `dest = term`, 0 at a hole.
+    Assign,
+    /// `dest += term`, nothing at a hole.
+    Add,
+}
+
+/// For the logical elements `start..start + dest.len()` of `source`, puts the term
+/// `values[source(e)] · scale[e]` into `dest[e - start]` as `combine` says; a run at a time where
+/// the map's runs are long (a copy or a fill where nothing is scaled). A factor of one is not
+/// multiplied (x · 1 = x exactly, so the bits are those of the product).
+#[inline(always)]
+pub(super) fn combine_mapped<F: Real>(
+    source: &Index,
+    scale: &Scale<F>,
+    values: &[F],
+    start: usize,
+    dest: &mut [F],
+    combine: Combine,
+) {
+    let put = |d: &mut F, v: F| match combine {
+        Combine::Assign => *d = v,
+        Combine::Add => *d += v,
+    };
+    let end = start + dest.len();
+    if !source.has_long_runs() {
+        return source.for_each_in(start, end, |e, p| match p {
+            Some(p) => put(&mut dest[e - start], values[p] * scale.get(e)),
+            None if combine == Combine::Assign => dest[e - start] = F::zero(),
+            None => {}
+        });
+    }
+    source.for_each_run_in(start, end, |first, len, run| {
+        let dest = &mut dest[first - start..][..len];
+        let Some(Run { base, stride }) = run else {
+            if combine == Combine::Assign {
+                dest.fill(F::zero());
+            }
+            return;
+        };
+        match (scale, stride) {
+            (Scale::One, 1) if combine == Combine::Assign => dest.copy_from_slice(&values[base..base + len]),
+            (Scale::One, 0) if combine == Combine::Assign => dest.fill(values[base]),
+            (Scale::One, 1) => dest.iter_mut().zip(&values[base..base + len]).for_each(|(d, &v)| put(d, v)),
+            (Scale::One, _) => dest.iter_mut().enumerate().for_each(|(k, d)| put(d, values[base + k * stride])),
+            (Scale::Uniform(s), 1) => dest.iter_mut().zip(&values[base..base + len]).for_each(|(d, &v)| put(d, v * *s)),
+            (Scale::Uniform(s), _) => {
+                dest.iter_mut().enumerate().for_each(|(k, d)| put(d, values[base + k * stride] * *s))
+            }
+            (Scale::Each(factors), 1) => dest
+                .iter_mut()
+                .zip(&values[base..base + len])
+                .zip(&factors[first..first + len])
+                .for_each(|((d, &v), &s)| put(d, v * s)),
+            (Scale::Each(factors), _) => dest
+                .iter_mut()
+                .zip(&factors[first..first + len])
+                .enumerate()
+                .for_each(|(k, (d, &s))| put(d, values[base + k * stride] * s)),
+        }
+    })
 }
 
 /// Writes `out[e] = values[source(e)] · scale[e]` (0 where the map has a hole).
 pub(super) fn gather_logical<F: Real>(source: &Index, scale: &Scale<F>, values: &[F], out: &mut [F]) {
-    let count = out.len();
-    match (source, scale) {
-        (Index::Identity, Scale::One) => out.copy_from_slice(&values[..count]),
-        (Index::Identity, _) => out.iter_mut().zip(values).enumerate().for_each(|(e, (o, &v))| *o = v * scale.get(e)),
-        _ if !long_runs(source) => {
-            source.for_each(count, |e, p| out[e] = p.map_or(F::zero(), |p| values[p] * scale.get(e)))
-        }
-        _ => source.for_each_run_in(0, count, |first, len, run| {
-            let out = &mut out[first..first + len];
-            match run {
-                None => out.fill(F::zero()),
-                Some(Run { base, stride: 1 }) => {
-                    let values = &values[base..base + len];
-                    match scale {
-                        Scale::One => out.copy_from_slice(values),
-                        _ => out
-                            .iter_mut()
-                            .zip(values)
-                            .enumerate()
-                            .for_each(|(k, (o, &v))| *o = v * scale.get(first + k)),
-                    }
-                }
-                Some(Run { base, stride }) => {
-                    out.iter_mut().enumerate().for_each(|(k, o)| *o = values[base + k * stride] * scale.get(first + k))
-                }
-            }
-        }),
-    }
+    combine_mapped(source, scale, values, 0, out, Combine::Assign)
 }
 
 /// Adds `out[t] · scale[t]` into `acc[target(t)]`.
@@ -75,7 +107,7 @@ pub(super) fn scatter_logical<F: Real>(target: &Index, scale: &Scale<F>, out: &[
     match (target, scale) {
         (Index::Identity, Scale::One) => acc.iter_mut().zip(out).for_each(|(a, &y)| *a += y),
         (Index::Identity, _) => acc.iter_mut().zip(out).enumerate().for_each(|(t, (a, &y))| *a += y * scale.get(t)),
-        _ if !long_runs(target) => target.for_each(out.len(), |t, p| {
+        _ if !target.has_long_runs() => target.for_each(out.len(), |t, p| {
             if let Some(p) = p {
                 acc[p] += out[t] * scale.get(t);
             }
@@ -383,37 +415,7 @@ fn token<F: Real, const N: usize>(rows: &[F], row_len: usize, active: &[(u32, F)
 
 /// Adds `A u` of a selection block to `acc` for the physical source values `values`.
 pub(super) fn add_selected<F: Real>(block: &SelectBlock<F>, values: &[F], acc: &mut [F]) {
-    match (&block.source, &block.scale) {
-        (Index::Identity, Scale::One) => acc.iter_mut().zip(values).for_each(|(a, &v)| *a += v),
-        (Index::Identity, Scale::Each(scale)) => {
-            acc.iter_mut().zip(values).zip(scale).for_each(|((a, &v), &s)| *a += v * s)
-        }
-        (source, scale) if !long_runs(source) => source.for_each(block.targets, |t, p| {
-            if let Some(p) = p {
-                acc[t] += values[p] * scale.get(t);
-            }
-        }),
-        (source, scale) => source.for_each_run_in(0, block.targets, |first, len, run| {
-            let acc = &mut acc[first..first + len];
-            match run {
-                None => {}
-                Some(Run { base, stride: 1 }) => {
-                    let values = &values[base..base + len];
-                    match scale {
-                        Scale::One => acc.iter_mut().zip(values).for_each(|(a, &v)| *a += v),
-                        _ => acc
-                            .iter_mut()
-                            .zip(values)
-                            .enumerate()
-                            .for_each(|(k, (a, &v))| *a += v * scale.get(first + k)),
-                    }
-                }
-                Some(Run { base, stride }) => {
-                    acc.iter_mut().enumerate().for_each(|(k, a)| *a += values[base + k * stride] * scale.get(first + k))
-                }
-            }
-        }),
-    }
+    combine_mapped(&block.source, &block.scale, values, 0, &mut acc[..block.targets], Combine::Add)
 }
 
 #[cfg(test)]

@@ -105,6 +105,16 @@ impl Index {
         }
     }
 
+    /// Whether the map's runs are long enough to be worth handling a run at a time (a table, or a
+    /// strided map whose innermost axis holds fewer than 16 elements, is faster element by element).
+    pub fn has_long_runs(&self) -> bool {
+        match self {
+            Index::Identity => true,
+            Index::Strided { shape, .. } => shape.last().is_some_and(|&inner| inner >= 16),
+            Index::Table { .. } => false,
+        }
+    }
+
     /// Calls `visit(logical, physical)` for the first `count` logical elements, in order.
     #[inline]
     pub fn for_each(&self, count: usize, visit: impl FnMut(usize, Option<usize>)) {
