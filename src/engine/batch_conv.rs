@@ -463,6 +463,9 @@ mod avx512 {
 
     use super::{reach, Tile, ROWS};
 
+    /// How many terms ahead the tile asks for its sources.
+    const PREFETCH_TERMS: usize = 8;
+
     macro_rules! tile_kernel {
         ($name:ident, $rows:ident, $t:ty, $vec:ty, $lanes:expr, $zero:ident, $set1:ident, $fmadd:ident,
          $loadu:ident, $mask_loadu:ident, $mask_storeu:ident, $mask:ty) => {
@@ -499,7 +502,15 @@ mod avx512 {
                 }
                 let spread = tile.spread.as_ptr();
                 let panel = tile.panel.as_ptr();
-                for &(offset, weights) in tile.terms {
+                for (i, &(offset, weights)) in tile.terms.iter().enumerate() {
+                    // Each term reads sources from another channel or tap, seldom in L1: ask for
+                    // those of a later term now.
+                    if let Some(&(ahead, _)) = tile.terms.get(i + PREFETCH_TERMS) {
+                        let x = spread.add(ahead as usize).cast::<i8>();
+                        _mm_prefetch::<_MM_HINT_T0>(x);
+                        _mm_prefetch::<_MM_HINT_T0>(x.add(64));
+                        _mm_prefetch::<_MM_HINT_T0>(x.add(2 * $lanes * std::mem::size_of::<$t>() - 1));
+                    }
                     let x = spread.add(offset as usize);
                     let (x0, x1) = ($loadu(x), $loadu(x.add($lanes)));
                     let weights = panel.add(weights as usize);
