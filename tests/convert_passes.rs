@@ -3,7 +3,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 use signgd::convert::{convert, ConvertOptions};
-use signgd::model::onnx::builder::{attr_ints, encode, graph, model, node, tensor_f32, value_info_fixed};
+use signgd::model::onnx::builder::{attr_i, attr_ints, encode, graph, model, node, tensor_f32, value_info_fixed};
 use signgd::model::{read_onnx_bytes, Graph, Op};
 use signgd::snn::SynapseBlock;
 
@@ -73,4 +73,49 @@ fn a_batchnorm_that_is_not_the_only_consumer_stays_affine() {
     assert!(conversion.graph.nodes.iter().any(|n| matches!(n.op, Op::BatchNorm { .. })));
     assert_same_function(&original, &conversion.graph);
     assert_eq!(conversion.network.populations.iter().filter(|p| !p.kind.is_relay()).count(), 1);
+}
+
+/// x [1,2,4,4] → Relu → MaxPool 2×2 → (AveragePool 1×1 when `pooled`) → Flatten → Gemm to 3
+/// outputs: the shape of VGG's classifier at 224×224, whose adaptive pooling keeps the 7×7 map.
+fn classifier(pooled: bool) -> Graph {
+    let w: Vec<f32> = (0..24).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
+    let mut nodes = vec![
+        node("Relu", &["x"], &["r"], vec![]),
+        node("MaxPool", &["r"], &["m"], vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])]),
+        node("Flatten", &["a"], &["f"], vec![]),
+        node("Gemm", &["f", "w"], &["y"], vec![attr_i("transB", 1)]),
+    ];
+    if pooled {
+        nodes.insert(2, node("AveragePool", &["m"], &["a"], vec![attr_ints("kernel_shape", &[1, 1])]));
+    } else {
+        nodes[2].input[0] = "m".into();
+    }
+    let g = graph(
+        nodes,
+        vec![value_info_fixed("x", &[1, 2, 4, 4])],
+        vec![value_info_fixed("y", &[1, 3])],
+        vec![tensor_f32("w", &[3, 8], &w)],
+    );
+    read_onnx_bytes(&encode(&model(g, 17)), None, "classifier.onnx").unwrap()
+}
+
+#[test]
+fn an_average_pooling_to_the_maps_own_size_passes_its_source_through() {
+    let convert_classifier = |pooled| {
+        let x: Vec<ArrayD<f64>> = (0..3)
+            .map(|k| {
+                ArrayD::from_shape_fn(IxDyn(&[1, 2, 4, 4]), |i| ((i[1] * 16 + i[2] * 4 + i[3] + k) % 5) as f64 / 5.0)
+            })
+            .collect();
+        convert(&classifier(pooled), &ConvertOptions { calibration: x.into(), ..Default::default() }).unwrap()
+    };
+    // The classifier reads the max pooling's spikes directly, as a dense block, with no relay
+    // population in between (a relay's values are real: its reader could not be batched as a
+    // product of spikes), as if the pooling were not there.
+    let pooled = convert_classifier(true);
+    assert!(pooled.network.populations.iter().all(|p| !p.kind.is_relay()));
+    let readout = &pooled.network.readout.projections;
+    assert_eq!(readout.len(), 1);
+    assert!(matches!(readout[0].block, SynapseBlock::Dense(_)), "{:?}", readout[0].block);
+    assert_eq!(readout[0].block, convert_classifier(false).network.readout.projections[0].block);
 }

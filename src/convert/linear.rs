@@ -314,6 +314,11 @@ fn average_pool(
     out_shape: &[usize],
 ) -> Result<SynapseBlock, String> {
     let [n, c, h, w] = in_shape else { return Err("only 2-D average pooling converts".into()) };
+    if kernel == [1, 1] && stride == [1, 1] && pads == [0; 4] {
+        // Each output is its input divided by one (an adaptive pooling to the map's own size,
+        // as in VGG at 224×224): no synapses, so that readers compose with its source directly.
+        return Ok(super::affine::identity(n * c * h * w));
+    }
     let (oh, ow) = (out_shape[2], out_shape[3]);
     let channels = n * c;
     let mut conv = ConvBlock::new(
