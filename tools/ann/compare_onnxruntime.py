@@ -3,8 +3,8 @@
 its float32 outputs against PyTorch's logits. Prints a Markdown table.
 
     cargo build --release
-    /work/venv/bin/python tools/ann/compare_onnxruntime.py                  # the fixtures
-    /work/venv/bin/python tools/ann/compare_onnxruntime.py --scale DIR      # and DIR's exports
+    python tools/ann/compare_onnxruntime.py                  # the fixtures
+    python tools/ann/compare_onnxruntime.py --scale DIR      # and DIR's exports
 
 onnxruntime runs batch 1, sequential execution, --threads intra-op threads; signgd runs
 `signgd bench --ann-only` with --threads workers, each evaluating its own inputs (in groups, see
