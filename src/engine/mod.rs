@@ -10,6 +10,7 @@ mod conv_kernel;
 pub mod counters;
 mod fire;
 pub(crate) mod isa;
+mod spike_values;
 mod structured;
 #[cfg(test)]
 mod test_convs;
@@ -27,6 +28,7 @@ use conv_kernel::{ConvGather, ConvScratch};
 pub use counters::{ActivityCounts, Counters, KernelWork};
 use fire::{fire_and_update, Firing, Spikes};
 pub use isa::{float32_lanes, instruction_set};
+use spike_values::spike_values;
 use structured::{add_selected, gather_logical, scatter_logical};
 pub use structured::{DenseKernel, StructuredScratch};
 pub use tiles::{ColumnTiles, TileScratch};
@@ -198,12 +200,20 @@ impl<F: Real> Kernel<F> {
         }
     }
 
-    /// Whether the kernel reads spikes as a dense 0/1 vector rather than as a list.
+    /// Whether the kernel reads spikes as a dense 0/1 vector or as bits rather than as a list.
     fn reads_dense_spikes(&self) -> bool {
         match self {
             Kernel::Dense(_) | Kernel::Conv { around: Some(_), .. } => true,
             Kernel::Select(select) => !select.source.is_identity(),
             _ => false,
+        }
+    }
+
+    /// Whether the kernel reads spikes as a dense 0/1 vector (written from the bits each step).
+    fn reads_spike_values(&self) -> bool {
+        match self {
+            Kernel::Dense(dense) => !dense.reads_spike_bits(),
+            _ => self.reads_dense_spikes(),
         }
     }
 
@@ -639,6 +649,14 @@ impl<F: Real> Simulator<F> {
         self.projections().filter(|p| matches!(p.kernel, Kernel::Tiles(_))).map(|p| p.sources).max().unwrap_or(0)
     }
 
+    /// The most spikes a projection reads as 0/1 values (see [`Kernel::reads_spike_values`]).
+    fn largest_spike_values(&self) -> usize {
+        let reads_values = |p: &&CompiledProjection<F>| {
+            !p.dense && matches!(p.source, Source::Population(_)) && p.kernel.reads_spike_values()
+        };
+        self.projections().filter(reads_values).map(|p| p.sources).max().unwrap_or(0)
+    }
+
     /// Every compiled projection, the readout's last.
     fn projections(&self) -> impl Iterator<Item = &CompiledProjection<F>> {
         self.populations.iter().flat_map(|p| &p.operands).chain([&self.readout]).flat_map(|o| &o.projections)
@@ -736,10 +754,7 @@ impl<F: Real> Simulator<F> {
                 every_source: (0..self.largest_source() as u32).collect(),
                 tiles: TileScratch::default(),
                 structured: StructuredScratch::default(),
-                spikes: vec![
-                    F::zero();
-                    self.populations.iter().filter(|p| p.dense_spikes).map(|p| p.size).max().unwrap_or(0)
-                ],
+                spikes: vec![F::zero(); self.largest_spike_values()],
                 shared: self.shared_sizes.iter().map(|&n| vec![F::zero(); n]).collect(),
                 computed_at: vec![0; self.shared_sizes.len()],
                 delivered_events: 0,
@@ -910,8 +925,14 @@ impl<F: Real> Simulator<F> {
         observer: &mut O,
     ) {
         let population = &self.populations[index];
-        let inputs =
-            Inputs { emitted: &ws.encoder_emitted, fired: &ws.encoder_fired, closed_form: ws.closed_form, t, lane };
+        let inputs = Inputs {
+            emitted: &ws.encoder_emitted,
+            fired: &ws.encoder_fired,
+            closed_form: ws.closed_form,
+            t,
+            lane,
+            isa: self.isa,
+        };
         let (earlier, rest) = ws.populations.split_at_mut(index);
         let state = &mut rest[0];
         let counts = &mut ws.counters.populations[index];
@@ -998,8 +1019,14 @@ impl<F: Real> Simulator<F> {
 
     /// The decoder's step `t` for the input of `ws`.
     fn read_out<O: Observer<F>>(&self, ws: &mut Workspace<F>, lane: Lane<F>, t: usize, eta: F, observer: &mut O) {
-        let inputs =
-            Inputs { emitted: &ws.encoder_emitted, fired: &ws.encoder_fired, closed_form: ws.closed_form, t, lane };
+        let inputs = Inputs {
+            emitted: &ws.encoder_emitted,
+            fired: &ws.encoder_fired,
+            closed_form: ws.closed_form,
+            t,
+            lane,
+            isa: self.isa,
+        };
         let readout_input = &ws.readout_input_product;
         let counts = &mut ws.counters.readout;
         let acc = &mut ws.readout_acc;
@@ -1059,6 +1086,8 @@ struct Inputs<'a, F> {
     t: usize,
     /// The batch's products and this input's lane in it.
     lane: Lane<'a, F>,
+    /// The instruction set of the kernels.
+    isa: isa::Isa,
 }
 
 impl<F: Real> CompiledProjection<F> {
@@ -1090,8 +1119,8 @@ impl<F: Real> CompiledProjection<F> {
     }
 
     /// Adds `A s` for binary spikes, given as the ascending list of the sources that fired and,
-    /// for the kernels that read them so, as a dense 0/1 vector.
-    fn add_spikes(&self, fired: &[u32], spikes: &[F], scratch: &mut Scratch<F>, acc: &mut [F]) {
+    /// for the kernels that read them so, as a dense 0/1 vector or as the source's bits.
+    fn add_spikes(&self, fired: &[u32], spikes: &[F], bits: &[u64], scratch: &mut Scratch<F>, acc: &mut [F]) {
         match &self.kernel {
             Kernel::Tiles(tiles) => tiles.add_spikes(fired, &mut scratch.tiles, acc),
             Kernel::Conv { gather, geometry, around: None } => {
@@ -1099,6 +1128,10 @@ impl<F: Real> CompiledProjection<F> {
             }
             Kernel::Conv { gather, geometry, around: Some(around) } => {
                 add_conv_around(gather, geometry, around, spikes, scratch, acc)
+            }
+            // The encoder's binary spikes have no bits: they are read as values.
+            Kernel::Dense(dense) if dense.reads_spike_bits() && !bits.is_empty() => {
+                dense.add_spike_bits(bits, &mut scratch.structured, acc)
             }
             Kernel::Dense(dense) => dense.add(spikes, true, &mut scratch.structured, acc),
             Kernel::Select(select) if select.source.is_identity() => {
@@ -1113,11 +1146,12 @@ impl<F: Real> CompiledProjection<F> {
     }
 
     /// Adds this step's product of the projection to `acc`.
-    fn add_product(&self, values: &[F], fired: &[u32], spikes: &[F], scratch: &mut Scratch<F>, acc: &mut [F]) {
+    fn add_product(&self, values: &[F], spiking: (&[u32], &[F], &[u64]), scratch: &mut Scratch<F>, acc: &mut [F]) {
         if self.dense {
             self.add_dense(values, scratch, acc)
         } else {
-            self.add_spikes(fired, spikes, scratch, acc)
+            let (fired, spikes, bits) = spiking;
+            self.add_spikes(fired, spikes, bits, scratch, acc)
         }
     }
 }
@@ -1349,28 +1383,28 @@ fn gather<F: Real>(
             continue;
         }
         let mut spikes = std::mem::take(&mut scratch.spikes);
+        let bits: &[u64] = match projection.source {
+            Source::Population(p) => &populations[p].bits,
+            Source::Input => &[],
+        };
         let spike_values: &[F] = match projection.source {
-            Source::Population(p) if !projection.dense && projection.kernel.reads_dense_spikes() => {
+            Source::Population(_) if !projection.dense && projection.kernel.reads_spike_values() => {
                 let n = projection.sources;
-                let bits = &populations[p].bits;
-                for (chunk, &word) in spikes[..n].chunks_mut(64).zip(bits) {
-                    for (k, s) in chunk.iter_mut().enumerate() {
-                        *s = if word >> k & 1 == 1 { F::one() } else { F::zero() };
-                    }
-                }
+                spike_values(inputs.isa, bits, &mut spikes[..n]);
                 &spikes[..n]
             }
             _ => inputs.emitted,
         };
+        let spiking = (fired, spike_values, bits);
         let Some(slot) = projection.shared else {
-            projection.add_product(values, fired, spike_values, scratch, acc);
+            projection.add_product(values, spiking, scratch, acc);
             scratch.spikes = spikes;
             continue;
         };
         let mut product = std::mem::take(&mut scratch.shared[slot]);
         if scratch.computed_at[slot] != inputs.t {
             product.fill(F::zero());
-            projection.add_product(values, fired, spike_values, scratch, &mut product);
+            projection.add_product(values, spiking, scratch, &mut product);
             scratch.computed_at[slot] = inputs.t;
         }
         acc.iter_mut().zip(&product).for_each(|(a, &p)| *a += p);

@@ -6,6 +6,7 @@
 //! set and thread count.
 
 use super::isa::{Isa, Level};
+use super::spike_values::add_where_spiked;
 use super::token_group::{self, SourceMajor, GROUP};
 use crate::real::Real;
 use crate::snn::{DenseBlock, Index, Run, Scale, SelectBlock, Weights};
@@ -280,6 +281,47 @@ impl<F: Real> DenseKernel<F> {
         scratch.logical_out = y;
     }
 
+    /// Whether [`DenseKernel::add_spike_bits`] applies: the physical sources are the logical
+    /// ones, without factors, and the matrix acts along an outer axis (`inner > 1`), so that each
+    /// weight meets a contiguous row of spikes.
+    pub fn reads_spike_bits(&self) -> bool {
+        self.inner > 1 && matches!((&self.source, &self.source_scale), (Index::Identity, Scale::One))
+    }
+
+    /// [`DenseKernel::add`] on spikes given as bits (spike `i` is bit `i % 64` of word `i / 64`):
+    /// the same sums in the same order, with no 0/1 value written out. Only where
+    /// [`DenseKernel::reads_spike_bits`].
+    pub fn add_spike_bits(&self, bits: &[u64], scratch: &mut StructuredScratch<F>, acc: &mut [F]) {
+        assert!(self.reads_spike_bits(), "the kernel reads its sources through a map");
+        let rows = self.rows.slice();
+        let (k_len, n_len, inner) = (self.inputs, self.outputs, self.inner);
+        let mut y = std::mem::take(&mut scratch.logical_out);
+        y.clear();
+        y.resize(self.outer * n_len * inner, F::zero());
+        for (o, yo) in y.chunks_exact_mut(n_len * inner).enumerate() {
+            let row_start = |k: usize| (o * k_len + k) * inner;
+            match self.layout {
+                Layout::SourceMajor { row_len, .. } => {
+                    for k in 0..k_len {
+                        let weights = &rows[k * row_len..k * row_len + n_len];
+                        for (yn, &w) in yo.chunks_exact_mut(inner).zip(weights) {
+                            add_where_spiked(self.isa, yn, w, bits, row_start(k));
+                        }
+                    }
+                }
+                Layout::TargetMajor { row_len } => {
+                    for (n, yn) in yo.chunks_exact_mut(inner).enumerate() {
+                        for (k, &w) in rows[n * row_len..n * row_len + k_len].iter().enumerate() {
+                            add_where_spiked(self.isa, yn, w, bits, row_start(k));
+                        }
+                    }
+                }
+            }
+        }
+        scatter_logical(&self.target, &self.target_scale, &y, acc);
+        scratch.logical_out = y;
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn product_avx2(&self, x: &[F], ones: bool, active: &mut Vec<(u32, F)>, y: &mut [F]) {
@@ -317,7 +359,8 @@ impl<F: Real> DenseKernel<F> {
             Layout::SourceMajor { row_len, .. } if inner > 1 => {
                 for (xo, yo) in x.chunks_exact(k_len * inner).zip(y.chunks_exact_mut(n_len * inner)) {
                     for (k, xk) in xo.chunks_exact(inner).enumerate() {
-                        if xk.iter().all(|&v| v == F::zero()) {
+                        // Without an early exit, so that the test vectorises.
+                        if !xk.iter().fold(false, |any, &v| any | (v != F::zero())) {
                             continue;
                         }
                         let row = &rows[k * row_len..k * row_len + n_len];
@@ -469,6 +512,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A kernel along an outer axis reads the spike bits directly: the same sums in the same order
+    /// as on the 0/1 values, for both weight layouts, in either precision.
+    fn spike_bits_give_the_bits_of_spike_values<F: Real>() {
+        for (outer, inputs, outputs, inner) in [(2, 6, 3, 4), (1, 37, 1, 197), (3, 64, 1, 70), (1, 5, 9, 16)] {
+            for layout in 0..3 {
+                let dense = block(outer, inputs, outputs, inner, false, layout);
+                let kernel = DenseKernel::<F>::new(&dense, Isa::detect());
+                assert!(kernel.reads_spike_bits());
+                let spikes: Vec<F> =
+                    (0..dense.sources).map(|j| F::of(((j * 7 + j / 5) % 3 == 1) as u8 as f64)).collect();
+                let mut bits = vec![0u64; dense.sources.div_ceil(64)];
+                for (j, &s) in spikes.iter().enumerate() {
+                    bits[j / 64] |= ((s == F::one()) as u64) << (j % 64);
+                }
+                let mut scratch = StructuredScratch::default();
+                let mut from_values = vec![F::of(0.25); dense.targets];
+                kernel.add(&spikes, true, &mut scratch, &mut from_values);
+                let mut from_bits = vec![F::of(0.25); dense.targets];
+                kernel.add_spike_bits(&bits, &mut scratch, &mut from_bits);
+                assert_eq!(from_bits, from_values, "{outer}×{inputs}→{outputs}×{inner}, layout {layout}");
+            }
+        }
+        let mapped = DenseKernel::<F>::new(&block(2, 6, 3, 4, true, 0), Isa::detect());
+        assert!(!mapped.reads_spike_bits(), "sources read through a map are gathered as values");
+    }
+
+    #[test]
+    fn spike_bits_give_the_bits_of_spike_values_f32() {
+        spike_bits_give_the_bits_of_spike_values::<f32>();
+    }
+
+    #[test]
+    fn spike_bits_give_the_bits_of_spike_values_f64() {
+        spike_bits_give_the_bits_of_spike_values::<f64>();
     }
 
     /// Tokens whose inputs are all non-zero go through the grouped kernel where the CPU has one;
