@@ -28,17 +28,18 @@ pub(super) struct Firing<F> {
     pub first: u32,
 }
 
-/// Where a slice's spikes go: `fired` receives, appended in ascending order, the indices (from
-/// `Firing::first`) of the neurons that emitted 1; `bits`, unless empty, is the population's spike
-/// bit vector, whose words covering the slice are overwritten (`first` must then be a multiple
-/// of 64).
+/// Where a slice's spikes go: `fired`, if there is a list (a reader or an observer needs one),
+/// receives, appended in ascending order, the indices (from `Firing::first`) of the neurons that
+/// emitted 1; `bits`, unless empty, is the population's spike bit vector, whose words covering the
+/// slice are overwritten (`first` must then be a multiple of 64).
 pub(super) struct Spikes<'a> {
-    pub fired: &'a mut Vec<u32>,
+    pub fired: Option<&'a mut Vec<u32>>,
     pub bits: &'a mut [u64],
 }
 
-/// Fires and updates every neuron of a slice, writing its spikes to `out`.
-pub(super) fn fire_and_update<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], out: Spikes) {
+/// Fires and updates every neuron of a slice, writing its spikes to `out`; returns how many
+/// emitted 1.
+pub(super) fn fire_and_update<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], out: Spikes) -> usize {
     assert!(out.bits.is_empty() || how.first.is_multiple_of(64), "a slice with spike bits starts on a word");
     match how.isa.level() {
         // SAFETY: `Scalar` needs no instruction beyond the build's target.
@@ -54,13 +55,13 @@ pub(super) fn fire_and_update<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &m
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn fire_avx512<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], out: Spikes) {
+unsafe fn fire_avx512<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], out: Spikes) -> usize {
     fire::<F, Compress>(how, x1, x2, v, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn fire_avx2<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], out: Spikes) {
+unsafe fn fire_avx2<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], out: Spikes) -> usize {
     fire::<F, Scalar>(how, x1, x2, v, out)
 }
 
@@ -68,7 +69,7 @@ unsafe fn fire_avx2<F: Real>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], ou
 ///
 /// The CPU must have the instructions `L` uses (see [`ListSpikes::list`]).
 #[inline(always)]
-unsafe fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], out: Spikes) {
+unsafe fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &mut [F], out: Spikes) -> usize {
     let Firing { dynamics, kind, eta, first, .. } = how;
     let x2 = &x2[..v.len()];
     let x1 = &x1[..v.len()];
@@ -93,7 +94,8 @@ unsafe fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &m
         NeuronKind::LeakyRelu { slope } => sign_gd!(NeuronKind::LeakyRelu { slope }),
         NeuronKind::Gelu { target: GeluTarget::Sigmoid } => {
             let mut values = [F::zero(); GELU_CHUNK];
-            let Spikes { fired, bits } = out;
+            let Spikes { mut fired, bits } = out;
+            let mut count = 0;
             for (c, v) in v.chunks_mut(GELU_CHUNK).enumerate() {
                 let x = &x1[c * GELU_CHUNK..c * GELU_CHUNK + v.len()];
                 let values = &mut values[..v.len()];
@@ -104,12 +106,13 @@ unsafe fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &m
                 for (e, &x) in values.iter_mut().zip(x) {
                     *e = x * (F::one() / (F::one() + *e));
                 }
-                let out = Spikes { fired: &mut *fired, bits: &mut *bits };
-                update::<F, L>(v, values, values, first + (c * GELU_CHUNK) as u32, out, |v, gelu, _| {
+                let out = Spikes { fired: fired.as_deref_mut(), bits: &mut *bits };
+                count += update::<F, L>(v, values, values, first + (c * GELU_CHUNK) as u32, out, |v, gelu, _| {
                     let spike = v > gelu;
                     (spike, step(spike, v))
                 });
             }
+            count
         }
         NeuronKind::Gelu { target: GeluTarget::Erf } => sign_gd!(NeuronKind::Gelu { target: GeluTarget::Erf }),
         NeuronKind::ScaledGelu { target: GeluTarget::Sigmoid } => {
@@ -126,13 +129,14 @@ unsafe fn fire<F: Real, L: ListSpikes>(how: Firing<F>, x1: &[F], x2: &[F], v: &m
         NeuronKind::Division => sign_gd!(NeuronKind::Division),
         NeuronKind::DivSqrt => sign_gd!(NeuronKind::DivSqrt),
         NeuronKind::Elementwise { function } => sign_gd!(NeuronKind::Elementwise { function }),
-        NeuronKind::Relay => {}
+        NeuronKind::Relay => 0,
     }
 }
 
-/// Runs `rule(v_i, x1_i, x2_i) → (spike, new v_i)` over the neurons `first..first + v.len()`
-/// and writes the spikes to `out`: a vectorisable pass per chunk of 64 neurons, then a
-/// branch-free pass listing its spikes and making its word of bits.
+/// Runs `rule(v_i, x1_i, x2_i) → (spike, new v_i)` over the neurons `first..first + v.len()`,
+/// writes the spikes to `out` and returns their count: a vectorisable pass per chunk of 64
+/// neurons, then a branch-free pass listing its spikes (where there is a list) and making its
+/// word of bits.
 ///
 /// # Safety
 ///
@@ -145,14 +149,16 @@ unsafe fn update<F: Real, L: ListSpikes>(
     first: u32,
     out: Spikes,
     rule: impl Fn(F, F, F) -> (bool, F),
-) {
+) -> usize {
     const CHUNK: usize = 64;
-    let Spikes { fired, bits } = out;
+    let Spikes { mut fired, bits } = out;
     let first_word = first as usize / 64;
     let mut spikes = [false; CHUNK];
-    let mut count = fired.len();
-    // Room for a whole vector of indices past the last spike: the compressing kernel stores 16.
-    fired.reserve(v.len() + 16);
+    let mut count = 0;
+    if let Some(fired) = fired.as_deref_mut() {
+        // Room for a whole vector of indices past the last spike: the compressing kernel stores 16.
+        fired.reserve(v.len() + 16);
+    }
     let chunks = v.chunks_mut(CHUNK).zip(x1.chunks(CHUNK)).zip(x2.chunks(CHUNK));
     for (c, ((v, x1), x2)) in chunks.enumerate() {
         for (((v, spike), &x1), &x2) in v.iter_mut().zip(spikes.iter_mut()).zip(x1).zip(x2) {
@@ -160,16 +166,46 @@ unsafe fn update<F: Real, L: ListSpikes>(
             *v = next;
             *spike = s;
         }
-        // SAFETY: the caller guarantees the instructions of `L`.
-        let (listed, word) =
-            unsafe { L::list(&spikes[..v.len()], first + (c * CHUNK) as u32, fired.spare_capacity_mut()) };
+        let spikes = &spikes[..v.len()];
+        let word = match fired.as_deref_mut() {
+            Some(fired) => {
+                let at = first + (c * CHUNK) as u32;
+                // SAFETY: the caller guarantees the instructions of `L`.
+                let (listed, word) = unsafe { L::list(spikes, at, fired.spare_capacity_mut()) };
+                // SAFETY: `list` initialised the first `listed` elements past the old length, and
+                // the capacity reserved above holds them.
+                unsafe { fired.set_len(fired.len() + listed) };
+                word
+            }
+            None => spike_word(spikes),
+        };
         if !bits.is_empty() {
             bits[first_word + c] = word;
         }
-        count += listed;
-        // SAFETY: `list` initialised the first `listed` elements past the old length, and the
-        // capacity reserved above holds them.
-        unsafe { fired.set_len(count) };
+        count += word.count_ones() as usize;
+    }
+    count
+}
+
+/// The flags (at most 64) as the bits of a word.
+#[inline(always)]
+fn spike_word(spikes: &[bool]) -> u64 {
+    spikes.chunks(16).enumerate().fold(0, |word, (c, chunk)| word | (flag_mask(chunk) as u64) << (16 * c))
+}
+
+/// Up to 16 flags as the bits of a mask.
+#[inline(always)]
+fn flag_mask(chunk: &[bool]) -> u16 {
+    match <&[bool; 16]>::try_from(chunk) {
+        // SAFETY: 16 bytes are read from a 16-element bool slice (bools are 0 or 1; shifting each
+        // byte's low bit to its top bit lets movemask collect them); SSE2 is part of x86-64.
+        #[cfg(target_arch = "x86_64")]
+        Ok(flags) => unsafe {
+            use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_slli_epi16};
+            let bytes = _mm_loadu_si128(flags.as_ptr() as *const __m128i);
+            _mm_movemask_epi8(_mm_slli_epi16(bytes, 7)) as u16
+        },
+        _ => chunk.iter().enumerate().fold(0u16, |m, (i, &s)| m | (s as u16) << i),
     }
 }
 
@@ -210,21 +246,12 @@ impl ListSpikes for Compress {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::_mm512_setr_epi32;
-            use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_slli_epi16};
             use std::arch::x86_64::{__m512i, _mm512_storeu_si512};
             use std::arch::x86_64::{_mm512_add_epi32, _mm512_maskz_compress_epi32, _mm512_set1_epi32};
             assert!(out.len() >= spikes.len() + 16 && spikes.len() <= 64);
             let (mut count, mut word) = (0, 0);
             for (c, chunk) in spikes.chunks(16).enumerate() {
-                let mask = match <&[bool; 16]>::try_from(chunk) {
-                    // SAFETY: 16 bytes are read from a 16-element bool slice (bools are 0 or 1;
-                    // shifting each byte's low bit to its top bit lets movemask collect them).
-                    Ok(flags) => unsafe {
-                        let bytes = _mm_loadu_si128(flags.as_ptr() as *const __m128i);
-                        _mm_movemask_epi8(_mm_slli_epi16(bytes, 7)) as u16
-                    },
-                    Err(_) => chunk.iter().enumerate().fold(0u16, |m, (i, &s)| m | (s as u16) << i),
-                };
+                let mask = flag_mask(chunk);
                 // SAFETY: the caller guarantees AVX-512F (`list`'s contract); the store writes 16
                 // indices at `count`, at most the number of flags before this chunk, so within
                 // `out` (asserted), and the first `mask.count_ones()` of them are the listed ones.
@@ -268,14 +295,15 @@ mod tests {
                 let x1: Vec<f32> = (0..n).map(|i| (i as f32 * 0.71).sin() * 2.0).collect();
                 let x2: Vec<f32> = (0..n).map(|i| (i as f32 * 0.43).cos() + 1.2).collect();
                 let start: Vec<f32> = (0..n).map(|i| (i as f32 * 0.29).sin()).collect();
-                let (mut v_dispatched, mut v_portable) = (start.clone(), start);
+                let (mut v_dispatched, mut v_portable) = (start.clone(), start.clone());
+                let start_counted = start;
                 let (mut fired_dispatched, mut fired_portable) = (Vec::new(), Vec::new());
                 let (mut bits_dispatched, mut bits_portable) =
                     (vec![!0u64; n.div_ceil(64)], vec![0u64; n.div_ceil(64)]);
                 let how = Firing { isa: Isa::detect(), dynamics, kind, eta: 0.1, first: 0 };
-                let out = Spikes { fired: &mut fired_dispatched, bits: &mut bits_dispatched };
+                let out = Spikes { fired: Some(&mut fired_dispatched), bits: &mut bits_dispatched };
                 fire_and_update(how, &x1, &x2, &mut v_dispatched, out);
-                let out = Spikes { fired: &mut fired_portable, bits: &mut bits_portable };
+                let out = Spikes { fired: Some(&mut fired_portable), bits: &mut bits_portable };
                 // SAFETY: `Scalar` needs no instruction beyond the build's target.
                 unsafe { fire::<f32, Scalar>(Firing { isa: Isa::baseline(), ..how }, &x1, &x2, &mut v_portable, out) };
                 assert_eq!(fired_dispatched, fired_portable, "{kind:?}");
@@ -283,6 +311,13 @@ mod tests {
                 let listed: Vec<u32> =
                     (0..n as u32).filter(|&i| bits_portable[i as usize / 64] >> (i % 64) & 1 == 1).collect();
                 assert_eq!(listed, fired_portable, "{kind:?}: the bits are the listed spikes");
+                let mut v_counted = start_counted.clone();
+                let mut bits_counted = vec![!0u64; n.div_ceil(64)];
+                let out = Spikes { fired: None, bits: &mut bits_counted };
+                let count = fire_and_update(how, &x1, &x2, &mut v_counted, out);
+                assert_eq!(count, fired_portable.len(), "{kind:?}: unlisted spikes are counted");
+                assert_eq!(bits_counted, bits_portable, "{kind:?}: unlisted spikes have their bits");
+                assert_eq!(v_counted, v_portable, "{kind:?}");
                 assert!(!fired_portable.is_empty() && fired_portable.len() < n, "{kind:?}");
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&v_dispatched), bits(&v_portable), "{kind:?}");

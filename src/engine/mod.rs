@@ -975,14 +975,18 @@ impl<F: Real> Simulator<F> {
                 },
             );
         }
-        // The spikes go straight into the population's list where a reader needs one.
+        // The spikes go straight into the population's list where a reader needs one, into a
+        // scratch list for an observer, and are only counted otherwise.
         let fired = if population.listed_spikes { &mut state.fired } else { &mut ws.fired };
         fired.clear();
+        let listing = population.listed_spikes || observer.observes_populations();
         let bits = &mut state.bits;
+        let mut count = 0;
         let how = Firing { isa: self.isa, dynamics: self.dynamics, kind: population.kind, eta, first: 0 };
         let last = population.operands.len() - 1;
         if population.operands.iter().all(|o| o.broadcast.is_none()) {
-            fire_and_update(how, &state.x[0], &state.x[last], &mut state.v, Spikes { fired, bits });
+            let out = Spikes { fired: listing.then_some(&mut *fired), bits };
+            count = fire_and_update(how, &state.x[0], &state.x[last], &mut state.v, out);
         } else {
             // Operands kept per element are written out per neuron a slice at a time.
             for start in (0..population.size).step_by(FIRE_SLICE) {
@@ -996,11 +1000,11 @@ impl<F: Real> Simulator<F> {
                 }
                 let how = Firing { first: start as u32, ..how };
                 let (x1, x2) = (&ws.expanded[0][..end - start], &ws.expanded[last][..end - start]);
-                let out = Spikes { fired: &mut *fired, bits: &mut *bits };
-                fire_and_update(how, x1, x2, &mut state.v[start..end], out);
+                let out = Spikes { fired: listing.then_some(&mut *fired), bits: &mut *bits };
+                count += fire_and_update(how, x1, x2, &mut state.v[start..end], out);
             }
         }
-        state.count = fired.len();
+        state.count = count;
         counts.spikes += state.count as u64;
         counts.neuron_updates += population.size as u64;
         if observer.observes_populations() {
