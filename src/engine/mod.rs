@@ -1041,7 +1041,8 @@ impl<F: Real> Simulator<F> {
 }
 
 /// Writes the estimates of a broadcast operand for the neurons `start..start + out.len()`,
-/// read from its per-element estimates `x` through `index`, a run at a time.
+/// read from its per-element estimates `x` through `index` (without holes: see `broadcast_form`),
+/// a run at a time.
 fn expand<F: Real>(index: &Index, x: &[F], start: usize, out: &mut [F]) {
     structured::combine_mapped(index, &Scale::One, x, start, out, structured::Combine::Assign);
 }
@@ -1298,7 +1299,8 @@ fn compile_operand<F: Real>(
 /// blocks and constants per element, and the map. `None` for any other operand.
 fn broadcast_form(operand: &Operand) -> Option<(Vec<SynapseBlock>, Vec<f64>, Index)> {
     let (values, index) = operand.bias.parts();
-    if index.is_identity() || operand.projections.is_empty() {
+    // A hole would leave its neurons without an estimate: such operands stay per element.
+    if index.is_identity() || index.has_holes() || operand.projections.is_empty() {
         return None;
     }
     let blocks = operand
