@@ -36,6 +36,7 @@ pub(super) fn spike_values<F: Real>(isa: Isa, bits: &[u64], out: &mut [F]) {
 
 /// Adds `w` to `y[j]` for every `j` whose spike `start + j` of `bits` is 1: the bits of
 /// `y[j] += w * s` on 0/1 values, without writing the values out.
+#[inline(always)]
 pub(super) fn add_where_spiked<F: Real>(isa: Isa, y: &mut [F], w: F, bits: &[u64], start: usize) {
     assert!(bits.len() * 64 >= start + y.len(), "{} bits for spikes up to {}", bits.len() * 64, start + y.len());
     #[cfg(target_arch = "x86_64")]
@@ -94,6 +95,7 @@ mod avx512 {
     /// Per 64 spikes a word; per 16 of them, the elements whose spike is 1 are loaded, added to
     /// and stored under that mask.
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub(super) unsafe fn add_where_spiked_f32(y: &mut [f32], w: f32, bits: &[u64], start: usize) {
         let weight = _mm512_set1_ps(w);
         for (c, chunk) in y.chunks_mut(64).enumerate() {
@@ -113,6 +115,7 @@ mod avx512 {
 
     /// As [`add_where_spiked_f32`], 8 elements a vector.
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub(super) unsafe fn add_where_spiked_f64(y: &mut [f64], w: f64, bits: &[u64], start: usize) {
         let weight = _mm512_set1_pd(w);
         for (c, chunk) in y.chunks_mut(64).enumerate() {

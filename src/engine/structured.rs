@@ -293,11 +293,31 @@ impl<F: Real> DenseKernel<F> {
     /// [`DenseKernel::reads_spike_bits`].
     pub fn add_spike_bits(&self, bits: &[u64], scratch: &mut StructuredScratch<F>, acc: &mut [F]) {
         assert!(self.reads_spike_bits(), "the kernel reads its sources through a map");
-        let rows = self.rows.slice();
-        let (k_len, n_len, inner) = (self.inputs, self.outputs, self.inner);
         let mut y = std::mem::take(&mut scratch.logical_out);
         y.clear();
-        y.resize(self.outer * n_len * inner, F::zero());
+        y.resize(self.outer * self.outputs * self.inner, F::zero());
+        match self.isa.level() {
+            // SAFETY: `Isa::detect` found the feature on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => unsafe { self.spike_bits_product_avx512(bits, &mut y) },
+            _ => self.spike_bits_product(bits, &mut y),
+        }
+        scatter_logical(&self.target, &self.target_scale, &y, acc);
+        scratch.logical_out = y;
+    }
+
+    /// The row loops compiled with the masked adds they call, so that those inline.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn spike_bits_product_avx512(&self, bits: &[u64], y: &mut [F]) {
+        self.spike_bits_product(bits, y)
+    }
+
+    /// `y = W s` on logical tensors, for spikes `s` given as bits.
+    #[inline(always)]
+    fn spike_bits_product(&self, bits: &[u64], y: &mut [F]) {
+        let rows = self.rows.slice();
+        let (k_len, n_len, inner) = (self.inputs, self.outputs, self.inner);
         for (o, yo) in y.chunks_exact_mut(n_len * inner).enumerate() {
             let row_start = |k: usize| (o * k_len + k) * inner;
             match self.layout {
@@ -318,8 +338,6 @@ impl<F: Real> DenseKernel<F> {
                 }
             }
         }
-        scatter_logical(&self.target, &self.target_scale, &y, acc);
-        scratch.logical_out = y;
     }
 
     #[cfg(target_arch = "x86_64")]
