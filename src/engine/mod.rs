@@ -991,15 +991,24 @@ impl<F: Real> Simulator<F> {
             // Operands kept per element are written out per neuron a slice at a time.
             for start in (0..population.size).step_by(FIRE_SLICE) {
                 let end = (start + FIRE_SLICE).min(population.size);
+                // An operand whose slice is one stretch of its estimates is read in place.
+                let mut read_from = [None; 2];
                 for (j, operand) in population.operands.iter().enumerate() {
-                    let slice = &mut ws.expanded[j][..end - start];
-                    match &operand.broadcast {
-                        Some(index) => expand(index, &state.x[j], start, slice),
-                        None => slice.copy_from_slice(&state.x[j][start..end]),
+                    let Some(index) = &operand.broadcast else {
+                        read_from[j] = Some(start);
+                        continue;
+                    };
+                    read_from[j] = index.contiguous_from(start, end);
+                    if read_from[j].is_none() {
+                        expand(index, &state.x[j], start, &mut ws.expanded[j][..end - start]);
                     }
                 }
+                let operand = |j: usize| match read_from[j] {
+                    Some(from) => &state.x[j][from..from + end - start],
+                    None => &ws.expanded[j][..end - start],
+                };
                 let how = Firing { first: start as u32, ..how };
-                let (x1, x2) = (&ws.expanded[0][..end - start], &ws.expanded[last][..end - start]);
+                let (x1, x2) = (operand(0), operand(last));
                 let out = Spikes { fired: listing.then_some(&mut *fired), bits: &mut *bits };
                 count += fire_and_update(how, x1, x2, &mut state.v[start..end], out);
             }
@@ -1230,7 +1239,7 @@ fn compile_operand<F: Real>(
 ) -> CompiledOperand<F> {
     let compact = broadcast_form(operand);
     let (blocks, bias, broadcast) = match &compact {
-        Some((blocks, bias, index)) => (blocks.clone(), bias.clone(), Some(index.clone())),
+        Some((blocks, bias, index)) => (blocks.clone(), bias.clone(), Some(index.with_merged_axes())),
         None => (operand.projections.iter().map(|p| p.block.clone()).collect(), operand.bias.to_vec(), None),
     };
     let mut input_ones = Vec::new();

@@ -105,6 +105,51 @@ impl Index {
         }
     }
 
+    /// The same map with adjacent axes that step through memory as one merged into one, so that
+    /// its runs are as long as they can be (a strided map whose axis `a` steps by the whole
+    /// extent of axis `a + 1`; axes of one element dropped).
+    pub fn with_merged_axes(&self) -> Index {
+        let Index::Strided { shape, strides, offset } = self else {
+            return self.clone();
+        };
+        let (mut merged_shape, mut merged_strides): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
+        for (&n, &s) in shape.iter().zip(strides).filter(|(&n, _)| n != 1) {
+            match (merged_shape.last_mut(), merged_strides.last()) {
+                (Some(outer), Some(&outer_stride)) if outer_stride == n * s => {
+                    *outer *= n;
+                    *merged_strides.last_mut().expect("as long as the shape") = s;
+                }
+                _ => {
+                    merged_shape.push(n);
+                    merged_strides.push(s);
+                }
+            }
+        }
+        if merged_shape.is_empty() {
+            (merged_shape, merged_strides) = (vec![1], vec![1]);
+        }
+        Index::strided(merged_shape, merged_strides, *offset)
+    }
+
+    /// The first physical element of the logical elements `start..end` where they map to
+    /// consecutive physical elements, in order; `None` otherwise.
+    pub fn contiguous_from(&self, start: usize, end: usize) -> Option<usize> {
+        match self {
+            Index::Identity => Some(start),
+            Index::Strided { shape, strides, .. } => {
+                let inner = *shape.last()?;
+                let one_run = strides.last() == Some(&1) && start / inner == (end.max(start + 1) - 1) / inner;
+                one_run.then(|| self.get(start)).flatten()
+            }
+            Index::Table { entries } => {
+                let first = *entries.get(start)?;
+                let consecutive =
+                    entries[start..end].iter().enumerate().all(|(i, &p)| p != NONE && p == first + i as u32);
+                (first != NONE && consecutive).then_some(first as usize)
+            }
+        }
+    }
+
     /// Whether the map's runs are long enough to be worth handling a run at a time (a table, or a
     /// strided map whose innermost axis holds fewer than 16 elements, is faster element by element).
     pub fn has_long_runs(&self) -> bool {
@@ -296,6 +341,32 @@ mod tests {
 
     fn all(index: &Index, count: usize) -> Vec<Option<usize>> {
         (0..count).map(|i| index.get(i)).collect()
+    }
+
+    #[test]
+    fn merged_axes_map_every_element_alike_in_longer_runs() {
+        // Attention's second operand: [heads 3][i 5][k 4][j 6] reading [heads][k][j], broadcast
+        // over i; (k, j) are one run of 24.
+        let index = Index::strided(vec![3, 5, 4, 6], vec![24, 0, 6, 1], 7);
+        let merged = index.with_merged_axes();
+        assert_eq!(merged, Index::Strided { shape: vec![3, 5, 24], strides: vec![24, 0, 1], offset: 7 });
+        assert_eq!(all(&merged, 360), all(&index, 360));
+        let broadcast = Index::strided(vec![2, 1, 3, 4], vec![3, 9, 1, 0], 0);
+        assert_eq!(all(&broadcast.with_merged_axes(), 24), all(&broadcast, 24));
+        assert_eq!(Index::strided(vec![2, 3], vec![3, 1], 0).with_merged_axes(), Index::Identity);
+    }
+
+    #[test]
+    fn a_contiguous_range_is_found_only_where_it_is_one() {
+        let index = Index::strided(vec![3, 5, 24], vec![24, 0, 1], 7);
+        assert_eq!(index.contiguous_from(24, 48), Some(7), "the second i reads the same k, j");
+        assert_eq!(index.contiguous_from(26, 40), Some(9));
+        assert_eq!(index.contiguous_from(20, 30), None, "across two runs");
+        assert_eq!(Index::strided(vec![4, 6], vec![1, 4], 0).contiguous_from(0, 2), None, "a transpose");
+        assert_eq!(Index::Identity.contiguous_from(5, 9), Some(5));
+        let table = Index::Table { entries: vec![4, 5, 6, NONE, 9] };
+        assert_eq!(table.contiguous_from(0, 3), Some(4));
+        assert_eq!(table.contiguous_from(1, 4), None, "a hole");
     }
 
     #[test]
