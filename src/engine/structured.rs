@@ -281,18 +281,29 @@ impl<F: Real> DenseKernel<F> {
         scratch.logical_out = y;
     }
 
-    /// Whether [`DenseKernel::add_spike_bits`] applies: the physical sources are the logical
-    /// ones, without factors, and the matrix acts along an outer axis (`inner > 1`), so that each
-    /// weight meets a contiguous row of spikes.
-    pub fn reads_spike_bits(&self) -> bool {
+    /// Whether [`DenseKernel::add_spike_bits`] can compute the block: the physical sources are the
+    /// logical ones, without factors, and the matrix acts along an outer axis (`inner > 1`), so
+    /// that each weight meets a contiguous row of spikes.
+    fn spike_rows(&self) -> bool {
         self.inner > 1 && matches!((&self.source, &self.source_scale), (Index::Identity, Scale::One))
     }
 
+    /// Whether the simulation reads the block's spikes as bits ([`DenseKernel::add_spike_bits`]):
+    /// where it can, with AVX-512's masked adds (without them, the 0/1 values and the vectorised
+    /// product are faster than a branch per spike).
+    pub fn reads_spike_bits(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self.isa.level() == Level::Avx512 {
+            return self.spike_rows();
+        }
+        false
+    }
+
     /// [`DenseKernel::add`] on spikes given as bits (spike `i` is bit `i % 64` of word `i / 64`):
-    /// the same sums in the same order, with no 0/1 value written out. Only where
-    /// [`DenseKernel::reads_spike_bits`].
+    /// the same sums in the same order, with no 0/1 value written out. Only for a matrix along an
+    /// outer axis reading its physical sources without factors.
     pub fn add_spike_bits(&self, bits: &[u64], scratch: &mut StructuredScratch<F>, acc: &mut [F]) {
-        assert!(self.reads_spike_bits(), "the kernel reads its sources through a map");
+        assert!(self.spike_rows(), "the kernel reads its sources through a map");
         let mut y = std::mem::take(&mut scratch.logical_out);
         y.clear();
         y.resize(self.outer * self.outputs * self.inner, F::zero());
@@ -539,7 +550,7 @@ mod tests {
             for layout in 0..3 {
                 let dense = block(outer, inputs, outputs, inner, false, layout);
                 let kernel = DenseKernel::<F>::new(&dense, Isa::detect());
-                assert!(kernel.reads_spike_bits());
+                assert!(kernel.spike_rows());
                 let spikes: Vec<F> =
                     (0..dense.sources).map(|j| F::of(((j * 7 + j / 5) % 3 == 1) as u8 as f64)).collect();
                 let mut bits = vec![0u64; dense.sources.div_ceil(64)];
@@ -549,13 +560,21 @@ mod tests {
                 let mut scratch = StructuredScratch::default();
                 let mut from_values = vec![F::of(0.25); dense.targets];
                 kernel.add(&spikes, true, &mut scratch, &mut from_values);
-                let mut from_bits = vec![F::of(0.25); dense.targets];
-                kernel.add_spike_bits(&bits, &mut scratch, &mut from_bits);
-                assert_eq!(from_bits, from_values, "{outer}×{inputs}→{outputs}×{inner}, layout {layout}");
+                for isa in [Isa::detect(), Isa::baseline()] {
+                    let kernel = DenseKernel::<F>::new(&dense, isa);
+                    let mut from_bits = vec![F::of(0.25); dense.targets];
+                    kernel.add_spike_bits(&bits, &mut scratch, &mut from_bits);
+                    assert_eq!(from_bits, from_values, "{outer}×{inputs}→{outputs}×{inner}, layout {layout}, {isa:?}");
+                }
             }
         }
         let mapped = DenseKernel::<F>::new(&block(2, 6, 3, 4, true, 0), Isa::detect());
-        assert!(!mapped.reads_spike_bits(), "sources read through a map are gathered as values");
+        assert!(
+            !mapped.spike_rows() && !mapped.reads_spike_bits(),
+            "sources read through a map are gathered as values"
+        );
+        let portable = DenseKernel::<F>::new(&block(2, 6, 3, 4, false, 0), Isa::baseline());
+        assert!(!portable.reads_spike_bits(), "without masked adds the 0/1 values are read");
     }
 
     #[test]
