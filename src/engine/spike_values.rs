@@ -15,10 +15,10 @@ use super::isa::Level;
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub(super) fn spike_values<F: Real>(isa: Isa, bits: &[u64], out: &mut [F]) {
     assert!(bits.len() * 64 >= out.len(), "{} bits for {} values", bits.len() * 64, out.len());
-    let whole = out.len() / 64;
-    let (head, tail) = out.split_at_mut(whole * 64);
     #[cfg(target_arch = "x86_64")]
     if isa.level() == Level::Avx512 {
+        let whole = out.len() / 64;
+        let (head, tail) = out.split_at_mut(whole * 64);
         if TypeId::of::<F>() == TypeId::of::<f32>() {
             // SAFETY: `F` is `f32` (same type, same layout); `Isa::detect` found AVX-512F.
             unsafe { avx512::words_f32(&bits[..whole], &mut *(head as *mut [F] as *mut [f32])) };
@@ -30,8 +30,7 @@ pub(super) fn spike_values<F: Real>(isa: Isa, bits: &[u64], out: &mut [F]) {
             return portable(&bits[whole..], tail);
         }
     }
-    portable(&bits[..whole], head);
-    portable(&bits[whole..], tail);
+    portable(bits, out)
 }
 
 /// Adds `w` to `y[j]` for every `j` whose spike `start + j` of `bits` is 1: the bits of
@@ -82,7 +81,7 @@ fn portable<F: Real>(bits: &[u64], out: &mut [F]) {
     }
 }
 
-/// A masked move of the vector of ones per 16 (or 8) spikes.
+/// Masked adds of a weight, and masked moves of a vector of ones, per 16 (or 8) spikes.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::{_mm512_add_pd, _mm512_add_ps, _mm512_mask_storeu_pd, _mm512_mask_storeu_ps};

@@ -114,10 +114,10 @@ impl Index {
         };
         let (mut merged_shape, mut merged_strides): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
         for (&n, &s) in shape.iter().zip(strides).filter(|(&n, _)| n != 1) {
-            match (merged_shape.last_mut(), merged_strides.last()) {
-                (Some(outer), Some(&outer_stride)) if outer_stride == n * s => {
+            match (merged_shape.last_mut(), merged_strides.last_mut()) {
+                (Some(outer), Some(outer_stride)) if *outer_stride == n * s => {
                     *outer *= n;
-                    *merged_strides.last_mut().expect("as long as the shape") = s;
+                    *outer_stride = s;
                 }
                 _ => {
                     merged_shape.push(n);
