@@ -53,30 +53,46 @@ impl<F: Real> OperandConstants<F> {
     }
 
     /// Calls `each(first estimate, chunk of estimates, chunk of acc, constants, offsets)` over
-    /// stretches that read the constants in order: one stretch, one per period, or one per run
-    /// (constants and offsets then one value each).
+    /// the estimates `first..first + x.len()` in stretches that read the constants in order: one
+    /// stretch, one per period, or one per run (constants and offsets then one value each).
     #[inline(always)]
-    fn stretches(&self, x: &mut [F], acc: &[F], mut each: impl FnMut(usize, &mut [F], &[F], &[F], &[F])) {
+    fn stretches(&self, first: usize, x: &mut [F], acc: &[F], mut each: impl FnMut(usize, &mut [F], &[F], &[F], &[F])) {
+        let end = first + x.len();
         match self.repetition {
-            Repetition::None => each(0, x, acc, &self.bias, &self.offset),
-            Repetition::Periodic(p) => {
+            Repetition::None => each(first, x, acc, &self.bias[first..end], &self.offset[first..end]),
+            Repetition::Periodic(p) if first == 0 && x.len() == self.len => {
                 for (k, (x, acc)) in x.chunks_exact_mut(p).zip(acc.chunks_exact(p)).enumerate() {
                     each(k * p, x, acc, &self.bias, &self.offset);
                 }
             }
-            Repetition::Runs(r) => {
+            Repetition::Runs(r) if first == 0 && x.len() == self.len => {
                 for (k, (x, acc)) in x.chunks_exact_mut(r).zip(acc.chunks_exact(r)).enumerate() {
                     each(k * r, x, acc, &self.bias[k..k + 1], &self.offset[k..k + 1]);
+                }
+            }
+            Repetition::Periodic(p) | Repetition::Runs(p) => {
+                let (mut x, mut acc, mut at) = (x, acc, first);
+                while at < end {
+                    let len = (p - at % p).min(end - at);
+                    let (stretch, rest) = x.split_at_mut(len);
+                    let (stretch_acc, rest_acc) = acc.split_at(len);
+                    let constants = match self.repetition {
+                        Repetition::Runs(_) => at / p..at / p + 1,
+                        _ => at % p..at % p + len,
+                    };
+                    each(at, stretch, stretch_acc, &self.bias[constants.clone()], &self.offset[constants]);
+                    (x, acc, at) = (rest, rest_acc, at + len);
                 }
             }
         }
     }
 
-    /// The signGD charge `x −= η (2 (a + c) − o)` of every estimate.
+    /// The signGD charge `x −= η (2 (a + c) − o)` of the estimates `first..first + x.len()`.
     #[inline(always)]
-    pub fn charge_sign_gd(&self, acc: &[F], eta: F, x: &mut [F]) {
+    pub fn charge_sign_gd(&self, first: usize, acc: &[F], eta: F, x: &mut [F]) {
         let two = F::of(2.0);
         self.stretches(
+            first,
             x,
             acc,
             #[inline(always)]
@@ -96,16 +112,18 @@ impl<F: Real> OperandConstants<F> {
     }
 
     /// [`OperandConstants::charge_sign_gd`] of an input that is one product `p` with factors
-    /// `s`, read in place: the same bits as accumulating `0 + p s` first.
+    /// `s` (indexed from `first`, as the estimates), read in place: the same bits as
+    /// accumulating `0 + p s` first.
     #[inline(always)]
-    pub fn charge_sign_gd_product(&self, product: &[F], scale: &Scale<F>, eta: F, x: &mut [F]) {
+    pub fn charge_sign_gd_product(&self, first: usize, product: &[F], scale: &Scale<F>, eta: F, x: &mut [F]) {
         let two = F::of(2.0);
         match scale {
             // A sum that starts from +0 is never -0, so `0 + p` is `p`.
-            Scale::One => self.charge_sign_gd(product, eta, x),
+            Scale::One => self.charge_sign_gd(first, product, eta, x),
             Scale::Uniform(s) => {
                 let s = *s;
                 self.stretches(
+                    first,
                     x,
                     product,
                     #[inline(always)]
@@ -118,6 +136,7 @@ impl<F: Real> OperandConstants<F> {
                 )
             }
             Scale::Each(factors) => self.stretches(
+                first,
                 x,
                 product,
                 #[inline(always)]
@@ -140,10 +159,11 @@ impl<F: Real> OperandConstants<F> {
         }
     }
 
-    /// The subgradient charge `x −= η (x − (a + c))` of every estimate.
+    /// The subgradient charge `x −= η (x − (a + c))` of the estimates `first..first + x.len()`.
     #[inline(always)]
-    pub fn charge_subgradient(&self, acc: &[F], eta: F, x: &mut [F]) {
+    pub fn charge_subgradient(&self, first: usize, acc: &[F], eta: F, x: &mut [F]) {
         self.stretches(
+            first,
             x,
             acc,
             #[inline(always)]
@@ -191,8 +211,17 @@ mod tests {
 
     fn charged(constants: &OperandConstants<f32>, acc: &[f32]) -> Vec<f32> {
         let mut x: Vec<f32> = (0..acc.len()).map(|i| i as f32 * 0.25).collect();
-        constants.charge_sign_gd(acc, 0.3, &mut x);
-        constants.charge_subgradient(acc, 0.7, &mut x);
+        constants.charge_sign_gd(0, acc, 0.3, &mut x);
+        constants.charge_subgradient(0, acc, 0.7, &mut x);
+        // Charged again a slice at a time, from starts inside periods and runs: the same bits.
+        let mut sliced = x.clone();
+        let mut whole = x.clone();
+        constants.charge_sign_gd(0, acc, 0.5, &mut whole);
+        for start in (0..acc.len()).step_by(7) {
+            let end = (start + 7).min(acc.len());
+            constants.charge_sign_gd(start, &acc[start..end], 0.5, &mut sliced[start..end]);
+        }
+        assert_eq!(sliced, whole, "charged in slices of 7");
         x
     }
 

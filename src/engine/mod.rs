@@ -5,6 +5,7 @@ mod batch;
 mod batch_conv;
 mod batch_dense;
 mod batch_depthwise;
+mod bit_select;
 mod constants;
 mod conv_kernel;
 pub mod counters;
@@ -23,6 +24,7 @@ pub use batch::BatchKernel;
 pub use batch_conv::BatchConv;
 pub use batch_dense::BatchDense;
 pub use batch_depthwise::BatchDepthwise;
+use bit_select::BitSelect;
 use constants::OperandConstants;
 use conv_kernel::{ConvGather, ConvScratch};
 pub use counters::{ActivityCounts, Counters, KernelWork};
@@ -126,6 +128,8 @@ enum Kernel<F> {
     Dense(Box<DenseKernel<F>>),
     /// Each target reads at most one source.
     Select(SelectBlock<F>),
+    /// Each target reads at most one source, whose population's spike bits it reads.
+    SelectBits(BitSelect<F>),
     /// Elementwise factors.
     Diagonal(Vec<F>),
     /// A product of spikes computed for every input of a batch at once.
@@ -148,6 +152,10 @@ pub const MAX_LANES: usize = 32;
 /// Most bytes of state one worker's batch holds.
 pub const BATCH_BYTES: usize = 1 << 30;
 
+/// Neurons charged and fired together where every input adds slices: their estimates,
+/// inputs and states stay in the first-level cache between the passes.
+const UPDATE_SLICE: usize = 2048;
+
 /// Neurons fired together when some operand is kept per element and written out per neuron.
 const FIRE_SLICE: usize = 4096;
 
@@ -163,6 +171,9 @@ impl<F: Real> Kernel<F> {
         if spiking && from_population {
             if let Some(kernel) = batch::kernel_for(block, isa) {
                 return Kernel::Batched(kernel);
+            }
+            if let SynapseBlock::Select(select) = block {
+                return Kernel::SelectBits(BitSelect::new(select, isa));
             }
         }
         let plain_conv = matches!(block, SynapseBlock::Conv(conv) if conv.is_plain() && conv.target.is_identity());
@@ -203,7 +214,7 @@ impl<F: Real> Kernel<F> {
     /// Whether the kernel reads spikes as a dense 0/1 vector or as bits rather than as a list.
     fn reads_dense_spikes(&self) -> bool {
         match self {
-            Kernel::Dense(_) | Kernel::Conv { around: Some(_), .. } => true,
+            Kernel::Dense(_) | Kernel::Conv { around: Some(_), .. } | Kernel::SelectBits(_) => true,
             Kernel::Select(select) => !select.source.is_identity(),
             _ => false,
         }
@@ -213,6 +224,7 @@ impl<F: Real> Kernel<F> {
     fn reads_spike_values(&self) -> bool {
         match self {
             Kernel::Dense(dense) => !dense.reads_spike_bits(),
+            Kernel::SelectBits(_) => false,
             _ => self.reads_dense_spikes(),
         }
     }
@@ -231,6 +243,7 @@ impl<F: Real> Kernel<F> {
             }
             Kernel::Dense(dense) => dense.bytes(),
             Kernel::Select(select) => select.source.stored_entries() * 4 + select.scale.stored() * f,
+            Kernel::SelectBits(select) => select.bytes(),
             Kernel::Diagonal(scale) => scale.len() * f,
             Kernel::Batched(kernel) => kernel.bytes(),
         }
@@ -303,6 +316,27 @@ struct CompiledPopulation<F> {
     dense_spikes: bool,
     /// Some kernel, or a fan-out count, reads this population's spikes as a list.
     listed_spikes: bool,
+    /// Every projection into the population adds any slice of its targets alone (a batched
+    /// product, a selection from spike bits, the encoder's closed form): a slice of neurons is
+    /// charged and fired while its estimates are in cache.
+    sliced: bool,
+}
+
+impl<F> CompiledPopulation<F> {
+    fn adds_slices(&self) -> bool {
+        !self.relay
+            && self.operands.iter().all(|o| {
+                o.broadcast.is_none()
+                    && o.projections.iter().all(|p| {
+                        p.shared.is_none()
+                            && match &p.kernel {
+                                Kernel::Batched(_) => p.batch_slot.is_some(),
+                                Kernel::SelectBits(_) => true,
+                                _ => p.source == Source::Input && !o.input_ones.is_empty(),
+                            }
+                    })
+            })
+    }
 }
 
 /// A network prepared for simulation in precision `F`. Immutable and shared by all workers.
@@ -527,8 +561,12 @@ impl<F: Real> Simulator<F> {
                 operands: p.operands.iter().map(|o| compile(o, p.kind.is_relay())).collect(),
                 dense_spikes: false,
                 listed_spikes: false,
+                sliced: false,
             })
             .collect();
+        for population in &mut populations {
+            population.sliced = population.adds_slices();
+        }
         let readout = compile(&network.readout, false);
         let readers: Vec<(Source, bool, bool)> = populations
             .iter()
@@ -949,6 +987,42 @@ impl<F: Real> Simulator<F> {
             }
             return;
         }
+        // The spikes go straight into the population's list where a reader needs one, into a
+        // scratch list for an observer, and are only counted otherwise.
+        let fired = if population.listed_spikes { &mut state.fired } else { &mut ws.fired };
+        fired.clear();
+        let listing = population.listed_spikes || observer.observes_populations();
+        let how = Firing { isa: self.isa, dynamics: self.dynamics, kind: population.kind, eta, first: 0 };
+        let last = population.operands.len() - 1;
+        if population.sliced
+            && (inputs.closed_form.is_some() || population.operands.iter().all(|o| o.input_ones.is_empty()))
+        {
+            for projection in population.operands.iter().flat_map(|o| &o.projections) {
+                count_input(projection, &inputs, earlier, counts, &mut ws.scratch);
+            }
+            let (x, v, bits, acc) = (&mut state.x, &mut state.v, &mut state.bits, &mut ws.acc);
+            let input_products = &state.input_products;
+            let dynamics = self.dynamics;
+            state.count = self.isa.vectorised(
+                #[inline(always)]
+                || {
+                    let mut count = 0;
+                    for start in (0..population.size).step_by(UPDATE_SLICE) {
+                        let end = (start + UPDATE_SLICE).min(population.size);
+                        let acc = &mut acc[..end - start];
+                        for (j, operand) in population.operands.iter().enumerate() {
+                            add_slice(operand, &inputs, &input_products[j], earlier, start, acc);
+                            charge(dynamics, operand, start, acc, eta, &mut x[j][start..end]);
+                        }
+                        let how = Firing { first: start as u32, ..how };
+                        let out = Spikes { fired: listing.then_some(&mut *fired), bits: &mut *bits };
+                        count += fire_and_update(how, &x[0][start..end], &x[last][start..end], &mut v[start..end], out);
+                    }
+                    count
+                },
+            );
+            return self.finish_update(ws, index, t, observer);
+        }
         for (j, (operand, x)) in population.operands.iter().zip(state.x.iter_mut()).enumerate() {
             if let (Some((kernel, slot, projection)), Dynamics::SignGd) = (operand.sole_batched(), self.dynamics) {
                 let Source::Population(p) = projection.source else {
@@ -960,7 +1034,7 @@ impl<F: Real> Simulator<F> {
                 let scale = kernel.target_scale();
                 self.isa.vectorised(
                     #[inline(always)]
-                    || operand.constants.charge_sign_gd_product(product, scale, eta, x),
+                    || operand.constants.charge_sign_gd_product(0, product, scale, eta, x),
                 );
                 continue;
             }
@@ -971,19 +1045,12 @@ impl<F: Real> Simulator<F> {
                 #[inline(always)]
                 || {
                     gather(operand, &inputs, input_product, earlier, acc, counts, scratch);
-                    charge(self.dynamics, operand, acc, eta, x);
+                    charge(self.dynamics, operand, 0, acc, eta, x);
                 },
             );
         }
-        // The spikes go straight into the population's list where a reader needs one, into a
-        // scratch list for an observer, and are only counted otherwise.
-        let fired = if population.listed_spikes { &mut state.fired } else { &mut ws.fired };
-        fired.clear();
-        let listing = population.listed_spikes || observer.observes_populations();
         let bits = &mut state.bits;
         let mut count = 0;
-        let how = Firing { isa: self.isa, dynamics: self.dynamics, kind: population.kind, eta, first: 0 };
-        let last = population.operands.len() - 1;
         if population.operands.iter().all(|o| o.broadcast.is_none()) {
             let out = Spikes { fired: listing.then_some(&mut *fired), bits };
             count = fire_and_update(how, &state.x[0], &state.x[last], &mut state.v, out);
@@ -1014,9 +1081,18 @@ impl<F: Real> Simulator<F> {
             }
         }
         state.count = count;
+        self.finish_update(ws, index, t, observer)
+    }
+
+    /// Counts population `index`'s spikes and updates and shows its step `t` to the observer.
+    fn finish_update<O: Observer<F>>(&self, ws: &mut Workspace<F>, index: usize, t: usize, observer: &mut O) {
+        let population = &self.populations[index];
+        let state = &ws.populations[index];
+        let counts = &mut ws.counters.populations[index];
         counts.spikes += state.count as u64;
         counts.neuron_updates += population.size as u64;
         if observer.observes_populations() {
+            let fired = if population.listed_spikes { &state.fired } else { &ws.fired };
             let estimates: Vec<Vec<F>> = population
                 .operands
                 .iter()
@@ -1044,7 +1120,7 @@ impl<F: Real> Simulator<F> {
         let counts = &mut ws.counters.readout;
         let acc = &mut ws.readout_acc;
         gather(&self.readout, &inputs, readout_input, &ws.populations, acc, counts, &mut ws.scratch);
-        charge(self.dynamics, &self.readout, &ws.readout_acc, eta, &mut ws.y);
+        charge(self.dynamics, &self.readout, 0, &ws.readout_acc, eta, &mut ws.y);
         observer.readout(t, &ws.y);
     }
 }
@@ -1128,7 +1204,9 @@ impl<F: Real> CompiledProjection<F> {
             Kernel::Dense(dense) => dense.add(values, false, &mut scratch.structured, acc),
             Kernel::Select(select) => add_selected(select, values, acc),
             Kernel::Diagonal(scale) => acc.iter_mut().zip(values).zip(scale).for_each(|((a, &v), &d)| *a += v * d),
-            Kernel::Batched(_) => unreachable!("batched kernels are built for spiking sources only"),
+            Kernel::Batched(_) | Kernel::SelectBits(_) => {
+                unreachable!("batched and bit kernels are built for spiking sources only")
+            }
         }
     }
 
@@ -1154,6 +1232,7 @@ impl<F: Real> CompiledProjection<F> {
                 reaching.for_each(|j| acc[j] += select.scale.get(j))
             }
             Kernel::Select(select) => add_selected(select, spikes, acc),
+            Kernel::SelectBits(select) => select.add(bits, 0, acc),
             Kernel::Diagonal(scale) => fired.iter().for_each(|&j| acc[j as usize] += scale[j as usize]),
             Kernel::Batched(_) => unreachable!("batched products are computed for the whole batch"),
         }
@@ -1354,36 +1433,14 @@ fn gather<F: Real>(
         }
     }
     for projection in &operand.projections {
+        count_input(projection, inputs, populations, counts, scratch);
         if projection.source == Source::Input && inputs.closed_form.is_some() {
-            counts.dense_macs += projection.synapses;
-            counts.encoder_macs += projection.synapses;
             continue;
         }
-        let (values, fired, count): (&[F], &[u32], usize) = match projection.source {
-            Source::Input => (inputs.emitted, inputs.fired, inputs.fired.len()),
-            Source::Population(p) => (&populations[p].v, &populations[p].fired, populations[p].count),
+        let (values, fired): (&[F], &[u32]) = match projection.source {
+            Source::Input => (inputs.emitted, inputs.fired),
+            Source::Population(p) => (&populations[p].v, &populations[p].fired),
         };
-        // Whether an operand updated earlier in this step already computed this shared product.
-        let already_shared = projection.shared.is_some_and(|slot| scratch.computed_at[slot] == inputs.t);
-        if projection.dense {
-            counts.dense_macs += projection.synapses;
-            if projection.source == Source::Input {
-                counts.encoder_macs += projection.synapses;
-            }
-            if already_shared {
-                counts.shared_macs += projection.synapses;
-            } else {
-                scratch.real_macs += projection.synapses;
-            }
-        } else {
-            let events = projection.events(fired, count);
-            counts.synaptic_events += events;
-            if already_shared {
-                counts.shared_events += events;
-            } else if !matches!(projection.kernel, Kernel::Batched(_)) {
-                scratch.delivered_events += events;
-            }
-        }
         if let (Kernel::Batched(kernel), Some(slot)) = (&projection.kernel, projection.batch_slot) {
             let (batch, lane) = inputs.lane;
             let product = &batch.products[slot][lane * projection.targets..][..projection.targets];
@@ -1428,11 +1485,95 @@ fn gather<F: Real>(
     }
 }
 
+/// Counts the events or multiply-accumulates `projection` carries this step, and the kernel
+/// work of those not already computed for another operand.
+fn count_input<F: Real>(
+    projection: &CompiledProjection<F>,
+    inputs: &Inputs<F>,
+    populations: &[PopulationState<F>],
+    counts: &mut ActivityCounts,
+    scratch: &mut Scratch<F>,
+) {
+    if projection.source == Source::Input && inputs.closed_form.is_some() {
+        counts.dense_macs += projection.synapses;
+        counts.encoder_macs += projection.synapses;
+        return;
+    }
+    let (fired, count): (&[u32], usize) = match projection.source {
+        Source::Input => (inputs.fired, inputs.fired.len()),
+        Source::Population(p) => (&populations[p].fired, populations[p].count),
+    };
+    // Whether an operand updated earlier in this step already computed this shared product.
+    let already_shared = projection.shared.is_some_and(|slot| scratch.computed_at[slot] == inputs.t);
+    if projection.dense {
+        counts.dense_macs += projection.synapses;
+        if projection.source == Source::Input {
+            counts.encoder_macs += projection.synapses;
+        }
+        if already_shared {
+            counts.shared_macs += projection.synapses;
+        } else {
+            scratch.real_macs += projection.synapses;
+        }
+    } else {
+        let events = projection.events(fired, count);
+        counts.synaptic_events += events;
+        if already_shared {
+            counts.shared_events += events;
+        } else if !matches!(projection.kernel, Kernel::Batched(_)) {
+            scratch.delivered_events += events;
+        }
+    }
+}
+
+/// Writes into `acc` the input of `operand`'s estimates `start..start + acc.len()` this step, for
+/// a population whose projections all add slices (see `CompiledPopulation::sliced`): the same
+/// terms in the same order as [`gather`], so the same bits.
+#[inline(always)]
+fn add_slice<F: Real>(
+    operand: &CompiledOperand<F>,
+    inputs: &Inputs<F>,
+    input_product: &[F],
+    populations: &[PopulationState<F>],
+    start: usize,
+    acc: &mut [F],
+) {
+    let end = start + acc.len();
+    match inputs.closed_form {
+        Some((a, b)) if !operand.input_ones.is_empty() => {
+            let terms = operand.input_ones[start..end].iter().zip(&input_product[start..end]);
+            for (acc, (&ones, &product)) in acc.iter_mut().zip(terms) {
+                *acc = a * ones + b * product;
+            }
+        }
+        _ => acc.fill(F::zero()),
+    }
+    for projection in &operand.projections {
+        match (&projection.kernel, projection.source, projection.batch_slot) {
+            (_, Source::Input, _) => {}
+            (Kernel::Batched(kernel), _, Some(slot)) => {
+                let (batch, lane) = inputs.lane;
+                let product = &batch.products[slot][lane * projection.targets..][start..end];
+                match kernel.target_scale() {
+                    Scale::One => acc.iter_mut().zip(product).for_each(|(a, &p)| *a += p),
+                    &Scale::Uniform(s) => acc.iter_mut().zip(product).for_each(|(a, &p)| *a += p * s),
+                    Scale::Each(factors) => {
+                        let factors = &factors[start..end];
+                        acc.iter_mut().zip(product).zip(factors).for_each(|((a, &p), &s)| *a += p * s)
+                    }
+                }
+            }
+            (Kernel::SelectBits(select), Source::Population(p), _) => select.add(&populations[p].bits, start, acc),
+            _ => unreachable!("a sliced population reads batched products, spike bits and the closed form only"),
+        }
+    }
+}
+
 /// Charge: the operand estimate moves by the affine map of this step's input.
 #[inline(always)]
-fn charge<F: Real>(dynamics: Dynamics, operand: &CompiledOperand<F>, acc: &[F], eta: F, x: &mut [F]) {
+fn charge<F: Real>(dynamics: Dynamics, operand: &CompiledOperand<F>, first: usize, acc: &[F], eta: F, x: &mut [F]) {
     match dynamics {
-        Dynamics::SignGd => operand.constants.charge_sign_gd(acc, eta, x),
-        Dynamics::Subgradient => operand.constants.charge_subgradient(acc, eta, x),
+        Dynamics::SignGd => operand.constants.charge_sign_gd(first, acc, eta, x),
+        Dynamics::Subgradient => operand.constants.charge_subgradient(first, acc, eta, x),
     }
 }

@@ -61,7 +61,7 @@ pub(super) fn add_where_spiked<F: Real>(isa: Isa, y: &mut [F], w: F, bits: &[u64
 
 /// The `len` (at most 64) spikes from `start` as the low bits of a word.
 #[inline(always)]
-fn spikes_at(bits: &[u64], start: usize, len: usize) -> u64 {
+pub(super) fn spikes_at(bits: &[u64], start: usize, len: usize) -> u64 {
     let (word, shift) = (start / 64, start % 64);
     let mut spikes = bits[word] >> shift;
     if shift != 0 && shift + len > 64 {
