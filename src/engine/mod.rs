@@ -1011,8 +1011,18 @@ impl<F: Real> Simulator<F> {
                         let end = (start + UPDATE_SLICE).min(population.size);
                         let acc = &mut acc[..end - start];
                         for (j, operand) in population.operands.iter().enumerate() {
+                            let x = &mut x[j][start..end];
+                            if let (Some((kernel, slot, projection)), Dynamics::SignGd) =
+                                (operand.sole_batched(), dynamics)
+                            {
+                                let (batch, lane) = inputs.lane;
+                                let product = &batch.products[slot][lane * projection.targets..][start..end];
+                                let scale = kernel.target_scale();
+                                operand.constants.charge_sign_gd_product(start, product, scale, eta, x);
+                                continue;
+                            }
                             add_slice(operand, &inputs, &input_products[j], earlier, start, acc);
-                            charge(dynamics, operand, start, acc, eta, &mut x[j][start..end]);
+                            charge(dynamics, operand, start, acc, eta, x);
                         }
                         let how = Firing { first: start as u32, ..how };
                         let out = Spikes { fired: listing.then_some(&mut *fired), bits: &mut *bits };
