@@ -322,21 +322,21 @@ struct CompiledPopulation<F> {
     sliced: bool,
 }
 
-impl<F> CompiledPopulation<F> {
-    fn adds_slices(&self) -> bool {
-        !self.relay
-            && self.operands.iter().all(|o| {
-                o.broadcast.is_none()
-                    && o.projections.iter().all(|p| {
-                        p.shared.is_none()
-                            && match &p.kernel {
-                                Kernel::Batched(_) => p.batch_slot.is_some(),
-                                Kernel::SelectBits(_) => true,
-                                _ => p.source == Source::Input && !o.input_ones.is_empty(),
-                            }
-                    })
-            })
-    }
+/// Whether every projection into a population (a relay or not, with `operands`) adds any slice
+/// of its targets alone: see `CompiledPopulation::sliced`.
+fn adds_slices<F>(relay: bool, operands: &[CompiledOperand<F>]) -> bool {
+    !relay
+        && operands.iter().all(|o| {
+            o.broadcast.is_none()
+                && o.projections.iter().all(|p| {
+                    p.shared.is_none()
+                        && match &p.kernel {
+                            Kernel::Batched(_) => p.batch_slot.is_some(),
+                            Kernel::SelectBits(_) => true,
+                            _ => p.source == Source::Input && !o.input_ones.is_empty(),
+                        }
+                })
+        })
 }
 
 /// A network prepared for simulation in precision `F`. Immutable and shared by all workers.
@@ -554,19 +554,20 @@ impl<F: Real> Simulator<F> {
         let mut populations: Vec<CompiledPopulation<F>> = network
             .populations
             .iter()
-            .map(|p| CompiledPopulation {
-                kind: p.kind,
-                relay: p.kind.is_relay(),
-                size: p.size(),
-                operands: p.operands.iter().map(|o| compile(o, p.kind.is_relay())).collect(),
-                dense_spikes: false,
-                listed_spikes: false,
-                sliced: false,
+            .map(|p| {
+                let relay = p.kind.is_relay();
+                let operands: Vec<_> = p.operands.iter().map(|o| compile(o, relay)).collect();
+                CompiledPopulation {
+                    kind: p.kind,
+                    relay,
+                    size: p.size(),
+                    sliced: adds_slices(relay, &operands),
+                    operands,
+                    dense_spikes: false,
+                    listed_spikes: false,
+                }
             })
             .collect();
-        for population in &mut populations {
-            population.sliced = population.adds_slices();
-        }
         let readout = compile(&network.readout, false);
         let readers: Vec<(Source, bool, bool)> = populations
             .iter()
@@ -1012,17 +1013,10 @@ impl<F: Real> Simulator<F> {
                         let acc = &mut acc[..end - start];
                         for (j, operand) in population.operands.iter().enumerate() {
                             let x = &mut x[j][start..end];
-                            if let (Some((kernel, slot, projection)), Dynamics::SignGd) =
-                                (operand.sole_batched(), dynamics)
-                            {
-                                let (batch, lane) = inputs.lane;
-                                let product = &batch.products[slot][lane * projection.targets..][start..end];
-                                let scale = kernel.target_scale();
-                                operand.constants.charge_sign_gd_product(start, product, scale, eta, x);
-                                continue;
+                            if !charge_from_sole_product(dynamics, operand, inputs.lane, start, eta, x) {
+                                add_slice(operand, &inputs, &input_products[j], earlier, start, acc);
+                                charge(dynamics, operand, start, acc, eta, x);
                             }
-                            add_slice(operand, &inputs, &input_products[j], earlier, start, acc);
-                            charge(dynamics, operand, start, acc, eta, x);
                         }
                         let how = Firing { first: start as u32, ..how };
                         let out = Spikes { fired: listing.then_some(&mut *fired), bits: &mut *bits };
@@ -1034,18 +1028,12 @@ impl<F: Real> Simulator<F> {
             return self.finish_update(ws, index, t, observer);
         }
         for (j, (operand, x)) in population.operands.iter().zip(state.x.iter_mut()).enumerate() {
-            if let (Some((kernel, slot, projection)), Dynamics::SignGd) = (operand.sole_batched(), self.dynamics) {
-                let Source::Population(p) = projection.source else {
-                    unreachable!("a batched kernel reads a population")
-                };
-                counts.synaptic_events += projection.events(&earlier[p].fired, earlier[p].count);
-                let (batch, lane) = lane;
-                let product = &batch.products[slot][lane * projection.targets..][..projection.targets];
-                let scale = kernel.target_scale();
-                self.isa.vectorised(
-                    #[inline(always)]
-                    || operand.constants.charge_sign_gd_product(0, product, scale, eta, x),
-                );
+            let dynamics = self.dynamics;
+            if self.isa.vectorised(
+                #[inline(always)]
+                || charge_from_sole_product(dynamics, operand, lane, 0, eta, x),
+            ) {
+                count_input(&operand.projections[0], &inputs, earlier, counts, &mut ws.scratch);
                 continue;
             }
             let acc = &mut ws.acc[..operand.len()];
@@ -1452,13 +1440,7 @@ fn gather<F: Real>(
             Source::Population(p) => (&populations[p].v, &populations[p].fired),
         };
         if let (Kernel::Batched(kernel), Some(slot)) = (&projection.kernel, projection.batch_slot) {
-            let (batch, lane) = inputs.lane;
-            let product = &batch.products[slot][lane * projection.targets..][..projection.targets];
-            match kernel.target_scale() {
-                Scale::One => acc.iter_mut().zip(product).for_each(|(a, &p)| *a += p),
-                &Scale::Uniform(s) => acc.iter_mut().zip(product).for_each(|(a, &p)| *a += p * s),
-                Scale::Each(factors) => acc.iter_mut().zip(product).zip(factors).for_each(|((a, &p), &s)| *a += p * s),
-            }
+            add_batched(acc, lane_product(inputs.lane, slot, projection.targets), kernel.target_scale(), 0);
             if let Some(shared) = projection.shared {
                 scratch.computed_at[shared] = inputs.t;
             }
@@ -1562,21 +1544,53 @@ fn add_slice<F: Real>(
         match (&projection.kernel, projection.source, projection.batch_slot) {
             (_, Source::Input, _) => {}
             (Kernel::Batched(kernel), _, Some(slot)) => {
-                let (batch, lane) = inputs.lane;
-                let product = &batch.products[slot][lane * projection.targets..][start..end];
-                match kernel.target_scale() {
-                    Scale::One => acc.iter_mut().zip(product).for_each(|(a, &p)| *a += p),
-                    &Scale::Uniform(s) => acc.iter_mut().zip(product).for_each(|(a, &p)| *a += p * s),
-                    Scale::Each(factors) => {
-                        let factors = &factors[start..end];
-                        acc.iter_mut().zip(product).zip(factors).for_each(|((a, &p), &s)| *a += p * s)
-                    }
-                }
+                let product = &lane_product(inputs.lane, slot, projection.targets)[start..end];
+                add_batched(acc, product, kernel.target_scale(), start)
             }
             (Kernel::SelectBits(select), Source::Population(p), _) => select.add(&populations[p].bits, start, acc),
             _ => unreachable!("a sliced population reads batched products, spike bits and the closed form only"),
         }
     }
+}
+
+/// This lane's product in batch product slot `slot`, of `targets` elements.
+fn lane_product<'a, F>(lane: Lane<'a, F>, slot: usize, targets: usize) -> &'a [F] {
+    let (batch, lane) = lane;
+    &batch.products[slot][lane * targets..][..targets]
+}
+
+/// Adds `product[i] · s` to `acc[i]`, `s` the factor of target `first + i` (the product alone
+/// where every factor is one).
+#[inline(always)]
+fn add_batched<F: Real>(acc: &mut [F], product: &[F], scale: &Scale<F>, first: usize) {
+    match scale {
+        Scale::One => acc.iter_mut().zip(product).for_each(|(a, &p)| *a += p),
+        &Scale::Uniform(s) => acc.iter_mut().zip(product).for_each(|(a, &p)| *a += p * s),
+        Scale::Each(factors) => {
+            let factors = &factors[first..first + product.len()];
+            acc.iter_mut().zip(product).zip(factors).for_each(|((a, &p), &s)| *a += p * s)
+        }
+    }
+}
+
+/// Charges `x`, the estimates `start..start + x.len()` of `operand`, in place from its batched
+/// product where that product is the operand's whole input and the dynamics are signGD (the
+/// bits of accumulating `0 + p s` first); returns whether it did.
+#[inline(always)]
+fn charge_from_sole_product<F: Real>(
+    dynamics: Dynamics,
+    operand: &CompiledOperand<F>,
+    lane: Lane<F>,
+    start: usize,
+    eta: F,
+    x: &mut [F],
+) -> bool {
+    let (Some((kernel, slot, projection)), Dynamics::SignGd) = (operand.sole_batched(), dynamics) else {
+        return false;
+    };
+    let product = &lane_product(lane, slot, projection.targets)[start..start + x.len()];
+    operand.constants.charge_sign_gd_product(start, product, kernel.target_scale(), eta, x);
+    true
 }
 
 /// Charge: the operand estimate moves by the affine map of this step's input.
